@@ -1,0 +1,31 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { readSafetensors, type StoredTensor } from '../../src/engine/weights/safetensors';
+
+/** The shared reference fixtures live beside the project; a user's clone has none. */
+export const FIXTURES_DIR = resolve(import.meta.dirname, '../../../shared/fixtures');
+export const TINY_SD15 = join(FIXTURES_DIR, 'tiny-sd15');
+export const hasFixtures = existsSync(join(TINY_SD15, 'reference.json'));
+
+if (!hasFixtures) {
+  console.warn(`[fixtures] ${TINY_SD15} is absent: parity tests are skipped (CI always has ../shared).`);
+}
+
+export async function loadReference(): Promise<{ json: any; tensors: Map<string, StoredTensor> }> {
+  const json = JSON.parse(await readFile(join(TINY_SD15, 'reference.json'), 'utf8'));
+  const tensors = await readSafetensors(join(TINY_SD15, 'reference.safetensors'));
+  return { json, tensors };
+}
+
+/** Relative L2 error ||actual - expected|| / ||expected||, the fixtures' measure of parity. */
+export function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < expected.length; i++) {
+    diff += (actual[i] - expected[i]) ** 2;
+    norm += expected[i] ** 2;
+  }
+  return Math.sqrt(diff) / Math.sqrt(norm);
+}
