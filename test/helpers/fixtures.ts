@@ -12,8 +12,14 @@ if (!hasFixtures) {
   console.warn(`[fixtures] ${TINY_SD15} is absent: parity tests are skipped (CI always has ../shared).`);
 }
 
+/** Python's json writes non-finite floats as bare Infinity / -Infinity / NaN (e.g. lambda_min_clipped). */
+function parsePythonJson(text: string): any {
+  const quoted = text.replace(/(?<=[:,[]\s*)(-?Infinity|NaN)(?=\s*[,\]}])/g, '"\\u0000$1"');
+  return JSON.parse(quoted, (_key, value) => (typeof value === 'string' && value.startsWith('\u0000') ? Number(value.slice(1)) : value));
+}
+
 export async function loadReference(): Promise<{ json: any; tensors: Map<string, StoredTensor> }> {
-  const json = JSON.parse(await readFile(join(TINY_SD15, 'reference.json'), 'utf8'));
+  const json = parsePythonJson(await readFile(join(TINY_SD15, 'reference.json'), 'utf8'));
   const tensors = await readSafetensors(join(TINY_SD15, 'reference.safetensors'));
   return { json, tensors };
 }

@@ -1,0 +1,2 @@
+export { ClipTokenizer, TokenizerError, parseTokenizerConfig, type ClipTokenizerSettings } from './clip-tokenizer';
+export { loadClipTokenizer } from './load';

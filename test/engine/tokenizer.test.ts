@@ -1,0 +1,88 @@
+import { mkdtemp, readFile, rm, writeFile, copyFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClipTokenizer, TokenizerError, loadClipTokenizer } from '../../src/engine/tokenizer';
+import { TINY_SD15, hasFixtures, loadReference } from '../helpers/fixtures';
+
+const TOKENIZER_DIR = join(TINY_SD15, 'pack/tokenizer');
+const read = (name: string) => readFile(join(TOKENIZER_DIR, name), 'utf8');
+
+describe.skipIf(!hasFixtures)('CLIP tokenizer against transformers', () => {
+  let reference: { prompts: string[]; input_ids: number[][]; unpadded: number[][] };
+  const formats: Record<string, ClipTokenizer> = {};
+
+  beforeAll(async () => {
+    const { json } = await loadReference();
+    reference = { prompts: json.tokenizer.prompts, input_ids: json.tokenizer.input_ids, unpadded: json.tokenizer_unpadded };
+    const tokenizerConfigJson = await read('tokenizer_config.json');
+    formats['vocab.json + merges.txt'] = ClipTokenizer.fromFiles({
+      vocabJson: await read('vocab.json'),
+      mergesTxt: await read('merges.txt'),
+      tokenizerConfigJson,
+    });
+    formats['tokenizer.json'] = ClipTokenizer.fromTokenizerJson(await read('tokenizer.json'), tokenizerConfigJson);
+  });
+
+  for (const format of ['vocab.json + merges.txt', 'tokenizer.json']) {
+    it(`encodes every reference prompt exactly from ${format}`, () => {
+      const tokenizer = formats[format];
+      expect(reference.prompts.length).toBeGreaterThan(0);
+      reference.prompts.forEach((prompt, i) => {
+        expect(tokenizer.encodePadded(prompt), JSON.stringify(prompt)).toEqual(reference.input_ids[i]);
+        expect(tokenizer.encode(prompt, { truncation: false }), JSON.stringify(prompt)).toEqual(reference.unpadded[i]);
+      });
+    });
+  }
+
+  it('truncates like transformers: the first 75 text ids, then EOS', () => {
+    const tokenizer = formats['tokenizer.json'];
+    const long = reference.prompts.findIndex((_, i) => reference.unpadded[i].length > 77);
+    expect(long).toBeGreaterThanOrEqual(0);
+    const full = reference.unpadded[long];
+    expect(tokenizer.encode(reference.prompts[long])).toEqual([...full.slice(0, 76), tokenizer.eosId]);
+  });
+
+  it('loads a pack folder and answers vocabulary questions', async () => {
+    const tokenizer = await loadClipTokenizer(TOKENIZER_DIR);
+    const vocab = JSON.parse(await read('vocab.json')) as Record<string, number>;
+    expect(tokenizer.vocabSize).toBe(Object.keys(vocab).length);
+    expect(tokenizer.tokenId('sks</w>')).toBe(vocab['sks</w>']);
+    expect(tokenizer.isSingleToken('sks')).toBe(true);
+    expect(tokenizer.isSingleToken('qzqxjv')).toBe(false);
+    expect(() => tokenizer.tokenId('no such token')).toThrow(TokenizerError);
+  });
+
+  describe('a pack whose tokenizer_config.json pads with "!"', () => {
+    let dir: string;
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'clip-tokenizer-'));
+      await copyFile(join(TOKENIZER_DIR, 'vocab.json'), join(dir, 'vocab.json'));
+      await copyFile(join(TOKENIZER_DIR, 'merges.txt'), join(dir, 'merges.txt'));
+      const config = JSON.parse(await read('tokenizer_config.json'));
+      await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, pad_token: '!' }));
+    });
+    afterAll(() => rm(dir, { recursive: true, force: true }));
+
+    it('pads with the id of "!" after the EOS', async () => {
+      const tokenizer = await loadClipTokenizer(dir);
+      const vocab = JSON.parse(await readFile(join(dir, 'vocab.json'), 'utf8')) as Record<string, number>;
+      const unpadded = tokenizer.encode('a photo of a sks dog');
+      const padded = tokenizer.encodePadded('a photo of a sks dog');
+      expect(padded).toHaveLength(77);
+      expect(padded.slice(0, unpadded.length)).toEqual(unpadded);
+      expect(new Set(padded.slice(unpadded.length))).toEqual(new Set([vocab['!']]));
+      expect(vocab['!']).not.toBe(tokenizer.eosId);
+    });
+  });
+});
+
+describe('tokenizer input errors', () => {
+  it('rejects malformed files with a TokenizerError', () => {
+    expect(() => ClipTokenizer.fromTokenizerJson('{not json')).toThrow(TokenizerError);
+    expect(() => ClipTokenizer.fromFiles({ vocabJson: '{"a</w>": 0}', mergesTxt: '#version: 0.2\n' })).toThrow(/bos_token/);
+    expect(() =>
+      ClipTokenizer.fromFiles({ vocabJson: '{}', mergesTxt: '', tokenizerConfigJson: '{"model_max_length": "long"}' }),
+    ).toThrow(/model_max_length/);
+  });
+});
