@@ -1,0 +1,101 @@
+import { type DType, isFloat } from '../dtype';
+import { attr, check, defineOp, type Graph, type OpDef, Tensor } from '../graph';
+import { broadcastShapes, formatShape } from '../shape';
+
+/** A scalar constant of `dtype`, shape []. */
+export function scalar(graph: Graph, value: number, dtype: DType = 'float32'): Tensor {
+  switch (dtype) {
+    case 'float32': return graph.constant(dtype, [], Float32Array.of(value));
+    case 'float64': return graph.constant(dtype, [], Float64Array.of(value));
+    case 'int64': return graph.constant(dtype, [], BigInt64Array.of(BigInt(value)));
+    case 'int32': return graph.constant(dtype, [], Int32Array.of(value));
+    default: throw new Error(`scalar constants of ${dtype} are not supported`);
+  }
+}
+
+type Operand = Tensor | number;
+
+/** Turns a number operand into a scalar constant of the other operand's dtype. */
+function operands(a: Operand, b: Operand): [Tensor, Tensor] {
+  if (a instanceof Tensor) return [a, b instanceof Tensor ? b : scalar(a.graph, b, a.dtype)];
+  check(b instanceof Tensor, 'at least one operand must be a tensor');
+  return [scalar(b.graph, a, b.dtype), b];
+}
+
+function broadcasting(type: string, outputDType?: DType): OpDef {
+  return defineOp(type, ([a, b]) => {
+    check(a!.dtype === b!.dtype, `dtypes differ: ${a!.dtype} and ${b!.dtype}`);
+    const shape = broadcastShapes(a!.shape, b!.shape);
+    check(shape, `shapes ${formatShape(a!.shape)} and ${formatShape(b!.shape)} do not broadcast`);
+    return [{ dtype: outputDType ?? a!.dtype, shape }];
+  });
+}
+
+function unary(type: string, floatOnly = true): OpDef {
+  return defineOp(type, ([x]) => {
+    check(!floatOnly || isFloat(x!.dtype), `needs a floating-point input, got ${x!.dtype}`);
+    return [{ dtype: x!.dtype, shape: x!.shape }];
+  });
+}
+
+export const ADD = broadcasting('Add');
+export const SUB = broadcasting('Sub');
+export const MUL = broadcasting('Mul');
+export const DIV = broadcasting('Div');
+export const POW = broadcasting('Pow');
+export const EQUAL = broadcasting('Equal', 'bool');
+export const LESS = broadcasting('Less', 'bool');
+
+export const add = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(ADD, [x, y])[0]; };
+export const sub = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(SUB, [x, y])[0]; };
+export const mul = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(MUL, [x, y])[0]; };
+export const div = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(DIV, [x, y])[0]; };
+export const pow = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(POW, [x, y])[0]; };
+export const equal = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(EQUAL, [x, y])[0]; };
+export const less = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(LESS, [x, y])[0]; };
+
+export const NEG = unary('Neg', false);
+export const SQRT = unary('Sqrt');
+export const EXP = unary('Exp');
+export const LOG = unary('Log');
+export const SIGMOID = unary('Sigmoid');
+export const TANH = unary('Tanh');
+export const ERF = unary('Erf');
+export const SIN = unary('Sin');
+export const COS = unary('Cos');
+export const ABS = unary('Abs', false);
+export const RECIPROCAL = unary('Reciprocal');
+
+export const neg = (x: Tensor): Tensor => x.graph.apply(NEG, [x])[0];
+export const sqrt = (x: Tensor): Tensor => x.graph.apply(SQRT, [x])[0];
+export const exp = (x: Tensor): Tensor => x.graph.apply(EXP, [x])[0];
+export const log = (x: Tensor): Tensor => x.graph.apply(LOG, [x])[0];
+export const sigmoid = (x: Tensor): Tensor => x.graph.apply(SIGMOID, [x])[0];
+export const tanh = (x: Tensor): Tensor => x.graph.apply(TANH, [x])[0];
+export const erf = (x: Tensor): Tensor => x.graph.apply(ERF, [x])[0];
+export const sin = (x: Tensor): Tensor => x.graph.apply(SIN, [x])[0];
+export const cos = (x: Tensor): Tensor => x.graph.apply(COS, [x])[0];
+export const abs = (x: Tensor): Tensor => x.graph.apply(ABS, [x])[0];
+export const reciprocal = (x: Tensor): Tensor => x.graph.apply(RECIPROCAL, [x])[0];
+
+const ONNX_CAST_TARGET: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
+
+export const CAST = defineOp('Cast', ([x], attrs) => {
+  const to = Object.entries(ONNX_CAST_TARGET).find(([, code]) => code === attrs.to?.value)?.[0] as DType | undefined;
+  check(to, `unknown target type ${attrs.to?.value}`);
+  return [{ dtype: to, shape: x!.shape }];
+});
+export const cast = (x: Tensor, to: DType): Tensor =>
+  x.dtype === to ? x : x.graph.apply(CAST, [x], { to: attr.int(ONNX_CAST_TARGET[to]) })[0];
+
+export const WHERE = defineOp('Where', ([condition, a, b]) => {
+  check(condition!.dtype === 'bool', `condition must be bool, got ${condition!.dtype}`);
+  check(a!.dtype === b!.dtype, `branches differ in dtype: ${a!.dtype} and ${b!.dtype}`);
+  const shape = broadcastShapes(condition!.shape, a!.shape, b!.shape);
+  check(shape, 'condition and branches do not broadcast');
+  return [{ dtype: a!.dtype, shape }];
+});
+export const where = (condition: Tensor, a: Operand, b: Operand): Tensor => {
+  const [x, y] = operands(a, b);
+  return condition.graph.apply(WHERE, [condition, x, y])[0];
+};

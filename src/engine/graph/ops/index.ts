@@ -1,0 +1,7 @@
+export * from './constants';
+export * from './conv';
+export * from './elementwise';
+export * from './matmul';
+export * from './nn';
+export * from './reduce';
+export * from './shape-ops';
