@@ -1,0 +1,103 @@
+/**
+ * The engine's seeded random numbers: initial latents, ancestral-sampler noise, training noise. A seed
+ * must reproduce the same image on every machine, so the algorithm is fixed here and must never change:
+ *
+ * 1. Uniform 32-bit words come from Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as
+ *    1, 2, 3", SC 2011), the counter-based generator of Random123, cuRAND and JAX. The key is the seed
+ *    split into two words (low 32 bits, high 32 bits; seeds are integers 0..2^53-1). Block k encrypts the
+ *    counter (k mod 2^32, floor(k / 2^32), 0, 0) and yields its four output words in order; blocks are
+ *    used k = 0, 1, 2, ...
+ * 2. A uniform double in (0, 1) takes two words a, b: ((a >>> 5) * 2^26 + (b >>> 6) + 0.5) / 2^53.
+ * 3. Standard normals come in pairs from two uniforms u1, u2 (four words) by Box-Muller:
+ *    r = sqrt(-2 ln u1); z0 = r cos(2 pi u2), z1 = r sin(2 pi u2); z0 is returned first, z1 next.
+ *
+ * All integer steps are exact; the float steps use IEEE-754 double `Math.log/cos/sin/sqrt`, which V8
+ * computes with the same fdlibm-derived code on every platform. Words, uniforms and normals share one
+ * stream, and a request never discards numbers, so `normal(3)` then `normal(7)` equals `normal(10)`.
+ */
+
+const PHILOX_M0 = 0xd2511f53;
+const PHILOX_M1 = 0xcd9e8d57;
+const PHILOX_W0 = 0x9e3779b9;
+const PHILOX_W1 = 0xbb67ae85;
+const TWO_POW_32 = 2 ** 32;
+
+/** High 32 bits of the 64-bit product of two uint32, from 16-bit halves so nothing exceeds 2^53. */
+function mulHigh(a: number, b: number): number {
+  const aLo = a & 0xffff;
+  const aHi = a >>> 16;
+  const bLo = b & 0xffff;
+  const bHi = b >>> 16;
+  const cross = ((aLo * bLo) >>> 16) + (aHi * bLo & 0xffff) + aLo * bHi;
+  return (aHi * bHi + ((aHi * bLo) >>> 16) + Math.floor(cross / 65536)) >>> 0;
+}
+
+/** One Philox4x32-10 block: ten rounds over the counter, bumping the key by the Weyl constants between rounds. */
+export function philox4x32(counter: readonly number[], key: readonly [number, number]): [number, number, number, number] {
+  let [c0, c1, c2, c3] = counter.map((w) => w >>> 0);
+  let [k0, k1] = key.map((w) => w >>> 0);
+  for (let round = 0; round < 10; round++) {
+    if (round > 0) {
+      k0 = (k0 + PHILOX_W0) >>> 0;
+      k1 = (k1 + PHILOX_W1) >>> 0;
+    }
+    const hi0 = mulHigh(PHILOX_M0, c0);
+    const lo0 = Math.imul(PHILOX_M0, c0) >>> 0;
+    const hi1 = mulHigh(PHILOX_M1, c2);
+    const lo1 = Math.imul(PHILOX_M1, c2) >>> 0;
+    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
+  }
+  return [c0, c1, c2, c3];
+}
+
+export class Rng {
+  private readonly key: [number, number];
+  private block = 0;
+  private words: number[] = [];
+  private spareNormal: number | undefined;
+
+  constructor(readonly seed: number) {
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed must be an integer in 0..2^53-1, got ${seed}`);
+    this.key = [seed % TWO_POW_32, Math.floor(seed / TWO_POW_32)];
+  }
+
+  nextUint32(): number {
+    if (this.words.length === 0) {
+      this.words = philox4x32([this.block % TWO_POW_32, Math.floor(this.block / TWO_POW_32), 0, 0], this.key);
+      this.block++;
+    }
+    return this.words.shift()!;
+  }
+
+  /** A double in the open interval (0, 1) with 53 random bits. */
+  nextUniform(): number {
+    const a = this.nextUint32() >>> 5;
+    const b = this.nextUint32() >>> 6;
+    return (a * 67108864 + b + 0.5) / 9007199254740992;
+  }
+
+  nextNormal(): number {
+    if (this.spareNormal !== undefined) {
+      const z = this.spareNormal;
+      this.spareNormal = undefined;
+      return z;
+    }
+    const radius = Math.sqrt(-2 * Math.log(this.nextUniform()));
+    const angle = 2 * Math.PI * this.nextUniform();
+    this.spareNormal = radius * Math.sin(angle);
+    return radius * Math.cos(angle);
+  }
+
+  uniform(length: number): Float64Array {
+    return Float64Array.from({ length }, () => this.nextUniform());
+  }
+
+  /** Standard normal samples, e.g. `rng.normal(4 * 64 * 64)` for one SD latent. */
+  normal(length: number): Float64Array {
+    return Float64Array.from({ length }, () => this.nextNormal());
+  }
+
+  normalFloat32(length: number): Float32Array {
+    return Float32Array.from({ length }, () => this.nextNormal());
+  }
+}
