@@ -1,0 +1,100 @@
+// The onnxruntime side of EngineWorker: creating and running sessions blocks, so it happens here,
+// off the main thread. Plain ESM JavaScript so that tsx, vitest and a bundled Node build all start it
+// as is; the message shapes are `WorkerRequest` / `WorkerResponse` in protocol.ts.
+import { parentPort } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+
+/** @type {Map<string, import('onnxruntime-node').InferenceSession>} */
+const sessions = new Map();
+
+class RequestError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+async function create({ key, model, options }) {
+  const available = ort.listSupportedBackends().map((backend) => backend.name);
+  if (!available.includes(options.device)) {
+    throw new RequestError('PROVIDER_UNAVAILABLE', `this onnxruntime-node build has no ${options.device} provider`);
+  }
+  const sessionOptions = {
+    executionProviders: [options.device],
+    graphOptimizationLevel: options.graphOptimizationLevel,
+    logSeverityLevel: 3,
+  };
+  if (options.intraOpThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpThreads;
+  try {
+    // A path lets onnxruntime find external data files (models over 2 GB) beside the model.
+    const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : model.path, sessionOptions);
+    sessions.set(key, session);
+    return { inputNames: [...session.inputNames], outputNames: [...session.outputNames] };
+  } catch (error) {
+    // A provider that is listed but whose libraries or adapter are missing fails only here.
+    const providerFailed = options.device !== 'cpu' && /shared librar|failed to load|adapter|provider/i.test(error.message);
+    throw new RequestError(providerFailed ? 'PROVIDER_UNAVAILABLE' : 'SESSION_CREATE_FAILED', error.message);
+  }
+}
+
+async function run({ key, feeds, outputNames }) {
+  const session = sessions.get(key);
+  if (!session) throw new RequestError('SESSION_RELEASED', `no session ${key} in the worker`);
+  const inputs = {};
+  for (const [name, { dtype, dims, data }] of Object.entries(feeds)) inputs[name] = new ort.Tensor(dtype, data, dims);
+  let results;
+  try {
+    results = await (outputNames ? session.run(inputs, outputNames) : session.run(inputs));
+  } catch (error) {
+    throw new RequestError('RUN_FAILED', error.message);
+  }
+  const outputs = {};
+  const transfer = new Set();
+  for (const [name, tensor] of Object.entries(results)) {
+    // Move whole buffers to the main thread; copy a view first so nothing else rides along.
+    const whole = tensor.data.byteOffset === 0 && tensor.data.byteLength === tensor.data.buffer.byteLength;
+    const data = whole ? tensor.data : tensor.data.slice();
+    outputs[name] = { dtype: tensor.type, dims: [...tensor.dims], data };
+    transfer.add(data.buffer);
+  }
+  return { value: outputs, transfer: [...transfer] };
+}
+
+async function release({ key }) {
+  const session = sessions.get(key);
+  sessions.delete(key);
+  await session?.release();
+}
+
+async function closeAll() {
+  for (const key of [...sessions.keys()]) await release({ key });
+}
+
+async function handle(request) {
+  switch (request.type) {
+    case 'create':
+      return { value: await create(request), transfer: [] };
+    case 'run':
+      return run(request);
+    case 'release':
+      return { value: await release(request), transfer: [] };
+    case 'close':
+      return { value: await closeAll(), transfer: [] };
+    default:
+      throw new RequestError('RUN_FAILED', `unknown request ${request.type}`);
+  }
+}
+
+// One request at a time, in arrival order: a release never lands in the middle of a run.
+let queue = Promise.resolve();
+parentPort.on('message', (request) => {
+  queue = queue.then(async () => {
+    try {
+      const { value, transfer } = await handle(request);
+      parentPort.postMessage({ id: request.id, ok: true, result: value }, transfer);
+    } catch (error) {
+      const code = error instanceof RequestError ? error.code : 'RUN_FAILED';
+      parentPort.postMessage({ id: request.id, ok: false, error: { code, message: String(error?.message ?? error) } });
+    }
+  });
+});

@@ -1,0 +1,287 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import onnxProto from 'onnx-proto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  cachedModelPath,
+  EngineRuntimeError,
+  EngineWorker,
+  memoryStats,
+  parseEngineDevice,
+  type TensorData,
+} from '../../src/engine/runtime';
+
+const { onnx } = onnxProto;
+const FLOAT = onnx.TensorProto.DataType.FLOAT;
+
+function valueInfo(name: string, dims: (number | string)[]): onnx.IValueInfoProto {
+  const dim = dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }));
+  return { name, type: { tensorType: { elemType: FLOAT, shape: { dim } } } };
+}
+
+function encodeModel(graph: onnx.IGraphProto): Uint8Array {
+  return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }], graph }).finish();
+}
+
+/** Y = X·W + B for X of shape [batch, k], with W [k, n] and B [n] as initializers. */
+function affineModel(W: Float32Array, B: Float32Array, k: number, n: number): Uint8Array {
+  return encodeModel({
+    name: 'affine',
+    node: [
+      { opType: 'MatMul', input: ['X', 'W'], output: ['XW'] },
+      { opType: 'Add', input: ['XW', 'B'], output: ['Y'] },
+    ],
+    initializer: [
+      { name: 'W', dataType: FLOAT, dims: [k, n], floatData: [...W] },
+      { name: 'B', dataType: FLOAT, dims: [n], floatData: [...B] },
+    ],
+    input: [valueInfo('X', ['batch', k])],
+    output: [valueInfo('Y', ['batch', n])],
+  });
+}
+
+function affineReference(X: Float32Array, W: Float32Array, B: Float32Array, m: number, k: number, n: number): Float32Array {
+  const Y = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let sum = B[j];
+      for (let p = 0; p < k; p++) sum += X[i * k + p] * W[p * n + j];
+      Y[i * n + j] = sum;
+    }
+  }
+  return Y;
+}
+
+/** Seeded values in [-1, 1) so failures reproduce. */
+function randomArray(length: number, seed: number): Float32Array {
+  let state = seed;
+  return Float32Array.from({ length }, () => {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    return (state / 2 ** 31) * 2 - 1;
+  });
+}
+
+const [m, k, n] = [3, 5, 4];
+const W = randomArray(k * n, 1);
+const B = randomArray(n, 2);
+const model = affineModel(W, B, k, n);
+const input = (): TensorData => ({ dtype: 'float32', dims: [m, k], data: randomArray(m * k, 3) });
+
+describe('EngineWorker', () => {
+  let engine: EngineWorker;
+  let dir: string;
+  beforeAll(async () => {
+    engine = new EngineWorker({ intraOpThreads: 1 });
+    dir = await mkdtemp(join(tmpdir(), 'engine-runtime-'));
+  });
+  afterAll(async () => {
+    await engine.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs a model in the worker and matches a JavaScript computation', async () => {
+    const session = await engine.createSession(model);
+    expect(session.inputNames).toEqual(['X']);
+    expect(session.outputNames).toEqual(['Y']);
+    const X = input();
+    const expected = affineReference(X.data as Float32Array, W, B, m, k, n);
+    const { Y } = await engine.run(session, { X });
+    expect(Y.dtype).toBe('float32');
+    expect(Y.dims).toEqual([m, n]);
+    expect(Y.data).toBeInstanceOf(Float32Array);
+    for (let i = 0; i < expected.length; i++) expect(Y.data[i]).toBeCloseTo(expected[i], 5);
+    await engine.release(session);
+  });
+
+  it('moves feed buffers to the worker instead of copying them, but never a shared buffer', async () => {
+    const session = await engine.createSession(model);
+    const owned = input();
+    await engine.run(session, { X: owned });
+    expect(owned.data.byteLength).toBe(0); // transferred away
+
+    const big = new Float32Array(m * k * 2).fill(0.5);
+    const view = big.subarray(m * k);
+    const { Y } = await engine.run(session, { X: { dtype: 'float32', dims: [m, k], data: view } });
+    expect(big.length).toBe(m * k * 2); // the rest of the caller's buffer is untouched
+    expect(Y.data[0]).toBeCloseTo(affineReference(view, W, B, m, k, n)[0], 5);
+    await engine.release(session);
+  });
+
+  it('rejects a malformed feed with a typed error and leaves every feed intact', async () => {
+    const session = await engine.createSession(model);
+    const X = input();
+    const bad: TensorData = { dtype: 'float32', dims: [2, 2], data: new Float32Array(3) };
+    const error = await engine.run(session, { X, bad }).catch((e) => e);
+    expect(error).toBeInstanceOf(EngineRuntimeError);
+    expect(error.code).toBe('INVALID_TENSOR');
+    expect(error.message).toContain('tensor bad');
+    expect(X.data.length).toBe(m * k);
+    const wrongArray = { dtype: 'int64', dims: [1], data: new Float32Array(1) } as unknown as TensorData;
+    await expect(engine.run(session, { X: wrongArray })).rejects.toThrow(/int64 data must be a BigInt64Array/);
+    await engine.release(session);
+  });
+
+  it('reports onnxruntime failures during a run as RUN_FAILED', async () => {
+    const session = await engine.createSession(model);
+    const wrongShape: TensorData = { dtype: 'float32', dims: [m, k + 1], data: new Float32Array(m * (k + 1)) };
+    await expect(engine.run(session, { X: wrongShape })).rejects.toMatchObject({ code: 'RUN_FAILED' });
+    await engine.release(session);
+  });
+
+  it('reuses a cached session for the same model and disposes it with its last handle', async () => {
+    const before = engine.sessionCount;
+    const first = await engine.createSession(model);
+    const second = await engine.createSession(new Uint8Array(model)); // equal bytes, another array
+    expect(second.key).toBe(first.key);
+    expect(engine.sessionCount).toBe(before + 1);
+
+    await engine.release(first);
+    expect(engine.sessionCount).toBe(before + 1);
+    const { Y } = await engine.run(second, { X: input() });
+    expect(Y.dims).toEqual([m, n]);
+    await expect(engine.release(first)).rejects.toMatchObject({ code: 'SESSION_RELEASED' });
+
+    await engine.release(second);
+    expect(engine.sessionCount).toBe(before);
+    await expect(engine.run(second, { X: input() })).rejects.toMatchObject({ code: 'SESSION_RELEASED' });
+  });
+
+  it('keys a session by the given content key', async () => {
+    const session = await engine.createSession(model, { key: 'affine-v1' });
+    expect(session.key).toBe('affine-v1');
+    await engine.release(session);
+  });
+
+  it('reports a model onnxruntime cannot load as SESSION_CREATE_FAILED', async () => {
+    await expect(engine.createSession(new Uint8Array([1, 2, 3]))).rejects.toMatchObject({ code: 'SESSION_CREATE_FAILED' });
+    await expect(engine.createSession({ path: join(dir, 'absent.onnx') })).rejects.toMatchObject({
+      code: 'SESSION_CREATE_FAILED',
+    });
+  });
+
+  it('loads a model from a path, with its weights in an external data file beside it', async () => {
+    const modelDir = join(dir, 'external');
+    const weights = new Uint8Array(new Float32Array([...W, ...B]).buffer);
+    const external = (offset: number, length: number) => [
+      { key: 'location', value: 'affine.weights' },
+      { key: 'offset', value: String(offset) },
+      { key: 'length', value: String(length) },
+    ];
+    const bytes = encodeModel({
+      name: 'affine-external',
+      node: [
+        { opType: 'MatMul', input: ['X', 'W'], output: ['XW'] },
+        { opType: 'Add', input: ['XW', 'B'], output: ['Y'] },
+      ],
+      initializer: [
+        { name: 'W', dataType: FLOAT, dims: [k, n], dataLocation: 1, externalData: external(0, W.byteLength) },
+        { name: 'B', dataType: FLOAT, dims: [n], dataLocation: 1, externalData: external(W.byteLength, B.byteLength) },
+      ],
+      input: [valueInfo('X', ['batch', k])],
+      output: [valueInfo('Y', ['batch', n])],
+    });
+    const path = await cachedModelPath(bytes, modelDir);
+    await writeFile(join(modelDir, 'affine.weights'), weights);
+
+    const session = await engine.createSession({ path });
+    const X = input();
+    const expected = affineReference(X.data as Float32Array, W, B, m, k, n);
+    const { Y } = await engine.run(session, { X });
+    for (let i = 0; i < expected.length; i++) expect(Y.data[i]).toBeCloseTo(expected[i], 5);
+    await engine.release(session);
+  });
+
+  it('keeps the event loop responsive while a long run executes in the worker', async () => {
+    const size = 512;
+    const links = 120;
+    const scale = 1 / Math.sqrt(size);
+    const chain = encodeModel({
+      name: 'matmul-chain',
+      node: Array.from({ length: links }, (_, i) => ({
+        opType: 'MatMul',
+        input: [i === 0 ? 'X' : `H${i}`, 'W'],
+        output: [i === links - 1 ? 'Y' : `H${i + 1}`],
+      })),
+      initializer: [{ name: 'W', dataType: FLOAT, dims: [size, size], floatData: [...randomArray(size * size, 4).map((v) => v * scale)] }],
+      input: [valueInfo('X', [size, size])],
+      output: [valueInfo('Y', [size, size])],
+    });
+    const session = await engine.createSession(chain);
+    const ticks: number[] = [];
+    const timer = setInterval(() => ticks.push(performance.now()), 5);
+    const started = performance.now();
+    const { Y } = await engine.run(session, { X: { dtype: 'float32', dims: [size, size], data: randomArray(size * size, 5) } });
+    const elapsed = performance.now() - started;
+    clearInterval(timer);
+    expect(Y.dims).toEqual([size, size]);
+    // A run on the main thread would leave no tick at all until it returned.
+    const gaps = ticks.slice(1).map((t, i) => t - ticks[i]);
+    expect(ticks.length).toBeGreaterThanOrEqual(5);
+    expect(Math.max(...gaps)).toBeLessThan(elapsed / 2);
+    await engine.release(session);
+  });
+
+  it('fails every call after close with WORKER_CLOSED', async () => {
+    const other = new EngineWorker();
+    const session = await other.createSession(model);
+    await other.close();
+    await expect(other.run(session, { X: input() })).rejects.toMatchObject({ code: 'WORKER_CLOSED' });
+    await expect(other.createSession(model)).rejects.toMatchObject({ code: 'WORKER_CLOSED' });
+  });
+});
+
+describe('cachedModelPath', () => {
+  it('writes a graph once under its sha256 and reuses the file', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'engine-cache-'));
+    try {
+      const path = await cachedModelPath(model, dir);
+      expect(path).toMatch(/[0-9a-f]{64}\.onnx$/);
+      const written = await stat(path);
+      expect(await cachedModelPath(model, dir)).toBe(path);
+      expect((await stat(path)).mtimeMs).toBe(written.mtimeMs);
+      expect(await cachedModelPath(model, dir, 'named')).toBe(join(dir, 'named.onnx'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('device selection', () => {
+  it('parses ENGINE_DEVICE, defaulting to cpu', () => {
+    expect(parseEngineDevice(undefined)).toBe('cpu');
+    expect(parseEngineDevice('')).toBe('cpu');
+    expect(parseEngineDevice(' CUDA ')).toBe('cuda');
+    expect(parseEngineDevice('webgpu')).toBe('webgpu');
+    expect(() => parseEngineDevice('tpu')).toThrow(/ENGINE_DEVICE must be one of cpu, cuda, webgpu; got "tpu"/);
+  });
+
+  const binaries = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '../bin/napi-v6', process.platform, process.arch);
+  const hasCuda = existsSync(join(binaries, 'libonnxruntime_providers_cuda.so'));
+  if (hasCuda) console.warn('[runtime] the CUDA provider is installed: the missing-provider test is skipped');
+
+  it.skipIf(hasCuda)('explains how to install the CUDA provider when it is missing', async () => {
+    const gpu = new EngineWorker({ device: 'cuda' });
+    try {
+      const error = await gpu.createSession(model).catch((e) => e);
+      expect(error).toBeInstanceOf(EngineRuntimeError);
+      expect(error.code).toBe('PROVIDER_UNAVAILABLE');
+      expect(error.message).toContain('ENGINE_DEVICE=cuda is not available');
+      expect(error.message).toContain('--onnxruntime-node-install=cuda12');
+      expect(gpu.sessionCount).toBe(0);
+    } finally {
+      await gpu.close();
+    }
+  });
+});
+
+describe('memoryStats', () => {
+  it('reports the peak resident set at least as large as the current one', () => {
+    const stats = memoryStats();
+    expect(stats.rssBytes).toBeGreaterThan(0);
+    expect(stats.peakRssBytes).toBeGreaterThanOrEqual(stats.rssBytes * 0.99);
+    expect(stats.heapUsedBytes).toBeGreaterThan(0);
+  });
+});
