@@ -3,7 +3,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import onnxProto from 'onnx-proto';
+import onnxProto, { type onnx as Onnx } from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cachedModelPath,
@@ -17,12 +17,12 @@ import {
 const { onnx } = onnxProto;
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 
-function valueInfo(name: string, dims: (number | string)[]): onnx.IValueInfoProto {
+function valueInfo(name: string, dims: (number | string)[]): Onnx.IValueInfoProto {
   const dim = dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }));
   return { name, type: { tensorType: { elemType: FLOAT, shape: { dim } } } };
 }
 
-function encodeModel(graph: onnx.IGraphProto): Uint8Array {
+function encodeModel(graph: Onnx.IGraphProto): Uint8Array {
   return onnx.ModelProto.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 17 }], graph }).finish();
 }
 
