@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { bfloat16ArrayToFloat32, float16ArrayToFloat32, float32ArrayToBFloat16, float32ArrayToFloat16 } from './dtype';
 
 /** Element types of the safetensors format that the engine reads. */
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'U8' | 'BOOL';
@@ -43,42 +44,72 @@ export async function readSafetensors(path: string): Promise<Map<string, StoredT
   return parseSafetensors(await readFile(path));
 }
 
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exponent = (h >> 10) & 0x1f;
-  const fraction = h & 0x3ff;
-  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
-  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
-  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+/** A typed view on tensor bytes, copied first when their offset is not a multiple of the element size. */
+function view<T>(bytes: Uint8Array, Type: { new (buffer: ArrayBufferLike, offset: number, length: number): T; BYTES_PER_ELEMENT: number }): T {
+  const aligned = bytes.byteOffset % Type.BYTES_PER_ELEMENT === 0 ? bytes : new Uint8Array(bytes); // a copy, even of a Buffer
+  return new Type(aligned.buffer, aligned.byteOffset, aligned.byteLength / Type.BYTES_PER_ELEMENT);
 }
 
-/** Widens any floating-point tensor to float32 (F16 and BF16 exactly, F64 by rounding). */
+/**
+ * Widens any floating-point tensor to a new float32 array (F16 and BF16 exactly, F64 by rounding).
+ * Safetensors is little-endian, as are the machines the engine runs on, so bytes are read in place.
+ */
 export function toFloat32(tensor: StoredTensor): Float32Array {
   const { dtype, bytes } = tensor;
-  const count = bytes.byteLength / BYTES_PER_ELEMENT[dtype];
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out = new Float32Array(count);
   switch (dtype) {
     case 'F32':
-      for (let i = 0; i < count; i++) out[i] = view.getFloat32(i * 4, true);
-      return out;
+      return view(bytes, Float32Array).slice();
     case 'F64':
-      for (let i = 0; i < count; i++) out[i] = view.getFloat64(i * 8, true);
-      return out;
+      return Float32Array.from(view(bytes, Float64Array));
     case 'F16':
-      for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
-      return out;
-    case 'BF16': {
-      const widened = new DataView(new ArrayBuffer(4));
-      for (let i = 0; i < count; i++) {
-        widened.setUint32(0, view.getUint16(i * 2, true) << 16, false);
-        out[i] = widened.getFloat32(0, false);
-      }
-      return out;
-    }
+      return float16ArrayToFloat32(view(bytes, Uint16Array));
+    case 'BF16':
+      return bfloat16ArrayToFloat32(view(bytes, Uint16Array));
     default:
       throw new Error(`safetensors: ${dtype} is not a floating-point type`);
   }
+}
+
+/** Stores float32 values as F32, or narrowed to F16 / BF16 (round to nearest, ties to even). */
+export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' | 'F16' | 'BF16' = 'F32'): StoredTensor {
+  const count = shape.reduce((a, b) => a * b, 1);
+  if (count !== values.length) throw new Error(`safetensors: shape [${shape}] holds ${count} values, got ${values.length}`);
+  const stored =
+    dtype === 'F32' ? values.slice() : dtype === 'F16' ? float32ArrayToFloat16(values) : float32ArrayToBFloat16(values);
+  return { dtype, shape: [...shape], bytes: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
+}
+
+/**
+ * Serializes tensors in the safetensors layout, in the map's order. The header is padded with
+ * spaces to a multiple of 8 bytes, as the reference writer does, so data starts aligned.
+ */
+export function serializeSafetensors(tensors: Map<string, StoredTensor>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const [name, { dtype, shape, bytes }] of tensors) {
+    if (!(dtype in BYTES_PER_ELEMENT)) throw new Error(`safetensors: tensor ${name} has unsupported dtype ${dtype}`);
+    const expected = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
+    if (bytes.byteLength !== expected) throw new Error(`safetensors: tensor ${name} holds ${bytes.byteLength} bytes, its shape needs ${expected}`);
+    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes.byteLength] };
+    offset += bytes.byteLength;
+  }
+  const text = JSON.stringify(header);
+  const unpadded = new TextEncoder().encode(text).byteLength;
+  const json = new TextEncoder().encode(text + ' '.repeat((8 - (unpadded % 8)) % 8));
+  const out = new Uint8Array(8 + json.byteLength + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  out.set(json, 8);
+  let position = 8 + json.byteLength;
+  for (const { bytes } of tensors.values()) {
+    out.set(bytes, position);
+    position += bytes.byteLength;
+  }
+  return out;
+}
+
+export async function writeSafetensors(path: string, tensors: Map<string, StoredTensor>, metadata?: Record<string, string>): Promise<void> {
+  await writeFile(path, serializeSafetensors(tensors, metadata));
 }
 
 /** Reads an integer tensor (I64 or I32) as JavaScript numbers. */
