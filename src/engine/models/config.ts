@@ -1,0 +1,17 @@
+import { z } from 'zod';
+
+/** A model's `config.json` cannot drive a graph: a field is missing, mistyped or unsupported. */
+export class ModelConfigError extends Error {
+  override readonly name = 'ModelConfigError';
+}
+
+/**
+ * Validates a parsed `config.json` against a model's schema; unknown keys (training settings, versions)
+ * are ignored, the first problems are named in one error.
+ */
+export function parseModelConfig<T extends z.ZodType>(schema: T, json: unknown, file: string): z.output<T> {
+  const result = schema.safeParse(json);
+  if (result.success) return result.data;
+  const problems = result.error.issues.slice(0, 5).map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  throw new ModelConfigError(`${file}: ${problems.join('; ')}`);
+}
