@@ -13,6 +13,7 @@ import {
   parseEngineDevice,
   type TensorData,
 } from '../../src/engine/runtime';
+import { float32ToFloat16Bits } from '../../src/engine/weights/dtype';
 
 const { onnx } = onnxProto;
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -121,6 +122,40 @@ describe('EngineWorker', () => {
     expect(X.data.length).toBe(m * k);
     const wrongArray = { dtype: 'int64', dims: [1], data: new Float32Array(1) } as unknown as TensorData;
     await expect(engine.run(session, { X: wrongArray })).rejects.toThrow(/int64 data must be a BigInt64Array/);
+    await engine.release(session);
+  });
+
+  it('exchanges float16, float64, int64 and bool tensors', async () => {
+    const { INT64, BOOL, FLOAT16, DOUBLE } = onnx.TensorProto.DataType;
+    const typed = (name: string, elemType: number, dims: number[]): Onnx.IValueInfoProto => ({
+      name,
+      type: { tensorType: { elemType, shape: { dim: dims.map((dimValue) => ({ dimValue })) } } },
+    });
+    const session = await engine.createSession(
+      encodeModel({
+        name: 'dtypes',
+        node: [
+          { opType: 'Cast', input: ['X'], output: ['H'], attribute: [{ name: 'to', type: 2, i: FLOAT16 }] },
+          { opType: 'Cast', input: ['X'], output: ['D'], attribute: [{ name: 'to', type: 2, i: DOUBLE }] },
+          { opType: 'Greater', input: ['X', 'zero'], output: ['P'] },
+          { opType: 'Neg', input: ['I'], output: ['J'] },
+        ],
+        initializer: [{ name: 'zero', dataType: FLOAT, dims: [], floatData: [0] }],
+        input: [valueInfo('X', [6]), typed('I', INT64, [2])],
+        output: [typed('H', FLOAT16, [6]), typed('D', DOUBLE, [6]), typed('P', BOOL, [6]), typed('J', INT64, [2])],
+      }),
+    );
+    // Ordinary values, a tie between two halves, just past it, past the largest half, below the smallest.
+    const x = Float32Array.from([1, -2.5, 1 + 2 ** -11, 1 + 2 ** -11 + 2 ** -20, 70000, 2 ** -26]);
+    const { H, D, P, J } = await engine.run(session, {
+      X: { dtype: 'float32', dims: [6], data: x.slice() },
+      I: { dtype: 'int64', dims: [2], data: BigInt64Array.from([2n ** 40n, -3n]) },
+    });
+    expect(H.dtype).toBe('float16');
+    expect([...H.data]).toEqual([...x].map(float32ToFloat16Bits)); // onnxruntime rounds as our converter does
+    expect(D.data).toEqual(Float64Array.from(x));
+    expect(P).toEqual({ dtype: 'bool', dims: [6], data: Uint8Array.from(x, (v) => (v > 0 ? 1 : 0)) });
+    expect(J.data).toEqual(BigInt64Array.from([-(2n ** 40n), 3n]));
     await engine.release(session);
   });
 

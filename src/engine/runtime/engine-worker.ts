@@ -19,6 +19,8 @@ export interface EngineWorkerOptions {
    * default points after bundling; otherwise it is the file beside this module.
    */
   workerUrl?: URL;
+  /** Where the worker loads onnxruntime-node from: a package name or a path. Default `onnxruntime-node`. */
+  onnxruntimeModule?: string;
 }
 
 export interface CreateSessionOptions {
@@ -60,7 +62,9 @@ export class EngineWorker {
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
       intraOpThreads: options.intraOpThreads,
     };
-    this.#worker = new Worker(options.workerUrl ?? new URL('./session-worker.js', import.meta.url));
+    this.#worker = new Worker(options.workerUrl ?? new URL('./session-worker.js', import.meta.url), {
+      workerData: { onnxruntimeModule: options.onnxruntimeModule },
+    });
     // An idle worker must not keep the process alive; it is referenced only while requests are pending.
     this.#worker.unref();
     this.#worker.on('message', (response: WorkerResponse) => this.#settle(response));

@@ -1,8 +1,12 @@
 // The onnxruntime side of EngineWorker: creating and running sessions blocks, so it happens here,
 // off the main thread. Plain ESM JavaScript so that tsx, vitest and a bundled Node build all start it
 // as is; the message shapes are `WorkerRequest` / `WorkerResponse` in protocol.ts.
-import { parentPort } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
+import { createRequire } from 'node:module';
+import { parentPort, workerData } from 'node:worker_threads';
+
+// onnxruntime-node is CommonJS; requiring it by a path as well as by name lets a GPU install outside
+// node_modules (e.g. one with the CUDA provider) stand in for the project's CPU build.
+const ort = createRequire(import.meta.url)(workerData?.onnxruntimeModule ?? 'onnxruntime-node');
 
 /** @type {Map<string, import('onnxruntime-node').InferenceSession>} */
 const sessions = new Map();
