@@ -21,6 +21,6 @@ export const PROVIDER_INSTALL_HINTS: Record<EngineDevice, string> = {
   cuda:
     'install the CUDA provider binaries: `npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12` ' +
     '(or set ONNXRUNTIME_NODE_INSTALL=cuda12 before installing) on a machine with CUDA 12 and cuDNN 9, ' +
-    'or run with ENGINE_DEVICE=cpu',
+    "or point EngineWorker's onnxruntimeModule at an onnxruntime-node build that has it, or run with ENGINE_DEVICE=cpu",
   webgpu: 'WebGPU needs a GPU adapter (Vulkan on Linux) visible to this process, or run with ENGINE_DEVICE=cpu',
 };

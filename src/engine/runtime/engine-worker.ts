@@ -84,7 +84,10 @@ export class EngineWorker {
     if (!cached) {
       cached = { refs: 0, created: this.#request({ type: 'create', key, model, options: this.#options }) };
       this.#sessions.set(key, cached);
-      cached.created.catch(() => this.#sessions.delete(key));
+      const attempt = cached;
+      attempt.created.catch(() => {
+        if (this.#sessions.get(key) === attempt) this.#sessions.delete(key);
+      });
     }
     cached.refs++;
     let created: CreatedSession;
