@@ -1,0 +1,66 @@
+import { Field, ID, ObjectType, registerEnumType } from 'type-graphql';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { Concept } from './concept';
+import { Model } from './model';
+import { ModelVersion } from './model-version';
+import { User } from './user';
+
+export enum ContributionStatus {
+  PENDING = 'PENDING',
+  TRAINING = 'TRAINING',
+  MERGED = 'MERGED',
+  FAILED = 'FAILED',
+  REVERTED = 'REVERTED',
+}
+registerEnumType(ContributionStatus, { name: 'ContributionStatus' });
+
+/** A user's concept being taught to a metamodel; merging it creates a new model version. */
+@ObjectType()
+@Entity('contribution')
+export class Contribution {
+  @Field(() => ID)
+  @PrimaryGeneratedColumn('uuid')
+  id: string;
+
+  @Field(() => ID)
+  @Index()
+  @Column({ type: 'uuid' })
+  userId: string;
+
+  @ManyToOne(() => User, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'userId' })
+  user?: User;
+
+  @Field(() => ID)
+  @Index()
+  @Column({ type: 'uuid' })
+  modelId: string;
+
+  @ManyToOne(() => Model, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'modelId' })
+  model?: Model;
+
+  @Field(() => ID)
+  @Column({ type: 'uuid' })
+  conceptId: string;
+
+  @ManyToOne(() => Concept, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'conceptId' })
+  concept?: Concept;
+
+  @Field(() => ContributionStatus)
+  @Column({ type: 'enum', enum: ContributionStatus, enumName: 'contribution_status', default: ContributionStatus.PENDING })
+  status: ContributionStatus;
+
+  @Field(() => ID, { nullable: true })
+  @Column({ type: 'uuid', nullable: true })
+  resultingVersionId: string | null;
+
+  @ManyToOne(() => ModelVersion, { onDelete: 'SET NULL', nullable: true })
+  @JoinColumn({ name: 'resultingVersionId' })
+  resultingVersion?: ModelVersion | null;
+
+  @Field(() => Date)
+  @CreateDateColumn({ type: 'timestamptz' })
+  createdAt: Date;
+}

@@ -1,0 +1,20 @@
+import { ApiKey } from './api-key';
+import { BaseModel } from './base-model';
+import { Concept } from './concept';
+import { Contribution } from './contribution';
+import { Image } from './image';
+import { InstanceImage } from './instance-image';
+import { Job } from './job';
+import { Model } from './model';
+import { ModelVersion } from './model-version';
+import { User } from './user';
+
+export { ApiKey, BaseModel, Concept, Contribution, Image, InstanceImage, Job, Model, ModelVersion, User };
+export { Role } from './user';
+export { ModelKind } from './model';
+export { ConceptKind } from './concept';
+export { ContributionStatus } from './contribution';
+export { JobStatus, JobType } from './job';
+
+/** Every table, for the DataSource. */
+export const entities = [User, ApiKey, BaseModel, Model, ModelVersion, Concept, Contribution, InstanceImage, Job, Image];

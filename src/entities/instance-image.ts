@@ -1,0 +1,51 @@
+import { Field, ID, Int, ObjectType } from 'type-graphql';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { Concept } from './concept';
+import { User } from './user';
+
+/** A training photo of a concept, uploaded by its owner; private even when the concept is public. */
+@ObjectType()
+@Entity('instance_image')
+export class InstanceImage {
+  @Field(() => ID)
+  @PrimaryGeneratedColumn('uuid')
+  id: string;
+
+  @Column({ type: 'varchar', length: 1024 })
+  objectKey: string;
+
+  /** Hex SHA-256 of the stored bytes. */
+  @Field(() => String)
+  @Column({ type: 'char', length: 64 })
+  sha256: string;
+
+  @Field(() => Int)
+  @Column({ type: 'integer' })
+  width: number;
+
+  @Field(() => Int)
+  @Column({ type: 'integer' })
+  height: number;
+
+  @Field(() => ID)
+  @Index()
+  @Column({ type: 'uuid' })
+  ownerId: string;
+
+  @ManyToOne(() => User, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'ownerId' })
+  owner?: User;
+
+  @Field(() => ID)
+  @Index()
+  @Column({ type: 'uuid' })
+  conceptId: string;
+
+  @ManyToOne(() => Concept, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'conceptId' })
+  concept?: Concept;
+
+  @Field(() => Date)
+  @CreateDateColumn({ type: 'timestamptz' })
+  createdAt: Date;
+}

@@ -1,0 +1,71 @@
+import { GraphQLJSONObject } from 'graphql-scalars';
+import { Field, Float, ID, ObjectType, registerEnumType } from 'type-graphql';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { User } from './user';
+
+export enum JobType {
+  FINETUNE = 'FINETUNE',
+  GENERATE = 'GENERATE',
+}
+registerEnumType(JobType, { name: 'JobType' });
+
+export enum JobStatus {
+  QUEUED = 'QUEUED',
+  RUNNING = 'RUNNING',
+  SUCCEEDED = 'SUCCEEDED',
+  FAILED = 'FAILED',
+  CANCELED = 'CANCELED',
+}
+registerEnumType(JobStatus, { name: 'JobStatus' });
+
+/** A unit of GPU/CPU work a worker runs; the row is the user-facing record, pg-boss carries delivery. */
+@ObjectType()
+@Entity('job')
+export class Job {
+  @Field(() => ID)
+  @PrimaryGeneratedColumn('uuid')
+  id: string;
+
+  @Field(() => JobType)
+  @Column({ type: 'enum', enum: JobType, enumName: 'job_type' })
+  type: JobType;
+
+  @Field(() => JobStatus)
+  @Column({ type: 'enum', enum: JobStatus, enumName: 'job_status', default: JobStatus.QUEUED })
+  status: JobStatus;
+
+  @Field(() => GraphQLJSONObject)
+  @Column({ type: 'jsonb', default: {} })
+  params: Record<string, unknown>;
+
+  /** 0..1 */
+  @Field(() => Float)
+  @Column({ type: 'real', default: 0 })
+  progress: number;
+
+  /** A message fit for the user; internals go to the log. */
+  @Field(() => String, { nullable: true })
+  @Column({ type: 'text', nullable: true })
+  error: string | null;
+
+  @Field(() => ID)
+  @Index()
+  @Column({ type: 'uuid' })
+  ownerId: string;
+
+  @ManyToOne(() => User, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'ownerId' })
+  owner?: User;
+
+  @Field(() => Date)
+  @CreateDateColumn({ type: 'timestamptz' })
+  createdAt: Date;
+
+  @Field(() => Date, { nullable: true })
+  @Column({ type: 'timestamptz', nullable: true })
+  startedAt: Date | null;
+
+  @Field(() => Date, { nullable: true })
+  @Column({ type: 'timestamptz', nullable: true })
+  finishedAt: Date | null;
+}

@@ -1,0 +1,50 @@
+import { Field, ID, Int, ObjectType } from 'type-graphql';
+import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryGeneratedColumn, Unique } from 'typeorm';
+import { Model } from './model';
+import type { Contribution } from './contribution';
+
+/** One immutable state of a model's weights. Rows are only ever inserted; a revert moves the head. */
+@ObjectType()
+@Entity('model_version')
+@Unique('model_version_number', ['modelId', 'number'])
+export class ModelVersion {
+  @Field(() => ID)
+  @PrimaryGeneratedColumn('uuid')
+  id: string;
+
+  @Field(() => ID)
+  @Column({ type: 'uuid' })
+  modelId: string;
+
+  @ManyToOne(() => Model, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'modelId' })
+  model?: Model;
+
+  /** 1, 2, 3... within the model. */
+  @Field(() => Int)
+  @Column({ type: 'integer' })
+  number: number;
+
+  @Column({ type: 'varchar', length: 1024 })
+  weightsKey: string;
+
+  @Field(() => ID, { nullable: true })
+  @Column({ type: 'uuid', nullable: true })
+  parentVersionId: string | null;
+
+  @ManyToOne(() => ModelVersion, { onDelete: 'RESTRICT', nullable: true })
+  @JoinColumn({ name: 'parentVersionId' })
+  parentVersion?: ModelVersion | null;
+
+  @Field(() => ID, { nullable: true })
+  @Column({ type: 'uuid', nullable: true })
+  contributionId: string | null;
+
+  @ManyToOne('Contribution', { onDelete: 'SET NULL', nullable: true })
+  @JoinColumn({ name: 'contributionId' })
+  contribution?: Contribution | null;
+
+  @Field(() => Date)
+  @CreateDateColumn({ type: 'timestamptz' })
+  createdAt: Date;
+}

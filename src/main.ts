@@ -1,0 +1,118 @@
+// Composition root: config -> services (database, object store, queue) -> API and/or worker.
+import 'reflect-metadata';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { pino, type Logger } from 'pino';
+import { ConfigError, loadConfig, type Config, type S3Config } from './config';
+import { Queue } from './jobs/queue';
+import { startApiServer } from './resolvers/api-server';
+import type { Services } from './resolvers/context';
+import { buildAppSchema } from './resolvers/schema';
+import { openDatabase } from './storage/database';
+import { startEmbeddedPostgres } from './storage/embedded-postgres';
+import { startEmbeddedS3 } from './storage/embedded-s3';
+import { ObjectStore } from './storage/object-store';
+
+export interface RunningPlatform {
+  /** The GraphQL endpoint (HTTP; the same URL with ws:// for WebSocket); null for ROLE=worker. */
+  url: string | null;
+  services: Services;
+  /** Where the database and object store are, embedded or not: a second process can share them. */
+  databaseUrl: string;
+  s3: S3Config;
+  /** Stops everything this call started, in reverse order. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the platform in this process: embedded PostgreSQL and S3 unless the config names external
+ * ones, migrations, the job queue, and the API unless ROLE=worker. On failure, whatever already
+ * started is stopped before the error propagates.
+ */
+export async function startPlatform(config: Config, log: Logger = pino({ level: config.logLevel })): Promise<RunningPlatform> {
+  const stack: (() => Promise<void> | void)[] = [];
+  const stop = async () => {
+    for (const step of stack.splice(0).reverse()) {
+      await Promise.resolve()
+        .then(step)
+        .catch((error) => log.error({ err: error }, 'error while stopping'));
+    }
+  };
+  try {
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      const postgres = await startEmbeddedPostgres(path.join(config.dataDir, 'postgres'), log);
+      stack.push(() => postgres.stop());
+      databaseUrl = postgres.url;
+    }
+    let s3 = config.s3;
+    if (!s3) {
+      const embedded = await startEmbeddedS3(path.join(config.dataDir, 's3'), config.s3Bucket, log);
+      stack.push(() => embedded.stop());
+      s3 = embedded.config;
+    }
+
+    const db = await openDatabase(databaseUrl, log);
+    stack.push(() => db.destroy());
+    const store = new ObjectStore(s3);
+    stack.push(() => store.close());
+    await store.ensureBucket();
+    const queue = await Queue.start(databaseUrl, log);
+    stack.push(() => queue.stop());
+    const services: Services = { config, log, db, store, queue };
+
+    let url: string | null = null;
+    if (config.role !== 'worker') {
+      const api = await startApiServer(services, await buildAppSchema());
+      stack.push(() => api.stop());
+      url = api.url;
+    }
+    // ROLE=worker (and `all`) will register job handlers on the queue here once fine-tuning and
+    // generation land; until then a worker only keeps pg-boss's maintenance running.
+    return { url, services, databaseUrl, s3, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(error.message);
+    process.exit(1);
+  }
+  const log = pino({ level: config.logLevel });
+  const platform = await startPlatform(config, log);
+  log.info({ role: config.role, url: platform.url }, 'platform started');
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    platform.stop().then(
+      () => process.exit(0),
+      (error) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  // embedded-postgres installs its own exit hooks that stop the cluster and exit at once; ours stop
+  // the API and queue first, then the cluster, so they replace them.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => shutdown(signal));
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((error) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exit(1);
+  });
+}

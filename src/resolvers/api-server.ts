@@ -1,0 +1,133 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { expressMiddleware } from '@as-integrations/express5';
+import { ApolloArmor } from '@escape.tech/graphql-armor';
+import express, { type ErrorRequestHandler } from 'express';
+import { GraphQLError, specifiedRules, validate, type GraphQLSchema } from 'graphql';
+import graphqlUploadExpress from 'graphql-upload/graphqlUploadExpress.mjs';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import { AppError } from '../services/errors';
+import { authenticate } from '../services/api-keys';
+import type { Context, Services } from './context';
+import { createErrorFormatter } from './errors';
+
+export const GRAPHQL_PATH = '/graphql';
+/** Instance photos are the only uploads; one request carries one. */
+const MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
+
+export interface RunningApi {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** GraphQL over HTTP (Apollo on express) and WebSocket (graphql-ws) on one port. */
+export async function startApiServer(services: Services, schema: GraphQLSchema): Promise<RunningApi> {
+  const { config, log, db } = services;
+  const app = express();
+  const httpServer = http.createServer(app);
+  const formatError = createErrorFormatter(log);
+  const armor = new ApolloArmor({
+    maxDepth: { n: config.queryMaxDepth },
+    costLimit: { maxCost: config.queryMaxCost },
+    maxAliases: { n: 15 },
+    maxDirectives: { n: 20 },
+    maxTokens: { n: 2000 },
+    // Suggestions ("Did you mean ...?") would let anonymous callers map the schema field by field.
+    blockFieldSuggestion: { enabled: true },
+  });
+  const protection = armor.protect();
+
+  const wsServer = new WebSocketServer({ server: httpServer, path: GRAPHQL_PATH, maxPayload: config.maxBodyBytes });
+  const wsCleanup = useServer<Record<string, unknown>, { viewer: Context['viewer'] }>(
+    {
+      schema,
+      isProd: true,
+      validate: (s, document) => validate(s, document, [...specifiedRules, ...protection.validationRules]),
+      // The key comes once, in connection_init; a bad one closes the socket (4403 Forbidden).
+      onConnect: async (ctx) => {
+        const header = ctx.connectionParams?.authorization;
+        try {
+          ctx.extra.viewer = (await authenticate(db, typeof header === 'string' ? header : undefined)) ?? null;
+          return true;
+        } catch (error) {
+          if (error instanceof AppError) return false;
+          throw error;
+        }
+      },
+      context: (ctx): Context => ({ viewer: ctx.extra.viewer ?? null, services }),
+      onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatError(e.toJSON(), e)),
+      onNext: (_ctx, _id, _payload, _args, result) =>
+        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e)) } : result,
+    },
+    wsServer,
+  );
+
+  const apollo = new ApolloServer<Context>({
+    schema,
+    ...protection,
+    formatError,
+    includeStacktraceInErrorResponses: false,
+    plugins: [
+      ...protection.plugins,
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
+    ],
+  });
+  await apollo.start();
+
+  app.use(
+    GRAPHQL_PATH,
+    graphqlUploadExpress({ maxFileSize: MAX_UPLOAD_BYTES, maxFiles: 1, maxFieldSize: config.maxBodyBytes }),
+    express.json({ limit: config.maxBodyBytes }),
+    expressMiddleware(apollo, {
+      context: async ({ req }): Promise<Context> => {
+        try {
+          return { viewer: (await authenticate(db, req.headers.authorization)) ?? null, services };
+        } catch (error) {
+          if (!(error instanceof AppError)) throw error;
+          throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });
+        }
+      },
+    }),
+  );
+  app.use(jsonErrors(services));
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(config.port, config.host, resolve);
+  });
+  const { port } = httpServer.address() as AddressInfo;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+  const url = `http://${host}:${port}${GRAPHQL_PATH}`;
+  log.info({ url }, 'GraphQL API listening');
+  return {
+    url,
+    stop: async () => {
+      await apollo.stop(); // drains HTTP requests and closes WebSocket subscriptions
+      wsServer.close();
+      httpServer.closeAllConnections();
+    },
+  };
+}
+
+/**
+ * Errors raised before GraphQL runs (a body over the size limit, malformed JSON or multipart) as a
+ * GraphQL-shaped JSON body: express's default handler would answer HTML with a stack trace.
+ */
+function jsonErrors({ log }: Services): ErrorRequestHandler {
+  return (error, _req, res, _next) => {
+    const status: number = typeof error?.status === 'number' ? error.status : 500;
+    const known = status === 413 ? 'PAYLOAD_TOO_LARGE' : status >= 400 && status < 500 ? 'BAD_REQUEST' : undefined;
+    if (!known) log.error({ err: error }, 'request failed before GraphQL');
+    res.status(status).json({
+      errors: [
+        known
+          ? { message: status === 413 ? 'Request body too large' : 'Malformed request', extensions: { code: known } }
+          : { message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } },
+      ],
+    });
+  };
+}

@@ -1,0 +1,41 @@
+import { Arg, Ctx, Field, ID, InputType, Mutation, Query, Resolver } from 'type-graphql';
+import { BaseModel } from '../entities';
+import { getBaseModel, listBaseModels, registerBaseModel } from '../services/base-models';
+import { requireAdmin, requireUser } from '../services/viewer';
+import type { Context } from './context';
+
+@InputType()
+class RegisterBaseModelInput {
+  @Field(() => String)
+  name: string;
+
+  @Field(() => String)
+  storageLocation: string;
+
+  @Field(() => String)
+  architecture: string;
+}
+
+@Resolver()
+export class BaseModelResolver {
+  @Query(() => [BaseModel])
+  baseModels(@Ctx() { viewer, services }: Context): Promise<BaseModel[]> {
+    requireUser(viewer);
+    return listBaseModels(services.db);
+  }
+
+  @Query(() => BaseModel)
+  baseModel(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<BaseModel> {
+    requireUser(viewer);
+    return getBaseModel(services.db, id);
+  }
+
+  @Mutation(() => BaseModel, { description: 'Admins only.' })
+  registerBaseModel(
+    @Arg('input', () => RegisterBaseModelInput) input: RegisterBaseModelInput,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<BaseModel> {
+    requireAdmin(viewer);
+    return registerBaseModel(services.db, { ...input });
+  }
+}

@@ -1,0 +1,46 @@
+import { Arg, Ctx, Field, ID, InputType, Mutation, Query, Resolver } from 'type-graphql';
+import { Concept, ConceptKind } from '../entities';
+import { createConcept, deleteConcept, getConcept, listConcepts } from '../services/concepts';
+import { requireUser } from '../services/viewer';
+import type { Context } from './context';
+
+@InputType()
+class CreateConceptInput {
+  @Field(() => ID)
+  modelId: string;
+
+  @Field(() => String, { description: 'The identifier used in prompts, e.g. `sks`.' })
+  token: string;
+
+  @Field(() => String, { description: 'The class noun, e.g. `dog`.' })
+  category: string;
+
+  @Field(() => ConceptKind)
+  kind: ConceptKind;
+}
+
+@Resolver()
+export class ConceptResolver {
+  @Query(() => [Concept])
+  concepts(@Arg('modelId', () => ID) modelId: string, @Ctx() { viewer, services }: Context): Promise<Concept[]> {
+    return listConcepts(services.db, requireUser(viewer), modelId);
+  }
+
+  @Query(() => Concept)
+  concept(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Concept> {
+    return getConcept(services.db, requireUser(viewer), id);
+  }
+
+  @Mutation(() => Concept, { description: 'On a model you own.' })
+  createConcept(
+    @Arg('input', () => CreateConceptInput) input: CreateConceptInput,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Concept> {
+    return createConcept(services.db, requireUser(viewer), { ...input });
+  }
+
+  @Mutation(() => ID)
+  deleteConcept(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<string> {
+    return deleteConcept(services.db, requireUser(viewer), id);
+  }
+}

@@ -1,0 +1,21 @@
+import { Arg, Ctx, ID, Query, Resolver } from 'type-graphql';
+import { Contribution } from '../entities';
+import { getContribution, listContributions } from '../services/contributions';
+import { requireUser } from '../services/viewer';
+import type { Context } from './context';
+
+@Resolver()
+export class ContributionResolver {
+  @Query(() => [Contribution], { description: "A model's contributions, or without modelId your own." })
+  contributions(
+    @Arg('modelId', () => ID, { nullable: true }) modelId: string | null,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Contribution[]> {
+    return listContributions(services.db, requireUser(viewer), modelId);
+  }
+
+  @Query(() => Contribution)
+  contribution(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Contribution> {
+    return getContribution(services.db, requireUser(viewer), id);
+  }
+}

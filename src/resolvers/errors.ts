@@ -1,0 +1,42 @@
+import { unwrapResolverError } from '@apollo/server/errors';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import type { Logger } from 'pino';
+import { AppError } from '../services/errors';
+
+/** Codes that graphql-js, Apollo, graphql-upload and graphql-armor raise about the request itself. */
+const REQUEST_ERROR_CODES = new Set([
+  'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED',
+  'BAD_USER_INPUT',
+  'BAD_REQUEST',
+  'UNAUTHENTICATED',
+  'OPERATION_RESOLUTION_FAILURE',
+  'PERSISTED_QUERY_NOT_FOUND',
+  'PERSISTED_QUERY_NOT_SUPPORTED',
+]);
+
+/**
+ * What a client sees of an error: our AppErrors and errors about the request pass with their code;
+ * everything else (a bug, a database or S3 failure) is logged and reported as INTERNAL_SERVER_ERROR
+ * with no message, stack, SQL or path.
+ */
+export function createErrorFormatter(log: Logger) {
+  return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
+    const original = unwrapResolverError(error);
+    if (original instanceof AppError) {
+      return { message: original.message, path: formatted.path, extensions: { code: original.code } };
+    }
+    const code = formatted.extensions?.code;
+    // An error with a code that was thrown by our own code path would be an AppError; GraphQLErrors
+    // with a request code come from the GraphQL machinery and describe the caller's request.
+    if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code) && isRequestError(original)) {
+      return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code } };
+    }
+    log.error({ err: original, path: formatted.path }, 'internal error in a GraphQL request');
+    return { message: 'Internal server error', path: formatted.path, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
+  };
+}
+
+function isRequestError(error: unknown): boolean {
+  return error instanceof GraphQLError && !(error.originalError && !(error.originalError instanceof GraphQLError));
+}

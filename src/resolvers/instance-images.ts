@@ -1,0 +1,58 @@
+import type { FileUpload } from 'graphql-upload/processRequest.mjs';
+import GraphQLUpload from 'graphql-upload/GraphQLUpload.mjs';
+import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { InstanceImage } from '../entities';
+import { badInput } from '../services/errors';
+import {
+  addInstanceImage,
+  deleteInstanceImage,
+  getInstanceImage,
+  listInstanceImages,
+} from '../services/instance-images';
+import { requireUser } from '../services/viewer';
+import type { Context } from './context';
+
+@Resolver()
+export class InstanceImageResolver {
+  @Query(() => [InstanceImage], { description: 'Your training photos of a concept.' })
+  instanceImages(
+    @Arg('conceptId', () => ID) conceptId: string,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<InstanceImage[]> {
+    return listInstanceImages(services.db, requireUser(viewer), conceptId);
+  }
+
+  @Query(() => InstanceImage)
+  instanceImage(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<InstanceImage> {
+    return getInstanceImage(services.db, requireUser(viewer), id);
+  }
+
+  @Mutation(() => InstanceImage, {
+    description: 'A multipart request (GraphQL multipart spec) with a JPEG, PNG or WebP file.',
+  })
+  async uploadInstanceImage(
+    @Arg('conceptId', () => ID) conceptId: string,
+    @Arg('file', () => GraphQLUpload) file: Promise<FileUpload>,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<InstanceImage> {
+    const user = requireUser(viewer);
+    const bytes = await readUpload(await file);
+    return addInstanceImage(services.db, services.store, user, conceptId, bytes);
+  }
+
+  @Mutation(() => ID)
+  deleteInstanceImage(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<string> {
+    return deleteInstanceImage(services.db, services.store, requireUser(viewer), id);
+  }
+}
+
+/** Buffers an upload; the size limit is enforced while streaming (see the upload middleware). */
+async function readUpload(upload: FileUpload): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of upload.createReadStream()) chunks.push(chunk as Buffer);
+  } catch (error) {
+    throw badInput(`file: ${(error as Error).message}`);
+  }
+  return Buffer.concat(chunks);
+}

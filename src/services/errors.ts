@@ -1,0 +1,22 @@
+/**
+ * Failures a caller can act on. Each carries the code the API reports (as GraphQL
+ * `extensions.code`); anything else that escapes a service is an internal error and is logged,
+ * never shown.
+ */
+export type ErrorCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'NOT_FOUND' | 'BAD_USER_INPUT' | 'CONFLICT';
+
+export class AppError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AppError';
+  }
+}
+
+export const unauthenticated = (message = 'A valid API key is required') => new AppError('UNAUTHENTICATED', message);
+export const forbidden = (message = 'Not allowed') => new AppError('FORBIDDEN', message);
+export const notFound = (what: string) => new AppError('NOT_FOUND', `${what} not found`);
+export const badInput = (message: string) => new AppError('BAD_USER_INPUT', message);
+export const conflict = (message: string) => new AppError('CONFLICT', message);

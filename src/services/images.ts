@@ -1,0 +1,27 @@
+import type { DataSource } from 'typeorm';
+import { Image, type User } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
+import { notFound } from './errors';
+import { parseId } from './validate';
+import { isAdmin } from './viewer';
+
+/** Generated images belong to the owner of the job that made them. */
+export function listImages(db: DataSource, user: User): Promise<Image[]> {
+  return db.getRepository(Image).find({
+    where: isAdmin(user) ? {} : { job: { ownerId: user.id } },
+    order: { createdAt: 'DESC' },
+  });
+}
+
+export async function getImage(db: DataSource, user: User, id: string): Promise<Image> {
+  const image = await db.getRepository(Image).findOne({ where: { id: parseId(id) }, relations: { job: true } });
+  if (!image?.job || (image.job.ownerId !== user.id && !isAdmin(user))) throw notFound('Image');
+  return image;
+}
+
+export async function deleteImage(db: DataSource, store: ObjectStore, user: User, id: string): Promise<string> {
+  const image = await getImage(db, user, id);
+  await db.getRepository(Image).delete(image.id);
+  await store.delete(image.objectKey);
+  return image.id;
+}

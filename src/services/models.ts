@@ -1,0 +1,98 @@
+import type { DataSource } from 'typeorm';
+import { Brackets, type SelectQueryBuilder } from 'typeorm';
+import { z } from 'zod';
+import { BaseModel, Model, ModelKind, ModelVersion, type User } from '../entities';
+import { badInput, forbidden, notFound } from './errors';
+import { parseId, parseInput } from './validate';
+import { isAdmin } from './viewer';
+
+/**
+ * Tenancy for models, the root of most other rules: a user sees their own PRIVATE and PRIVATE_META
+ * models and every public META model; an admin sees all. Only the owner changes a private model;
+ * only an admin changes a META model directly (users change it through contributions).
+ */
+export function visibleModels(db: DataSource, user: User, alias = 'model'): SelectQueryBuilder<Model> {
+  const query = db.getRepository(Model).createQueryBuilder(alias);
+  if (isAdmin(user)) return query;
+  return query.where(
+    new Brackets((q) =>
+      q.where(`${alias}.kind = :meta`, { meta: ModelKind.META }).orWhere(`${alias}.ownerId = :viewer`, { viewer: user.id }),
+    ),
+  );
+}
+
+export function canSeeModel(user: User, model: Model): boolean {
+  return isAdmin(user) || model.kind === ModelKind.META || model.ownerId === user.id;
+}
+
+export function canChangeModel(user: User, model: Model): boolean {
+  return isAdmin(user) || (model.kind !== ModelKind.META && model.ownerId === user.id);
+}
+
+export function listModels(db: DataSource, user: User, kind?: ModelKind): Promise<Model[]> {
+  const query = visibleModels(db, user);
+  if (kind) query.andWhere('model.kind = :kind', { kind });
+  return query.orderBy('model.createdAt', 'ASC').getMany();
+}
+
+/** A model the user may see; NOT_FOUND otherwise, so ids of others' models reveal nothing. */
+export async function getModel(db: DataSource, user: User, id: string): Promise<Model> {
+  const model = await db.getRepository(Model).findOneBy({ id: parseId(id) });
+  if (!model || !canSeeModel(user, model)) throw notFound('Model');
+  return model;
+}
+
+/** A model the user may change: NOT_FOUND when invisible, FORBIDDEN when visible but not theirs. */
+export async function getModelToChange(db: DataSource, user: User, id: string, field = 'id'): Promise<Model> {
+  const model = await db.getRepository(Model).findOneBy({ id: parseId(id, field) });
+  if (!model || !canSeeModel(user, model)) throw notFound('Model');
+  if (!canChangeModel(user, model)) throw forbidden('Only the owner may change this model');
+  return model;
+}
+
+const modelName = z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters');
+
+export interface NewModel {
+  name: string;
+  kind: ModelKind;
+  baseModelId: string;
+}
+
+export async function createModel(db: DataSource, user: User, input: NewModel): Promise<Model> {
+  const name = parseInput(modelName, input.name, 'name');
+  if (input.kind === ModelKind.META && !isAdmin(user)) throw forbidden('Only administrators create public metamodels');
+  const baseModel = await db.getRepository(BaseModel).findOneBy({ id: parseId(input.baseModelId, 'baseModelId') });
+  if (!baseModel) throw badInput('baseModelId: no such base model');
+  const models = db.getRepository(Model);
+  return models.save(
+    models.create({
+      name,
+      kind: input.kind,
+      ownerId: input.kind === ModelKind.META ? null : user.id,
+      baseModelId: baseModel.id,
+      headVersionId: null,
+    }),
+  );
+}
+
+export async function renameModel(db: DataSource, user: User, id: string, name: string): Promise<Model> {
+  const model = await getModelToChange(db, user, id);
+  model.name = parseInput(modelName, name, 'name');
+  return db.getRepository(Model).save(model);
+}
+
+/** Deletes the model with its versions, concepts and contributions (weights objects stay for now). */
+export async function deleteModel(db: DataSource, user: User, id: string): Promise<string> {
+  const model = await getModelToChange(db, user, id);
+  await db.getRepository(Model).delete(model.id);
+  return model.id;
+}
+
+/** Versions of a model the user may see, newest first. */
+export function listVersions(db: DataSource, model: Model): Promise<ModelVersion[]> {
+  return db.getRepository(ModelVersion).find({ where: { modelId: model.id }, order: { number: 'DESC' } });
+}
+
+export async function getHeadVersion(db: DataSource, model: Model): Promise<ModelVersion | null> {
+  return model.headVersionId ? db.getRepository(ModelVersion).findOneBy({ id: model.headVersionId }) : null;
+}

@@ -1,0 +1,53 @@
+import type { DataSource } from 'typeorm';
+import { z } from 'zod';
+import { Role, User } from '../entities';
+import { issueKey, type IssuedKey } from './api-keys';
+import { conflict, forbidden } from './errors';
+import { parseInput } from './validate';
+
+// Deliberately loose (local@domain.tld): only a confirmation mail could prove an address anyway.
+const email = z
+  .string()
+  .trim()
+  .max(320, 'must be at most 320 characters')
+  .regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'must be an email address')
+  .transform((value) => value.toLowerCase());
+
+export interface NewAccount extends IssuedKey {
+  user: User;
+}
+
+/** Self-service sign-up: a USER account and its first API key. */
+export async function signUp(db: DataSource, signupEnabled: boolean, address: string): Promise<NewAccount> {
+  if (!signupEnabled) throw forbidden('Sign-up is disabled on this server');
+  return createAccount(db, parseInput(email, address, 'email'), Role.USER);
+}
+
+/** An ADMIN account with a key (`npm run admin:create`); an existing user with that email is promoted. */
+export async function createAdmin(db: DataSource, address: string): Promise<NewAccount> {
+  const normalized = parseInput(email, address, 'email');
+  const users = db.getRepository(User);
+  const existing = await users.findOneBy({ email: normalized });
+  if (!existing) return createAccount(db, normalized, Role.ADMIN);
+  await users.update(existing.id, { role: Role.ADMIN });
+  const user = await users.findOneByOrFail({ id: existing.id });
+  return { user, ...(await issueKey(db, user, 'admin:create')) };
+}
+
+async function createAccount(db: DataSource, address: string, role: Role): Promise<NewAccount> {
+  return db.transaction(async (tx) => {
+    const users = tx.getRepository(User);
+    // ON CONFLICT DO NOTHING makes concurrent sign-ups with one email a clean CONFLICT.
+    const inserted = await users
+      .createQueryBuilder()
+      .insert()
+      .values({ email: address, role })
+      .orIgnore()
+      .returning('id')
+      .execute();
+    const id = inserted.raw[0]?.id as string | undefined;
+    if (!id) throw conflict('An account with this email already exists');
+    const user = await users.findOneByOrFail({ id });
+    return { user, ...(await issueKey(tx, user, 'default')) };
+  });
+}

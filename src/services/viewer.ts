@@ -1,0 +1,18 @@
+import { Role, type User } from '../entities';
+import { forbidden, unauthenticated } from './errors';
+
+/** Who is asking: the user behind the request's API key, or nobody. */
+export type Viewer = User | null;
+
+export function requireUser(viewer: Viewer): User {
+  if (!viewer) throw unauthenticated();
+  return viewer;
+}
+
+export function requireAdmin(viewer: Viewer): User {
+  const user = requireUser(viewer);
+  if (user.role !== Role.ADMIN) throw forbidden('Only administrators may do this');
+  return user;
+}
+
+export const isAdmin = (user: User): boolean => user.role === Role.ADMIN;

@@ -1,0 +1,96 @@
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import type { S3Config } from '../config';
+
+/** S3's minimum part size (except the last part); bigger objects go up in parts of this size. */
+export const MULTIPART_PART_BYTES = 5 * 1024 * 1024;
+
+/** Objects (weights, instance images, generated images) in one bucket, on any S3-compatible store. */
+export class ObjectStore {
+  private readonly client: S3Client;
+  readonly bucket: string;
+
+  constructor(config: S3Config) {
+    this.bucket = config.bucket;
+    this.client = new S3Client({
+      endpoint: config.endpoint,
+      region: config.region,
+      credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
+      // Path-style works everywhere (s3rver, MinIO, AWS); virtual-host style needs DNS per bucket.
+      forcePathStyle: true,
+      // The SDK's default aws-chunked checksum framing is stored verbatim by stores that don't
+      // understand it (s3rver), corrupting objects. Checksums only when the operation requires them.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+  }
+
+  /** Creates the bucket unless it exists. */
+  async ensureBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch {
+      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    }
+  }
+
+  async put(key: string, body: Uint8Array, contentType = 'application/octet-stream'): Promise<void> {
+    if (body.byteLength <= MULTIPART_PART_BYTES) {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
+      );
+      return;
+    }
+    await this.putMultipart(key, body, contentType);
+  }
+
+  async get(key: string): Promise<Uint8Array> {
+    const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+    return out.Body ? await out.Body.transformToByteArray() : new Uint8Array();
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+
+  private async putMultipart(key: string, body: Uint8Array, contentType: string): Promise<void> {
+    const { UploadId } = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }),
+    );
+    try {
+      const parts = [];
+      for (let offset = 0, partNumber = 1; offset < body.byteLength; offset += MULTIPART_PART_BYTES, partNumber++) {
+        const chunk = body.subarray(offset, offset + MULTIPART_PART_BYTES);
+        const { ETag } = await this.client.send(
+          new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId, PartNumber: partNumber, Body: chunk }),
+        );
+        parts.push({ ETag, PartNumber: partNumber });
+      }
+      await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId,
+          MultipartUpload: { Parts: parts },
+        }),
+      );
+    } catch (error) {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId }));
+      throw error;
+    }
+  }
+}

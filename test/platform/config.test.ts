@@ -1,0 +1,50 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config';
+
+describe('loadConfig', () => {
+  it('defaults to the embedded services on port 4000', () => {
+    const config = loadConfig({});
+    expect(config.port).toBe(4000);
+    expect(config.role).toBe('all');
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.s3).toBeUndefined();
+    expect(config.signupEnabled).toBe(true);
+  });
+
+  it('uses external services when configured', () => {
+    const config = loadConfig({
+      DATABASE_URL: 'postgres://u:p@db.example:5432/app',
+      S3_ENDPOINT: 'https://s3.example',
+      S3_BUCKET: 'my-bucket',
+      S3_ACCESS_KEY_ID: 'id',
+      S3_SECRET_ACCESS_KEY: 'secret',
+      SIGNUP_ENABLED: 'false',
+    });
+    expect(config.databaseUrl).toBe('postgres://u:p@db.example:5432/app');
+    expect(config.s3).toMatchObject({ endpoint: 'https://s3.example', bucket: 'my-bucket', accessKeyId: 'id' });
+    expect(config.signupEnabled).toBe(false);
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, 'PORT'],
+    [{ ROLE: 'both' }, 'ROLE'],
+    [{ DATABASE_URL: 'mysql://x/y' }, 'DATABASE_URL'],
+    [{ S3_ENDPOINT: 'http://minio:9000' }, 'S3_ACCESS_KEY_ID'],
+    [{ SIGNUP_ENABLED: 'maybe' }, 'SIGNUP_ENABLED'],
+  ])('rejects %o naming %s', (env, variable) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(variable);
+  });
+
+  it('stops `npm start` with a message naming the variable', async () => {
+    const run = promisify(execFile)('npx', ['tsx', 'src/main.ts'], { env: { ...process.env, PORT: 'eighty' } });
+    const failure = await run.then(
+      () => undefined,
+      (error: { code: number; stderr: string }) => error,
+    );
+    expect(failure?.code).toBe(1);
+    expect(failure?.stderr).toContain('PORT');
+  });
+});

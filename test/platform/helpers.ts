@@ -1,0 +1,99 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createClient } from 'graphql-ws';
+import { pino } from 'pino';
+import WebSocket from 'ws';
+import { loadConfig } from '../../src/config';
+import { startPlatform, type RunningPlatform } from '../../src/main';
+
+/** A temp directory removed by the returned function. */
+export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  return { dir, remove: () => fs.rm(dir, { recursive: true, force: true }) };
+}
+
+export interface TestPlatform extends RunningPlatform {
+  url: string;
+  /** Removes the data directory too, unless the platform used external services. */
+  stop(): Promise<void>;
+}
+
+/** The whole platform in this process on an ephemeral port, embedded services under a temp dir. */
+export async function startTestPlatform(env: Record<string, string> = {}): Promise<TestPlatform> {
+  const data = await tempDir('bd-test-');
+  const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env });
+  const platform = await startPlatform(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
+  return {
+    ...platform,
+    url: platform.url!,
+    stop: async () => {
+      await platform.stop();
+      await data.remove();
+    },
+  };
+}
+
+export interface GraphQLResponse {
+  status: number;
+  data?: Record<string, any> | null;
+  errors?: { message: string; path?: string[]; extensions?: { code?: string } }[];
+}
+
+/** One GraphQL request over real HTTP. */
+export async function gql(
+  url: string,
+  query: string,
+  variables: Record<string, unknown> = {},
+  key?: string,
+): Promise<GraphQLResponse> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  return { status: response.status, ...((await response.json()) as object) };
+}
+
+/** The first error's code, or undefined when the request succeeded. */
+export const errorCode = (response: GraphQLResponse): string | undefined => response.errors?.[0]?.extensions?.code;
+
+/** Signs up through the API and returns the new user's key. */
+export async function signUp(url: string, email: string): Promise<{ key: string; userId: string }> {
+  const response = await gql(url, 'mutation($email: String!) { signUp(email: $email) { secret user { id } } }', {
+    email,
+  });
+  if (!response.data) throw new Error(`sign-up failed: ${JSON.stringify(response.errors)}`);
+  return { key: response.data.signUp.secret, userId: response.data.signUp.user.id };
+}
+
+/** One GraphQL operation over a fresh graphql-ws WebSocket; rejects with the close code when refused. */
+export async function wsGql(
+  url: string,
+  query: string,
+  variables: Record<string, unknown> = {},
+  key?: string,
+): Promise<GraphQLResponse> {
+  const client = createClient({
+    url: url.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: key ? { authorization: `Bearer ${key}` } : {},
+    retryAttempts: 0,
+    lazy: true,
+  });
+  try {
+    return await new Promise<GraphQLResponse>((resolve, reject) => {
+      let result: GraphQLResponse = { status: 101 };
+      client.subscribe(
+        { query, variables },
+        {
+          next: (value) => (result = { status: 101, ...(value as object) }),
+          error: (error) => reject(new Error(`closed ${(error as { code?: number }).code ?? String(error)}`)),
+          complete: () => resolve(result),
+        },
+      );
+    });
+  } finally {
+    await client.dispose();
+  }
+}
