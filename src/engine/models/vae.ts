@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import {
-  add, chunk, conv, type Graph, less, matmul, mul, reshape, silu, softmax, type Tensor, transpose, upsampleNearest, where,
+  add, chunk, clamp, conv, type Graph, matmul, mul, reshape, silu, softmax, type Tensor, transpose, upsampleNearest,
 } from '../graph';
 import { parseModelConfig } from './config';
 import { conv2dLayer, groupNormLayer, linearLayer } from './layers';
@@ -81,10 +81,6 @@ function downsample(p: Params, x: Tensor, channels: number): Tensor {
 /** Upsample2D: nearest-neighbour x2, then a 3x3 conv. */
 function upsample(p: Params, x: Tensor, channels: number): Tensor {
   return conv2dLayer(p.child('conv'), upsampleNearest(x, [1, 1, 2, 2]), channels, channels, 3, { padding: 1 });
-}
-
-function clamp(x: Tensor, min: number, max: number): Tensor {
-  return where(less(x, min), min, where(less(max, x), max, x));
 }
 
 export interface VaePosterior {

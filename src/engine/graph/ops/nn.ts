@@ -1,5 +1,5 @@
 import { check, type Tensor } from '../graph';
-import { add, div, erf, mul, sigmoid, sqrt, sub } from './elementwise';
+import { add, div, erf, less, mul, sigmoid, sqrt, sub, where } from './elementwise';
 import { matmul } from './matmul';
 import { reduceMean } from './reduce';
 import { reshape, transpose } from './shape-ops';
@@ -16,6 +16,9 @@ export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
 
 /** The exact (erf) GELU, torch's default. */
 export const gelu = (x: Tensor): Tensor => mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
+
+/** torch.clamp(x, min, max), from Where so every operator in it already has a gradient rule. */
+export const clamp = (x: Tensor, min: number, max: number): Tensor => where(less(x, min), min, where(less(max, x), max, x));
 
 /** CLIP's quick_gelu: x * sigmoid(1.702 x). */
 export const quickGelu = (x: Tensor): Tensor => mul(x, sigmoid(mul(x, 1.702)));
