@@ -159,10 +159,15 @@ describe('EngineWorker', () => {
     await engine.release(session);
   });
 
-  it('reports onnxruntime failures during a run as RUN_FAILED', async () => {
+  it('reports onnxruntime failures during a run as RUN_FAILED and hands the feeds back', async () => {
     const session = await engine.createSession(model);
-    const wrongShape: TensorData = { dtype: 'float32', dims: [m, k + 1], data: new Float32Array(m * (k + 1)) };
-    await expect(engine.run(session, { X: wrongShape })).rejects.toMatchObject({ code: 'RUN_FAILED' });
+    const values = randomArray(m * (k + 1), 6);
+    const wrongShape: TensorData = { dtype: 'float32', dims: [m, k + 1], data: values.slice() };
+    const error = await engine.run(session, { X: wrongShape }).catch((e) => e);
+    expect(error).toBeInstanceOf(EngineRuntimeError);
+    expect(error.code).toBe('RUN_FAILED');
+    expect(wrongShape.data.byteLength).toBe(0);
+    expect(error.feeds.X).toEqual({ dtype: 'float32', dims: [m, k + 1], data: values });
     await engine.release(session);
   });
 

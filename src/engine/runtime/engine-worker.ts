@@ -103,7 +103,8 @@ export class EngineWorker {
 
   /**
    * Runs a session. The feeds' buffers are transferred to the worker, not copied: afterwards the
-   * caller's arrays are empty (pass copies to keep them). Outputs come back the same way.
+   * caller's arrays are empty (pass copies to keep them). Outputs come back the same way, and so do
+   * the feeds when onnxruntime rejects the run (as the error's `feeds`).
    */
   async run(handle: SessionHandle, feeds: Record<string, TensorData>, outputNames?: string[]): Promise<Record<string, TensorData>> {
     this.#assertLive(handle);
@@ -152,7 +153,7 @@ export class EngineWorker {
     this.#pending.delete(response.id);
     if (this.#pending.size === 0) this.#worker.unref();
     if (response.ok) pending.resolve(response.result);
-    else pending.reject(new EngineRuntimeError(response.error.code, response.error.message));
+    else pending.reject(new EngineRuntimeError(response.error.code, response.error.message, response.feeds));
   }
 
   #fail(message: string): void {

@@ -1,3 +1,5 @@
+import type { TensorData } from './tensor';
+
 /** Why a runtime call failed; callers branch on `code`, people read `message`. */
 export type EngineRuntimeErrorCode =
   | 'INVALID_DEVICE'
@@ -13,6 +15,8 @@ export class EngineRuntimeError extends Error {
   constructor(
     readonly code: EngineRuntimeErrorCode,
     message: string,
+    /** A failed run's feeds, handed back: their buffers went to the worker, the caller's arrays are empty. */
+    readonly feeds?: Record<string, TensorData>,
   ) {
     super(message);
   }

@@ -25,4 +25,4 @@ export interface CreatedSession {
 
 export type WorkerResponse =
   | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: { code: EngineRuntimeErrorCode; message: string } };
+  | { id: number; ok: false; error: { code: EngineRuntimeErrorCode; message: string }; feeds?: Record<string, TensorData> };

@@ -50,7 +50,8 @@ async function run({ key, feeds, outputNames }) {
   try {
     results = await (outputNames ? session.run(inputs, outputNames) : session.run(inputs));
   } catch (error) {
-    throw new RequestError('RUN_FAILED', error.message);
+    // The feeds' buffers were moved here: send them back so the caller can recover its state.
+    throw Object.assign(new RequestError('RUN_FAILED', error.message), { feeds });
   }
   const outputs = {};
   const transfer = new Set();
@@ -98,7 +99,9 @@ parentPort.on('message', (request) => {
       parentPort.postMessage({ id: request.id, ok: true, result: value }, transfer);
     } catch (error) {
       const code = error instanceof RequestError ? error.code : 'RUN_FAILED';
-      parentPort.postMessage({ id: request.id, ok: false, error: { code, message: String(error?.message ?? error) } });
+      const feeds = error?.feeds;
+      const transfer = feeds ? [...new Set(Object.values(feeds).map(({ data }) => data.buffer))] : [];
+      parentPort.postMessage({ id: request.id, ok: false, error: { code, message: String(error?.message ?? error) }, feeds }, transfer);
     }
   });
 });
