@@ -323,8 +323,9 @@ describe('configuration and usage errors', () => {
   });
 
   it('reads Python-written configs with -Infinity', () => {
-    const config = parseSchedulerConfigJson('{"lambda_min_clipped": -Infinity, "solver_order": 2}');
+    const config = parseSchedulerConfigJson('{"lambda_min_clipped": -Infinity, "_note": "[NaN, -Infinity]", "solver_order": 2}');
     expect(config.lambda_min_clipped).toBe(-Infinity);
+    expect(config._note).toBe('[NaN, -Infinity]');
     const dpm = createScheduler('dpmpp_2m', { ...SD_CONFIG, ...config });
     dpm.setTimesteps(5);
     expect(dpm.timesteps[0]).toBe(999);

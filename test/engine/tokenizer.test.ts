@@ -53,6 +53,16 @@ describe.skipIf(!hasFixtures)('CLIP tokenizer against transformers', () => {
     expect(() => tokenizer.tokenId('no such token')).toThrow(TokenizerError);
   });
 
+  it('cleans text as BERT BasicTokenizer does: controls dropped, spaces unified, NFC, lower case, CJK split', async () => {
+    const tokenizer = await loadClipTokenizer(TOKENIZER_DIR);
+    const same = (a: string, b: string) => expect(tokenizer.encode(a), JSON.stringify(a)).toEqual(tokenizer.encode(b));
+    same('A\u0000 PHOTO\u200b\tof\u00a0a\r\nDog\ufffd', 'a photo of a dog');
+    same('cafe\u0301', 'caf\u00e9');
+    same('\u72d7\u72d7', '\u72d7 \u72d7');
+    same("it's <|endoftext|>x", "it 's <|endoftext|> x");
+    expect(tokenizer.encode('<|endoftext|>')).toEqual([tokenizer.bosId, tokenizer.eosId, tokenizer.eosId]);
+  });
+
   describe('a pack whose tokenizer_config.json pads with "!"', () => {
     let dir: string;
     beforeAll(async () => {

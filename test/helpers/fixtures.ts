@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { parsePythonJson } from '../../src/engine/schedulers/python-json';
 import { readSafetensors, type StoredTensor } from '../../src/engine/weights/safetensors';
 
 /** The shared reference fixtures live beside the project; a user's clone has none. */
@@ -10,12 +11,6 @@ export const hasFixtures = existsSync(join(TINY_SD15, 'reference.json'));
 
 if (!hasFixtures) {
   console.warn(`[fixtures] ${TINY_SD15} is absent: parity tests are skipped (CI always has ../shared).`);
-}
-
-/** Python's json writes non-finite floats as bare Infinity / -Infinity / NaN (e.g. lambda_min_clipped). */
-function parsePythonJson(text: string): any {
-  const quoted = text.replace(/(?<=[:,[]\s*)(-?Infinity|NaN)(?=\s*[,\]}])/g, '"\\u0000$1"');
-  return JSON.parse(quoted, (_key, value) => (typeof value === 'string' && value.startsWith('\u0000') ? Number(value.slice(1)) : value));
 }
 
 export async function loadReference(): Promise<{ json: any; tensors: Map<string, StoredTensor> }> {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parsePythonJson } from './python-json';
 
 export const SCHEDULER_NAMES = ['ddim', 'pndm', 'euler', 'euler_ancestral', 'dpmpp_2m', 'lms', 'ddpm'] as const;
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
@@ -110,13 +111,10 @@ export function resolveSchedulerConfig(name: SchedulerName, config: Record<strin
   return parsed.data;
 }
 
-/** Reads scheduler_config.json text; Python writes lambda_min_clipped = -inf as a bare `-Infinity`. */
+/** Reads scheduler_config.json text, as Python wrote it. */
 export function parseSchedulerConfigJson(text: string): Record<string, unknown> {
-  const quoted = text.replace(/(?<=[:,[]\s*)(-?Infinity|NaN)(?=\s*[,\]}])/g, '"\\u0000$1"');
   try {
-    return JSON.parse(quoted, (_key, value) =>
-      typeof value === 'string' && value.startsWith('\u0000') ? Number(value.slice(1)) : value,
-    );
+    return parsePythonJson(text);
   } catch (error) {
     throw new SchedulerConfigError(`scheduler_config.json is not valid JSON: ${(error as Error).message}`);
   }

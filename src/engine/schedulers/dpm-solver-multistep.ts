@@ -84,7 +84,7 @@ export class DpmSolverMultistepScheduler implements SigmaScheduler {
   step(modelOutput: Float64Array, t: number, sample: Float64Array): Float64Array {
     requireTimesteps(this.timesteps);
     requireSameLength(modelOutput, sample);
-    const index = (this.stepIndex ??= this.indexOf(t));
+    const index = (this.stepIndex ??= indexForTimestep(this.timesteps, t));
     if (index >= this.timesteps.length) throw new SchedulerUsageError('the run is over: call setTimesteps again');
     const { solver_order: order, lower_order_final: lowerOrderFinal, euler_at_final: eulerAtFinal } = this.config;
     const steps = this.timesteps.length;
@@ -100,11 +100,6 @@ export class DpmSolverMultistepScheduler implements SigmaScheduler {
     if (this.lowerOrderSteps < order) this.lowerOrderSteps++;
     this.stepIndex = index + 1;
     return previous;
-  }
-
-  /** diffusers' `index_for_timestep`, which for an unknown t starts at the last step. */
-  private indexOf(t: number): number {
-    return this.timesteps.includes(t) ? indexForTimestep(this.timesteps, t) : this.timesteps.length - 1;
   }
 
   /** α_t, σ_t and λ_t of the VP process at k-diffusion noise level s: α = 1/sqrt(s²+1), σ = s α. */

@@ -31,6 +31,7 @@ export abstract class SigmaSchedulerBase implements SigmaScheduler {
   }
 
   get initNoiseSigma(): number {
+    requireTimesteps(this.timesteps);
     const max = Math.max(...this.sigmas);
     return this.config.timestep_spacing === 'leading' ? f32(Math.sqrt(max * max + 1)) : max;
   }
