@@ -1,0 +1,229 @@
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Contribution, ContributionStatus, Image, Job, JobType, ModelVersion } from '../../src/entities';
+import { createAdmin } from '../../src/services/users';
+import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+
+/** Everything user A owns, by kind; B (another user) must neither see nor change any of it. */
+interface Owned {
+  apiKeyId: string;
+  privateModelId: string;
+  privateMetaModelId: string;
+  conceptId: string;
+  metaConceptId: string;
+  instanceImageId: string;
+  contributionId: string;
+  jobId: string;
+  imageId: string;
+}
+
+type Call = (key: string | undefined) => Promise<GraphQLResponse>;
+
+describe('tenancy', () => {
+  let platform: TestPlatform;
+  let url: string;
+  let adminKey: string;
+  let a: { key: string; userId: string };
+  let b: { key: string; userId: string };
+  let owned: Owned;
+  let baseModelId: string;
+  let publicModelId: string;
+  let publicContributionId: string;
+  let png: Uint8Array;
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
+
+  beforeAll(async () => {
+    platform = await startTestPlatform();
+    url = platform.url;
+    const { db } = platform.services;
+    adminKey = (await createAdmin(db, 'admin@example.org')).secret;
+    a = await signUp(url, 'a@example.org');
+    b = await signUp(url, 'b@example.org');
+    png = new Uint8Array(
+      await sharp({ create: { width: 8, height: 6, channels: 3, background: '#c33' } }).png().toBuffer(),
+    );
+
+    baseModelId = (
+      await ok(
+        gql(url, 'mutation { registerBaseModel(input: { name: "sd15", storageLocation: "base/sd15", architecture: "sd15" }) { id } }', {}, adminKey),
+      )
+    ).registerBaseModel.id;
+    const createModel = (kind: string, key: string) =>
+      ok(
+        gql(url, 'mutation($input: CreateModelInput!) { createModel(input: $input) { id } }', {
+          input: { name: `${kind} model`, kind, baseModelId },
+        }, key),
+      ).then((d) => d.createModel.id as string);
+    publicModelId = await createModel('META', adminKey);
+    const privateModelId = await createModel('PRIVATE', a.key);
+    const privateMetaModelId = await createModel('PRIVATE_META', a.key);
+    const createConcept = (modelId: string, token: string, key: string) =>
+      ok(
+        gql(url, 'mutation($input: CreateConceptInput!) { createConcept(input: $input) { id } }', {
+          input: { modelId, token, category: 'dog', kind: 'OBJECT' },
+        }, key),
+      ).then((d) => d.createConcept.id as string);
+    const conceptId = await createConcept(privateModelId, 'sks', a.key);
+    const metaConceptId = await createConcept(privateMetaModelId, 'zwx', a.key);
+    const instanceImageId = (
+      await ok(
+        gqlUpload(url, 'mutation($conceptId: ID!, $file: Upload!) { uploadInstanceImage(conceptId: $conceptId, file: $file) { id } }', { conceptId }, { bytes: png, name: 'dog.png', type: 'image/png' }, a.key),
+      )
+    ).uploadInstanceImage.id;
+    const apiKeyId = (await ok(gql(url, '{ apiKeys { id } }', {}, a.key))).apiKeys[0].id;
+
+    // Jobs, images, versions and contributions are made by workers in later issues; rows stand in here.
+    const version = await db.getRepository(ModelVersion).save({ modelId: privateModelId, number: 1, weightsKey: 'weights/a/1' });
+    await db.query('UPDATE model SET "headVersionId" = $1 WHERE id = $2', [version.id, privateModelId]);
+    const contribution = await db.getRepository(Contribution).save({
+      userId: a.userId, modelId: privateMetaModelId, conceptId: metaConceptId, status: ContributionStatus.PENDING,
+    });
+    const job = await db.getRepository(Job).save({ type: JobType.GENERATE, ownerId: a.userId, params: { prompt: 'a sks dog' } });
+    await platform.services.store.put('images/a/1.png', png, 'image/png');
+    const image = await db.getRepository(Image).save({ objectKey: 'images/a/1.png', seed: 4_000_000_000, prompt: 'a sks dog', jobId: job.id });
+
+    // A's contribution to the public metamodel: public like the model.
+    const publicConcept = await db.query(
+      `INSERT INTO concept (token, category, kind, "modelId", "contributorId") VALUES ('lnl', 'painting', 'STYLE', $1, $2) RETURNING id`,
+      [publicModelId, a.userId],
+    );
+    publicContributionId = (
+      await db.getRepository(Contribution).save({ userId: a.userId, modelId: publicModelId, conceptId: publicConcept[0].id })
+    ).id;
+
+    owned = {
+      apiKeyId, privateModelId, privateMetaModelId, conceptId, metaConceptId, instanceImageId,
+      contributionId: contribution.id, jobId: job.id, imageId: image.id,
+    };
+  });
+  afterAll(() => platform?.stop());
+
+  /** Every query and mutation that takes an id of something A owns, called with A's ids. */
+  const callsOnOwned = (): Record<string, Call> => ({
+    model: (key) => gql(url, 'query($id: ID!) { model(id: $id) { id name } }', { id: owned.privateModelId }, key),
+    concepts: (key) => gql(url, 'query($id: ID!) { concepts(modelId: $id) { id } }', { id: owned.privateMetaModelId }, key),
+    concept: (key) => gql(url, 'query($id: ID!) { concept(id: $id) { id } }', { id: owned.conceptId }, key),
+    contributions: (key) => gql(url, 'query($id: ID) { contributions(modelId: $id) { id } }', { id: owned.privateMetaModelId }, key),
+    contribution: (key) => gql(url, 'query($id: ID!) { contribution(id: $id) { id } }', { id: owned.contributionId }, key),
+    instanceImages: (key) => gql(url, 'query($id: ID!) { instanceImages(conceptId: $id) { id } }', { id: owned.conceptId }, key),
+    instanceImage: (key) => gql(url, 'query($id: ID!) { instanceImage(id: $id) { id } }', { id: owned.instanceImageId }, key),
+    job: (key) => gql(url, 'query($id: ID!) { job(id: $id) { id } }', { id: owned.jobId }, key),
+    image: (key) => gql(url, 'query($id: ID!) { image(id: $id) { id } }', { id: owned.imageId }, key),
+    revokeApiKey: (key) => gql(url, 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: owned.apiKeyId }, key),
+    renameModel: (key) => gql(url, 'mutation($id: ID!) { renameModel(id: $id, name: "mine now") { id } }', { id: owned.privateModelId }, key),
+    deleteModel: (key) => gql(url, 'mutation($id: ID!) { deleteModel(id: $id) }', { id: owned.privateMetaModelId }, key),
+    createConcept: (key) =>
+      gql(url, 'mutation($input: CreateConceptInput!) { createConcept(input: $input) { id } }', {
+        input: { modelId: owned.privateModelId, token: 'intruder', category: 'cat', kind: 'OBJECT' },
+      }, key),
+    deleteConcept: (key) => gql(url, 'mutation($id: ID!) { deleteConcept(id: $id) }', { id: owned.conceptId }, key),
+    uploadInstanceImage: (key) =>
+      gqlUpload(url, 'mutation($id: ID!, $file: Upload!) { uploadInstanceImage(conceptId: $id, file: $file) { id } }', { id: owned.conceptId }, { bytes: png, name: 'x.png', type: 'image/png' }, key),
+    deleteInstanceImage: (key) => gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: owned.instanceImageId }, key),
+    cancelJob: (key) => gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { id } }', { id: owned.jobId }, key),
+    deleteImage: (key) => gql(url, 'mutation($id: ID!) { deleteImage(id: $id) }', { id: owned.imageId }, key),
+  });
+
+  /** Take ids, but of things every signed-in user may use: no tenant's private object. */
+  const PUBLIC_ID_FIELDS = new Set(['baseModel', 'createModel']);
+
+  /** A's rows and objects, to prove nothing changed. */
+  async function snapshot() {
+    const { db, store } = platform.services;
+    const rows: Record<string, unknown> = {};
+    // Everything except the callers' own keys, whose lastUsedAt legitimately moves.
+    rows.api_key = await db.query('SELECT * FROM api_key WHERE "userId" = $1', [a.userId]);
+    for (const table of ['user', 'model', 'model_version', 'concept', 'contribution', 'instance_image', 'job', 'image']) {
+      rows[table] = await db.query(`SELECT * FROM "${table}" ORDER BY id`);
+    }
+    const keys = [...(rows.instance_image as { objectKey: string }[]), ...(rows.image as { objectKey: string }[])].map((r) => r.objectKey);
+    const objects = await Promise.all(keys.map(async (k) => Buffer.from(await store.get(k)).toString('base64')));
+    return { rows, objects };
+  }
+
+  it('covers every query and mutation that takes an id', async () => {
+    const introspection = await gql(url, `{ __schema {
+      queryType { fields { name args { name type { ...T } } } }
+      mutationType { fields { name args { name type { ...T } } } }
+      types { name inputFields { name type { ...T } } } } }
+      fragment T on __Type { kind name ofType { kind name ofType { kind name } } }`);
+    const schema = introspection.data!.__schema;
+    const named = (t: any): string => (t.ofType ? named(t.ofType) : t.name);
+    const inputs = new Map<string, string[]>(
+      schema.types.filter((t: any) => t.inputFields).map((t: any) => [t.name, t.inputFields.map((f: any) => named(f.type))]),
+    );
+    const takesId = (field: any) =>
+      field.args.some((arg: any) => named(arg.type) === 'ID' || inputs.get(named(arg.type))?.includes('ID'));
+    const idFields = [...schema.queryType.fields, ...schema.mutationType.fields].filter(takesId).map((f: any) => f.name);
+    const covered = new Set([...Object.keys(callsOnOwned()), ...PUBLIC_ID_FIELDS]);
+    expect(idFields.filter((name: string) => !covered.has(name))).toEqual([]);
+    expect(idFields.length).toBeGreaterThan(15);
+  });
+
+  it('gives user B FORBIDDEN or NOT_FOUND on each of A’s objects, and changes nothing', async () => {
+    const before = await snapshot();
+    for (const [name, call] of Object.entries(callsOnOwned())) {
+      const response = await call(b.key);
+      expect.soft(response.data?.[name] ?? null, name).toBeNull();
+      expect.soft(['FORBIDDEN', 'NOT_FOUND'], `${name}: ${JSON.stringify(response.errors)}`).toContain(errorCode(response));
+    }
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('gives anonymous callers UNAUTHENTICATED on the same calls, and changes nothing', async () => {
+    const before = await snapshot();
+    for (const [name, call] of Object.entries(callsOnOwned())) {
+      expect.soft(errorCode(await call(undefined)), name).toBe('UNAUTHENTICATED');
+    }
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('lists none of A’s private objects to B', async () => {
+    const lists = await ok(
+      gql(url, '{ models { id } jobs { id } images { id } contributions { id } apiKeys { id } }', {}, b.key),
+    );
+    expect(lists.models.map((m: { id: string }) => m.id)).toEqual([publicModelId]);
+    expect(lists.jobs).toEqual([]);
+    expect(lists.images).toEqual([]);
+    expect(lists.contributions).toEqual([]);
+    expect(lists.apiKeys.map((k: { id: string }) => k.id)).not.toContain(owned.apiKeyId);
+    const ownLists = await ok(gql(url, '{ models { id } jobs { id } images { id seed } }', {}, a.key));
+    expect(ownLists.models).toHaveLength(3);
+    expect(ownLists.jobs.map((j: { id: string }) => j.id)).toEqual([owned.jobId]);
+    expect(ownLists.images).toEqual([{ id: owned.imageId, seed: 4_000_000_000 }]);
+  });
+
+  it('shows every signed-in user the public metamodel and its contributions, but only admins change it', async () => {
+    const seen = await ok(
+      gql(url, 'query($id: ID!, $c: ID!) { model(id: $id) { kind concepts { token } } contributions(modelId: $id) { id } contribution(id: $c) { userId } }', { id: publicModelId, c: publicContributionId }, b.key),
+    );
+    expect(seen.model).toEqual({ kind: 'META', concepts: [{ token: 'lnl' }] });
+    expect(seen.contributions).toEqual([{ id: publicContributionId }]);
+    expect(seen.contribution.userId).toBe(a.userId);
+    const rename = 'mutation($id: ID!) { renameModel(id: $id, name: "hijacked") { name } }';
+    expect(errorCode(await gql(url, rename, { id: publicModelId }, b.key))).toBe('FORBIDDEN');
+    expect(errorCode(await gql(url, 'mutation($b: ID!) { createModel(input: { name: "x", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, b.key))).toBe('FORBIDDEN');
+    expect((await ok(gql(url, rename, { id: publicModelId }, adminKey))).renameModel.name).toBe('hijacked');
+  });
+
+  it('lets the owner and an admin see and change A’s objects', async () => {
+    const query = 'query($m: ID!, $i: ID!, $j: ID!) { model(id: $m) { headVersion { number } versions { number } } instanceImage(id: $i) { width height sha256 } job(id: $j) { status images { prompt } } }';
+    const vars = { m: owned.privateModelId, i: owned.instanceImageId, j: owned.jobId };
+    for (const key of [a.key, adminKey]) {
+      const seen = await ok(gql(url, query, vars, key));
+      expect(seen.model.headVersion).toEqual({ number: 1 });
+      expect(seen.instanceImage).toMatchObject({ width: 8, height: 6 });
+      expect(seen.job.images).toEqual([{ prompt: 'a sks dog' }]);
+    }
+    const canceled = await ok(gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { status finishedAt } }', { id: owned.jobId }, a.key));
+    expect(canceled.cancelJob.status).toBe('CANCELED');
+    expect(errorCode(await gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { status } }', { id: owned.jobId }, a.key))).toBe('CONFLICT');
+    expect(await ok(gql(url, 'mutation($id: ID!) { deleteImage(id: $id) }', { id: owned.imageId }, adminKey))).toEqual({ deleteImage: owned.imageId });
+    await expect(platform.services.store.get('images/a/1.png')).rejects.toThrow();
+  });
+});
