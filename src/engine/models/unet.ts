@@ -123,8 +123,6 @@ export interface UNetOptions {
   linear?: LinearBuilder;
 }
 
-const plainLinear: LinearBuilder = (p, x, inFeatures, outFeatures, bias) => linearLayer(p, x, inFeatures, outFeatures, bias);
-
 /** What every block needs besides its own channels. */
 interface Context {
   temb: Tensor;
@@ -174,7 +172,10 @@ function resnetBlock2D(p: Params, x: Tensor, inChannels: number, outChannels: nu
   return outputScaleFactor === 1 ? out : div(out, outputScaleFactor);
 }
 
-/** diffusers' Attention with AttnProcessor2_0: softmax(q k^T / sqrt(head_dim)) v over heads. */
+/**
+ * diffusers' Attention with AttnProcessor2_0: softmax(q k^T / sqrt(head_dim)) v over heads. `upcast_attention`
+ * (scores in float32 under fp16) changes nothing here: the engine computes in float32 throughout.
+ */
 function attention(p: Params, x: Tensor, context: Tensor, dim: number, heads: number, c: Context): Tensor {
   const headDim = dim / heads;
   const [batch, tokens] = x.shape;
@@ -322,7 +323,7 @@ export function buildUNet(
     groups: raw.norm_num_groups,
     eps: raw.norm_eps,
     useLinearProjection: raw.use_linear_projection,
-    linear: options.linear ?? plainLinear,
+    linear: options.linear ?? linearLayer,
   };
 
   let h = raw.center_input_sample ? add(mul(sample, 2), -1) : sample;
