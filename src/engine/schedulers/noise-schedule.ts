@@ -9,11 +9,15 @@ import type { SchedulerConfig } from './config';
 
 const f32 = Math.fround;
 
-/** torch.linspace(start, end, n, dtype=float32): the first half counts up from start, the rest down from end. */
+/**
+ * torch.linspace(start, end, n, dtype=float32): the first half counts up from start, the rest down from
+ * end, each point rounded once (a fused multiply-add; step * i is exact in float64). This reproduces
+ * diffusers' alphas_cumprod bit for bit.
+ */
 function linspaceFloat32(start: number, end: number, n: number): number[] {
   const [a, b] = [f32(start), f32(end)];
   const step = f32(f32(b - a) / (n - 1));
-  return Array.from({ length: n }, (_, i) => (i < n / 2 ? f32(a + f32(step * i)) : f32(b - f32(step * (n - 1 - i)))));
+  return Array.from({ length: n }, (_, i) => (i < n / 2 ? f32(a + step * i) : f32(b - step * (n - 1 - i))));
 }
 
 /** Betas of a cosine alpha-bar (Nichol & Dhariwal), capped at 0.999, as diffusers' `betas_for_alpha_bar`. */
