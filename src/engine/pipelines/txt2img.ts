@@ -1,0 +1,230 @@
+import { randomInt } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { z } from 'zod';
+import { add, chunk, clamp, concat, div, Graph, mul, sub, transpose } from '../graph';
+import { buildClipTextEncoder } from '../models/clip-text';
+import { buildUNet } from '../models/unet';
+import { buildVaeDecoder } from '../models/vae';
+import { Rng } from '../random';
+import { type EngineWorker, type SessionHandle } from '../runtime';
+import { createScheduler, SCHEDULER_NAMES, type SchedulerName } from '../schedulers';
+import { openGraphSession } from './sessions';
+import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
+
+/** A txt2img request the pipeline cannot honour; nothing was computed. */
+export class Txt2ImgError extends Error {
+  override readonly name = 'Txt2ImgError';
+}
+
+const SAMPLERS = SCHEDULER_NAMES.filter((name) => name !== 'ddpm') as [Exclude<SchedulerName, 'ddpm'>, ...Exclude<SchedulerName, 'ddpm'>[]];
+
+const REQUEST = z.object({
+  prompt: z.string(),
+  negativePrompt: z.string().default(''),
+  /** Classifier-free guidance; at 1 or below the unconditional pass is skipped, as diffusers does. */
+  guidanceScale: z.number().finite().min(0).default(7.5),
+  steps: z.number().int().min(1).max(1000).default(50),
+  /** Defaults to the pack's scheduler. */
+  scheduler: z.enum(SAMPLERS).optional(),
+  /**
+   * scheduler_config.json keys to sample with instead of the pack's (e.g. `timestep_spacing`,
+   * `use_karras_sigmas`); keys the scheduler does not know are ignored, missing ones take its defaults.
+   */
+  schedulerConfig: z.record(z.string(), z.unknown()).optional(),
+  /** Seeds the initial latents and any sampler noise (`src/engine/random.ts`); drawn at random if absent. */
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  /** Initial latents [numImages, latent_channels, height / f, width / f] of unit variance, instead of seeded ones. */
+  latents: z.instanceof(Float32Array).optional(),
+  /** Pixels, multiples of 8; default the UNet's sample_size times the VAE's downscaling. */
+  width: z.number().int().positive().multipleOf(8).optional(),
+  height: z.number().int().positive().multipleOf(8).optional(),
+  numImages: z.number().int().min(1).max(16).default(1),
+});
+
+export type Txt2ImgRequest = z.input<typeof REQUEST>;
+
+export interface Txt2ImgProgress {
+  /** 1-based; `steps` is the number of model evaluations (PNDM evaluates its first timestep twice). */
+  step: number;
+  steps: number;
+  timestep: number;
+}
+
+export interface Txt2ImgOptions {
+  onStep?: (progress: Txt2ImgProgress) => void;
+  /** Checked before every step and before decoding; an aborted run rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface Txt2ImgResult {
+  /** [count, height, width, channels] in [0, 1], as diffusers' `output_type="np"`. */
+  images: Float32Array;
+  count: number;
+  height: number;
+  width: number;
+  channels: number;
+  /** The seed that reproduces this result with the same request. */
+  seed: number;
+}
+
+/**
+ * Stable Diffusion text-to-image as diffusers' StableDiffusionPipeline computes it: CLIP text embeddings
+ * of the negative and positive prompt, a scheduler loop over the UNet with classifier-free guidance,
+ * and the VAE decoder. Graphs are compiled per image shape and kept until `close()`.
+ */
+export class Txt2ImgPipeline {
+  readonly #sessions = new Map<string, Promise<SessionHandle>>();
+  #scratch: Promise<string> | undefined;
+
+  constructor(readonly models: StableDiffusionModels, readonly worker: EngineWorker) {}
+
+  async generate(request: Txt2ImgRequest, { onStep, signal }: Txt2ImgOptions = {}): Promise<Txt2ImgResult> {
+    const r = this.#validate(request);
+    signal?.throwIfAborted();
+    const { tokenizer, unet, vae } = this.models;
+    const scheduler = createScheduler(r.schedulerName, r.schedulerConfig ?? this.models.scheduler.config);
+    scheduler.setTimesteps(r.steps);
+
+    const guided = r.guidanceScale > 1;
+    const prompts = guided ? [r.negativePrompt, r.prompt] : [r.prompt];
+    const sequence = tokenizer.maxLength;
+    const ids = BigInt64Array.from(prompts.flatMap((text) => tokenizer.encodePadded(text)), BigInt);
+    const { last_hidden_state: embedded } = await this.#run(`text:${prompts.length}`, () => this.#textEncoderGraph(prompts.length, sequence), {
+      input_ids: { dtype: 'int64', dims: [prompts.length, sequence], data: ids },
+    });
+    // Rows [negative x N, prompt x N], the order of the latents' duplicate below.
+    const rowSize = embedded.data.length / prompts.length;
+    const embeddings = new Float32Array(rowSize * prompts.length * r.numImages);
+    prompts.forEach((_, p) => {
+      for (let n = 0; n < r.numImages; n++) embeddings.set(embedded.data.subarray(p * rowSize, (p + 1) * rowSize) as Float32Array, (p * r.numImages + n) * rowSize);
+    });
+
+    const rng = new Rng(r.seed);
+    const latentShape = [r.numImages, unet.config.raw.in_channels, r.height / r.vaeFactor, r.width / r.vaeFactor];
+    const initial = r.latents ? Float64Array.from(r.latents) : rng.normal(latentShape.reduce((a, b) => a * b, 1));
+    let latents: Float64Array = initial.map((x) => x * scheduler.initNoiseSigma);
+    const statesShape = [prompts.length * r.numImages, sequence, rowSize / sequence];
+    const denoiser = () => this.#denoiserGraph(latentShape, statesShape, guided);
+    for (const [i, t] of scheduler.timesteps.entries()) {
+      signal?.throwIfAborted();
+      const feeds: Record<string, { dtype: 'float32'; dims: number[]; data: Float32Array }> = {
+        latents: { dtype: 'float32', dims: latentShape, data: Float32Array.from(scheduler.scaleModelInput(latents, t)) },
+        timestep: { dtype: 'float32', dims: [1], data: Float32Array.of(t) },
+        // A copy: the worker takes ownership of the buffers it is sent.
+        encoder_hidden_states: { dtype: 'float32', dims: statesShape, data: embeddings.slice() },
+      };
+      if (guided) feeds.guidance_scale = { dtype: 'float32', dims: [1], data: Float32Array.of(r.guidanceScale) };
+      const { noise } = await this.#run(`unet:${latentShape}:${guided}`, denoiser, feeds);
+      latents = scheduler.step(Float64Array.from(noise.data as Float32Array), t, latents, rng);
+      onStep?.({ step: i + 1, steps: scheduler.timesteps.length, timestep: t });
+    }
+    signal?.throwIfAborted();
+
+    const { image } = await this.#run(`vae:${latentShape}`, () => this.#decoderGraph(latentShape), {
+      latents: { dtype: 'float32', dims: latentShape, data: Float32Array.from(latents) },
+    });
+    return { images: image.data as Float32Array, count: r.numImages, height: r.height, width: r.width, channels: vae.config.out_channels, seed: r.seed };
+  }
+
+  /** Releases every compiled session and the scratch files of large graphs. */
+  async close(): Promise<void> {
+    const sessions = [...this.#sessions.values()];
+    this.#sessions.clear();
+    for (const session of await Promise.allSettled(sessions)) {
+      if (session.status === 'fulfilled') await this.worker.release(session.value);
+    }
+    if (this.#scratch) await rm(await this.#scratch, { recursive: true, force: true });
+    this.#scratch = undefined;
+  }
+
+  #validate(request: Txt2ImgRequest) {
+    const parsed = REQUEST.safeParse(request);
+    if (!parsed.success) {
+      throw new Txt2ImgError(parsed.error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`).join('; '));
+    }
+    const r = parsed.data;
+    const { unet, vae, scheduler } = this.models;
+    const schedulerName = r.scheduler ?? scheduler.name;
+    if (!schedulerName || schedulerName === 'ddpm') throw new Txt2ImgError('the pack\'s scheduler is not one we sample with: name a scheduler');
+    const vaeFactor = 2 ** (vae.config.block_out_channels.length - 1);
+    const unetFactor = 2 ** (unet.config.blockOutChannels.length - 1);
+    const sampleSize = unet.sampleSize * vaeFactor;
+    const width = r.width ?? sampleSize;
+    const height = r.height ?? sampleSize;
+    for (const [name, size] of [['width', width], ['height', height]] as const) {
+      if (size % 8 || (size / vaeFactor) % unetFactor) {
+        throw new Txt2ImgError(`${name} ${size} must be a multiple of 8 and of ${vaeFactor * unetFactor} for this model`);
+      }
+    }
+    const latentCount = r.numImages * unet.config.raw.in_channels * (height / vaeFactor) * (width / vaeFactor);
+    if (r.latents && r.latents.length !== latentCount) {
+      throw new Txt2ImgError(`latents hold ${r.latents.length} values; ${r.numImages} image(s) of ${width}x${height} need ${latentCount}`);
+    }
+    return { ...r, schedulerName, width, height, vaeFactor, seed: r.seed ?? randomInt(2 ** 47) };
+  }
+
+  /** Runs a cached session, compiling its graph on first use. */
+  async #run(key: string, build: () => Graph, feeds: Parameters<EngineWorker['run']>[1]) {
+    let session = this.#sessions.get(key);
+    if (!session) {
+      session = (async () => openGraphSession(this.worker, build(), await this.#scratchDir()))();
+      this.#sessions.set(key, session);
+      session.catch(() => this.#sessions.delete(key));
+    }
+    return this.worker.run(await session, feeds);
+  }
+
+  #scratchDir(): Promise<string> {
+    this.#scratch ??= mkdtemp(join(tmpdir(), 'txt2img-'));
+    return this.#scratch;
+  }
+
+  #textEncoderGraph(batch: number, sequence: number): Graph {
+    const { config, keyPrefix, weights } = this.models.textEncoder;
+    const g = new Graph('text_encoder');
+    const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [batch, sequence]), { prefix: keyPrefix });
+    g.output(lastHiddenState, 'last_hidden_state');
+    attachWeights(g, weights);
+    return g;
+  }
+
+  /** One denoising evaluation: the UNet on [uncond; cond] copies of the latents, combined by the guidance scale. */
+  #denoiserGraph(latentShape: number[], statesShape: number[], guided: boolean): Graph {
+    const { config, weights } = this.models.unet;
+    const g = new Graph('denoiser');
+    const latents = g.input('latents', 'float32', latentShape);
+    const timestep = g.input('timestep', 'float32', [1]);
+    const states = g.input('encoder_hidden_states', 'float32', statesShape);
+    const sample = guided ? concat([latents, latents], 0) : latents;
+    let noise = buildUNet(g, config, sample, timestep, states);
+    if (guided) {
+      const [uncond, cond] = chunk(noise, 2, 0);
+      noise = add(uncond, mul(g.input('guidance_scale', 'float32', [1]), sub(cond, uncond)));
+    }
+    g.output(noise, 'noise');
+    attachWeights(g, weights);
+    return g;
+  }
+
+  /** VAE decode of latents / scaling_factor, then diffusers' postprocess: NHWC, (x / 2 + 0.5) clamped to [0, 1]. */
+  #decoderGraph(latentShape: number[]): Graph {
+    const { config, weights } = this.models.vae;
+    const g = new Graph('vae_decoder');
+    const decoded = buildVaeDecoder(g, config, div(g.input('latents', 'float32', latentShape), config.scaling_factor));
+    g.output(transpose(clamp(add(div(decoded, 2), 0.5), 0, 1), [0, 2, 3, 1]), 'image');
+    attachWeights(g, weights);
+    return g;
+  }
+}
+
+/** PNG files of a result's images, rounded to 8 bits as diffusers' `numpy_to_pil` does. */
+export async function encodePngs(result: Txt2ImgResult): Promise<Buffer[]> {
+  const pixels = result.height * result.width * result.channels;
+  return Promise.all(Array.from({ length: result.count }, (_, n) => {
+    const bytes = Uint8Array.from(result.images.subarray(n * pixels, (n + 1) * pixels), (x) => Math.round(x * 255));
+    return sharp(bytes, { raw: { width: result.width, height: result.height, channels: result.channels as 1 | 2 | 3 | 4 } }).png().toBuffer();
+  }));
+}
