@@ -23,7 +23,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   const running = await runningClusterPort(dataDir);
   if (running) {
     log.info({ dataDir, port: running }, 'using the embedded PostgreSQL another process runs');
-    return { url: urlFor(running), stop: async () => {} };
+    return { url: embeddedPostgresUrl(running), stop: async () => {} };
   }
 
   const port = await freePort();
@@ -48,7 +48,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   log.info({ dataDir, port }, 'embedded PostgreSQL started');
   const pidFile = path.join(dataDir, 'postmaster.pid');
   return {
-    url: urlFor(port),
+    url: embeddedPostgresUrl(port),
     // A terminal's Ctrl-C also reaches PostgreSQL, which may exit before pg.stop() listens for its
     // exit (and would then wait forever); PostgreSQL removes postmaster.pid as its last act.
     stop: () => Promise.race([pg.stop(), until(async () => !(await exists(pidFile)))]),
@@ -59,7 +59,8 @@ async function until(condition: () => Promise<boolean>): Promise<void> {
   while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 100));
 }
 
-function urlFor(port: number): string {
+/** The URL of the embedded cluster listening on `port` (for a second process sharing it). */
+export function embeddedPostgresUrl(port: number): string {
   return `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`;
 }
 
