@@ -37,7 +37,7 @@ const REQUEST = z.object({
   /** Seeds the initial latents and any sampler noise (`src/engine/random.ts`); drawn at random if absent. */
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
   /** Initial latents [numImages, latent_channels, height / f, width / f] of unit variance, instead of seeded ones. */
-  latents: z.instanceof(Float32Array).optional(),
+  latents: z.custom<Float32Array>((value) => value instanceof Float32Array, 'expected a Float32Array').optional(),
   /** Pixels, multiples of 8; default the UNet's sample_size times the VAE's downscaling. */
   width: z.number().int().positive().multipleOf(8).optional(),
   height: z.number().int().positive().multipleOf(8).optional(),
