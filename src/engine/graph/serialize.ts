@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
-import { onnx } from 'onnx-proto';
+// onnx-proto is CommonJS: Node's ESM loader (tsx) only exposes its default export.
+import onnxProto, { type onnx as Onnx } from 'onnx-proto';
 import { ONNX_DTYPE, toBytes, type DType, type TensorArray } from './dtype';
 import { type Attr, type Graph, GraphError, type Node, type Tensor } from './graph';
+
+const { onnx } = onnxProto;
 
 /** The opset every graph is built for; operator semantics in `ops/` follow it. */
 export const OPSET = 18;
@@ -16,7 +19,7 @@ export interface SerializeOptions {
 
 const ATTRIBUTE_TYPE = { float: 1, int: 2, string: 3, floats: 6, ints: 7 } as const;
 
-function attributeProto(name: string, a: Attr): onnx.IAttributeProto {
+function attributeProto(name: string, a: Attr): Onnx.IAttributeProto {
   const type = ATTRIBUTE_TYPE[a.kind];
   switch (a.kind) {
     case 'int': return { name, type, i: a.value };
@@ -27,7 +30,7 @@ function attributeProto(name: string, a: Attr): onnx.IAttributeProto {
   }
 }
 
-function valueInfo(t: Tensor): onnx.IValueInfoProto {
+function valueInfo(t: Tensor): Onnx.IValueInfoProto {
   return {
     name: t.name,
     type: { tensorType: { elemType: ONNX_DTYPE[t.dtype], shape: { dim: t.shape.map((d) => ({ dimValue: d })) } } },
@@ -77,7 +80,7 @@ function collect(graph: Graph, options: SerializeOptions) {
   return { nodes, inputs, initializers };
 }
 
-function modelProto(graph: Graph, nodes: Node[], inputs: Tensor[], initializers: onnx.ITensorProto[]): onnx.ModelProto {
+function modelProto(graph: Graph, nodes: Node[], inputs: Tensor[], initializers: Onnx.ITensorProto[]): Onnx.ModelProto {
   return onnx.ModelProto.create({
     irVersion: IR_VERSION,
     producerName: 'bigdiffusion-engine',
@@ -125,7 +128,7 @@ export function saveWithExternalData(graph: Graph, path: string, options: Serial
   const dataPath = `${path}.data`;
   const hash = createHash('sha256');
   const fd = openSync(dataPath, 'w');
-  const tensors: onnx.ITensorProto[] = [];
+  const tensors: Onnx.ITensorProto[] = [];
   let offset = 0;
   try {
     for (const { name, dtype, shape, data } of initializers) {

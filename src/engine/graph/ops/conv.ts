@@ -1,4 +1,6 @@
-import { attr, attrValue, check, defineOp, type Tensor } from '../graph';
+import { type Attrs, attr, attrValue, check, defineOp, type Tensor } from '../graph';
+import { reduceSum } from './reduce';
+import { reshape, slice, transpose } from './shape-ops';
 
 export interface ConvOptions {
   strides?: number[];
@@ -41,6 +43,56 @@ export const CONV = defineOp('Conv', ([x, w, b], attrs) => {
 export const conv = (x: Tensor, w: Tensor, b?: Tensor, options: ConvOptions = {}): Tensor =>
   x.graph.apply(CONV, [x, w, b], convAttrs(x.rank - 2, options))[0];
 
+function readConvAttrs(attrs: Attrs, spatial: number): Required<ConvOptions> {
+  return {
+    strides: attrValue<number[]>(attrs, 'strides', Array(spatial).fill(1)),
+    pads: attrValue<number[]>(attrs, 'pads', Array(spatial * 2).fill(0)),
+    dilations: attrValue<number[]>(attrs, 'dilations', Array(spatial).fill(1)),
+    group: attrValue(attrs, 'group', 1),
+  };
+}
+
+/**
+ * The weight gradient of y = Conv(x, w): dW[m, c] = sum over n of x[n, c] correlated with dY[n, m],
+ * itself a Conv with the batch as channels, where stride and dilation swap roles. Groups become
+ * the groups of that Conv: x is arranged [C/g, g*N, ...] and dY [g*M/g, N, ...]. The result can
+ * exceed the kernel by the rows the forward stride skipped; those are sliced off.
+ */
+function convWeightGrad(x: Tensor, dy: Tensor, kernel: readonly number[], { strides, pads, dilations, group }: Required<ConvOptions>): Tensor {
+  const [n, c, ...space] = x.shape;
+  const [, m, ...outSpace] = dy.shape;
+  const spatialOnes = space.map(() => 1);
+  const input = reshape(transpose(reshape(x, [n, group, c / group, ...space]), [2, 1, 0, ...space.map((_, i) => 3 + i)]),
+    [c / group, group * n, ...space]);
+  const filters = reshape(transpose(reshape(dy, [n, group, m / group, ...outSpace]), [1, 2, 0, ...outSpace.map((_, i) => 3 + i)]),
+    [m, n, ...outSpace]);
+  let grad = conv(input, filters, undefined, { strides: dilations, pads, dilations: strides, group });
+  if (grad.shape.slice(2).some((d, i) => d !== kernel[i])) {
+    grad = slice(grad, spatialOnes.map(() => 0), [...kernel], space.map((_, i) => 2 + i));
+  }
+  return transpose(grad, [1, 0, ...space.map((_, i) => 2 + i)]);
+}
+
+/** Sums a conv output gradient over batch and space: the bias gradient. */
+const biasGrad = (dy: Tensor): Tensor => reduceSum(dy, [0, ...dy.shape.slice(2).map((_, i) => 2 + i)], false);
+
+// dX is the adjoint ConvTranspose of dY with the same weight; output_padding restores the rows a
+// stride dropped at the end, so dX has exactly x's shape.
+CONV.grad = ({ inputs: [x, w, b], attrs }, [dy], [wx, ww, wb]) => {
+  const spatial = x!.rank - 2;
+  const options = readConvAttrs(attrs, spatial);
+  const kernel = w!.shape.slice(2);
+  let dx: Tensor | undefined;
+  if (wx) {
+    const outputPadding = kernel.map((k, i) => {
+      const covered = options.strides[i] * (dy!.shape[2 + i] - 1) + options.dilations[i] * (k - 1) + 1 - options.pads[i] - options.pads[spatial + i];
+      return x!.shape[2 + i] - covered;
+    });
+    dx = convTranspose(dy!, w!, undefined, { ...options, outputPadding });
+  }
+  return [dx, ww ? convWeightGrad(x!, dy!, kernel, options) : undefined, wb && b ? biasGrad(dy!) : undefined];
+};
+
 /** The adjoint of Conv: input [N, C, ...], weight [C, M/group, ...kernel]. */
 export const CONV_TRANSPOSE = defineOp('ConvTranspose', ([x, w, b], attrs) => {
   const spatial = x!.rank - 2;
@@ -61,3 +113,13 @@ export const CONV_TRANSPOSE = defineOp('ConvTranspose', ([x, w, b], attrs) => {
 export const convTranspose = (x: Tensor, w: Tensor, b?: Tensor, options: ConvOptions & { outputPadding?: number[] } = {}): Tensor =>
   x.graph.apply(CONV_TRANSPOSE, [x, w, b],
     convAttrs(x.rank - 2, options, { output_padding: attr.ints(options.outputPadding ?? Array(x.rank - 2).fill(0)) }))[0];
+// ConvTranspose is the input gradient of a Conv of its output: its input gradient is that Conv,
+// and its weight gradient that Conv's weight gradient with dY as input and x as output gradient.
+CONV_TRANSPOSE.grad = ({ inputs: [x, w, b], attrs }, [dy], [wx, ww, wb]) => {
+  const options = readConvAttrs(attrs, x!.rank - 2);
+  return [
+    wx ? conv(dy!, w!, undefined, options) : undefined,
+    ww ? convWeightGrad(dy!, x!, w!.shape.slice(2), options) : undefined,
+    wb && b ? biasGrad(dy!) : undefined,
+  ];
+};

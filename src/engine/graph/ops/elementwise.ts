@@ -1,6 +1,7 @@
 import { type DType, isFloat } from '../dtype';
 import { attr, check, defineOp, type Graph, type OpDef, Tensor } from '../graph';
 import { broadcastShapes, formatShape } from '../shape';
+import { unbroadcast } from './reduce';
 
 /** A scalar constant of `dtype`, shape []. */
 export function scalar(graph: Graph, value: number, dtype: DType = 'float32'): Tensor {
@@ -54,6 +55,30 @@ export const pow = (a: Operand, b: Operand): Tensor => { const [x, y] = operands
 export const equal = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(EQUAL, [x, y])[0]; };
 export const less = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(LESS, [x, y])[0]; };
 
+// Gradients of broadcasting ops are summed back to each operand's shape; formulas follow torch's
+// derivatives.yaml so the parity test compares like with like.
+ADD.grad = ({ inputs: [a, b] }, [dy], [wa, wb]) => [
+  wa ? unbroadcast(dy!, a!.shape) : undefined,
+  wb ? unbroadcast(dy!, b!.shape) : undefined,
+];
+SUB.grad = ({ inputs: [a, b] }, [dy], [wa, wb]) => [
+  wa ? unbroadcast(dy!, a!.shape) : undefined,
+  wb ? unbroadcast(neg(dy!), b!.shape) : undefined,
+];
+MUL.grad = ({ inputs: [a, b] }, [dy], [wa, wb]) => [
+  wa ? unbroadcast(mul(dy!, b!), a!.shape) : undefined,
+  wb ? unbroadcast(mul(dy!, a!), b!.shape) : undefined,
+];
+DIV.grad = ({ inputs: [a, b], outputs: [y] }, [dy], [wa, wb]) => [
+  wa ? unbroadcast(div(dy!, b!), a!.shape) : undefined,
+  wb ? unbroadcast(neg(div(mul(dy!, y), b!)), b!.shape) : undefined,
+];
+POW.grad = ({ inputs: [a, b], outputs: [y] }, [dy], [wa, wb]) => [
+  wa ? unbroadcast(mul(dy!, mul(b!, pow(a!, sub(b!, 1)))), a!.shape) : undefined,
+  // d(a^b)/db = a^b log a, taken as 0 where a = 0 (torch does the same).
+  wb ? unbroadcast(mul(dy!, where(equal(a!, 0), 0, mul(y, log(a!)))), b!.shape) : undefined,
+];
+
 export const NEG = unary('Neg', false);
 export const SQRT = unary('Sqrt');
 export const EXP = unary('Exp');
@@ -78,6 +103,19 @@ export const cos = (x: Tensor): Tensor => x.graph.apply(COS, [x])[0];
 export const abs = (x: Tensor): Tensor => x.graph.apply(ABS, [x])[0];
 export const reciprocal = (x: Tensor): Tensor => x.graph.apply(RECIPROCAL, [x])[0];
 
+NEG.grad = (_, [dy]) => [neg(dy!)];
+SQRT.grad = ({ outputs: [y] }, [dy]) => [div(dy!, mul(y, 2))];
+EXP.grad = ({ outputs: [y] }, [dy]) => [mul(dy!, y)];
+LOG.grad = ({ inputs: [x] }, [dy]) => [div(dy!, x!)];
+SIGMOID.grad = ({ outputs: [y] }, [dy]) => [mul(mul(dy!, sub(1, y)), y)];
+TANH.grad = ({ outputs: [y] }, [dy]) => [mul(dy!, sub(1, mul(y, y)))];
+ERF.grad = ({ inputs: [x] }, [dy]) => [mul(dy!, mul(exp(neg(mul(x!, x!))), 2 / Math.sqrt(Math.PI)))];
+SIN.grad = ({ inputs: [x] }, [dy]) => [mul(dy!, cos(x!))];
+COS.grad = ({ inputs: [x] }, [dy]) => [mul(dy!, neg(sin(x!)))];
+// sign(x) as (x > 0) - (x < 0), so the gradient at 0 is 0 as in torch.
+ABS.grad = ({ inputs: [x] }, [dy]) => [mul(dy!, sub(cast(less(0, x!), x!.dtype), cast(less(x!, 0), x!.dtype)))];
+RECIPROCAL.grad = ({ outputs: [y] }, [dy]) => [neg(mul(dy!, mul(y, y)))];
+
 const ONNX_CAST_TARGET: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 
 export const CAST = defineOp('Cast', ([x], attrs) => {
@@ -87,6 +125,8 @@ export const CAST = defineOp('Cast', ([x], attrs) => {
 });
 export const cast = (x: Tensor, to: DType): Tensor =>
   x.dtype === to ? x : x.graph.apply(CAST, [x], { to: attr.int(ONNX_CAST_TARGET[to]) })[0];
+// Only float-to-float casts carry a gradient; autodiff prunes the others by dtype.
+CAST.grad = ({ inputs: [x] }, [dy]) => [cast(dy!, x!.dtype)];
 
 export const WHERE = defineOp('Where', ([condition, a, b]) => {
   check(condition!.dtype === 'bool', `condition must be bool, got ${condition!.dtype}`);
@@ -99,3 +139,8 @@ export const where = (condition: Tensor, a: Operand, b: Operand): Tensor => {
   const [x, y] = operands(a, b);
   return condition.graph.apply(WHERE, [condition, x, y])[0];
 };
+WHERE.grad = ({ inputs: [condition, a, b] }, [dy], [, wa, wb]) => [
+  undefined,
+  wa ? unbroadcast(where(condition!, dy!, 0), a!.shape) : undefined,
+  wb ? unbroadcast(where(condition!, 0, dy!), b!.shape) : undefined,
+];

@@ -1,6 +1,8 @@
 import { attr, attrValue, check, defineOp, type Tensor } from '../graph';
-import { broadcastShapes, formatShape, normalizeAxis, type Shape, sizeOf } from '../shape';
+import { broadcastShapes, formatShape, normalizeAxis, sameShape, type Shape, sizeOf } from '../shape';
 import { constantInts, int64s } from './constants';
+import { cast, scalar } from './elementwise';
+import { reduceSum, unbroadcast } from './reduce';
 
 export const RESHAPE = defineOp('Reshape', ([x, shape]) => {
   const target = constantInts(shape, 'shape');
@@ -17,6 +19,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
     `Reshape: cannot reshape ${formatShape(x.shape)} to ${formatShape(shape)}`);
   return x.graph.apply(RESHAPE, [x, int64s(x.graph, resolved)])[0];
 }
+RESHAPE.grad = ({ inputs: [x] }, [dy]) => [reshape(dy!, x!.shape)];
 
 export const TRANSPOSE = defineOp('Transpose', ([x], attrs) => {
   const perm = attrValue<number[]>(attrs, 'perm', [...x!.shape.keys()].reverse());
@@ -24,6 +27,11 @@ export const TRANSPOSE = defineOp('Transpose', ([x], attrs) => {
   return [{ dtype: x!.dtype, shape: perm.map((p) => x!.shape[p]) }];
 });
 export const transpose = (x: Tensor, perm: number[]): Tensor => x.graph.apply(TRANSPOSE, [x], { perm: attr.ints(perm) })[0];
+TRANSPOSE.grad = ({ inputs: [x], attrs }, [dy]) => {
+  const perm = attrValue<number[]>(attrs, 'perm', [...x!.shape.keys()].reverse());
+  const inverse = perm.map((_, i) => perm.indexOf(i));
+  return [transpose(dy!, inverse)];
+};
 
 export const CONCAT = defineOp('Concat', (inputs, attrs) => {
   const first = inputs[0]!;
@@ -39,6 +47,7 @@ export const CONCAT = defineOp('Concat', (inputs, attrs) => {
 });
 export const concat = (inputs: Tensor[], axis: number): Tensor =>
   inputs.length === 1 ? inputs[0] : inputs[0].graph.apply(CONCAT, inputs, { axis: attr.int(axis) })[0];
+CONCAT.grad = ({ inputs, attrs }, [dy]) => split(dy!, inputs.map((t) => t!.shape[normalizeAxis(attrValue(attrs, 'axis', 0), t!.rank)!]), attrValue(attrs, 'axis', 0));
 
 export const SPLIT = defineOp('Split', ([x, split], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), x!.rank);
@@ -52,6 +61,9 @@ export const split = (x: Tensor, sizes: number[], axis: number): Tensor[] =>
 /** Splits into `parts` equal chunks, as torch.chunk does when the axis divides evenly. */
 export const chunk = (x: Tensor, parts: number, axis: number): Tensor[] =>
   split(x, Array(parts).fill(x.shape[normalizeAxis(axis, x.rank)!] / parts), axis);
+// Outputs that receive no gradient contribute zeros.
+SPLIT.grad = ({ outputs, attrs }, dys) =>
+  [concat(outputs.map((y, i) => dys[i] ?? zeros(y)), attrValue(attrs, 'axis', 0))];
 
 /** Slice with non-negative, clamped bounds; shape inference follows ONNX's clamping rules. */
 export const SLICE = defineOp('Slice', ([x, startsT, endsT, axesT, stepsT]) => {
@@ -76,6 +88,34 @@ export const slice = (x: Tensor, starts: number[], ends: number[], axes: number[
   if (steps) inputs.push(int64s(g, steps));
   return g.apply(SLICE, inputs)[0];
 };
+// The gradient lands in a zero tensor at the sliced positions: strided axes interleave zeros
+// between the gradient's elements, then Pad places (or crops) the result within each axis.
+SLICE.grad = ({ inputs: [x, startsT, , axesT, stepsT], outputs: [y] }, [dy]) => {
+  const starts = constantInts(startsT, 'starts');
+  const axes = axesT ? constantInts(axesT, 'axes') : starts.map((_, i) => i);
+  const steps = stepsT ? constantInts(stepsT, 'steps') : starts.map(() => 1);
+  let grad = dy!;
+  const pads = Array(x!.rank * 2).fill(0);
+  axes.forEach((a, i) => {
+    const axis = normalizeAxis(a, x!.rank)!;
+    const dim = x!.shape[axis];
+    const count = y.shape[axis];
+    const start = Math.min(Math.max(starts[i] < 0 ? starts[i] + dim : starts[i], 0), dim);
+    let span = count;
+    if (steps[i] > 1 && count > 0) {
+      const shape = [...grad.shape];
+      const spread = unsqueeze(grad, [axis + 1]);
+      const gapShape = shape.map((d, j) => (j === axis ? count : d));
+      gapShape.splice(axis + 1, 0, steps[i] - 1);
+      const gaps = zeros(spread, gapShape);
+      grad = reshape(concat([spread, gaps], axis + 1), shape.map((d, j) => (j === axis ? count * steps[i] : d)));
+      span = count * steps[i];
+    }
+    pads[axis] = start;
+    pads[x!.rank + axis] = dim - start - span;
+  });
+  return [pad(grad, pads)];
+};
 
 export const SQUEEZE = defineOp('Squeeze', ([x, axesT]) => {
   const axes = constantInts(axesT, 'axes').map((a) => normalizeAxis(a, x!.rank));
@@ -83,6 +123,7 @@ export const SQUEEZE = defineOp('Squeeze', ([x, axesT]) => {
   return [{ dtype: x!.dtype, shape: x!.shape.filter((_, i) => !axes.includes(i)) }];
 });
 export const squeeze = (x: Tensor, axes: number[]): Tensor => x.graph.apply(SQUEEZE, [x, int64s(x.graph, axes)])[0];
+SQUEEZE.grad = ({ inputs: [x] }, [dy]) => [reshape(dy!, x!.shape)];
 
 export const UNSQUEEZE = defineOp('Unsqueeze', ([x, axesT]) => {
   const rank = x!.rank + constantInts(axesT, 'axes').length;
@@ -92,6 +133,7 @@ export const UNSQUEEZE = defineOp('Unsqueeze', ([x, axesT]) => {
   return [{ dtype: x!.dtype, shape: Array.from({ length: rank }, (_, i) => (axes.includes(i) ? 1 : rest.shift()!)) }];
 });
 export const unsqueeze = (x: Tensor, axes: number[]): Tensor => x.graph.apply(UNSQUEEZE, [x, int64s(x.graph, axes)])[0];
+UNSQUEEZE.grad = ({ inputs: [x] }, [dy]) => [reshape(dy!, x!.shape)];
 
 export const EXPAND = defineOp('Expand', ([x, shapeT]) => {
   const shape = broadcastShapes(x!.shape, constantInts(shapeT, 'shape'));
@@ -99,6 +141,38 @@ export const EXPAND = defineOp('Expand', ([x, shapeT]) => {
   return [{ dtype: x!.dtype, shape }];
 });
 export const expand = (x: Tensor, shape: Shape): Tensor => x.graph.apply(EXPAND, [x, int64s(x.graph, shape)])[0];
+EXPAND.grad = ({ inputs: [x] }, [dy]) => [unbroadcast(dy!, x!.shape)];
+
+/** Zeros of `like`'s dtype and the given shape (default `like`'s), as a broadcast scalar. */
+export const zeros = (like: Tensor, shape: Shape = like.shape): Tensor => expand(scalar(like.graph, 0, like.dtype), shape);
+
+/** Constant-mode Pad; `pads` in ONNX order (all begins, then all ends), negative values crop. */
+export const PAD = defineOp('Pad', ([x, padsT, value]) => {
+  const pads = constantInts(padsT, 'pads');
+  check(pads.length === 2 * x!.rank, `pads must have ${2 * x!.rank} values`);
+  check(!value || value.dtype === x!.dtype, 'the pad value must have the input dtype');
+  const shape = x!.shape.map((d, i) => d + pads[i] + pads[x!.rank + i]);
+  check(shape.every((d) => d >= 0), `pads ${formatShape(pads)} crop ${formatShape(x!.shape)} below zero`);
+  return [{ dtype: x!.dtype, shape }];
+});
+export const pad = (x: Tensor, pads: number[]): Tensor =>
+  pads.every((p) => p === 0) ? x : x.graph.apply(PAD, [x, int64s(x.graph, pads)], { mode: attr.string('constant') })[0];
+PAD.grad = ({ inputs: [, padsT], attrs }, [dy]) => {
+  check(attrValue<string>(attrs, 'mode', 'constant') === 'constant', 'Pad: only constant mode has a gradient');
+  return [pad(dy!, constantInts(padsT, 'pads').map((p) => -p))];
+};
+
+/** ScatterND: `data` with slices at `indices` [..., k] replaced by (or, with reduction 'add', added to) `updates`. */
+export const SCATTER_ND = defineOp('ScatterND', ([data, indices, updates]) => {
+  check(indices!.dtype === 'int64', `indices must be int64, got ${indices!.dtype}`);
+  const k = indices!.shape[indices!.rank - 1];
+  const expected = [...indices!.shape.slice(0, -1), ...data!.shape.slice(k)];
+  check(updates!.dtype === data!.dtype && sameShape(updates!.shape, expected),
+    `updates must be ${data!.dtype}${formatShape(expected)}, got ${updates!.dtype}${formatShape(updates!.shape)}`);
+  return [{ dtype: data!.dtype, shape: data!.shape }];
+});
+export const scatterAdd = (data: Tensor, indices: Tensor, updates: Tensor): Tensor =>
+  data.graph.apply(SCATTER_ND, [data, indices, updates], { reduction: attr.string('add') })[0];
 
 /** Rows of `data` picked by integer `indices` along `axis` (embedding lookups). */
 export const GATHER = defineOp('Gather', ([data, indices], attrs) => {
@@ -109,6 +183,23 @@ export const GATHER = defineOp('Gather', ([data, indices], attrs) => {
 });
 export const gather = (data: Tensor, indices: Tensor, axis = 0): Tensor =>
   data.graph.apply(GATHER, [data, indices], { axis: attr.int(axis) })[0];
+// Scatter-add of the gradient rows into zeros: repeated indices (a token used twice) accumulate.
+// Other axes are moved to the front and back, since ScatterND indexes leading axes.
+GATHER.grad = ({ inputs: [data, indices], attrs }, [dy]) => {
+  const axis = normalizeAxis(attrValue(attrs, 'axis', 0), data!.rank)!;
+  const q = indices!.rank;
+  const toFront = (rank: number, at: number, count: number) => {
+    const order = [...Array(rank).keys()];
+    return [...order.slice(at, at + count), ...order.slice(0, at), ...order.slice(at + count)];
+  };
+  const updates = axis === 0 ? dy! : transpose(dy!, toFront(dy!.rank, axis, q));
+  const front = axis === 0 ? data!.shape : toFront(data!.rank, axis, 1).map((i) => data!.shape[i]);
+  const index = unsqueeze(indices!.dtype === 'int64' ? indices! : cast(indices!, 'int64'), [q]);
+  const scattered = scatterAdd(zeros(data!, front), index, updates);
+  if (axis === 0) return [scattered];
+  const perm = toFront(data!.rank, axis, 1);
+  return [transpose(scattered, perm.map((_, i) => perm.indexOf(i)))];
+};
 
 /** Nearest-neighbour upsampling by integer factors, as torch's F.interpolate(mode="nearest"). */
 export const RESIZE = defineOp('Resize', ([x, roi, scalesT], attrs) => {
@@ -126,3 +217,11 @@ export const upsampleNearest = (x: Tensor, factors: number[]): Tensor =>
     coordinate_transformation_mode: attr.string('asymmetric'),
     nearest_mode: attr.string('floor'),
   })[0];
+// Each input element fed a block of factors[i] outputs per axis: sum over those blocks.
+RESIZE.grad = ({ inputs: [x] }, [dy]) => {
+  const factors = dy!.shape.map((d, i) => d / x!.shape[i]);
+  const blocks = x!.shape.flatMap((d, i) => [d, factors[i]]);
+  const axes = factors.flatMap((f, i) => (f > 1 ? [2 * i + 1] : []));
+  if (!axes.length) return [dy!];
+  return [reshape(reduceSum(reshape(dy!, blocks), axes, false), x!.shape)];
+};

@@ -1,0 +1,4 @@
+export * from './adamw';
+export * from './gradients';
+export * from './train-step';
+export * from './trainer';

@@ -1,0 +1,119 @@
+import { type DType } from '../graph/dtype';
+import { check, type Graph, type Tensor } from '../graph/graph';
+import { contentHash, serialize } from '../graph/serialize';
+import { type AdamWOptions, adamwUpdate, clipByGlobalNorm, globalNorm } from './adamw';
+import { gradients } from './gradients';
+
+export interface TensorSpec {
+  name: string;
+  dtype: DType;
+  shape: number[];
+}
+
+/** A graph ready to serialize, with the weights it takes as inputs (the rest stay initializers). */
+export interface BuiltGraph {
+  graph: Graph;
+  weightsAsInputs: Set<string>;
+  /** The forward graph's own inputs (the batch). */
+  batch: TensorSpec[];
+}
+
+/** A serialized model and what feeds it. */
+export interface CompiledGraph {
+  model: Uint8Array;
+  /** sha256 of `model`: compiled graphs are cached by content. */
+  hash: string;
+  /** Weights fed as inputs, in order. */
+  params: TensorSpec[];
+  /** The forward graph's own inputs (the batch). */
+  batch: TensorSpec[];
+}
+
+const spec = (t: Tensor): TensorSpec => ({ name: t.name, dtype: t.dtype, shape: [...t.shape] });
+
+function weightTensors(graph: Graph, names: readonly string[], role: string): Tensor[] {
+  check(new Set(names).size === names.length, `${role} names a weight twice`);
+  return names.map((name) => {
+    const weight = graph.weights.get(name);
+    check(weight, `${role} names ${name}, which is not a weight of ${graph.name}`);
+    return weight.tensor;
+  });
+}
+
+function replaceOutputs(graph: Graph, outputs: [Tensor, string][]): void {
+  graph.outputs.splice(0);
+  for (const [tensor, name] of outputs) graph.output(tensor, name);
+}
+
+export interface GradientGraphOptions {
+  graph: Graph;
+  loss: Tensor;
+  /** Names of the weights to differentiate; each becomes an output `grad.<name>`. */
+  wrt: string[];
+  /** Feed the `wrt` weights as inputs instead of storing them in the model. Default true. */
+  wrtAsInputs?: boolean;
+}
+
+/**
+ * Forward + gradients: the graph's outputs become `loss` and `grad.<name>` for each weight of
+ * `wrt`. The graph is consumed (its outputs replaced); build a fresh one per compile.
+ */
+export function buildGradientGraph({ graph, loss, wrt, wrtAsInputs = true }: GradientGraphOptions): BuiltGraph {
+  const batch = graph.inputs.map(spec);
+  const params = weightTensors(graph, wrt, 'wrt');
+  const grads = gradients(graph, loss, params);
+  replaceOutputs(graph, [[loss, 'loss'], ...grads.map((g, i): [Tensor, string] => [g, `grad.${wrt[i]}`])]);
+  return { graph, weightsAsInputs: new Set(wrtAsInputs ? wrt : []), batch };
+}
+
+export interface TrainStepOptions {
+  graph: Graph;
+  /** The scalar to minimize. */
+  loss: Tensor;
+  /** Names of the trainable weights; every other weight is frozen and stays an initializer. */
+  trainable: string[];
+  optimizer?: AdamWOptions;
+}
+
+/**
+ * The whole train step as one graph. Inputs: each trainable weight under its own name, its AdamW
+ * moments `m.<name>` and `v.<name>`, `step` (int64 scalar, 1 for the first step), `lr` (float32
+ * scalar, so schedules need no recompilation) and the forward graph's inputs. Outputs:
+ * `new.<name>`, `new_m.<name>`, `new_v.<name>`, `loss` and `grad_norm` (before clipping).
+ * The graph is consumed (its outputs replaced); build a fresh one per compile.
+ */
+export function buildTrainStep({ graph, loss, trainable, optimizer = {} }: TrainStepOptions): BuiltGraph {
+  check(trainable.length > 0, 'trainStep: no trainable weights');
+  const batch = graph.inputs.map(spec);
+  const params = weightTensors(graph, trainable, 'trainable');
+  let grads = gradients(graph, loss, params);
+  const norm = globalNorm(grads);
+  if (optimizer.maxGradNorm !== undefined) grads = clipByGlobalNorm(grads, norm, optimizer.maxGradNorm);
+  const step = graph.input('step', 'int64', []);
+  const lr = graph.input('lr', 'float32', []);
+  const states = params.map((param, i) => ({
+    param,
+    grad: grads[i],
+    m: graph.input(`m.${param.name}`, param.dtype, param.shape),
+    v: graph.input(`v.${param.name}`, param.dtype, param.shape),
+  }));
+  const updated = adamwUpdate(states, step, lr, optimizer);
+  replaceOutputs(graph, [
+    ...updated.flatMap(({ param, m, v }, i): [Tensor, string][] => [
+      [param, `new.${trainable[i]}`], [m, `new_m.${trainable[i]}`], [v, `new_v.${trainable[i]}`],
+    ]),
+    [loss, 'loss'],
+    [norm, 'grad_norm'],
+  ]);
+  return { graph, weightsAsInputs: new Set(trainable), batch };
+}
+
+/** Serializes a built graph (weights not fed as inputs must have data bound). */
+export function compile({ graph, weightsAsInputs, batch }: BuiltGraph): CompiledGraph {
+  const model = serialize(graph, { weightsAsInputs });
+  const params = [...weightsAsInputs].map((name) => spec(graph.weights.get(name)!.tensor));
+  return { model, hash: contentHash(model), params, batch };
+}
+
+export const compileTrainStep = (options: TrainStepOptions): CompiledGraph => compile(buildTrainStep(options));
+export const compileGradients = (options: GradientGraphOptions): CompiledGraph => compile(buildGradientGraph(options));

@@ -1,0 +1,107 @@
+import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
+import { EngineRuntimeError } from '../runtime/errors';
+import { type CompiledGraph, type TensorSpec } from './train-step';
+
+type FloatData = Extract<TensorData, { dtype: 'float32' | 'float64' }>;
+
+export class TrainerError extends Error {
+  override name = 'TrainerError';
+}
+
+export interface StepResult {
+  loss: number;
+  gradNorm: number;
+}
+
+function zerosLike({ dtype, shape }: TensorSpec): FloatData {
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (dtype === 'float32') return { dtype, dims: [...shape], data: new Float32Array(size) };
+  if (dtype === 'float64') return { dtype, dims: [...shape], data: new Float64Array(size) };
+  throw new TrainerError(`trainable weights must be float32 or float64, got ${dtype}`);
+}
+
+/**
+ * Runs a compiled train step (see `compileTrainStep`) on an engine worker, keeping parameters and
+ * AdamW moments on the host between steps. Their buffers move to the worker and back each step
+ * instead of being copied; frozen weights stay inside the model, uploaded once with the session.
+ */
+export class Trainer {
+  #steps = 0;
+  readonly #state = new Map<string, { param: FloatData; m: FloatData; v: FloatData }>();
+
+  private constructor(
+    private readonly worker: EngineWorker,
+    private readonly session: SessionHandle,
+    private readonly compiled: CompiledGraph,
+  ) {}
+
+  /** Opens the step's session; `initial` holds every trainable weight's starting values. */
+  static async create(worker: EngineWorker, compiled: CompiledGraph, initial: Record<string, Float32Array | Float64Array>): Promise<Trainer> {
+    for (const p of compiled.params) {
+      const values = initial[p.name];
+      const expected = p.shape.reduce((a, b) => a * b, 1);
+      if (!values || values.length !== expected || (p.dtype === 'float32') !== values instanceof Float32Array) {
+        throw new TrainerError(`initial value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
+      }
+    }
+    const trainer = new Trainer(worker, await worker.createSession(compiled.model, { key: compiled.hash }), compiled);
+    for (const p of compiled.params) {
+      const param = zerosLike(p);
+      param.data.set(initial[p.name]);
+      trainer.#state.set(p.name, { param, m: zerosLike(p), v: zerosLike(p) });
+    }
+    return trainer;
+  }
+
+  /** Steps taken so far. */
+  get steps(): number {
+    return this.#steps;
+  }
+
+  /** The current values of a trainable weight (a copy). */
+  param(name: string): Float32Array | Float64Array {
+    const state = this.#state.get(name);
+    if (!state) throw new TrainerError(`${name} is not a trainable weight`);
+    return state.param.data.slice();
+  }
+
+  /** One optimizer step on `batch` (copied, so the caller keeps it) at learning rate `lr`. */
+  async step(batch: Record<string, TensorData>, lr: number): Promise<StepResult> {
+    if (this.#state.size !== this.compiled.params.length) throw new TrainerError('a failed step lost this trainer\'s parameters');
+    const feeds: Record<string, TensorData> = {};
+    for (const input of this.compiled.batch) {
+      const t = batch[input.name];
+      if (!t || t.dtype !== input.dtype || t.dims.join() !== input.shape.join()) {
+        throw new TrainerError(`batch input ${input.name} must be ${input.dtype}[${input.shape}]`);
+      }
+      feeds[input.name] = { ...t, data: t.data.slice() } as TensorData;
+    }
+    if (!Number.isFinite(lr) || lr < 0) throw new TrainerError(`lr must be a finite non-negative number, got ${lr}`);
+    for (const [name, { param, m, v }] of this.#state) {
+      feeds[name] = param;
+      feeds[`m.${name}`] = m;
+      feeds[`v.${name}`] = v;
+    }
+    feeds.step = { dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(this.#steps + 1)) };
+    feeds.lr = { dtype: 'float32', dims: [], data: Float32Array.of(lr) };
+    let out: Record<string, TensorData>;
+    try {
+      out = await this.worker.run(this.session, feeds);
+    } catch (error) {
+      // The state's buffers went to the worker with the feeds; without the step's outputs they are gone.
+      this.#state.clear();
+      throw new TrainerError(`train step failed, parameters lost: ${(error as EngineRuntimeError).message}`);
+    }
+    for (const [name, state] of this.#state) {
+      state.param = out[`new.${name}`] as FloatData;
+      state.m = out[`new_m.${name}`] as FloatData;
+      state.v = out[`new_v.${name}`] as FloatData;
+    }
+    this.#steps++;
+    return { loss: Number(out.loss.data[0]), gradNorm: Number(out.grad_norm.data[0]) };
+  }
+
+  async dispose(): Promise<void> {
+    await this.worker.release(this.session);
+  }
+}
