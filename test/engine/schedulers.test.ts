@@ -191,6 +191,29 @@ describe('Karras sigmas (use_karras_sigmas)', () => {
   }
 });
 
+describe('zero terminal SNR (rescale_betas_zero_snr)', () => {
+  it('makes the last timestep pure noise and keeps the first one', () => {
+    const plain = createScheduler('ddim', SD_CONFIG).alphasCumprod;
+    const rescaled = createScheduler('ddim', { ...SD_CONFIG, rescale_betas_zero_snr: true }).alphasCumprod;
+    expect(rescaled[999]).toBe(0);
+    expect(Math.abs(rescaled[0] / plain[0] - 1)).toBeLessThan(1e-6);
+    for (let t = 1; t < 1000; t++) expect(rescaled[t]).toBeLessThan(rescaled[t - 1]);
+    // sqrt(ᾱ) is an affine map of the original sqrt(ᾱ): check it at the midpoint.
+    const [r0, rT, rMid] = [Math.sqrt(plain[0]), Math.sqrt(plain[999]), Math.sqrt(plain[500])];
+    expect(Math.abs(Math.sqrt(rescaled[500]) - ((rMid - rT) * r0) / (r0 - rT))).toBeLessThan(1e-6);
+  });
+
+  it('sigma-based samplers cap the infinite terminal sigma with diffusers\' alpha-bar of 2^-24', () => {
+    for (const name of ['euler', 'euler_ancestral', 'dpmpp_2m'] as const) {
+      const scheduler = createScheduler(name, { ...SD_CONFIG, rescale_betas_zero_snr: true, timestep_spacing: 'trailing' });
+      scheduler.setTimesteps(10);
+      expect(scheduler.alphasCumprod[999]).toBe(2 ** -24);
+      expect(scheduler.sigmas[0]).toBe(Math.fround(Math.sqrt((1 - 2 ** -24) / 2 ** -24)));
+    }
+    expect(() => createScheduler('lms', { ...SD_CONFIG, rescale_betas_zero_snr: true })).toThrow(SchedulerConfigError);
+  });
+});
+
 /**
  * An exact denoiser: the model always reports the true (x0, ε) of the trajectory x_t = α_t x0 + σ_t ε.
  * Every deterministic sampler must then land exactly on the trajectory at the end of the run, for each
@@ -207,11 +230,18 @@ describe('exact denoiser stays on its trajectory', () => {
     ['lms', ['epsilon', 'sample', 'v_prediction']],
     ['dpmpp_2m', ['epsilon', 'sample', 'v_prediction']],
   ];
+  const variants = [
+    { timestep_spacing: 'leading' },
+    { timestep_spacing: 'trailing' },
+    { timestep_spacing: 'trailing', rescale_betas_zero_snr: true },
+  ];
   for (const [name, predictionTypes] of cases) {
     for (const prediction_type of predictionTypes) {
-      for (const timestep_spacing of ['leading', 'trailing']) {
-        it(`${name} with ${prediction_type}, ${timestep_spacing} spacing`, () => {
-          const scheduler = createScheduler(name, { ...SD_CONFIG, prediction_type, timestep_spacing });
+      for (const variant of variants) {
+        // Zero terminal SNR exists for DDIM, Euler and DPM, and only v-prediction can start from pure noise.
+        if (variant.rescale_betas_zero_snr && (prediction_type !== 'v_prediction' || name === 'lms')) continue;
+        it(`${name} with ${prediction_type}, ${JSON.stringify(variant)}`, () => {
+          const scheduler = createScheduler(name, { ...SD_CONFIG, prediction_type, ...variant });
           scheduler.setTimesteps(8);
           const sigmaBased = 'sigmas' in scheduler && name !== 'dpmpp_2m';
           /** VP coefficients (α, σ) at step i; i = steps means the end of the run. */

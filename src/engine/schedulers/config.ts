@@ -37,9 +37,9 @@ const schema = z.object({
   euler_at_final: z.boolean(),
   lambda_min_clipped: z.custom<number>((v) => typeof v === 'number' && !Number.isNaN(v), 'expected a number or -Infinity'),
   variance_type: z.string().nullable(),
+  rescale_betas_zero_snr: z.boolean(),
   // Options diffusers has that we refuse rather than silently ignore: each must keep its default.
   thresholding: z.literal(false),
-  rescale_betas_zero_snr: z.literal(false),
   interpolation_type: z.literal('linear'),
   timestep_type: z.literal('discrete'),
   use_exponential_sigmas: z.literal(false).nullable(),

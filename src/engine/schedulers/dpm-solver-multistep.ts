@@ -40,7 +40,7 @@ export class DpmSolverMultistepScheduler implements SigmaScheduler {
       throw new SchedulerConfigError(`dpmpp_2m: algorithm_type must be "dpmsolver++", got ${JSON.stringify(config.algorithm_type)}`);
     }
     if (config.variance_type !== null) throw new SchedulerConfigError('dpmpp_2m: learned variance_type is not supported');
-    this.alphasCumprod = alphasCumprod(config);
+    this.alphasCumprod = alphasCumprod(config, { zeroSnrFloor: true });
   }
 
   setTimesteps(numInferenceSteps: number): void {

@@ -1,4 +1,4 @@
-import type { SchedulerConfig } from './config';
+import { SchedulerConfigError, type SchedulerConfig } from './config';
 import { SigmaSchedulerBase } from './sigma-scheduler';
 
 const ORDER = 4;
@@ -18,6 +18,7 @@ export class LmsScheduler extends SigmaSchedulerBase {
   private derivatives: Float64Array[] = [];
 
   constructor(config: SchedulerConfig) {
+    if (config.rescale_betas_zero_snr) throw new SchedulerConfigError('lms: diffusers has no rescale_betas_zero_snr for LMS');
     super(config, { karras: config.use_karras_sigmas === true, finalSigma: 'zero' });
   }
 

@@ -39,14 +39,37 @@ export function betas(config: SchedulerConfig): number[] {
   }
 }
 
-/** ᾱ_t = Π (1 - β_s): torch.cumprod multiplies float32 factors in a double accumulator and rounds each output. */
-export function alphasCumprod(config: SchedulerConfig): Float64Array {
-  const out = new Float64Array(config.num_train_timesteps);
+/** Π (1 - β_s): torch.cumprod multiplies float32 factors in a double accumulator and rounds each output. */
+function cumprodOfAlphas(betas: number[]): Float64Array {
+  const out = new Float64Array(betas.length);
   let product = 1;
-  betas(config).forEach((beta, t) => {
+  betas.forEach((beta, t) => {
     product *= f32(1 - beta);
     out[t] = f32(product);
   });
+  return out;
+}
+
+/**
+ * Lin et al. 2023 ("Common diffusion noise schedules and sample steps are flawed", Algorithm 1): shift and
+ * scale sqrt(ᾱ) so the last timestep has zero signal while the first keeps its value, in float32.
+ */
+function rescaleToZeroTerminalSnr(betas: number[]): number[] {
+  const root = Array.from(cumprodOfAlphas(betas), (a) => f32(Math.sqrt(a)));
+  const [first, last] = [root[0], root[root.length - 1]];
+  const scale = f32(first / f32(first - last));
+  const alphaBar = root.map((r) => f32(f32(r - last) * scale)).map((r) => f32(r * r));
+  return alphaBar.map((a, t) => f32(1 - (t === 0 ? a : f32(a / alphaBar[t - 1]))));
+}
+
+/**
+ * ᾱ_t for every training timestep. With `rescale_betas_zero_snr`, ᾱ of the last timestep is 0; samplers
+ * that divide by it (the sigma-based ones) pass `zeroSnrFloor` to use diffusers' 2^-24 there instead.
+ */
+export function alphasCumprod(config: SchedulerConfig, { zeroSnrFloor = false } = {}): Float64Array {
+  const base = betas(config);
+  const out = cumprodOfAlphas(config.rescale_betas_zero_snr ? rescaleToZeroTerminalSnr(base) : base);
+  if (config.rescale_betas_zero_snr && zeroSnrFloor) out[out.length - 1] = 2 ** -24;
   return out;
 }
 

@@ -23,6 +23,7 @@ export class PndmScheduler implements Scheduler {
     if (!config.skip_prk_steps) {
       throw new SchedulerConfigError('pndm: only PLMS is supported, set skip_prk_steps: true (as Stable Diffusion ships it)');
     }
+    if (config.rescale_betas_zero_snr) throw new SchedulerConfigError('pndm: diffusers has no rescale_betas_zero_snr for PNDM');
     if (config.prediction_type === 'sample') throw new SchedulerConfigError('pndm: prediction_type "sample" is not supported by diffusers either');
     this.alphasCumprod = alphasCumprod(config);
     this.finalAlphaCumprod = config.set_alpha_to_one ? 1 : this.alphasCumprod[0];

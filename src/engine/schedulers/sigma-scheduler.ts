@@ -27,7 +27,7 @@ export abstract class SigmaSchedulerBase implements SigmaScheduler {
     protected readonly config: SchedulerConfig,
     private readonly schedule: { karras: boolean; finalSigma: 'zero' | 'sigma_min' },
   ) {
-    this.alphasCumprod = alphasCumprod(config);
+    this.alphasCumprod = alphasCumprod(config, { zeroSnrFloor: true });
   }
 
   get initNoiseSigma(): number {
