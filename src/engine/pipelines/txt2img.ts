@@ -84,37 +84,26 @@ export class Txt2ImgPipeline {
   async generate(request: Txt2ImgRequest, { onStep, signal }: Txt2ImgOptions = {}): Promise<Txt2ImgResult> {
     const r = this.#validate(request);
     signal?.throwIfAborted();
-    const { tokenizer, unet, vae } = this.models;
+    const { unet, vae } = this.models;
     const scheduler = createScheduler(r.schedulerName, r.schedulerConfig ?? this.models.scheduler.config);
     scheduler.setTimesteps(r.steps);
 
     const guided = r.guidanceScale > 1;
-    const prompts = guided ? [r.negativePrompt, r.prompt] : [r.prompt];
-    const sequence = tokenizer.maxLength;
-    const ids = BigInt64Array.from(prompts.flatMap((text) => tokenizer.encodePadded(text)), BigInt);
-    const { last_hidden_state: embedded } = await this.#run(`text:${prompts.length}`, () => this.#textEncoderGraph(prompts.length, sequence), {
-      input_ids: { dtype: 'int64', dims: [prompts.length, sequence], data: ids },
-    });
-    // Rows [negative x N, prompt x N], the order of the latents' duplicate below.
-    const rowSize = embedded.data.length / prompts.length;
-    const embeddings = new Float32Array(rowSize * prompts.length * r.numImages);
-    prompts.forEach((_, p) => {
-      for (let n = 0; n < r.numImages; n++) embeddings.set(embedded.data.subarray(p * rowSize, (p + 1) * rowSize) as Float32Array, (p * r.numImages + n) * rowSize);
-    });
+    // Rows [negative x N, prompt x N], matching the [latents; latents] the denoiser feeds the UNet.
+    const states = await this.#encodePrompts(guided ? [r.negativePrompt, r.prompt] : [r.prompt], r.numImages);
 
     const rng = new Rng(r.seed);
     const latentShape = [r.numImages, unet.config.raw.in_channels, r.height / r.vaeFactor, r.width / r.vaeFactor];
     const initial = r.latents ? Float64Array.from(r.latents) : rng.normal(latentShape.reduce((a, b) => a * b, 1));
     let latents: Float64Array = initial.map((x) => x * scheduler.initNoiseSigma);
-    const statesShape = [prompts.length * r.numImages, sequence, rowSize / sequence];
-    const denoiser = () => this.#denoiserGraph(latentShape, statesShape, guided);
+    const denoiser = () => this.#denoiserGraph(latentShape, states.dims, guided);
     for (const [i, t] of scheduler.timesteps.entries()) {
       signal?.throwIfAborted();
       const feeds: Record<string, { dtype: 'float32'; dims: number[]; data: Float32Array }> = {
         latents: { dtype: 'float32', dims: latentShape, data: Float32Array.from(scheduler.scaleModelInput(latents, t)) },
         timestep: { dtype: 'float32', dims: [1], data: Float32Array.of(t) },
         // A copy: the worker takes ownership of the buffers it is sent.
-        encoder_hidden_states: { dtype: 'float32', dims: statesShape, data: embeddings.slice() },
+        encoder_hidden_states: { dtype: 'float32', dims: states.dims, data: states.data.slice() },
       };
       if (guided) feeds.guidance_scale = { dtype: 'float32', dims: [1], data: Float32Array.of(r.guidanceScale) };
       const { noise } = await this.#run(`unet:${latentShape}:${guided}`, denoiser, feeds);
@@ -127,6 +116,23 @@ export class Txt2ImgPipeline {
       latents: { dtype: 'float32', dims: latentShape, data: Float32Array.from(latents) },
     });
     return { images: image.data as Float32Array, count: r.numImages, height: r.height, width: r.width, channels: vae.config.out_channels, seed: r.seed };
+  }
+
+  /** CLIP embeddings of each prompt, repeated once per image: [prompts x numImages, sequence, hidden]. */
+  async #encodePrompts(prompts: string[], numImages: number): Promise<{ dims: number[]; data: Float32Array }> {
+    const { tokenizer } = this.models;
+    const sequence = tokenizer.maxLength;
+    const ids = BigInt64Array.from(prompts.flatMap((text) => tokenizer.encodePadded(text)), BigInt);
+    const { last_hidden_state: encoded } = await this.#run(`text:${prompts.length}`, () => this.#textEncoderGraph(prompts.length, sequence), {
+      input_ids: { dtype: 'int64', dims: [prompts.length, sequence], data: ids },
+    });
+    const rowSize = encoded.data.length / prompts.length;
+    const data = new Float32Array(rowSize * prompts.length * numImages);
+    for (let row = 0; row < prompts.length * numImages; row++) {
+      const prompt = Math.floor(row / numImages);
+      data.set((encoded.data as Float32Array).subarray(prompt * rowSize, (prompt + 1) * rowSize), row * rowSize);
+    }
+    return { dims: [prompts.length * numImages, sequence, rowSize / sequence], data };
   }
 
   /** Releases every compiled session and the scratch files of large graphs. */
