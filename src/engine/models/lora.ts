@@ -100,11 +100,11 @@ export class LoraSlots {
   }
 
   /**
-   * Feeds applying `lora` at `scale`: each layer's A and B zero-padded to the slot rank (exact: padded rows and
-   * columns add nothing), B multiplied by alpha / rank where the file gives alpha, zeros for layers it leaves
-   * alone. `null` feeds the plain UNet. Throws before producing anything when the LoRA does not fit the slots.
+   * Each slot's A and B for `lora`: its matrices zero-padded to the slot rank (exact: padded rows and columns add
+   * nothing), B multiplied by alpha / rank where the file gives alpha, zeros for layers it leaves alone; `null`
+   * gives all zeros. Throws before producing anything when the LoRA does not fit the slots.
    */
-  feeds(lora: ReadonlyMap<string, LoraLayer> | null, scale = 1): Record<string, TensorData> {
+  values(lora: ReadonlyMap<string, LoraLayer> | null): Map<string, Float32Array> {
     for (const [module, layer] of lora ?? []) {
       const slot = this.layers.get(module);
       if (!slot) throw new LoraError(`LoRA adapts ${module}, which has no slot in this graph (targets ${this.targets.join(', ')})`);
@@ -113,7 +113,7 @@ export class LoraSlots {
       }
       if (layer.rank > this.rank) throw new LoraError(`LoRA layer ${module} has rank ${layer.rank}, the graph's slots hold ${this.rank}`);
     }
-    const feeds: Record<string, TensorData> = { [LORA_SCALE_INPUT]: { dtype: 'float32', dims: [], data: Float32Array.of(scale) } };
+    const values = new Map<string, Float32Array>();
     for (const [module, { inFeatures, outFeatures }] of this.layers) {
       const a = new Float32Array(this.rank * inFeatures);
       const b = new Float32Array(outFeatures * this.rank);
@@ -125,8 +125,17 @@ export class LoraSlots {
           for (let r = 0; r < layer.rank; r++) b[o * this.rank + r] = layer.up[o * layer.rank + r] * factor;
         }
       }
-      feeds[`${module}.lora_A.weight`] = { dtype: 'float32', dims: [this.rank, inFeatures], data: a };
-      feeds[`${module}.lora_B.weight`] = { dtype: 'float32', dims: [outFeatures, this.rank], data: b };
+      values.set(`${module}.lora_A.weight`, a);
+      values.set(`${module}.lora_B.weight`, b);
+    }
+    return values;
+  }
+
+  /** Feeds applying `lora` (or none, with `null`) at `scale` to a session of this graph. */
+  feeds(lora: ReadonlyMap<string, LoraLayer> | null, scale = 1): Record<string, TensorData> {
+    const feeds: Record<string, TensorData> = { [LORA_SCALE_INPUT]: { dtype: 'float32', dims: [], data: Float32Array.of(scale) } };
+    for (const [name, data] of this.values(lora)) {
+      feeds[name] = { dtype: 'float32', dims: [...this.graph.weights.get(name)!.tensor.shape], data };
     }
     return feeds;
   }
