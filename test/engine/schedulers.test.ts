@@ -310,6 +310,24 @@ describe('stochastic schedulers', () => {
   });
 });
 
+describe('DDPM training targets', () => {
+  it('addNoise and getVelocity are per-row rotations of (x0, noise): x0 = sqrt(abar) x_t - sqrt(1 - abar) v', () => {
+    const ddpm = createScheduler('ddpm', SD_CONFIG);
+    const x0 = new Rng(11).normal(2 * 16);
+    const eps = new Rng(12).normal(2 * 16);
+    const timesteps = [17, 903];
+    const xt = ddpm.addNoise(x0, eps, timesteps);
+    const v = ddpm.getVelocity(x0, eps, timesteps);
+    const recovered = xt.map((x, i) => {
+      const abar = ddpm.alphasCumprod[timesteps[Math.floor(i / 16)]];
+      return Math.sqrt(abar) * x - Math.sqrt(1 - abar) * v[i];
+    });
+    expect(relativeL2(recovered, x0)).toBeLessThan(1e-12);
+    expect(() => ddpm.addNoise(x0, eps, [1, 2, 3])).toThrow(SchedulerUsageError);
+    expect(() => ddpm.addNoise(x0, eps, [1, 1000])).toThrow(SchedulerUsageError);
+  });
+});
+
 describe('LMS integration coefficients', () => {
   it('sum to the step length and match an independent adaptive Simpson integral to 1e-10', () => {
     const lms = createScheduler('lms', SD_CONFIG);

@@ -28,23 +28,14 @@ export class DdpmScheduler implements Scheduler {
     this.alphasCumprod = alphasCumprod(config);
   }
 
-  /**
-   * x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε for a batch laid out [batch, ...]: one timestep per batch row.
-   */
+  /** x_t = sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε for a batch laid out [batch, ...]: one timestep per batch row. */
   addNoise(original: Float64Array, noise: Float64Array, timesteps: number[]): Float64Array {
-    requireSameLength(noise, original);
-    if (timesteps.length === 0 || original.length % timesteps.length !== 0) {
-      throw new SchedulerUsageError(`${original.length} values do not split into ${timesteps.length} batch rows`);
-    }
-    const rowLength = original.length / timesteps.length;
-    const out = new Float64Array(original.length);
-    timesteps.forEach((t, row) => {
-      requireTrainTimestep(t, this.config.num_train_timesteps);
-      const alphaProd = this.alphasCumprod[t];
-      const [a, b] = [Math.sqrt(alphaProd), Math.sqrt(1 - alphaProd)];
-      for (let i = row * rowLength; i < (row + 1) * rowLength; i++) out[i] = a * original[i] + b * noise[i];
-    });
-    return out;
+    return this.mixPerRow(original, noise, timesteps, (alphaProd) => [Math.sqrt(alphaProd), Math.sqrt(1 - alphaProd)]);
+  }
+
+  /** The v-prediction training target v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x0 (Salimans & Ho 2022), batched like addNoise. */
+  getVelocity(original: Float64Array, noise: Float64Array, timesteps: number[]): Float64Array {
+    return this.mixPerRow(noise, original, timesteps, (alphaProd) => [Math.sqrt(alphaProd), -Math.sqrt(1 - alphaProd)]);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -54,6 +45,27 @@ export class DdpmScheduler implements Scheduler {
 
   scaleModelInput(sample: Float64Array): Float64Array {
     return sample;
+  }
+
+  /** a x + b y per batch row, with (a, b) from that row's ᾱ_t. */
+  private mixPerRow(
+    x: Float64Array,
+    y: Float64Array,
+    timesteps: number[],
+    coefficients: (alphaProd: number) => [number, number],
+  ): Float64Array {
+    requireSameLength(x, y);
+    if (timesteps.length === 0 || x.length % timesteps.length !== 0) {
+      throw new SchedulerUsageError(`${x.length} values do not split into ${timesteps.length} batch rows`);
+    }
+    const rowLength = x.length / timesteps.length;
+    const out = new Float64Array(x.length);
+    timesteps.forEach((t, row) => {
+      requireTrainTimestep(t, this.config.num_train_timesteps);
+      const [a, b] = coefficients(this.alphasCumprod[t]);
+      for (let i = row * rowLength; i < (row + 1) * rowLength; i++) out[i] = a * x[i] + b * y[i];
+    });
+    return out;
   }
 
   step(modelOutput: Float64Array, t: number, sample: Float64Array, rng?: Rng): Float64Array {

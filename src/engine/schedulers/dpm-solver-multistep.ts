@@ -64,7 +64,7 @@ export class DpmSolverMultistepScheduler implements SigmaScheduler {
     }
     let sigmas = timesteps.map((t) => interpolate(table, t));
     if (config.use_karras_sigmas) {
-      const logSigmas = table.map(Math.log);
+      const logSigmas = table.map((sigma) => f32(Math.log(sigma))); // np.log of a float32 array stays float32
       sigmas = karrasSigmas(config.sigma_min ?? table[0], config.sigma_max ?? table[T - 1], n);
       timesteps = sigmas.map((sigma) => sigmaToTimestep(sigma, logSigmas));
       if (config.beta_schedule !== 'squaredcos_cap_v2') timesteps = timesteps.map(roundHalfEven);

@@ -19,7 +19,8 @@ export class LmsScheduler extends SigmaSchedulerBase {
 
   constructor(config: SchedulerConfig) {
     if (config.rescale_betas_zero_snr) throw new SchedulerConfigError('lms: diffusers has no rescale_betas_zero_snr for LMS');
-    super(config, { karras: config.use_karras_sigmas === true, finalSigma: 'zero' });
+    // diffusers' LMS has no sigma_min / sigma_max: its Karras range is always that of the run.
+    super({ ...config, sigma_min: null, sigma_max: null }, { karras: config.use_karras_sigmas === true, finalSigma: 'zero' });
   }
 
   protected override onSetTimesteps(): void {

@@ -42,7 +42,7 @@ export abstract class SigmaSchedulerBase implements SigmaScheduler {
     let timesteps = spacedTimesteps(this.config, numInferenceSteps).map(f32);
     let sigmas = timesteps.map((t) => interpolate(table, t));
     if (this.schedule.karras) {
-      const logSigmas = table.map(Math.log);
+      const logSigmas = table.map((sigma) => f32(Math.log(sigma))); // np.log of a float32 array stays float32
       sigmas = karrasSigmas(this.config.sigma_min ?? sigmas.at(-1)!, this.config.sigma_max ?? sigmas[0], numInferenceSteps);
       timesteps = sigmas.map((sigma) => f32(sigmaToTimestep(sigma, logSigmas)));
     }
