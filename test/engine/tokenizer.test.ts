@@ -63,6 +63,18 @@ describe.skipIf(!hasFixtures)('CLIP tokenizer against transformers', () => {
     expect(tokenizer.encode('<|endoftext|>')).toEqual([tokenizer.bosId, tokenizer.eosId, tokenizer.eosId]);
   });
 
+  it('loads tokenizer.json when the folder has no vocab.json + merges.txt, and names what is missing', async () => {
+    const only = await mkdtemp(join(tmpdir(), 'clip-tokenizer-json-'));
+    try {
+      await expect(loadClipTokenizer(only)).rejects.toThrow(TokenizerError);
+      await copyFile(join(TOKENIZER_DIR, 'tokenizer.json'), join(only, 'tokenizer.json'));
+      const tokenizer = await loadClipTokenizer(only);
+      reference.prompts.forEach((prompt, i) => expect(tokenizer.encodePadded(prompt)).toEqual(reference.input_ids[i]));
+    } finally {
+      await rm(only, { recursive: true, force: true });
+    }
+  });
+
   describe('a pack whose tokenizer_config.json pads with "!"', () => {
     let dir: string;
     beforeAll(async () => {
