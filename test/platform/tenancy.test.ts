@@ -211,6 +211,12 @@ describe('tenancy', () => {
     expect((await ok(gql(url, rename, { id: publicModelId }, adminKey))).renameModel.name).toBe('hijacked');
   });
 
+  it('lets only admins list users', async () => {
+    expect(errorCode(await gql(url, '{ users { email } }', {}, b.key))).toBe('FORBIDDEN');
+    const users = await ok(gql(url, '{ users { email } }', {}, adminKey));
+    expect(users.users.map((u: { email: string }) => u.email).sort()).toEqual(['a@example.org', 'admin@example.org', 'b@example.org']);
+  });
+
   it('lets the owner and an admin see and change A’s objects', async () => {
     const query = 'query($m: ID!, $i: ID!, $j: ID!) { model(id: $m) { headVersion { number } versions { number } } instanceImage(id: $i) { width height sha256 } job(id: $j) { status images { prompt } } }';
     const vars = { m: owned.privateModelId, i: owned.instanceImageId, j: owned.jobId };
