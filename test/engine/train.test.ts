@@ -1,0 +1,182 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { type AdamWOptions, compileGradients, compileTrainStep, gradients, Trainer, TrainerError } from '../../src/engine/autodiff';
+import { add, Graph, GraphError, linear, mul, reduceMean, reduceSum, sub, tanh, type Tensor } from '../../src/engine/graph';
+import { EngineWorker, type TensorData } from '../../src/engine/runtime';
+import { convAttentionNet, uniform } from '../helpers/conv-attention';
+
+const worker = new EngineWorker({ intraOpThreads: 1 });
+afterAll(() => worker.close());
+
+type Float = 'float32' | 'float64';
+const arrayOf = (dtype: Float, values: ArrayLike<number>) => (dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values));
+
+/**
+ * loss = 0.5 * sum((w - x)^2) + 1.5 * sum(b^2), so grad w = w - x and grad b = 3 b: the hand
+ * computation below needs no autodiff of its own.
+ */
+function quadratic(dtype: Float) {
+  const g = new Graph('quadratic');
+  const w0 = [0.5, -1.25, 2, 0.75, -0.1];
+  const b0 = [1.5, -0.5];
+  const w = g.weight('w', [5], arrayOf(dtype, w0), dtype);
+  const b = g.weight('b', [2], arrayOf(dtype, b0), dtype);
+  const x = g.input('x', dtype, [5]);
+  const d = sub(w, x);
+  const loss = add(mul(reduceSum(mul(d, d), [0], false), 0.5), mul(reduceSum(mul(b, b), [0], false), 1.5));
+  return { g, loss, w0, b0, x: [0.25, 0.5, -1, 1, 0.3] };
+}
+
+/** torch.optim.AdamW's single-tensor step and clip_grad_norm_, in float64. */
+function handAdamW(params: number[][], grad: (p: number[][]) => number[][], lrs: number[], options: Required<AdamWOptions>) {
+  const [beta1, beta2] = options.betas;
+  const m = params.map((p) => p.map(() => 0));
+  const v = params.map((p) => p.map(() => 0));
+  const norms: number[] = [];
+  lrs.forEach((lr, index) => {
+    const t = index + 1;
+    let grads = grad(params);
+    const norm = Math.hypot(...grads.map((g) => Math.hypot(...g)));
+    norms.push(norm);
+    const coef = Math.min(options.maxGradNorm / (norm + 1e-6), 1);
+    grads = grads.map((g) => g.map((e) => e * coef));
+    const stepSize = lr / (1 - beta1 ** t);
+    const correction2 = Math.sqrt(1 - beta2 ** t);
+    params = params.map((p, i) => p.map((value, j) => {
+      const gij = grads[i][j];
+      m[i][j] += (gij - m[i][j]) * (1 - beta1);
+      v[i][j] = v[i][j] * beta2 + gij * (1 - beta2) * gij;
+      const decayed = value * (1 - lr * options.weightDecay);
+      return decayed - (m[i][j] * stepSize) / (Math.sqrt(v[i][j]) / correction2 + options.eps);
+    }));
+  });
+  return { params, norms };
+}
+
+describe('train step', () => {
+  for (const [dtype, maxGradNorm, tolerance] of [['float64', Infinity, 1e-14], ['float32', 1.5, 2e-7]] as const) {
+    it(`matches torch's AdamW computed by hand over three steps (${dtype}, clip ${maxGradNorm})`, async () => {
+      const { g, loss, w0, b0, x } = quadratic(dtype);
+      const optimizer = { betas: [0.8, 0.95] as [number, number], eps: 1e-8, weightDecay: 0.1, maxGradNorm };
+      const step = compileTrainStep({ graph: g, loss, trainable: ['w', 'b'], optimizer: Number.isFinite(maxGradNorm) ? optimizer : { ...optimizer, maxGradNorm: undefined } });
+      const trainer = await Trainer.create(worker, step, { w: arrayOf(dtype, w0), b: arrayOf(dtype, b0) });
+      // lr travels as float32: the hand computation uses the same rounded values.
+      const lrs = [0.1, 0.05, 0.02].map(Math.fround);
+      const norms: number[] = [];
+      for (const lr of lrs) norms.push((await trainer.step({ x: { dtype, dims: [5], data: arrayOf(dtype, x) } as TensorData }, lr)).gradNorm);
+      const expected = handAdamW([w0, b0], ([w, b]) => [w.map((e, j) => e - x[j]), b.map((e) => 3 * e)], lrs, optimizer);
+      if (Number.isFinite(maxGradNorm)) expect(expected.norms.some((n) => n > maxGradNorm)).toBe(true);
+      for (const [i, name] of ['w', 'b'].entries()) {
+        const actual = Array.from(trainer.param(name));
+        actual.forEach((value, j) => expect(Math.abs(value - expected.params[i][j])).toBeLessThanOrEqual(tolerance * (1 + Math.abs(expected.params[i][j]))));
+      }
+      norms.forEach((n, i) => expect(Math.abs(n - expected.norms[i])).toBeLessThanOrEqual(tolerance * 10 * expected.norms[i]));
+      await trainer.dispose();
+    });
+  }
+
+  it('takes the documented inputs and outputs, and compiles to the same bytes twice', () => {
+    const build = () => { const { g, loss } = quadratic('float32'); return compileTrainStep({ graph: g, loss, trainable: ['w'] }); };
+    const a = build();
+    expect(Buffer.from(a.model).equals(Buffer.from(build().model))).toBe(true);
+    expect(a.params.map((p) => p.name)).toEqual(['w']);
+    expect(a.batch.map((p) => p.name)).toEqual(['x']);
+    const { g, loss } = quadratic('float32');
+    compileTrainStep({ graph: g, loss, trainable: ['w'] });
+    expect(g.outputs.map((t) => t.name)).toEqual(['new.w', 'new_m.w', 'new_v.w', 'loss', 'grad_norm']);
+    expect(g.inputs.map((t) => t.name)).toEqual(['x', 'step', 'lr', 'm.w', 'v.w']);
+  });
+
+  it('rejects unknown trainable names and malformed batches with typed errors, changing nothing', async () => {
+    const { g, loss, w0, b0 } = quadratic('float32');
+    expect(() => compileTrainStep({ graph: g, loss, trainable: ['w', 'nope'] })).toThrow(GraphError);
+    expect(() => compileTrainStep({ graph: g, loss, trainable: ['w', 'nope'] })).toThrow(/nope, which is not a weight/);
+    const fresh = quadratic('float32');
+    const step = compileTrainStep({ graph: fresh.g, loss: fresh.loss, trainable: ['w', 'b'] });
+    const trainer = await Trainer.create(worker, step, { w: Float32Array.from(w0), b: Float32Array.from(b0) });
+    await expect(trainer.step({ x: { dtype: 'float32', dims: [4], data: new Float32Array(4) } }, 0.1)).rejects.toThrow(TrainerError);
+    await expect(trainer.step({}, 0.1)).rejects.toThrow(/batch input x must be float32\[5\]/);
+    expect(trainer.steps).toBe(0);
+    expect(Array.from(trainer.param('w'))).toEqual(Array.from(Float32Array.from(w0)));
+    await trainer.step({ x: { dtype: 'float32', dims: [5], data: new Float32Array(5) } }, 0.1);
+    expect(trainer.steps).toBe(1);
+    await trainer.dispose();
+  });
+});
+
+describe('gradients', () => {
+  function mlp() {
+    const g = new Graph('mlp');
+    const x = g.input('x', 'float32', [16, 4]);
+    const y = g.input('y', 'float32', [16, 1]);
+    const w1 = g.weight('fc1.weight', [8, 4], uniform(32, 1, 0.5));
+    const w2 = g.weight('fc2.weight', [1, 8], uniform(8, 2, 0.35));
+    const h = tanh(linear(x, w1, g.weight('fc1.bias', [8], new Float32Array(8))));
+    const out = linear(h, w2, g.weight('fc2.bias', [1], new Float32Array(1)));
+    const e = sub(out, y);
+    return { g, x, w1, w2, loss: reduceMean(mul(e, e), [0, 1], false) };
+  }
+
+  const backward = (wrt: (m: ReturnType<typeof mlp>) => Tensor[]) => {
+    const m = mlp();
+    const before = m.g.nodes.length;
+    gradients(m.g, m.loss, wrt(m));
+    return { m, added: m.g.nodes.slice(before) };
+  };
+
+  it('computes no weight-gradient work for frozen weights', () => {
+    const frozen = backward((m) => [m.w2]);
+    const full = backward((m) => [m.w1, m.w2]);
+    const matmuls = (nodes: typeof frozen.added) => nodes.filter((n) => n.op === 'MatMul').length;
+    // Only fc2's weight gradient; with fc1 trainable too, the gradient into h and fc1's weight gradient.
+    expect(matmuls(frozen.added)).toBe(1);
+    expect(matmuls(full.added)).toBe(3);
+    expect(frozen.added.some((n) => n.op === 'Tanh' || n.inputs.some((t) => t === frozen.m.x || t === frozen.m.w1))).toBe(false);
+  });
+
+  it('compiles forward + named gradients for every requested weight', async () => {
+    const m = mlp();
+    const compiled = compileGradients({ graph: m.g, loss: m.loss, wrt: ['fc1.weight', 'fc2.bias'], wrtAsInputs: false });
+    const session = await worker.createSession(compiled.model, { key: compiled.hash });
+    expect(session.outputNames).toEqual(['loss', 'grad.fc1.weight', 'grad.fc2.bias']);
+    const out = await worker.run(session, {
+      x: { dtype: 'float32', dims: [16, 4], data: uniform(64, 3) },
+      y: { dtype: 'float32', dims: [16, 1], data: uniform(16, 4) },
+    });
+    expect(out['grad.fc1.weight'].dims).toEqual([8, 4]);
+    expect(Math.abs(Number(out['grad.fc2.bias'].data[0]))).toBeGreaterThan(0);
+    await worker.release(session);
+  });
+});
+
+describe('training on CPU', () => {
+  it('fits a small MLP: the loss falls', async () => {
+    const g = new Graph('mlp');
+    const x = g.input('x', 'float32', [32, 4]);
+    const y = g.input('y', 'float32', [32, 1]);
+    const init = { 'fc1.weight': uniform(64, 1, 0.5), 'fc1.bias': new Float32Array(16), 'fc2.weight': uniform(16, 2, 0.25), 'fc2.bias': new Float32Array(1) };
+    const w = (name: keyof typeof init, shape: number[]) => g.weight(name, shape, init[name]);
+    const out = linear(tanh(linear(x, w('fc1.weight', [16, 4]), w('fc1.bias', [16]))), w('fc2.weight', [1, 16]), w('fc2.bias', [1]));
+    const e = sub(out, y);
+    const step = compileTrainStep({ graph: g, loss: reduceMean(mul(e, e), [0, 1], false), trainable: Object.keys(init), optimizer: { weightDecay: 0 } });
+    const trainer = await Trainer.create(worker, step, init);
+    const inputs = uniform(128, 7);
+    const targets = Float32Array.from({ length: 32 }, (_, i) => Math.sin(inputs[4 * i] + 2 * inputs[4 * i + 1] - inputs[4 * i + 3]));
+    const batch: Record<string, TensorData> = { x: { dtype: 'float32', dims: [32, 4], data: inputs }, y: { dtype: 'float32', dims: [32, 1], data: targets } };
+    const losses: number[] = [];
+    for (let i = 0; i < 100; i++) losses.push((await trainer.step(batch, 0.02)).loss);
+    expect(losses.at(-1)!).toBeLessThan(0.1 * losses[0]);
+    await trainer.dispose();
+  });
+
+  it('fits a small conv-attention net: the loss falls', async () => {
+    const net = convAttentionNet();
+    const trainable = Object.keys(net.weights);
+    const step = compileTrainStep({ graph: net.graph, loss: net.loss, trainable, optimizer: { maxGradNorm: 1 } });
+    const trainer = await Trainer.create(worker, step, net.weights);
+    const losses: number[] = [];
+    for (let i = 0; i < 40; i++) losses.push((await trainer.step(net.batch, 3e-3)).loss);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(losses.at(-1)!).toBeLessThan(0.3 * losses[0]);
+    await trainer.dispose();
+  });
+});
