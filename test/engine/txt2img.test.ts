@@ -1,14 +1,22 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Graph } from '../../src/engine/graph';
+import { buildClipTextEncoder, parseClipTextConfig } from '../../src/engine/models/clip-text';
+import { expectedWeights } from '../../src/engine/models/params';
+import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
+import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig } from '../../src/engine/models/vae';
 import { loadStableDiffusion } from '../../src/engine/pipelines/stable-diffusion';
 import { encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgProgress } from '../../src/engine/pipelines/txt2img';
 import { EngineWorker } from '../../src/engine/runtime';
-import { loadClipTokenizer } from '../../src/engine/tokenizer';
-import { FolderPackSource, loadPack } from '../../src/engine/weights/pack';
-import { toFloat32 } from '../../src/engine/weights/safetensors';
+import { Rng } from '../../src/engine/random';
+import { ClipTokenizer, loadClipTokenizer } from '../../src/engine/tokenizer';
+import { WeightBindingError } from '../../src/engine/weights/bind';
+import { float16BitsToFloat32, float32ToFloat16Bits } from '../../src/engine/weights/dtype';
+import { FolderPackSource, loadPack, type PackSource } from '../../src/engine/weights/pack';
+import { fromFloat32, serializeSafetensors, type StoredTensor, toFloat32 } from '../../src/engine/weights/safetensors';
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
 
 describe.skipIf(!hasFixtures)('txt2img on the tiny-sd15 pack', () => {
@@ -123,5 +131,115 @@ describe.skipIf(!hasFixtures)('txt2img on the tiny-sd15 pack', () => {
     await expect(pipeline.generate({ prompt: 'a dog', steps: 0 })).rejects.toThrow(/steps/);
     await expect(pipeline.generate({ prompt: 'a dog', scheduler: 'heun' as 'ddim' })).rejects.toThrow(/scheduler/);
     await expect(pipeline.generate({ prompt: 'a dog', latents: new Float32Array(10) })).rejects.toThrow(/latents hold 10 values/);
+  });
+});
+
+/** A pack held in memory, as a PackSource: file contents by relative path. */
+class MemoryPackSource implements PackSource {
+  constructor(readonly files: Map<string, Uint8Array>) {}
+  async read(path: string): Promise<Uint8Array> {
+    const bytes = this.files.get(path);
+    if (!bytes) throw new Error(`no ${path}`);
+    return bytes;
+  }
+  async exists(path: string): Promise<boolean> {
+    return this.files.has(path);
+  }
+}
+
+const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+
+/** Random weights for every tensor a graph declares, stored as `dtype` (F32 values rounded to half when `roundToHalf`). */
+function randomCheckpoint(g: Graph, seed: number, dtype: 'F32' | 'F16', roundToHalf = false): Uint8Array {
+  const rng = new Rng(seed);
+  const tensors = new Map<string, StoredTensor>();
+  for (const [name, shape] of expectedWeights(g)) {
+    const fanIn = shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : 1;
+    const isNormGain = /norm/.test(name) && name.endsWith('.weight');
+    let values = rng.normalFloat32(shape.reduce((a, b) => a * b, 1)).map((x) => (isNormGain ? 1 + 0.1 * x : x / Math.sqrt(fanIn)));
+    if (roundToHalf) values = values.map((x) => float16BitsToFloat32(float32ToFloat16Bits(x)));
+    tensors.set(name, fromFloat32(values, [...shape], dtype));
+  }
+  return serializeSafetensors(tensors);
+}
+
+describe.skipIf(!hasFixtures)('txt2img on a generated SD 2.x-style pack', () => {
+  // A gelu text encoder saved by transformers 4 (text_model.* keys), a three-level UNet with linear
+  // projections and per-block heads, a three-level VAE, `!` as the pad token, DDIM as the pack's scheduler.
+  const textConfig = {
+    architectures: ['CLIPTextModel'], hidden_act: 'gelu', hidden_size: 24, intermediate_size: 40, num_attention_heads: 3,
+    num_hidden_layers: 2, max_position_embeddings: 77, vocab_size: 49408, layer_norm_eps: 1e-5, eos_token_id: 49407,
+  };
+  const unetConfig = {
+    block_out_channels: [16, 32, 32], down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+    up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'], layers_per_block: 1, norm_num_groups: 8,
+    attention_head_dim: [4, 8, 8], use_linear_projection: true, cross_attention_dim: 24, sample_size: 8,
+  };
+  const vaeConfig = {
+    block_out_channels: [8, 16, 16], down_block_types: Array(3).fill('DownEncoderBlock2D'),
+    up_block_types: Array(3).fill('UpDecoderBlock2D'), layers_per_block: 1, norm_num_groups: 4, latent_channels: 4,
+    scaling_factor: 0.13025,
+  };
+  const tokenizerDir = join(TINY_SD15, 'pack', 'tokenizer');
+  const tokenizer = ClipTokenizer.fromFiles({
+    vocabJson: readFileSync(join(tokenizerDir, 'vocab.json'), 'utf8'),
+    mergesTxt: readFileSync(join(tokenizerDir, 'merges.txt'), 'utf8'),
+    tokenizerConfigJson: JSON.stringify({ model_max_length: 77, pad_token: '!' }),
+  });
+
+  function generatedPack(dtype: 'F32' | 'F16', roundToHalf = false, vae: Record<string, unknown> = vaeConfig): PackSource {
+    const text = new Graph();
+    buildClipTextEncoder(text, parseClipTextConfig(textConfig), text.input('ids', 'int64', [1, 77]), { prefix: 'text_model' });
+    const unet = new Graph();
+    const parsedUnet = parseUNetConfig(unetConfig);
+    buildUNet(unet, parsedUnet, unet.input('x', 'float32', [1, 4, 8, 8]), unet.input('t', 'float32', [1]), unet.input('c', 'float32', [1, 77, 24]));
+    const autoencoder = new Graph();
+    const parsedVae = parseVaeConfig(vaeConfig);
+    buildVaeEncoder(autoencoder, parsedVae, autoencoder.input('image', 'float32', [1, 3, 32, 32]));
+    buildVaeDecoder(autoencoder, parsedVae, autoencoder.input('latents', 'float32', [1, 4, 8, 8]));
+    return new MemoryPackSource(new Map([
+      ['model_index.json', json({
+        _class_name: 'StableDiffusionPipeline', scheduler: ['diffusers', 'DDIMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'],
+        tokenizer: ['transformers', 'CLIPTokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+      })],
+      ['scheduler/scheduler_config.json', new Uint8Array(readFileSync(join(TINY_SD15, 'pack', 'scheduler', 'scheduler_config.json')))],
+      ['tokenizer/tokenizer_config.json', json({ model_max_length: 77, pad_token: '!' })],
+      ['text_encoder/config.json', json(textConfig)],
+      ['text_encoder/model.safetensors', randomCheckpoint(text, 1, dtype, roundToHalf)],
+      ['unet/config.json', json(unetConfig)],
+      ['unet/diffusion_pytorch_model.safetensors', randomCheckpoint(unet, 2, dtype, roundToHalf)],
+      ['vae/config.json', json(vae)],
+      ['vae/diffusion_pytorch_model.safetensors', randomCheckpoint(autoencoder, 3, dtype, roundToHalf)],
+    ]));
+  }
+
+  it('generates images whose shapes follow the configs; F16 weights act as their rounded F32 values', async () => {
+    const worker = new EngineWorker();
+    const run = async (source: PackSource) => {
+      const pipeline = new Txt2ImgPipeline(await loadStableDiffusion(await loadPack(source), tokenizer), worker);
+      try {
+        return await pipeline.generate({ prompt: 'a photo of a sks dog', negativePrompt: 'blurry', steps: 3, seed: 11, numImages: 2 });
+      } finally {
+        await pipeline.close();
+      }
+    };
+    try {
+      const half = await run(generatedPack('F16'));
+      // sample_size 8 latents x VAE factor 4 (three levels) = 32 pixels.
+      expect([half.count, half.height, half.width, half.channels]).toEqual([2, 32, 32, 3]);
+      expect(half.images.every((x) => x >= 0 && x <= 1)).toBe(true);
+      expect(new Set(half.images).size).toBeGreaterThan(100);
+      expect((await run(generatedPack('F32', true))).images).toEqual(half.images);
+      expect(relativeL2((await run(generatedPack('F32'))).images, half.images)).toBeGreaterThan(0);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('refuses a pack whose weights do not fit its configs, naming the tensors', async () => {
+    const pack = await loadPack(generatedPack('F32', false, { ...vaeConfig, latent_channels: 8 }));
+    const loading = loadStableDiffusion(pack, tokenizer);
+    await expect(loading).rejects.toThrow(WeightBindingError);
+    await expect(loading).rejects.toThrow(/encoder\.conv_out\.weight has shape \[8,16,3,3\] but the model expects \[16,16,3,3\]/);
   });
 });
