@@ -97,9 +97,9 @@ describe('accounts and API keys', () => {
     const schema = introspection.data!.__schema;
     const open = new Set(['health', 'signUp']);
     for (const field of schema.queryType.fields.filter((f: { name: string }) => !open.has(f.name))) {
-      const args = field.args
-        .filter((a: { type: { kind: string } }) => a.type.kind === 'NON_NULL')
-        .map((a: { name: string }) => `${a.name}: ${placeholder(a)}`)
+      const args = (field.args as Arg[])
+        .filter((a) => a.type.kind === 'NON_NULL')
+        .map((a) => `${a.name}: ${placeholder(a)}`)
         .join(', ');
       const query = `{ ${field.name}${args ? `(${args})` : ''} { __typename } }`;
       expect.soft(errorCode(await gql(url, query)), field.name).toBe('UNAUTHENTICATED');
@@ -127,6 +127,11 @@ describe('accounts and API keys', () => {
 });
 
 /** A literal of the right shape for an argument, so the query gets past validation to authorization. */
-function placeholder(arg: { type: { kind: string; ofType?: { name: string } } }): string {
+interface Arg {
+  name: string;
+  type: { kind: string; ofType?: { name: string } };
+}
+
+function placeholder(arg: Arg): string {
   return arg.type.ofType?.name === 'ID' ? '"00000000-0000-4000-8000-000000000000"' : '"x"';
 }

@@ -81,7 +81,7 @@ describe('API errors and limits', () => {
       body: JSON.stringify({ query: `{ me { email } } # ${'x'.repeat(5000)}` }),
     });
     expect(response.status).toBe(413);
-    const body = await response.json();
+    const body = (await response.json()) as { errors: { extensions: { code: string } }[] };
     expect(body.errors[0].extensions.code).toBe('PAYLOAD_TOO_LARGE');
     expectNoInternals(body);
   });
@@ -89,7 +89,7 @@ describe('API errors and limits', () => {
   it('answers malformed JSON with a JSON 400, not an HTML stack trace', async () => {
     const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' });
     expect(response.status).toBe(400);
-    const body = await response.json();
+    const body = (await response.json()) as { errors: { extensions: { code: string } }[] };
     expect(body.errors[0].extensions.code).toBe('BAD_REQUEST');
     expectNoInternals(body);
   });
