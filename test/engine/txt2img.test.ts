@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -8,7 +8,8 @@ import { buildClipTextEncoder, parseClipTextConfig } from '../../src/engine/mode
 import { expectedWeights } from '../../src/engine/models/params';
 import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig } from '../../src/engine/models/vae';
-import { loadStableDiffusion } from '../../src/engine/pipelines/stable-diffusion';
+import { openGraphSession } from '../../src/engine/pipelines/sessions';
+import { attachWeights, loadStableDiffusion } from '../../src/engine/pipelines/stable-diffusion';
 import { encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgProgress } from '../../src/engine/pipelines/txt2img';
 import { EngineWorker } from '../../src/engine/runtime';
 import { Rng } from '../../src/engine/random';
@@ -123,6 +124,28 @@ describe.skipIf(!hasFixtures)('txt2img on the tiny-sd15 pack', () => {
     });
     await expect(run).rejects.toMatchObject({ name: 'AbortError' });
     expect(seen).toEqual([1, 2, 3]);
+  });
+
+  it('runs a graph the same from external data files as inline', async () => {
+    const { vae } = pipeline.models;
+    const g = new Graph('decoder');
+    g.output(buildVaeDecoder(g, vae.config, g.input('latents', 'float32', [1, 4, 16, 16])), 'decoded');
+    attachWeights(g, vae.weights);
+    const latents = toFloat32(reference.tensors.get('vae.latents')!);
+    const scratch = mkdtempSync(join(tmpdir(), 'sessions-'));
+    try {
+      const outputs = [];
+      for (const limit of [Infinity, 0]) {
+        const session = await openGraphSession(worker, g, scratch, limit);
+        outputs.push((await worker.run(session, { latents: { dtype: 'float32', dims: [1, 4, 16, 16], data: latents.slice() } })).decoded.data);
+        await worker.release(session);
+      }
+      expect(readdirSync(scratch).some((file) => file.endsWith('.onnx.data'))).toBe(true);
+      expect(outputs[1]).toEqual(outputs[0]);
+      expect(relativeL2(outputs[0] as Float32Array, toFloat32(reference.tensors.get('vae.decoded')!))).toBeLessThan(1e-4);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
   });
 
   it('rejects bad requests with a clear error', async () => {

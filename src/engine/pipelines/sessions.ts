@@ -7,13 +7,15 @@ import { type EngineWorker, type SessionHandle } from '../runtime';
 const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
 
 /**
- * Opens an inference session on a graph whose weights are bound. Large graphs (a full-size UNet) are
- * written with external data under `scratchDir`, which must outlive the session.
+ * Opens an inference session on a graph whose weights are bound. Graphs with `inlineWeightBytes` or more
+ * of weights (a full-size UNet) are written with external data under `scratchDir`, which must outlive the session.
  */
-export async function openGraphSession(worker: EngineWorker, g: Graph, scratchDir: string): Promise<SessionHandle> {
+export async function openGraphSession(
+  worker: EngineWorker, g: Graph, scratchDir: string, inlineWeightBytes = INLINE_WEIGHT_BYTES,
+): Promise<SessionHandle> {
   let weightBytes = 0;
   for (const { data } of g.weights.values()) weightBytes += data?.byteLength ?? 0;
-  if (weightBytes < INLINE_WEIGHT_BYTES) return worker.createSession(serialize(g));
+  if (weightBytes < inlineWeightBytes) return worker.createSession(serialize(g));
   const path = join(scratchDir, `${g.name}-${randomUUID()}.onnx`);
   const key = saveWithExternalData(g, path);
   return worker.createSession({ path }, { key });
