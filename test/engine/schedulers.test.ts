@@ -276,6 +276,55 @@ describe('exact denoiser stays on its trajectory', () => {
   }
 });
 
+/**
+ * For data x0 ~ N(0, s^2) the ideal denoiser is linear and the probability-flow ODE has the closed-form
+ * solution x(σ) = sqrt(s^2 + σ^2) z (k-diffusion scale). Integrating it with the exact denoiser shows each
+ * solver's order: doubling the steps divides the error by 2^order (multistep methods start at first order,
+ * which caps their global order at 2). Karras sigmas give the smooth grid this needs; the last step, a
+ * jump to σ = 0 that returns the denoiser's posterior mean, is left out.
+ */
+describe('convergence order on Gaussian data', () => {
+  const s = 0.5;
+  function error(name: SchedulerName, extra: object, steps: number): number {
+    const scheduler = createScheduler(name, { ...SD_CONFIG, use_karras_sigmas: true, ...extra }) as Scheduler & SigmaScheduler;
+    scheduler.setTimesteps(steps);
+    const vp = name === 'dpmpp_2m';
+    const exact = (i: number) => {
+      const sigma = scheduler.sigmas[i];
+      return Math.sqrt(s * s + sigma * sigma) / (vp ? Math.sqrt(sigma * sigma + 1) : 1);
+    };
+    let x: Float64Array = Float64Array.of(exact(0));
+    for (let i = 0; i < steps - 1; i++) {
+      const t = scheduler.timesteps[i];
+      const sigma = scheduler.sigmas[i];
+      const [alpha, noise] = [1 / Math.sqrt(sigma * sigma + 1), sigma / Math.sqrt(sigma * sigma + 1)];
+      const xVp = scheduler.scaleModelInput(x, t)[0];
+      const x0 = (alpha * s * s * xVp) / (alpha * alpha * s * s + noise * noise);
+      x = scheduler.step(Float64Array.of((xVp - alpha * x0) / noise), t, x);
+    }
+    return Math.abs(x[0] / exact(steps - 1) - 1);
+  }
+  const ratio = (name: SchedulerName, extra: object = {}) => error(name, extra, 40) / error(name, extra, 80);
+
+  it('Euler and first-order DPM-Solver are first order', () => {
+    for (const r of [ratio('euler'), ratio('dpmpp_2m', { solver_order: 1 })]) {
+      expect(r).toBeGreaterThan(1.8);
+      expect(r).toBeLessThan(2.2);
+    }
+  });
+
+  it('DPM-Solver++ 2M (midpoint and heun) and 3M are second order, 3M the more accurate', () => {
+    expect(ratio('dpmpp_2m')).toBeGreaterThan(3.6);
+    expect(ratio('dpmpp_2m', { solver_type: 'heun' })).toBeGreaterThan(3.6);
+    expect(ratio('dpmpp_2m', { solver_order: 3 })).toBeGreaterThan(3.4);
+    expect(error('dpmpp_2m', { solver_order: 3 }, 80)).toBeLessThan(error('dpmpp_2m', {}, 80) / 2);
+  });
+
+  it('LMS (4th order multistep) beats second order', () => {
+    expect(ratio('lms')).toBeGreaterThan(10);
+  });
+});
+
 describe('stochastic schedulers', () => {
   it('Euler ancestral: an Euler step to sigma_down plus sigma_up of the Rng noise, sigma_down^2 + sigma_up^2 = sigma_next^2', () => {
     const scheduler = createScheduler('euler_ancestral', SD_CONFIG);
