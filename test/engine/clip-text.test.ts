@@ -190,6 +190,22 @@ describe('CLIP text encoder on generated configurations', () => {
     expect(difference).toBeLessThan(0.2);
   });
 
+  it('pools at the first end-of-text token, or for legacy configs (eos_token_id 2) at the first largest id', async () => {
+    const hidden = base.hidden_size;
+    for (const [eos_token_id, expected] of [[49, [0, 4]], [2, [5, 2]]] as const) {
+      const g = encoderGraph(parseClipTextConfig({ ...base, eos_token_id }), 2, 8);
+      for (const [name, data] of randomWeights(g, 3)) g.weights.get(name)!.data = data;
+      // Legacy rows: the largest id (40, then 44) first occurs at positions 5 and 2.
+      const rows = eos_token_id === 49 ? ids : [4, 3, 17, 8, 9, 40, 40, 1, 0, 5, 44, 2, 31, 31, 7, 7];
+      const out = await runGraph(g, { input_ids: idsTensor(rows, [2, 8]) });
+      const states = out.last_hidden_state.data as Float32Array;
+      expected.forEach((position, b) => {
+        const row = states.subarray((b * 8 + position) * hidden, (b * 8 + position + 1) * hidden);
+        expect((out.pooled.data as Float32Array).subarray(b * hidden, (b + 1) * hidden)).toEqual(row);
+      });
+    }
+  });
+
   it('declares the weights the config implies', () => {
     const config = parseClipTextConfig({ ...base, num_hidden_layers: 3 });
     const names = [...expectedWeights(encoderGraph(config, 1, 4, '')).keys()];
