@@ -5,7 +5,7 @@ import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHt
 import { expressMiddleware } from '@as-integrations/express5';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
 import express, { type ErrorRequestHandler } from 'express';
-import { GraphQLError, specifiedRules, validate, type GraphQLSchema } from 'graphql';
+import { GraphQLError, parse, specifiedRules, validate, type GraphQLFormattedError, type GraphQLSchema } from 'graphql';
 import graphqlUploadExpress from 'graphql-upload/graphqlUploadExpress.mjs';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
@@ -45,7 +45,20 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     {
       schema,
       isProd: true,
-      validate: (s, document) => validate(s, document, [...specifiedRules, ...protection.validationRules]),
+      // Parse and validate here rather than through graphql-ws's hooks, where a syntax error would
+      // close the socket: returned errors reach the client as this operation's errors.
+      onSubscribe: (_ctx, _id, payload) => {
+        let document;
+        try {
+          document = parse(payload.query);
+        } catch (error) {
+          if (error instanceof GraphQLError) return [error];
+          throw error;
+        }
+        const errors = validate(schema, document, [...specifiedRules, ...protection.validationRules]);
+        if (errors.length) return errors;
+        return { schema, document, variableValues: payload.variables, operationName: payload.operationName };
+      },
       // The key comes once, in connection_init; a bad one closes the socket (4403 Forbidden).
       onConnect: async (ctx) => {
         const header = ctx.connectionParams?.authorization;
@@ -58,9 +71,14 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
         }
       },
       context: (ctx): Context => ({ viewer: ctx.extra.viewer ?? null, services }),
-      onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatError(e.toJSON(), e)),
+      // graphql-ws, unlike Apollo, leaves request errors without a code: parse and validation errors
+      // arrive in onError, variable coercion errors as path-less errors of the result.
+      onError: (_ctx, _id, _payload, errors) =>
+        errors.map((e) => formatError(withDefaultCode(e, 'GRAPHQL_VALIDATION_FAILED'), e)),
       onNext: (_ctx, _id, _payload, _args, result) =>
-        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e)) } : result,
+        result.errors
+          ? { ...result, errors: result.errors.map((e) => formatError(e.path ? e.toJSON() : withDefaultCode(e, 'BAD_USER_INPUT'), e)) }
+          : result,
     },
     wsServer,
   );
@@ -111,6 +129,11 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       httpServer.closeAllConnections();
     },
   };
+}
+
+function withDefaultCode(error: GraphQLError, code: string): GraphQLFormattedError {
+  const formatted = error.toJSON();
+  return { ...formatted, extensions: { code, ...formatted.extensions } };
 }
 
 /**

@@ -18,7 +18,7 @@ const REQUEST_ERROR_CODES = new Set([
 /**
  * What a client sees of an error: our AppErrors and errors about the request pass with their code;
  * everything else (a bug, a database or S3 failure) is logged and reported as INTERNAL_SERVER_ERROR
- * with no message, stack, SQL or path.
+ * with no message, stack, SQL or file path.
  */
 export function createErrorFormatter(log: Logger) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
@@ -27,9 +27,7 @@ export function createErrorFormatter(log: Logger) {
       return { message: original.message, path: formatted.path, extensions: { code: original.code } };
     }
     const code = formatted.extensions?.code;
-    // An error with a code that was thrown by our own code path would be an AppError; GraphQLErrors
-    // with a request code come from the GraphQL machinery and describe the caller's request.
-    if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code) && isRequestError(original)) {
+    if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code) && isAboutRequest(original)) {
       return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code } };
     }
     log.error({ err: original, path: formatted.path }, 'internal error in a GraphQL request');
@@ -37,6 +35,7 @@ export function createErrorFormatter(log: Logger) {
   };
 }
 
-function isRequestError(error: unknown): boolean {
-  return error instanceof GraphQLError && !(error.originalError && !(error.originalError instanceof GraphQLError));
+/** Raised by the GraphQL machinery itself (parse, validation, coercion), not wrapping a thrown error. */
+function isAboutRequest(error: unknown): boolean {
+  return error instanceof GraphQLError && (!error.originalError || error.originalError instanceof GraphQLError);
 }

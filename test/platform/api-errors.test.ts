@@ -68,6 +68,17 @@ describe('API errors and limits', () => {
     expect(response.errors?.[0].message).toMatch(/cost/i);
   });
 
+  it('reports invalid documents and variables with codes over HTTP and WebSocket', async () => {
+    for (const send of [gql, wsGql]) {
+      // graphql-armor parses before Apollo does, so over HTTP a syntax error is a validation failure.
+      expect(['GRAPHQL_PARSE_FAILED', 'GRAPHQL_VALIDATION_FAILED']).toContain(errorCode(await send(url, '{ me { email ', {}, key)));
+      expect(errorCode(await send(url, '{ me { password } }', {}, key)), send.name).toBe('GRAPHQL_VALIDATION_FAILED');
+      const badVariable = await send(url, 'query($id: ID!) { job(id: $id) { id } }', { id: { not: 'an id' } }, key);
+      expect(errorCode(badVariable), send.name).toBe('BAD_USER_INPUT');
+      expectNoInternals(badVariable);
+    }
+  });
+
   it('does not suggest field names', async () => {
     const response = await gql(url, '{ mee { email } }', {}, key);
     expect(errorCode(response)).toBe('GRAPHQL_VALIDATION_FAILED');

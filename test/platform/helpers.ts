@@ -88,7 +88,11 @@ export async function wsGql(
         { query, variables },
         {
           next: (value) => (result = { status: 101, ...(value as object) }),
-          error: (error) => reject(new Error(`closed ${(error as { code?: number }).code ?? String(error)}`)),
+          // An array: the server's GraphQL errors for this operation; otherwise the socket closed.
+          error: (error) =>
+            Array.isArray(error)
+              ? resolve({ status: 101, errors: error })
+              : reject(new Error(`closed ${(error as { code?: number }).code ?? String(error)}`)),
           complete: () => resolve(result),
         },
       );
