@@ -75,6 +75,25 @@ describe.skipIf(!hasFixtures)('CLIP tokenizer against transformers', () => {
     }
   });
 
+  it('matches added tokens of tokenizer.json or tokenizer_config.json verbatim (e.g. a textual-inversion token)', async () => {
+    const json = JSON.parse(await read('tokenizer.json'));
+    const id = Object.keys(json.model.vocab).length;
+    json.added_tokens.push({ id, content: '<sks-dog>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: false });
+    const tokenizer = ClipTokenizer.fromTokenizerJson(JSON.stringify(json), await read('tokenizer_config.json'));
+    const plain = formats['tokenizer.json'];
+    expect(tokenizer.vocabSize).toBe(plain.vocabSize + 1);
+    expect(tokenizer.encode('a photo of <sks-dog>in snow')).toEqual([
+      ...plain.encode('a photo of').slice(0, -1),
+      id,
+      ...plain.encode('in snow').slice(1),
+    ]);
+    expect(tokenizer.isSingleToken('<sks-dog>')).toBe(true);
+
+    const config = { ...JSON.parse(await read('tokenizer_config.json')), added_tokens_decoder: { [id]: { content: '<cat>', special: false } } };
+    const fromConfig = ClipTokenizer.fromFiles({ vocabJson: await read('vocab.json'), mergesTxt: await read('merges.txt'), tokenizerConfigJson: JSON.stringify(config) });
+    expect(fromConfig.encode('<cat> toy')).toEqual([plain.bosId, id, ...plain.encode('toy').slice(1)]);
+  });
+
   describe('a pack whose tokenizer_config.json pads with "!"', () => {
     let dir: string;
     beforeAll(async () => {
@@ -95,6 +114,13 @@ describe.skipIf(!hasFixtures)('CLIP tokenizer against transformers', () => {
       expect(padded.slice(0, unpadded.length)).toEqual(unpadded);
       expect(new Set(padded.slice(unpadded.length))).toEqual(new Set([vocab['!']]));
       expect(vocab['!']).not.toBe(tokenizer.eosId);
+    });
+
+    it('treats "!" as the special token it has become, as transformers does: matched verbatim, never merged', async () => {
+      const tokenizer = await loadClipTokenizer(dir);
+      const vocab = JSON.parse(await readFile(join(dir, 'vocab.json'), 'utf8')) as Record<string, number>;
+      expect(tokenizer.encode('wow!!')).toEqual([tokenizer.bosId, vocab['wow</w>'], vocab['!'], vocab['!'], tokenizer.eosId]);
+      expect(formats['vocab.json + merges.txt'].encode('wow!!')).toEqual([tokenizer.bosId, vocab['wow</w>'], vocab['!!</w>'], tokenizer.eosId]);
     });
   });
 });

@@ -23,6 +23,8 @@ export interface ClipTokenizerSettings {
   unkToken: string;
   modelMaxLength: number;
   truncationSide: 'right' | 'left';
+  /** `added_tokens_decoder` entries: tokens matched verbatim in the text, with their ids. */
+  addedTokens: Array<{ content: string; id: number }>;
 }
 
 /** Special tokens in tokenizer_config.json are either a string or an AddedToken object `{content, ...}`. */
@@ -59,6 +61,10 @@ export function parseTokenizerConfig(tokenizerConfigJson?: string): ClipTokenize
     unkToken: tokenText(config.unk_token, 'unk_token', END_OF_TEXT),
     modelMaxLength: maxLength as number,
     truncationSide: side,
+    addedTokens: Object.entries((config.added_tokens_decoder ?? {}) as Record<string, unknown>).map(([id, token]) => ({
+      content: tokenText(token, `added_tokens_decoder.${id}`, ''),
+      id: Number(id),
+    })),
   };
 }
 
@@ -93,12 +99,26 @@ export class ClipTokenizer {
   readonly maxLength: number;
   private readonly unkId: number;
   private readonly bpe: BytePairEncoder;
+  private readonly vocab: Map<string, number>;
+  /** Matches added tokens (the special tokens among them), longest first; they bypass clean-up and BPE. */
+  private readonly addedTokenPattern: RegExp;
 
   private constructor(
-    private readonly vocab: ReadonlyMap<string, number>,
+    vocab: Map<string, number>,
     merges: ReadonlyArray<readonly [string, string]>,
     private readonly settings: ClipTokenizerSettings,
+    addedTokens: ReadonlyArray<{ content: string; id: number }> = [],
   ) {
+    this.vocab = new Map(vocab);
+    for (const { content, id } of [...addedTokens, ...settings.addedTokens]) {
+      if (!Number.isInteger(id) || id < 0) throw new TokenizerError(`added token ${JSON.stringify(content)} has no valid id`);
+      this.vocab.set(content, id);
+    }
+    const verbatim = [
+      ...new Set([settings.bosToken, settings.eosToken, settings.padToken, settings.unkToken, ...addedTokens.map((t) => t.content), ...settings.addedTokens.map((t) => t.content)]),
+    ].filter((token) => token.length > 0);
+    verbatim.sort((a, b) => b.length - a.length);
+    this.addedTokenPattern = new RegExp(verbatim.map((token) => token.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
     this.bpe = new BytePairEncoder(merges);
     this.bosId = this.specialId(settings.bosToken, 'bos_token');
     this.eosId = this.specialId(settings.eosToken, 'eos_token');
@@ -137,16 +157,16 @@ export class ClipTokenizer {
       }
       return [pair[0], pair[1]];
     });
-    const added = ((parsed.added_tokens ?? []) as Array<{ content: string; id: number }>).map(
-      ({ content, id }) => [content, id] as [string, unknown],
-    );
+    const added = (parsed.added_tokens ?? []) as Array<{ content: string; id: number }>;
     return new ClipTokenizer(
-      toVocabMap([...Object.entries(model.vocab), ...added], 'tokenizer.json'),
+      toVocabMap(Object.entries(model.vocab), 'tokenizer.json'),
       merges,
       parseTokenizerConfig(tokenizerConfigJson),
+      added.map(({ content, id }) => ({ content, id })),
     );
   }
 
+  /** Rows the text encoder's embedding needs: the vocabulary and the added tokens (transformers' `len(tokenizer)`). */
   get vocabSize(): number {
     return this.vocab.size;
   }
@@ -158,8 +178,23 @@ export class ClipTokenizer {
     return id;
   }
 
-  /** The BPE tokens of a text, without special tokens or truncation. */
+  /**
+   * The tokens of a text, without BOS/EOS or truncation. As in transformers, added tokens (special ones
+   * included, even a pad token such as `!`) are cut out verbatim first; the text between them is cleaned,
+   * split by CLIP's pattern and byte-pair encoded.
+   */
   tokenize(text: string): string[] {
+    const tokens: string[] = [];
+    let start = 0;
+    for (const match of text.matchAll(this.addedTokenPattern)) {
+      tokens.push(...this.tokenizePlain(text.slice(start, match.index)), match[0]);
+      start = match.index + match[0].length;
+    }
+    tokens.push(...this.tokenizePlain(text.slice(start)));
+    return tokens;
+  }
+
+  private tokenizePlain(text: string): string[] {
     const tokens: string[] = [];
     for (const [piece] of cleanText(text).matchAll(PIECES)) {
       if (piece === START_OF_TEXT || piece === END_OF_TEXT) tokens.push(piece);
