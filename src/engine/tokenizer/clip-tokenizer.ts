@@ -110,15 +110,15 @@ export class ClipTokenizer {
     addedTokens: ReadonlyArray<{ content: string; id: number }> = [],
   ) {
     this.vocab = new Map(vocab);
-    for (const { content, id } of [...addedTokens, ...settings.addedTokens]) {
+    const added = [...addedTokens, ...settings.addedTokens];
+    for (const { content, id } of added) {
       if (!Number.isInteger(id) || id < 0) throw new TokenizerError(`added token ${JSON.stringify(content)} has no valid id`);
       this.vocab.set(content, id);
     }
-    const verbatim = [
-      ...new Set([settings.bosToken, settings.eosToken, settings.padToken, settings.unkToken, ...addedTokens.map((t) => t.content), ...settings.addedTokens.map((t) => t.content)]),
-    ].filter((token) => token.length > 0);
-    verbatim.sort((a, b) => b.length - a.length);
-    this.addedTokenPattern = new RegExp(verbatim.map((token) => token.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
+    const specials = [settings.bosToken, settings.eosToken, settings.padToken, settings.unkToken];
+    const verbatim = [...new Set([...specials, ...added.map((token) => token.content)])].filter((token) => token.length > 0);
+    const escape = (token: string) => token.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    this.addedTokenPattern = new RegExp(verbatim.sort((a, b) => b.length - a.length).map(escape).join('|'), 'g');
     this.bpe = new BytePairEncoder(merges);
     this.bosId = this.specialId(settings.bosToken, 'bos_token');
     this.eosId = this.specialId(settings.eosToken, 'eos_token');
