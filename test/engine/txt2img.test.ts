@@ -173,7 +173,7 @@ class MemoryPackSource implements PackSource {
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
 /** Random weights for every tensor a graph declares, stored as `dtype` (F32 values rounded to half when `roundToHalf`). */
-function randomCheckpoint(g: Graph, seed: number, dtype: 'F32' | 'F16', roundToHalf = false): Uint8Array {
+function randomCheckpoint(g: Graph, seed: number, dtype: 'F32' | 'F16', roundToHalf = false): Map<string, StoredTensor> {
   const rng = new Rng(seed);
   const tensors = new Map<string, StoredTensor>();
   for (const [name, shape] of expectedWeights(g)) {
@@ -183,12 +183,13 @@ function randomCheckpoint(g: Graph, seed: number, dtype: 'F32' | 'F16', roundToH
     if (roundToHalf) values = values.map((x) => float16BitsToFloat32(float32ToFloat16Bits(x)));
     tensors.set(name, fromFloat32(values, [...shape], dtype));
   }
-  return serializeSafetensors(tensors);
+  return tensors;
 }
 
 describe.skipIf(!hasFixtures)('txt2img on a generated SD 2.x-style pack', () => {
   // A gelu text encoder saved by transformers 4 (text_model.* keys), a three-level UNet with linear
-  // projections and per-block heads, a three-level VAE, `!` as the pad token, DDIM as the pack's scheduler.
+  // projections and per-block heads, a three-level VAE with legacy attention names, `!` as the pad token,
+  // DDIM as the pack's scheduler.
   const textConfig = {
     architectures: ['CLIPTextModel'], hidden_act: 'gelu', hidden_size: 24, intermediate_size: 40, num_attention_heads: 3,
     num_hidden_layers: 2, max_position_embeddings: 77, vocab_size: 49408, layer_norm_eps: 1e-5, eos_token_id: 49407,
@@ -228,11 +229,15 @@ describe.skipIf(!hasFixtures)('txt2img on a generated SD 2.x-style pack', () => 
       ['scheduler/scheduler_config.json', new Uint8Array(readFileSync(join(TINY_SD15, 'pack', 'scheduler', 'scheduler_config.json')))],
       ['tokenizer/tokenizer_config.json', json({ model_max_length: 77, pad_token: '!' })],
       ['text_encoder/config.json', json(textConfig)],
-      ['text_encoder/model.safetensors', randomCheckpoint(text, 1, dtype, roundToHalf)],
+      // As transformers < 4.31 saved it: with the position_ids buffer.
+      ['text_encoder/model.safetensors', serializeSafetensors(new Map([...randomCheckpoint(text, 1, dtype, roundToHalf),
+        ['text_model.embeddings.position_ids', { dtype: 'I64', shape: [1, 77], bytes: new Uint8Array(BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)).buffer) }]]))],
       ['unet/config.json', json(unetConfig)],
-      ['unet/diffusion_pytorch_model.safetensors', randomCheckpoint(unet, 2, dtype, roundToHalf)],
+      ['unet/diffusion_pytorch_model.safetensors', serializeSafetensors(randomCheckpoint(unet, 2, dtype, roundToHalf))],
       ['vae/config.json', json(vae)],
-      ['vae/diffusion_pytorch_model.safetensors', randomCheckpoint(autoencoder, 3, dtype, roundToHalf)],
+      // As diffusers < 0.14 saved it: the mid-block attention as query/key/value/proj_attn.
+      ['vae/diffusion_pytorch_model.safetensors', serializeSafetensors(new Map([...randomCheckpoint(autoencoder, 3, dtype, roundToHalf)]
+        .map(([name, tensor]) => [name.replace('.to_q.', '.query.').replace('.to_k.', '.key.').replace('.to_v.', '.value.').replace('.to_out.0.', '.proj_attn.'), tensor])))],
     ]));
   }
 

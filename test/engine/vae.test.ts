@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Graph } from '../../src/engine/graph';
 import { ModelConfigError } from '../../src/engine/models/config';
 import { expectedWeights } from '../../src/engine/models/params';
-import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, type VaeConfig } from '../../src/engine/models/vae';
+import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../../src/engine/models/vae';
 import { Rng } from '../../src/engine/random';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../../src/engine/weights/dtype';
 import { fromFloat32, readSafetensors, type StoredTensor, toFloat32 } from '../../src/engine/weights/safetensors';
@@ -69,6 +69,20 @@ describe.skipIf(!hasFixtures)('AutoencoderKL on the tiny-sd15 pack', () => {
     ];
     expect(names.length).toBe(new Set(names).size);
     expect(new Set(names)).toEqual(new Set(stored.keys()));
+  });
+
+  it('reads checkpoints with the legacy attention names (query, key, value, proj_attn)', async () => {
+    const stored = await readSafetensors(join(PACK, 'diffusion_pytorch_model.safetensors'));
+    const legacyNames: Record<string, string> = { to_q: 'query', to_k: 'key', to_v: 'value', 'to_out.0': 'proj_attn' };
+    const legacy = new Map([...stored].map(([name, tensor]) =>
+      [name.replace(/attentions\.0\.(to_q|to_k|to_v|to_out\.0)\./, (_, layer: string) => `attentions.0.${legacyNames[layer]}.`), tensor]));
+    expect([...legacy.keys()]).toContain('encoder.mid_block.attentions.0.proj_attn.weight');
+    expect([...legacy.keys()]).toContain('decoder.mid_block.attentions.0.query.bias');
+    const renamed = renameLegacyVaeKeys(legacy);
+    expect(new Set(renamed.keys())).toEqual(new Set(stored.keys()));
+    for (const [name, tensor] of renamed) expect(tensor).toBe(stored.get(name));
+    // Today's names pass through unchanged.
+    expect(new Set(renameLegacyVaeKeys(stored).keys())).toEqual(new Set(stored.keys()));
   });
 
   it('runs an F16 checkpoint exactly as the F32 one with rounded weights', async () => {

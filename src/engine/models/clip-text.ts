@@ -37,6 +37,11 @@ export function clipTextKeyPrefix(checkpointKeys: Iterable<string>): string {
   return '';
 }
 
+/** transformers before 4.31 also saved the `embeddings.position_ids` buffer, which is not a parameter. */
+export function dropClipTextBuffers<T>(stored: ReadonlyMap<string, T>): Map<string, T> {
+  return new Map([...stored].filter(([key]) => !key.endsWith('embeddings.position_ids')));
+}
+
 export interface ClipTextOutputs {
   /** [batch, sequence, hidden]: the final layer norm's output, what Stable Diffusion conditions on. */
   lastHiddenState: Tensor;

@@ -33,6 +33,17 @@ export function parseVaeConfig(json: unknown): VaeConfig {
   return parseModelConfig(VAE_CONFIG, json, 'vae/config.json');
 }
 
+/** diffusers before 0.14 named the mid-block attention's Linear layers as below; it still loads such files. */
+const LEGACY_ATTENTION_NAMES: Record<string, string> = { query: 'to_q', key: 'to_k', value: 'to_v', proj_attn: 'to_out.0' };
+
+/** Checkpoint keys renamed from the legacy attention names to today's (`attentions.0.query.weight` -> `attentions.0.to_q.weight`). */
+export function renameLegacyVaeKeys<T>(stored: ReadonlyMap<string, T>): Map<string, T> {
+  return new Map([...stored].map(([key, tensor]) => [
+    key.replace(/(\.attentions\.\d+\.)(query|key|value|proj_attn)\./, (_, path: string, name: string) => `${path}${LEGACY_ATTENTION_NAMES[name]}.`),
+    tensor,
+  ]));
+}
+
 /** diffusers builds every VAE norm with this epsilon (`resnet_eps`), whatever the config. */
 const EPS = 1e-6;
 

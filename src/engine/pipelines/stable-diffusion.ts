@@ -1,8 +1,8 @@
 import { Graph } from '../graph';
-import { buildClipTextEncoder, type ClipTextConfig, clipTextKeyPrefix, parseClipTextConfig } from '../models/clip-text';
+import { buildClipTextEncoder, type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
 import { expectedWeights } from '../models/params';
 import { buildUNet, parseUNetConfig, type UNetConfig } from '../models/unet';
-import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, type VaeConfig } from '../models/vae';
+import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
 import { type SchedulerName } from '../schedulers';
 import { type ClipTokenizer } from '../tokenizer';
 import { bindWeights } from '../weights/bind';
@@ -37,44 +37,53 @@ function declaredWeights(build: (g: Graph) => void): Map<string, readonly number
   return expectedWeights(g);
 }
 
+async function loadTextEncoder(pack: Pack): Promise<StableDiffusionModels['textEncoder']> {
+  const component = pack.component('text_encoder');
+  const config = parseClipTextConfig(component.config);
+  const stored = dropClipTextBuffers(await component.weights());
+  const keyPrefix = clipTextKeyPrefix(stored.keys());
+  const weights = bindWeights(declaredWeights((g) =>
+    buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [1, 1]), { prefix: keyPrefix })), stored);
+  return { config, keyPrefix, weights };
+}
+
+async function loadUNet(pack: Pack): Promise<StableDiffusionModels['unet']> {
+  const component = pack.component('unet');
+  const config = parseUNetConfig(component.config);
+  const size = 2 ** config.blockOutChannels.length;
+  const weights = bindWeights(declaredWeights((g) => buildUNet(
+    g, config,
+    g.input('sample', 'float32', [1, config.raw.in_channels, size, size]),
+    g.input('timestep', 'float32', [1]),
+    g.input('encoder_hidden_states', 'float32', [1, 1, config.crossAttentionDim[0]]),
+  )), await component.weights());
+  return { config, sampleSize: Number(component.config.sample_size ?? 64), weights };
+}
+
+async function loadVae(pack: Pack): Promise<StableDiffusionModels['vae']> {
+  const component = pack.component('vae');
+  const config = parseVaeConfig(component.config);
+  const weights = bindWeights(declaredWeights((g) => {
+    const size = 8 * 2 ** (config.block_out_channels.length - 1);
+    buildVaeEncoder(g, config, g.input('image', 'float32', [1, config.in_channels, size, size]));
+    buildVaeDecoder(g, config, g.input('latents', 'float32', [1, config.latent_channels, 1, 1]));
+  }), renameLegacyVaeKeys(await component.weights()));
+  return { config, weights };
+}
+
 /**
- * Reads a pack's configs and weights. A missing, unexpected or mis-shaped tensor in any component is a
- * WeightBindingError naming it; a config the engine cannot build is a ModelConfigError.
+ * Reads a pack's configs and weights, as diffusers loads them (older files' names and buffers included),
+ * one component at a time so only one checkpoint's raw bytes are held at once. A missing, unexpected or
+ * mis-shaped tensor is a WeightBindingError naming it; a config the engine cannot build is a ModelConfigError.
  */
 export async function loadStableDiffusion(pack: Pack, tokenizer: ClipTokenizer): Promise<StableDiffusionModels> {
-  const textComponent = pack.component('text_encoder');
-  const textConfig = parseClipTextConfig(textComponent.config);
-  const textStored = await textComponent.weights();
-  const keyPrefix = clipTextKeyPrefix(textStored.keys());
-  const textWeights = bindWeights(declaredWeights((g) =>
-    buildClipTextEncoder(g, textConfig, g.input('input_ids', 'int64', [1, 1]), { prefix: keyPrefix })), textStored);
-  textStored.clear();
-
-  const unetComponent = pack.component('unet');
-  const unetConfig = parseUNetConfig(unetComponent.config);
-  const factor = 2 ** (unetConfig.blockOutChannels.length - 1);
-  const unetWeights = bindWeights(declaredWeights((g) => buildUNet(
-    g, unetConfig,
-    g.input('sample', 'float32', [1, unetConfig.raw.in_channels, factor, factor]),
-    g.input('timestep', 'float32', [1]),
-    g.input('encoder_hidden_states', 'float32', [1, 1, unetConfig.crossAttentionDim[0]]),
-  )), await unetComponent.weights());
-
-  const vaeComponent = pack.component('vae');
-  const vaeConfig = parseVaeConfig(vaeComponent.config);
-  const vaeWeights = bindWeights(declaredWeights((g) => {
-    const size = 8 * 2 ** (vaeConfig.block_out_channels.length - 1);
-    buildVaeEncoder(g, vaeConfig, g.input('image', 'float32', [1, vaeConfig.in_channels, size, size]));
-    buildVaeDecoder(g, vaeConfig, g.input('latents', 'float32', [1, vaeConfig.latent_channels, 1, 1]));
-  }), await vaeComponent.weights());
-
-  const schedulerComponent = pack.component('scheduler');
+  const scheduler = pack.component('scheduler');
   return {
     tokenizer,
-    textEncoder: { config: textConfig, keyPrefix, weights: textWeights },
-    unet: { config: unetConfig, sampleSize: Number(unetComponent.config.sample_size ?? 64), weights: unetWeights },
-    vae: { config: vaeConfig, weights: vaeWeights },
-    scheduler: { config: schedulerComponent.config, name: SCHEDULER_CLASSES[schedulerComponent.className] },
+    textEncoder: await loadTextEncoder(pack),
+    unet: await loadUNet(pack),
+    vae: await loadVae(pack),
+    scheduler: { config: scheduler.config, name: SCHEDULER_CLASSES[scheduler.className] },
   };
 }
 
