@@ -342,6 +342,25 @@ describe('stochastic schedulers', () => {
     expect(() => scheduler.step(eps, scheduler.timesteps[1], next)).toThrow(SchedulerUsageError);
   });
 
+  it('DDIM with eta: the deterministic step with a share of the direction replaced by fresh noise', () => {
+    const deterministic = createScheduler('ddim', SD_CONFIG);
+    const noisy = createScheduler('ddim', SD_CONFIG, { eta: 1 });
+    const same = createScheduler('ddim', SD_CONFIG, { eta: 0 });
+    for (const scheduler of [deterministic, noisy, same]) scheduler.setTimesteps(10);
+    const [t, prev] = deterministic.timesteps;
+    const x = new Rng(13).normal(32);
+    const eps = new Rng(14).normal(32);
+    expect(Array.from(same.step(eps, t, x, new Rng(15)))).toEqual(Array.from(deterministic.step(eps, t, x)));
+    const [abar, abarPrev] = [noisy.alphasCumprod[t], noisy.alphasCumprod[prev]];
+    const std = Math.sqrt(((1 - abarPrev) / (1 - abar)) * (1 - abar / abarPrev));
+    const x0 = x.map((v, i) => (v - Math.sqrt(1 - abar) * eps[i]) / Math.sqrt(abar));
+    const z = new Rng(15).normal(32);
+    const expected = x0.map((v, i) => Math.sqrt(abarPrev) * v + Math.sqrt(1 - abarPrev - std * std) * eps[i] + std * z[i]);
+    expect(relativeL2(noisy.step(eps, t, x, new Rng(15)), expected)).toBeLessThan(1e-12);
+    expect(() => noisy.step(eps, t, x)).toThrow(SchedulerUsageError);
+    expect(() => createScheduler('euler', SD_CONFIG, { eta: 1 })).toThrow(SchedulerConfigError);
+  });
+
   it('DDPM reverse step: posterior mean of q(x_prev | x_t, x0) plus its fixed_small standard deviation times Rng noise', () => {
     const ddpm = createScheduler('ddpm', SD_CONFIG);
     ddpm.setTimesteps(10);

@@ -1,6 +1,7 @@
-import type { SchedulerConfig } from './config';
+import type { Rng } from '../random';
+import { SchedulerConfigError, type SchedulerConfig } from './config';
 import { alphasCumprod, roundHalfEven, spacedTimesteps } from './noise-schedule';
-import { type Scheduler, requirePositiveSteps, requireSameLength, requireTimesteps, requireTrainTimestep } from './scheduler';
+import { type Scheduler, requirePositiveSteps, requireRng, requireSameLength, requireTimesteps, requireTrainTimestep } from './scheduler';
 
 /**
  * The x0 and noise a model output implies at ᾱ_t, for the three prediction types (shared with DDPM):
@@ -28,16 +29,25 @@ export function predictOriginalAndNoise(
   return { original, noise };
 }
 
-/** DDIM (Song et al. 2020), deterministic (eta = 0) as Stable Diffusion pipelines run it. */
+/**
+ * DDIM (Song et al. 2020). `eta` (diffusers' step argument, fixed per run here) scales the fresh noise:
+ * 0 is the deterministic sampler Stable Diffusion pipelines use by default, 1 matches DDPM's variance.
+ */
 export class DdimScheduler implements Scheduler {
   readonly initNoiseSigma = 1;
   timesteps: number[] = [];
   readonly alphasCumprod: Float64Array;
   /** ᾱ used past the end of the schedule: 1 or ᾱ_0 (`set_alpha_to_one`). */
   private readonly finalAlphaCumprod: number;
+  private readonly eta: number;
   private numInferenceSteps = 0;
 
-  constructor(private readonly config: SchedulerConfig) {
+  constructor(
+    private readonly config: SchedulerConfig,
+    { eta = 0 }: { eta?: number } = {},
+  ) {
+    if (!(eta >= 0)) throw new SchedulerConfigError(`ddim: eta must be >= 0, got ${eta}`);
+    this.eta = eta;
     this.alphasCumprod = alphasCumprod(config);
     this.finalAlphaCumprod = config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
   }
@@ -52,7 +62,7 @@ export class DdimScheduler implements Scheduler {
     return sample;
   }
 
-  step(modelOutput: Float64Array, t: number, sample: Float64Array): Float64Array {
+  step(modelOutput: Float64Array, t: number, sample: Float64Array, rng?: Rng): Float64Array {
     requireTimesteps(this.timesteps);
     requireSameLength(modelOutput, sample);
     requireTrainTimestep(t, this.config.num_train_timesteps);
@@ -61,7 +71,13 @@ export class DdimScheduler implements Scheduler {
     const alphaProd = this.alphasCumprod[t];
     const alphaProdPrev = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
     const { original, noise } = predictOriginalAndNoise(this.config, modelOutput, sample, alphaProd);
-    const [a, b] = [Math.sqrt(alphaProdPrev), Math.sqrt(1 - alphaProdPrev)];
-    return original.map((x0, i) => a * x0 + b * noise[i]);
+    // σ_t of the DDIM paper's eq. 16: eta times the DDPM posterior standard deviation.
+    const variance = ((1 - alphaProdPrev) / (1 - alphaProd)) * (1 - alphaProd / alphaProdPrev);
+    const std = this.eta * Math.sqrt(variance);
+    const [a, b] = [Math.sqrt(alphaProdPrev), Math.sqrt(1 - alphaProdPrev - std * std)];
+    const previous = original.map((x0, i) => a * x0 + b * noise[i]);
+    if (this.eta === 0) return previous;
+    const fresh = requireRng(rng, 'ddim with eta > 0').normal(sample.length);
+    return previous.map((x, i) => x + std * fresh[i]);
   }
 }
