@@ -118,11 +118,9 @@ export function serialize(graph: Graph, options: SerializeOptions = {}): Uint8Ar
 
 /** Alignment of tensors in external data files, so onnxruntime can map them from disk. */
 const EXTERNAL_ALIGNMENT = 4096;
-/** Tensors smaller than this stay in the model file, as onnx's own external-data converter does by default. */
-const INLINE_BELOW_BYTES = 1024;
 
 /**
- * Writes `path` (the graph) and `path.data` (the bytes of every initializer of 1 KiB or more), the ONNX external-data layout
+ * Writes `path` (the graph and its constants) and `path.data` (every weight's bytes), the ONNX external-data layout
  * that models over the 2 GB protobuf limit need. Returns the sha256 of both, the model's content hash.
  */
 export function saveWithExternalData(graph: Graph, path: string, options: SerializeOptions = {}): string {
@@ -135,8 +133,8 @@ export function saveWithExternalData(graph: Graph, path: string, options: Serial
   try {
     for (const { name, dtype, shape, data } of initializers) {
       const bytes = toBytes(dtype, data);
-      // Shapes, axes and scalars stay inline: onnxruntime's shape inference reads them from the model itself.
-      if (bytes.byteLength < INLINE_BELOW_BYTES) {
+      // Constants (shapes, axes, masks) stay inline: onnxruntime's shape inference reads them from the model itself.
+      if (!graph.weights.has(name)) {
         tensors.push({ name, dataType: ONNX_DTYPE[dtype], dims: [...shape], rawData: bytes });
         continue;
       }
