@@ -1,7 +1,7 @@
 import { Arg, Ctx, Field, ID, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
 import { ApiKey, User } from '../entities';
 import { issueKey, listKeys, revokeKey } from '../services/api-keys';
-import { signUp } from '../services/users';
+import { listUsers, signUp } from '../services/users';
 import { requireAdmin, requireUser } from '../services/viewer';
 import type { Context } from './context';
 
@@ -30,7 +30,7 @@ export class AccountResolver {
   @Query(() => [User], { description: 'Admins only.' })
   users(@Ctx() { viewer, services }: Context): Promise<User[]> {
     requireAdmin(viewer);
-    return services.db.getRepository(User).find({ order: { createdAt: 'ASC' } });
+    return listUsers(services.db);
   }
 
   @Mutation(() => SignUpResult, { description: 'Open to anonymous callers unless SIGNUP_ENABLED=false.' })

@@ -1,5 +1,6 @@
 import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { Image, Job } from '../entities';
+import { listJobImages } from '../services/images';
 import { cancelJob, getJob, listJobs } from '../services/jobs';
 import { requireUser } from '../services/viewer';
 import type { Context } from './context';
@@ -24,6 +25,6 @@ export class JobResolver {
   /** Runs only on jobs the viewer may see, and images share their job's owner. */
   @FieldResolver(() => [Image])
   images(@Root() job: Job, @Ctx() { services }: Context): Promise<Image[]> {
-    return services.db.getRepository(Image).find({ where: { jobId: job.id }, order: { createdAt: 'ASC' } });
+    return listJobImages(services.db, job);
   }
 }

@@ -3,12 +3,13 @@ import { BaseModel, Concept, Model, ModelKind, ModelVersion } from '../entities'
 import { listConcepts } from '../services/concepts';
 import {
   createModel,
+  deleteModel,
   getHeadVersion,
   getModel,
+  getModelBaseModel,
   listModels,
   listVersions,
   renameModel,
-  deleteModel,
 } from '../services/models';
 import { requireUser } from '../services/viewer';
 import type { Context } from './context';
@@ -57,16 +58,16 @@ export class ModelResolver {
     return renameModel(services.db, requireUser(viewer), id, name);
   }
 
-  @Mutation(() => ID, { description: 'Deletes the model with its versions and concepts; returns its id.' })
+  @Mutation(() => ID, { description: 'Deletes the model with its versions, concepts and photos; returns its id.' })
   deleteModel(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<string> {
-    return deleteModel(services.db, requireUser(viewer), id);
+    return deleteModel(services.db, services.store, requireUser(viewer), id);
   }
 
   // Field resolvers run only on models the query above already let the viewer see.
 
   @FieldResolver(() => BaseModel)
   baseModel(@Root() model: Model, @Ctx() { services }: Context): Promise<BaseModel> {
-    return services.db.getRepository(BaseModel).findOneByOrFail({ id: model.baseModelId });
+    return getModelBaseModel(services.db, model);
   }
 
   @FieldResolver(() => ModelVersion, { nullable: true })

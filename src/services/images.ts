@@ -1,5 +1,5 @@
 import type { DataSource } from 'typeorm';
-import { Image, type User } from '../entities';
+import { Image, type Job, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
 import { parseId } from './validate';
@@ -11,6 +11,11 @@ export function listImages(db: DataSource, user: User): Promise<Image[]> {
     where: isAdmin(user) ? {} : { job: { ownerId: user.id } },
     order: { createdAt: 'DESC' },
   });
+}
+
+/** The images a job made; callers have already checked the job is visible. */
+export function listJobImages(db: DataSource, job: Job): Promise<Image[]> {
+  return db.getRepository(Image).find({ where: { jobId: job.id }, order: { createdAt: 'ASC' } });
 }
 
 export async function getImage(db: DataSource, user: User, id: string): Promise<Image> {

@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { Brackets, type SelectQueryBuilder } from 'typeorm';
 import { z } from 'zod';
 import { BaseModel, Model, ModelKind, ModelVersion, type User } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
 import { badInput, forbidden, notFound } from './errors';
 import { parseId, parseInput } from './validate';
 import { isAdmin } from './viewer';
@@ -81,16 +82,30 @@ export async function renameModel(db: DataSource, user: User, id: string, name: 
   return db.getRepository(Model).save(model);
 }
 
-/** Deletes the model with its versions, concepts and contributions (weights objects stay for now). */
-export async function deleteModel(db: DataSource, user: User, id: string): Promise<string> {
+/** Deletes the model with its versions, concepts, contributions and instance photos, rows and objects. */
+export async function deleteModel(db: DataSource, store: ObjectStore, user: User, id: string): Promise<string> {
   const model = await getModelToChange(db, user, id);
-  await db.getRepository(Model).delete(model.id);
+  const objectKeys = await db.transaction(async (tx) => {
+    const photos: { objectKey: string }[] = await tx.query(
+      'SELECT i."objectKey" FROM instance_image i JOIN concept c ON c.id = i."conceptId" WHERE c."modelId" = $1',
+      [model.id],
+    );
+    const weights = await tx.getRepository(ModelVersion).find({ where: { modelId: model.id }, select: { weightsKey: true } });
+    await tx.getRepository(Model).delete(model.id); // the rest cascades
+    return [...photos.map((p) => p.objectKey), ...weights.map((v) => v.weightsKey)];
+  });
+  // After the commit: a failure here leaves unreferenced objects, never rows pointing at nothing.
+  for (const key of objectKeys) await store.delete(key);
   return model.id;
 }
 
 /** Versions of a model the user may see, newest first. */
 export function listVersions(db: DataSource, model: Model): Promise<ModelVersion[]> {
   return db.getRepository(ModelVersion).find({ where: { modelId: model.id }, order: { number: 'DESC' } });
+}
+
+export function getModelBaseModel(db: DataSource, model: Model): Promise<BaseModel> {
+  return db.getRepository(BaseModel).findOneByOrFail({ id: model.baseModelId });
 }
 
 export async function getHeadVersion(db: DataSource, model: Model): Promise<ModelVersion | null> {

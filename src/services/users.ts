@@ -17,6 +17,11 @@ export interface NewAccount extends IssuedKey {
   user: User;
 }
 
+/** Every account, oldest first (admins only: the resolver checks). */
+export function listUsers(db: DataSource): Promise<User[]> {
+  return db.getRepository(User).find({ order: { createdAt: 'ASC' } });
+}
+
 /** Self-service sign-up: a USER account and its first API key. */
 export async function signUp(db: DataSource, signupEnabled: boolean, address: string): Promise<NewAccount> {
   if (!signupEnabled) throw forbidden('Sign-up is disabled on this server');

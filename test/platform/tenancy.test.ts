@@ -78,8 +78,10 @@ describe('tenancy', () => {
     const apiKeyId = (await ok(gql(url, '{ apiKeys { id } }', {}, a.key))).apiKeys[0].id;
 
     // Jobs, images, versions and contributions are made by workers in later issues; rows stand in here.
-    const version = await db.getRepository(ModelVersion).save({ modelId: privateModelId, number: 1, weightsKey: 'weights/a/1' });
-    await db.query('UPDATE model SET "headVersionId" = $1 WHERE id = $2', [version.id, privateModelId]);
+    const versions = db.getRepository(ModelVersion);
+    const first = await versions.save({ modelId: privateModelId, number: 1, weightsKey: 'weights/a/1' });
+    const head = await versions.save({ modelId: privateModelId, number: 2, weightsKey: 'weights/a/2', parentVersionId: first.id });
+    await db.query('UPDATE model SET "headVersionId" = $1 WHERE id = $2', [head.id, privateModelId]);
     const contribution = await db.getRepository(Contribution).save({
       userId: a.userId, modelId: privateMetaModelId, conceptId: metaConceptId, status: ContributionStatus.PENDING,
     });
@@ -222,7 +224,8 @@ describe('tenancy', () => {
     const vars = { m: owned.privateModelId, i: owned.instanceImageId, j: owned.jobId };
     for (const key of [a.key, adminKey]) {
       const seen = await ok(gql(url, query, vars, key));
-      expect(seen.model.headVersion).toEqual({ number: 1 });
+      expect(seen.model.headVersion).toEqual({ number: 2 });
+      expect(seen.model.versions).toEqual([{ number: 2 }, { number: 1 }]);
       expect(seen.instanceImage).toMatchObject({ width: 8, height: 6 });
       expect(seen.job.images).toEqual([{ prompt: 'a sks dog' }]);
     }
@@ -231,5 +234,15 @@ describe('tenancy', () => {
     expect(errorCode(await gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { status } }', { id: owned.jobId }, a.key))).toBe('CONFLICT');
     expect(await ok(gql(url, 'mutation($id: ID!) { deleteImage(id: $id) }', { id: owned.imageId }, adminKey))).toEqual({ deleteImage: owned.imageId });
     await expect(platform.services.store.get('images/a/1.png')).rejects.toThrow();
+
+    // Deleting a model takes its version chain, concepts and their photos with it.
+    const [photo] = await platform.services.db.query('SELECT "objectKey" FROM instance_image WHERE id = $1', [owned.instanceImageId]);
+    await platform.services.store.get(photo.objectKey);
+    const deleted = await ok(gql(url, 'mutation($id: ID!) { deleteModel(id: $id) }', { id: owned.privateModelId }, a.key));
+    expect(deleted.deleteModel).toBe(owned.privateModelId);
+    const left = await platform.services.db.query('SELECT count(*)::int AS n FROM model_version WHERE "modelId" = $1', [owned.privateModelId]);
+    expect(left[0].n).toBe(0);
+    expect(errorCode(await gql(url, 'query($id: ID!) { instanceImage(id: $id) { id } }', { id: owned.instanceImageId }, a.key))).toBe('NOT_FOUND');
+    await expect(platform.services.store.get(photo.objectKey)).rejects.toThrow();
   });
 });
