@@ -126,6 +126,7 @@ const CASES: Case[] = [
     { strides: [2, 2], pads: [1, 0, 1, 1], dilations: [1, 1], group: 1 },
     { strides: [1, 2], pads: [2, 1, 2, 0], dilations: [2, 1], group: 2 },
     { strides: [3, 1], pads: [0, 0, 0, 0], dilations: [1, 2], group: 4 },
+    { strides: [1, 1], pads: [0, 1, 2, 1], dilations: [2, 1], group: 2 },
   ].map((options): Case => ({
     name: `Conv ${JSON.stringify(options)}`,
     dtype: 'float32',
@@ -133,6 +134,7 @@ const CASES: Case[] = [
     shapes: (r) => [[2, 4, r.int(6, 8), r.int(6, 8)], [options.group * 2, 4 / options.group, 3, 3], [options.group * 2]],
     build: ([x, w, b]) => conv(x, w, b, options),
   })),
+  { name: 'Conv 1x1 padded beyond its reach', dtype: 'float32', linear: true, shapes: () => [[1, 3, 4, 5], [2, 3, 1, 1]], build: ([x, w]) => conv(x, w, undefined, { pads: [1, 0, 0, 1] }) },
   { name: 'Conv 1-D', dtype: 'float32', linear: true, shapes: (r) => [[2, 3, r.int(7, 9)], [2, 3, 3]], build: ([x, w]) => conv(x, w, undefined, { strides: [2], pads: [1, 1] }) },
   ...[
     { strides: [2, 2], pads: [1, 1, 1, 1], dilations: [1, 1], group: 1, outputPadding: [1, 1] },

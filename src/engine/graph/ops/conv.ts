@@ -1,6 +1,9 @@
 import { type Attrs, attr, attrValue, check, defineOp, type Tensor } from '../graph';
+import { sizeOf } from '../shape';
+import { int64s } from './constants';
+import { matmul } from './matmul';
 import { reduceSum } from './reduce';
-import { reshape, slice, transpose } from './shape-ops';
+import { concat, gather, pad, reshape, slice, transpose, unsqueeze } from './shape-ops';
 
 export interface ConvOptions {
   strides?: number[];
@@ -53,44 +56,88 @@ function readConvAttrs(attrs: Attrs, spatial: number): Required<ConvOptions> {
 }
 
 /**
- * The weight gradient of y = Conv(x, w): dW[m, c] = sum over n of x[n, c] correlated with dY[n, m],
- * itself a Conv with the batch as channels, where stride and dilation swap roles. Groups become
- * the groups of that Conv: x is arranged [C/g, g*N, ...] and dY [g*M/g, N, ...]. The result can
- * exceed the kernel by the rows the forward stride skipped; those are sliced off.
+ * Weight gradient of y = Conv(x, w), ungrouped: dW[m, c, k] = sum over n, o of dY[n, m, o] *
+ * xpad[n, c, o * stride + k * dilation]. The shifted views of x for each kernel offset are
+ * stacked (im2col) and contracted with dY in one batched MatMul, which runs far faster than a
+ * Conv whose kernel is the whole of dY.
  */
-function convWeightGrad(x: Tensor, dy: Tensor, kernel: readonly number[], { strides, pads, dilations, group }: Required<ConvOptions>): Tensor {
+function im2colWeightGrad(x: Tensor, dy: Tensor, kernel: readonly number[], { strides, pads, dilations }: Required<ConvOptions>): Tensor {
+  const [n, c] = x.shape;
+  const [, m, ...outSpace] = dy.shape;
+  const spatial = kernel.length;
+  const axes = kernel.map((_, i) => 2 + i);
+  const padded = pad(x, [0, 0, ...pads.slice(0, spatial), 0, 0, ...pads.slice(spatial)]);
+  const offsets = kernel.reduce<number[][]>((all, k) => all.flatMap((prefix) => [...Array(k).keys()].map((i) => [...prefix, i])), [[]]);
+  const views = offsets.map((offset) => {
+    const starts = offset.map((k, i) => k * dilations[i]);
+    const view = slice(padded, starts, starts.map((b, i) => b + strides[i] * (outSpace[i] - 1) + 1), axes,
+      strides.some((st) => st !== 1) ? strides : undefined);
+    return unsqueeze(view, [2]);
+  });
+  const positions = sizeOf(outSpace);
+  const columns = reshape(concat(views, 2), [n, c * offsets.length, positions]);
+  const perSample = matmul(reshape(dy, [n, m, positions]), transpose(columns, [0, 2, 1]));
+  return reshape(n === 1 ? perSample : reduceSum(perSample, [0], false), [m, c, ...kernel]);
+}
+
+/**
+ * Weight gradient as a Conv with the batch as channels, where stride and dilation swap roles;
+ * used for grouped convolutions, whose groups become that Conv's groups: x is arranged
+ * [C/g, g*N, ...] and dY [g*M/g, N, ...]. The result can exceed the kernel by the rows the forward
+ * stride skipped; those are sliced off.
+ */
+function groupedWeightGrad(x: Tensor, dy: Tensor, kernel: readonly number[], { strides, pads, dilations, group }: Required<ConvOptions>): Tensor {
   const [n, c, ...space] = x.shape;
   const [, m, ...outSpace] = dy.shape;
-  const spatialOnes = space.map(() => 1);
   const input = reshape(transpose(reshape(x, [n, group, c / group, ...space]), [2, 1, 0, ...space.map((_, i) => 3 + i)]),
     [c / group, group * n, ...space]);
   const filters = reshape(transpose(reshape(dy, [n, group, m / group, ...outSpace]), [1, 2, 0, ...outSpace.map((_, i) => 3 + i)]),
     [m, n, ...outSpace]);
   let grad = conv(input, filters, undefined, { strides: dilations, pads, dilations: strides, group });
   if (grad.shape.slice(2).some((d, i) => d !== kernel[i])) {
-    grad = slice(grad, spatialOnes.map(() => 0), [...kernel], space.map((_, i) => 2 + i));
+    grad = slice(grad, space.map(() => 0), [...kernel], space.map((_, i) => 2 + i));
   }
   return transpose(grad, [1, 0, ...space.map((_, i) => 2 + i)]);
+}
+
+const convWeightGrad = (x: Tensor, dy: Tensor, kernel: readonly number[], options: Required<ConvOptions>): Tensor =>
+  options.group === 1 ? im2colWeightGrad(x, dy, kernel, options) : groupedWeightGrad(x, dy, kernel, options);
+
+/**
+ * Input gradient of y = Conv(x, w): the adjoint ConvTranspose of dY, with output_padding restoring
+ * the rows a stride dropped at the end. With stride 1 it is an ordinary Conv of dY with the kernel
+ * flipped and its channel axes swapped (per group), which onnxruntime runs several times faster.
+ */
+function convInputGrad(x: Tensor, w: Tensor, dy: Tensor, options: Required<ConvOptions>): Tensor {
+  const { strides, pads, dilations, group } = options;
+  const kernel = w.shape.slice(2);
+  const spatial = kernel.length;
+  const reach = kernel.map((k, i) => dilations[i] * (k - 1));
+  const flippedPads = [...reach.map((r, i) => r - pads[i]), ...reach.map((r, i) => r - pads[spatial + i])];
+  if (strides.every((st) => st === 1) && flippedPads.every((p) => p >= 0)) {
+    const [m, cg] = w.shape;
+    let flipped = w;
+    kernel.forEach((k, i) => {
+      flipped = gather(flipped, int64s(w.graph, [...Array(k).keys()].reverse()), 2 + i);
+    });
+    const perGroup = transpose(reshape(flipped, [group, m / group, cg, ...kernel]), [0, 2, 1, ...kernel.map((_, i) => 3 + i)]);
+    return conv(dy, reshape(perGroup, [group * cg, m / group, ...kernel]), undefined, { strides, pads: flippedPads, dilations, group });
+  }
+  const outputPadding = kernel.map((_, i) =>
+    x.shape[2 + i] - (strides[i] * (dy.shape[2 + i] - 1) + reach[i] + 1 - pads[i] - pads[spatial + i]));
+  return convTranspose(dy, w, undefined, { ...options, outputPadding });
 }
 
 /** Sums a conv output gradient over batch and space: the bias gradient. */
 const biasGrad = (dy: Tensor): Tensor => reduceSum(dy, [0, ...dy.shape.slice(2).map((_, i) => 2 + i)], false);
 
-// dX is the adjoint ConvTranspose of dY with the same weight; output_padding restores the rows a
-// stride dropped at the end, so dX has exactly x's shape.
 CONV.grad = ({ inputs: [x, w, b], attrs }, [dy], [wx, ww, wb]) => {
-  const spatial = x!.rank - 2;
-  const options = readConvAttrs(attrs, spatial);
-  const kernel = w!.shape.slice(2);
-  let dx: Tensor | undefined;
-  if (wx) {
-    const outputPadding = kernel.map((k, i) => {
-      const covered = options.strides[i] * (dy!.shape[2 + i] - 1) + options.dilations[i] * (k - 1) + 1 - options.pads[i] - options.pads[spatial + i];
-      return x!.shape[2 + i] - covered;
-    });
-    dx = convTranspose(dy!, w!, undefined, { ...options, outputPadding });
-  }
-  return [dx, ww ? convWeightGrad(x!, dy!, kernel, options) : undefined, wb && b ? biasGrad(dy!) : undefined];
+  const options = readConvAttrs(attrs, x!.rank - 2);
+  return [
+    wx ? convInputGrad(x!, w!, dy!, options) : undefined,
+    ww ? convWeightGrad(x!, dy!, w!.shape.slice(2), options) : undefined,
+    wb && b ? biasGrad(dy!) : undefined,
+  ];
 };
 
 /** The adjoint of Conv: input [N, C, ...], weight [C, M/group, ...kernel]. */
