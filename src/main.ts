@@ -91,7 +91,7 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const shutdown = (signal: string) => {
-    if (stopping) return;
+    if (stopping) process.exit(1); // a second Ctrl-C: the user gave up waiting
     stopping = true;
     log.info({ signal }, 'shutting down');
     platform.stop().then(

@@ -25,7 +25,7 @@ export function listUsers(db: DataSource): Promise<User[]> {
 /** Self-service sign-up: a USER account and its first API key. */
 export async function signUp(db: DataSource, signupEnabled: boolean, address: string): Promise<NewAccount> {
   if (!signupEnabled) throw forbidden('Sign-up is disabled on this server');
-  return createAccount(db, parseInput(email, address, 'email'), Role.USER);
+  return createAccount(db, parseInput(email, address, 'email'), Role.USER, 'default');
 }
 
 /** An ADMIN account with a key (`npm run admin:create`); an existing user with that email is promoted. */
@@ -33,13 +33,15 @@ export async function createAdmin(db: DataSource, address: string): Promise<NewA
   const normalized = parseInput(email, address, 'email');
   const users = db.getRepository(User);
   const existing = await users.findOneBy({ email: normalized });
-  if (!existing) return createAccount(db, normalized, Role.ADMIN);
+  if (!existing) return createAccount(db, normalized, Role.ADMIN, ADMIN_KEY_NAME);
   await users.update(existing.id, { role: Role.ADMIN });
   const user = await users.findOneByOrFail({ id: existing.id });
-  return { user, ...(await issueKey(db, user, 'admin:create')) };
+  return { user, ...(await issueKey(db, user, ADMIN_KEY_NAME)) };
 }
 
-async function createAccount(db: DataSource, address: string, role: Role): Promise<NewAccount> {
+const ADMIN_KEY_NAME = 'admin:create';
+
+async function createAccount(db: DataSource, address: string, role: Role, keyName: string): Promise<NewAccount> {
   return db.transaction(async (tx) => {
     const users = tx.getRepository(User);
     // ON CONFLICT DO NOTHING makes concurrent sign-ups with one email a clean CONFLICT.
@@ -53,6 +55,6 @@ async function createAccount(db: DataSource, address: string, role: Role): Promi
     const id = inserted.raw[0]?.id as string | undefined;
     if (!id) throw conflict('An account with this email already exists');
     const user = await users.findOneByOrFail({ id });
-    return { user, ...(await issueKey(tx, user, 'default')) };
+    return { user, ...(await issueKey(tx, user, keyName)) };
   });
 }

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAdmin } from '../../src/services/users';
 import { errorCode, gql, signUp, startTestPlatform, wsGql, type TestPlatform } from './helpers';
 
 const run = promisify(execFile);
@@ -29,6 +30,14 @@ describe('accounts and API keys', () => {
     expect(http.data?.me).toEqual({ email: 'root@example.org', role: 'ADMIN' });
     const ws = await wsGql(url, '{ me { email role } }', {}, key);
     expect(ws.data?.me).toEqual({ email: 'root@example.org', role: 'ADMIN' });
+  });
+
+  it('admin:create promotes an existing user and gives them a new key', async () => {
+    const { key } = await signUp(url, 'promoted@example.org');
+    const { user, secret } = await createAdmin(platform.services.db, 'promoted@example.org');
+    expect(user.role).toBe('ADMIN');
+    expect(secret).not.toBe(key);
+    expect((await gql(url, '{ me { role } }', {}, key)).data?.me.role).toBe('ADMIN');
   });
 
   it('signs up, and refuses a second account with the same email', async () => {
