@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { type AdamWOptions, compileGradients, compileTrainStep, gradients, Trainer, TrainerError } from '../../src/engine/autodiff';
-import { add, Graph, GraphError, linear, mul, reduceMean, reduceSum, sub, tanh, type Tensor } from '../../src/engine/graph';
+import { add, gather, Graph, GraphError, linear, mul, reduceMean, reduceSum, sub, tanh, type Tensor } from '../../src/engine/graph';
 import { EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { convAttentionNet, uniform } from '../helpers/conv-attention';
 
@@ -99,6 +99,25 @@ describe('train step', () => {
     expect(Array.from(trainer.param('w'))).toEqual(Array.from(Float32Array.from(w0)));
     await trainer.step({ x: { dtype: 'float32', dims: [5], data: new Float32Array(5) } }, 0.1);
     expect(trainer.steps).toBe(1);
+    await trainer.dispose();
+  });
+
+  it('keeps its state when onnxruntime rejects a step', async () => {
+    const g = new Graph('embedding');
+    const table = g.weight('table', [4, 3], uniform(12, 5));
+    const rows = gather(table, g.input('ids', 'int64', [2]));
+    const step = compileTrainStep({ graph: g, loss: reduceSum(mul(rows, rows), [0, 1], false), trainable: ['table'] });
+    const trainer = await Trainer.create(worker, step, { table: uniform(12, 5) });
+    const ids = (...values: number[]): Record<string, TensorData> => ({ ids: { dtype: 'int64', dims: [2], data: BigInt64Array.from(values, BigInt) } });
+    await expect(trainer.step(ids(0, 9), 0.1)).rejects.toThrow(TrainerError);
+    expect(trainer.steps).toBe(0);
+    expect(Array.from(trainer.param('table'))).toEqual(Array.from(uniform(12, 5)));
+    await trainer.step(ids(1, 1), 0.1);
+    const after = trainer.param('table');
+    // Only the looked-up row moves (weight decay touches all rows, but by lr * wd * p, far less).
+    const moved = [0, 1, 2, 3].map((row) => Math.abs(after[row * 3] - uniform(12, 5)[row * 3]));
+    expect(moved[1]).toBeGreaterThan(0.05);
+    expect(Math.max(moved[0], moved[2], moved[3])).toBeLessThan(0.01);
     await trainer.dispose();
   });
 });

@@ -1,5 +1,4 @@
-import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
-import { EngineRuntimeError } from '../runtime/errors';
+import { EngineRuntimeError, type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { type CompiledGraph, type TensorSpec } from './train-step';
 
 type FloatData = Extract<TensorData, { dtype: 'float32' | 'float64' }>;
@@ -88,9 +87,16 @@ export class Trainer {
     try {
       out = await this.worker.run(this.session, feeds);
     } catch (error) {
-      // The state's buffers went to the worker with the feeds; without the step's outputs they are gone.
-      this.#state.clear();
-      throw new TrainerError(`train step failed, parameters lost: ${(error as EngineRuntimeError).message}`);
+      // The state's buffers went to the worker with the feeds; a rejected run hands them back.
+      const returned = error instanceof EngineRuntimeError ? error.feeds : undefined;
+      for (const [name, state] of this.#state) {
+        if (!returned?.[name]) {
+          this.#state.clear();
+          break;
+        }
+        Object.assign(state, { param: returned[name], m: returned[`m.${name}`], v: returned[`v.${name}`] });
+      }
+      throw new TrainerError(`train step failed${this.#state.size ? '' : ', parameters lost'}: ${(error as Error).message}`);
     }
     for (const [name, state] of this.#state) {
       state.param = out[`new.${name}`] as FloatData;
