@@ -1,5 +1,10 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type AdamWOptions, compileGradients, compileTrainStep, gradients, Trainer, TrainerError } from '../../src/engine/autodiff';
+import {
+  type AdamWOptions, buildTrainStep, compileGradients, compileTrainStep, gradients, saveBuilt, Trainer, TrainerError,
+} from '../../src/engine/autodiff';
 import { add, gather, Graph, GraphError, linear, mul, reduceMean, reduceSum, sub, tanh, type Tensor } from '../../src/engine/graph';
 import { EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { convAttentionNet, uniform } from '../helpers/conv-attention';
@@ -73,6 +78,28 @@ describe('train step', () => {
       await trainer.dispose();
     });
   }
+
+  it('runs from a model file with external data as from bytes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'train-step-'));
+    const steps = async (compiled: Parameters<typeof Trainer.create>[1]) => {
+      const { w0, b0, x } = quadratic('float32');
+      const trainer = await Trainer.create(worker, compiled, { w: Float32Array.from(w0), b: Float32Array.from(b0) });
+      for (let i = 0; i < 2; i++) await trainer.step({ x: { dtype: 'float32', dims: [5], data: Float32Array.from(x) } }, 0.1);
+      const result = [...trainer.param('w')];
+      await trainer.dispose();
+      return result;
+    };
+    try {
+      const a = quadratic('float32');
+      const fromBytes = await steps(compileTrainStep({ graph: a.g, loss: a.loss, trainable: ['w'] }));
+      const b = quadratic('float32');
+      const saved = saveBuilt(buildTrainStep({ graph: b.g, loss: b.loss, trainable: ['w'] }), join(dir, 'step.onnx'));
+      expect(existsSync(`${saved.path}.data`)).toBe(true);
+      expect(await steps(saved)).toEqual(fromBytes);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('takes the documented inputs and outputs, and compiles to the same bytes twice', () => {
     const build = () => { const { g, loss } = quadratic('float32'); return compileTrainStep({ graph: g, loss, trainable: ['w'] }); };

@@ -1,6 +1,6 @@
 import { type DType } from '../graph/dtype';
 import { check, type Graph, type Tensor } from '../graph/graph';
-import { contentHash, serialize } from '../graph/serialize';
+import { contentHash, saveWithExternalData, serialize } from '../graph/serialize';
 import { type AdamWOptions, adamwUpdate, clipByGlobalNorm, globalNorm } from './adamw';
 import { gradients } from './gradients';
 
@@ -18,15 +18,24 @@ export interface BuiltGraph {
   batch: TensorSpec[];
 }
 
-/** A serialized model and what feeds it. */
-export interface CompiledGraph {
-  model: Uint8Array;
-  /** sha256 of `model`: compiled graphs are cached by content. */
+/** What feeds a compiled graph. */
+export interface GraphSignature {
+  /** Content hash: compiled graphs are cached by it. */
   hash: string;
   /** Weights fed as inputs, in order. */
   params: TensorSpec[];
   /** The forward graph's own inputs (the batch). */
   batch: TensorSpec[];
+}
+
+/** A model serialized in memory (under 2 GB). */
+export interface CompiledGraph extends GraphSignature {
+  model: Uint8Array;
+}
+
+/** A model written to `path`, its initializers in `path.data` beside it (any size). */
+export interface SavedGraph extends GraphSignature {
+  path: string;
 }
 
 const spec = (t: Tensor): TensorSpec => ({ name: t.name, dtype: t.dtype, shape: [...t.shape] });
@@ -108,11 +117,18 @@ export function buildTrainStep({ graph, loss, trainable, optimizer = {} }: Train
   return { graph, weightsAsInputs: new Set(trainable), batch };
 }
 
+const paramSpecs = ({ graph, weightsAsInputs }: BuiltGraph) => [...weightsAsInputs].map((name) => spec(graph.weights.get(name)!.tensor));
+
 /** Serializes a built graph (weights not fed as inputs must have data bound). */
-export function compile({ graph, weightsAsInputs, batch }: BuiltGraph): CompiledGraph {
-  const model = serialize(graph, { weightsAsInputs });
-  const params = [...weightsAsInputs].map((name) => spec(graph.weights.get(name)!.tensor));
-  return { model, hash: contentHash(model), params, batch };
+export function compile(built: BuiltGraph): CompiledGraph {
+  const model = serialize(built.graph, { weightsAsInputs: built.weightsAsInputs });
+  return { model, hash: contentHash(model), params: paramSpecs(built), batch: built.batch };
+}
+
+/** Writes a built graph with external data, for models over protobuf's 2 GB limit. */
+export function saveBuilt(built: BuiltGraph, path: string): SavedGraph {
+  const hash = saveWithExternalData(built.graph, path, { weightsAsInputs: built.weightsAsInputs });
+  return { path, hash, params: paramSpecs(built), batch: built.batch };
 }
 
 export const compileTrainStep = (options: TrainStepOptions): CompiledGraph => compile(buildTrainStep(options));

@@ -1,5 +1,5 @@
 import { EngineRuntimeError, type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
-import { type CompiledGraph, type TensorSpec } from './train-step';
+import { type CompiledGraph, type SavedGraph, type TensorSpec } from './train-step';
 
 type FloatData = Extract<TensorData, { dtype: 'float32' | 'float64' }>;
 
@@ -31,11 +31,13 @@ export class Trainer {
   private constructor(
     private readonly worker: EngineWorker,
     private readonly session: SessionHandle,
-    private readonly compiled: CompiledGraph,
+    private readonly compiled: CompiledGraph | SavedGraph,
   ) {}
 
   /** Opens the step's session; `initial` holds every trainable weight's starting values. */
-  static async create(worker: EngineWorker, compiled: CompiledGraph, initial: Record<string, Float32Array | Float64Array>): Promise<Trainer> {
+  static async create(
+    worker: EngineWorker, compiled: CompiledGraph | SavedGraph, initial: Record<string, Float32Array | Float64Array>,
+  ): Promise<Trainer> {
     for (const p of compiled.params) {
       const values = initial[p.name];
       const expected = p.shape.reduce((a, b) => a * b, 1);
@@ -43,7 +45,8 @@ export class Trainer {
         throw new TrainerError(`initial value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
       }
     }
-    const trainer = new Trainer(worker, await worker.createSession(compiled.model, { key: compiled.hash }), compiled);
+    const model = 'model' in compiled ? compiled.model : { path: compiled.path };
+    const trainer = new Trainer(worker, await worker.createSession(model, { key: compiled.hash }), compiled);
     for (const p of compiled.params) {
       const param = zerosLike(p);
       param.data.set(initial[p.name]);
