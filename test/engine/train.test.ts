@@ -117,6 +117,8 @@ describe('train step', () => {
     const { g, loss, w0, b0 } = quadratic('float32');
     expect(() => compileTrainStep({ graph: g, loss, trainable: ['w', 'nope'] })).toThrow(GraphError);
     expect(() => compileTrainStep({ graph: g, loss, trainable: ['w', 'nope'] })).toThrow(/nope, which is not a weight/);
+    g.weight('unused', [3], new Float32Array(3));
+    expect(() => compileTrainStep({ graph: g, loss, trainable: ['w', 'unused'] })).toThrow(/unused do not affect the loss/);
     const fresh = quadratic('float32');
     const step = compileTrainStep({ graph: fresh.g, loss: fresh.loss, trainable: ['w', 'b'] });
     const trainer = await Trainer.create(worker, step, { w: Float32Array.from(w0), b: Float32Array.from(b0) });

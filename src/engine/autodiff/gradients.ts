@@ -28,6 +28,12 @@ function activePath(graph: Graph, loss: Tensor, wrt: readonly Tensor[]) {
   return { active, needed: (t: Tensor | undefined) => !!t && fromWrt.has(t) && toLoss.has(t) };
 }
 
+/** The tensors of `wrt` that the loss does not depend on (their gradient is zero). */
+export function unreachable(graph: Graph, loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
+  const { needed } = activePath(graph, loss, wrt);
+  return wrt.filter((t) => t !== loss && !needed(t));
+}
+
 /**
  * Reverse-mode gradients of a scalar `loss` with respect to `wrt`, appended to `graph` as ordinary
  * nodes: one reverse sweep in topological order, each node's rule (its OpDef's `grad`) mapping

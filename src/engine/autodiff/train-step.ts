@@ -2,7 +2,7 @@ import { type DType } from '../graph/dtype';
 import { check, type Graph, type Tensor } from '../graph/graph';
 import { contentHash, saveWithExternalData, serialize } from '../graph/serialize';
 import { type AdamWOptions, adamwUpdate, clipByGlobalNorm, globalNorm } from './adamw';
-import { gradients } from './gradients';
+import { gradients, unreachable } from './gradients';
 
 export interface TensorSpec {
   name: string;
@@ -95,6 +95,9 @@ export function buildTrainStep({ graph, loss, trainable, optimizer = {} }: Train
   check(trainable.length > 0, 'trainStep: no trainable weights');
   const batch = graph.inputs.map(spec);
   const params = weightTensors(graph, trainable, 'trainable');
+  // torch.optim.AdamW skips a parameter without a gradient; here that is almost surely a wrong name.
+  const idle = unreachable(graph, loss, params);
+  check(!idle.length, `trainable weights ${idle.map((t) => t.name).join(', ')} do not affect the loss`);
   let grads = gradients(graph, loss, params);
   const norm = globalNorm(grads);
   if (optimizer.maxGradNorm !== undefined) grads = clipByGlobalNorm(grads, norm, optimizer.maxGradNorm);
