@@ -35,7 +35,7 @@ export function unbroadcast(grad: Tensor, shape: Shape): Tensor {
 }
 
 /** The reduced axes of a reduction node, and its output's shape with those axes kept as 1. */
-function reducedAxes({ inputs: [x, axesT], outputs: [y] }: Node): { axes: number[]; kept: number[] } {
+function reducedAxes({ inputs: [x, axesT] }: Node): { axes: number[]; kept: number[] } {
   const axes = axesT ? constantInts(axesT, 'axes').map((a) => normalizeAxis(a, x!.rank)!) : [...x!.shape.keys()];
   return { axes, kept: x!.shape.map((d, i) => (axes.includes(i) ? 1 : d)) };
 }

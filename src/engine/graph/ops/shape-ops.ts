@@ -47,7 +47,10 @@ export const CONCAT = defineOp('Concat', (inputs, attrs) => {
 });
 export const concat = (inputs: Tensor[], axis: number): Tensor =>
   inputs.length === 1 ? inputs[0] : inputs[0].graph.apply(CONCAT, inputs, { axis: attr.int(axis) })[0];
-CONCAT.grad = ({ inputs, attrs }, [dy]) => split(dy!, inputs.map((t) => t!.shape[normalizeAxis(attrValue(attrs, 'axis', 0), t!.rank)!]), attrValue(attrs, 'axis', 0));
+CONCAT.grad = ({ inputs, attrs }, [dy]) => {
+  const axis = normalizeAxis(attrValue(attrs, 'axis', 0), dy!.rank)!;
+  return split(dy!, inputs.map((t) => t!.shape[axis]), axis);
+};
 
 export const SPLIT = defineOp('Split', ([x, split], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), x!.rank);
