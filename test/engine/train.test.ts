@@ -5,7 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   type AdamWOptions, buildTrainStep, compileGradients, compileTrainStep, gradients, saveBuilt, Trainer, TrainerError,
 } from '../../src/engine/autodiff';
-import { add, gather, Graph, GraphError, linear, mul, reduceMean, reduceSum, sub, tanh, type Tensor } from '../../src/engine/graph';
+import {
+  add, gather, Graph, GraphError, linear, mul, reduceMean, reduceSum, scatterAdd, slice, sub, tanh, type Tensor,
+} from '../../src/engine/graph';
 import { EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { convAttentionNet, uniform } from '../helpers/conv-attention';
 
@@ -128,6 +130,11 @@ describe('train step', () => {
     expect(Array.from(trainer.param('w'))).toEqual(Array.from(Float32Array.from(w0)));
     await trainer.step({ x: { dtype: 'float32', dims: [5], data: new Float32Array(5) } }, 0.1);
     expect(trainer.steps).toBe(1);
+    const x = { x: { dtype: 'float32', dims: [5], data: new Float32Array(5) } } as Record<string, TensorData>;
+    const first = trainer.step(x, 0.1);
+    await expect(trainer.step(x, 0.1)).rejects.toThrow(/already running/);
+    await first;
+    expect(trainer.steps).toBe(2);
     await trainer.dispose();
   });
 
@@ -179,6 +186,13 @@ describe('gradients', () => {
     expect(matmuls(frozen.added)).toBe(1);
     expect(matmuls(full.added)).toBe(3);
     expect(frozen.added.some((n) => n.op === 'Tanh' || n.inputs.some((t) => t === frozen.m.x || t === frozen.m.w1))).toBe(false);
+  });
+
+  it('names the operator when a path to the loss has no gradient rule', () => {
+    const g = new Graph();
+    const w = g.weight('w', [3, 2], new Float32Array(6));
+    const scattered = scatterAdd(g.constant('float32', [3, 2], new Float32Array(6)), g.constant('int64', [1, 1], BigInt64Array.of(0n)), slice(w, [0], [1], [0]));
+    expect(() => gradients(g, reduceSum(scattered, [0, 1], false), [w])).toThrow(/ScatterND \(producing ScatterND_\d+\) has no gradient rule/);
   });
 
   it('compiles forward + named gradients for every requested weight', async () => {

@@ -26,6 +26,7 @@ function zerosLike({ dtype, shape }: TensorSpec): FloatData {
  */
 export class Trainer {
   #steps = 0;
+  #running = false;
   readonly #state = new Map<string, { param: FloatData; m: FloatData; v: FloatData }>();
 
   private constructor(
@@ -69,7 +70,17 @@ export class Trainer {
 
   /** One optimizer step on `batch` (copied, so the caller keeps it) at learning rate `lr`. */
   async step(batch: Record<string, TensorData>, lr: number): Promise<StepResult> {
+    if (this.#running) throw new TrainerError('a step is already running: await it before the next');
     if (this.#state.size !== this.compiled.params.length) throw new TrainerError('a failed step lost this trainer\'s parameters');
+    this.#running = true;
+    try {
+      return await this.#step(batch, lr);
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #step(batch: Record<string, TensorData>, lr: number): Promise<StepResult> {
     const feeds: Record<string, TensorData> = {};
     for (const input of this.compiled.batch) {
       const t = batch[input.name];
