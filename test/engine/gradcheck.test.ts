@@ -237,6 +237,20 @@ describe('gradient rules against central finite differences', () => {
     });
   }
 
+  it('accumulates many repeated Gather indices exactly, on all threads', async () => {
+    // Counts of each row fit float32 exactly, so a lost or doubled update would show.
+    const [rows, count] = [3, 200_000];
+    const g = new Graph();
+    const table = g.input('table', 'float32', [rows, 16]);
+    const ids = g.constant('int64', [count], BigInt64Array.from({ length: count }, (_, i) => BigInt(i % rows)));
+    g.output(gradients(g, reduceSum(gather(table, ids), [0, 1], false), [table])[0], 'grad');
+    const session = await ort.InferenceSession.create(serialize(g), { intraOpNumThreads: 4 });
+    sessions.push(session);
+    const { grad } = await session.run({ table: new ort.Tensor('float32', new Float32Array(rows * 16), [rows, 16]) });
+    const expected = [...Array(rows).keys()].flatMap((row) => Array(16).fill(Math.ceil((count - row) / rows)));
+    expect(Array.from(grad.data as Float32Array)).toEqual(expected);
+  });
+
   it('covers every operator that has a gradient rule', () => {
     const withRules = [...OPS.values()].filter((op) => op.grad).map((op) => op.type);
     expect(withRules.filter((type) => !covered.has(type))).toEqual([]);

@@ -191,8 +191,8 @@ describe('gradients', () => {
   it('names the operator when a path to the loss has no gradient rule', () => {
     const g = new Graph();
     const w = g.weight('w', [3, 2], new Float32Array(6));
-    const scattered = scatterAdd(g.constant('float32', [3, 2], new Float32Array(6)), g.constant('int64', [1, 1], BigInt64Array.of(0n)), slice(w, [0], [1], [0]));
-    expect(() => gradients(g, reduceSum(scattered, [0, 1], false), [w])).toThrow(/ScatterND \(producing ScatterND_\d+\) has no gradient rule/);
+    const scattered = scatterAdd(g.constant('float32', [3, 2], new Float32Array(6)), g.constant('int64', [1, 2], BigInt64Array.of(0n, 2n)), slice(w, [0], [1], [0]), 0);
+    expect(() => gradients(g, reduceSum(scattered, [0, 1], false), [w])).toThrow(/ScatterElements \(producing ScatterElements_\d+\) has no gradient rule/);
   });
 
   it('compiles forward + named gradients for every requested weight', async () => {

@@ -1,7 +1,7 @@
 import { attr, attrValue, check, defineOp, type Tensor } from '../graph';
 import { broadcastShapes, formatShape, normalizeAxis, sameShape, type Shape, sizeOf } from '../shape';
 import { constantInts, int64s } from './constants';
-import { cast, scalar } from './elementwise';
+import { scalar } from './elementwise';
 import { reduceSum, unbroadcast } from './reduce';
 
 export const RESHAPE = defineOp('Reshape', ([x, shape]) => {
@@ -165,17 +165,23 @@ PAD.grad = ({ inputs: [, padsT], attrs }, [dy]) => {
   return [pad(dy!, constantInts(padsT, 'pads').map((p) => -p))];
 };
 
-/** ScatterND: `data` with slices at `indices` [..., k] replaced by (or, with reduction 'add', added to) `updates`. */
-export const SCATTER_ND = defineOp('ScatterND', ([data, indices, updates]) => {
-  check(indices!.dtype === 'int64', `indices must be int64, got ${indices!.dtype}`);
-  const k = indices!.shape[indices!.rank - 1];
-  const expected = [...indices!.shape.slice(0, -1), ...data!.shape.slice(k)];
-  check(updates!.dtype === data!.dtype && sameShape(updates!.shape, expected),
-    `updates must be ${data!.dtype}${formatShape(expected)}, got ${updates!.dtype}${formatShape(updates!.shape)}`);
+/**
+ * ScatterElements: `data` with `updates` written (or, with reduction 'add', added) at `indices`
+ * along `axis`; indices and updates share a shape of data's rank. (ScatterND with reduction add
+ * would be shorter to use, but onnxruntime's CPU kernel adds repeated indices from several threads
+ * at once and loses updates; ScatterElements accumulates each output element on one thread.)
+ */
+export const SCATTER_ELEMENTS = defineOp('ScatterElements', ([data, indices, updates], attrs) => {
+  const axis = normalizeAxis(attrValue(attrs, 'axis', 0), data!.rank);
+  check(axis !== undefined, 'axis out of range');
+  check(indices!.dtype === 'int64' || indices!.dtype === 'int32', `indices must be integers, got ${indices!.dtype}`);
+  check(updates!.dtype === data!.dtype && sameShape(updates!.shape, indices!.shape) && updates!.rank === data!.rank
+    && updates!.shape.every((d, i) => i === axis || d <= data!.shape[i]),
+  `updates ${updates!.dtype}${formatShape(updates!.shape)} must match indices ${formatShape(indices!.shape)} and fit data ${data!.dtype}${formatShape(data!.shape)}`);
   return [{ dtype: data!.dtype, shape: data!.shape }];
 });
-export const scatterAdd = (data: Tensor, indices: Tensor, updates: Tensor): Tensor =>
-  data.graph.apply(SCATTER_ND, [data, indices, updates], { reduction: attr.string('add') })[0];
+export const scatterAdd = (data: Tensor, indices: Tensor, updates: Tensor, axis: number): Tensor =>
+  data.graph.apply(SCATTER_ELEMENTS, [data, indices, updates], { axis: attr.int(axis), reduction: attr.string('add') })[0];
 
 /** Rows of `data` picked by integer `indices` along `axis` (embedding lookups). */
 export const GATHER = defineOp('Gather', ([data, indices], attrs) => {
@@ -186,22 +192,16 @@ export const GATHER = defineOp('Gather', ([data, indices], attrs) => {
 });
 export const gather = (data: Tensor, indices: Tensor, axis = 0): Tensor =>
   data.graph.apply(GATHER, [data, indices], { axis: attr.int(axis) })[0];
-// Scatter-add of the gradient rows into zeros: repeated indices (a token used twice) accumulate.
-// Other axes are moved to the front and back, since ScatterND indexes leading axes.
+// Scatter-add of the gradient into zeros, so repeated indices (a token used twice) accumulate:
+// viewed as [before axis, indices, after axis], the gradient lands in data viewed as [before, axis, after].
 GATHER.grad = ({ inputs: [data, indices], attrs }, [dy]) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), data!.rank)!;
-  const q = indices!.rank;
-  const toFront = (rank: number, at: number, count: number) => {
-    const order = [...Array(rank).keys()];
-    return [...order.slice(at, at + count), ...order.slice(0, at), ...order.slice(at + count)];
-  };
-  const updates = axis === 0 ? dy! : transpose(dy!, toFront(dy!.rank, axis, q));
-  const front = axis === 0 ? data!.shape : toFront(data!.rank, axis, 1).map((i) => data!.shape[i]);
-  const index = unsqueeze(indices!.dtype === 'int64' ? indices! : cast(indices!, 'int64'), [q]);
-  const scattered = scatterAdd(zeros(data!, front), index, updates);
-  if (axis === 0) return [scattered];
-  const perm = toFront(data!.rank, axis, 1);
-  return [transpose(scattered, perm.map((_, i) => perm.indexOf(i)))];
+  const before = sizeOf(data!.shape.slice(0, axis));
+  const after = sizeOf(data!.shape.slice(axis + 1));
+  const count = sizeOf(indices!.shape);
+  const positions = expand(reshape(indices!, [1, count, 1]), [before, count, after]);
+  const scattered = scatterAdd(zeros(data!, [before, data!.shape[axis], after]), positions, reshape(dy!, [before, count, after]), 1);
+  return [reshape(scattered, data!.shape)];
 };
 
 /** Nearest-neighbour upsampling by integer factors, as torch's F.interpolate(mode="nearest"). */
