@@ -4,9 +4,15 @@ import { constantInts, int64s } from './constants';
 import { cast, div, equal, mul, sub } from './elementwise';
 import { expand, reshape } from './shape-ops';
 
+/** The axes a reduction sums over: ONNX reduces every axis when the axes input is absent or empty. */
+function reductionAxes(x: Tensor, axesT: Tensor | undefined): (number | undefined)[] {
+  const given = axesT ? constantInts(axesT, 'axes') : [];
+  return given.length ? given.map((a) => normalizeAxis(a, x.rank)) : [...x.shape.keys()];
+}
+
 function reduction(type: string) {
   return defineOp(type, ([x, axesT], attrs) => {
-    const axes = axesT ? constantInts(axesT, 'axes').map((a) => normalizeAxis(a, x!.rank)) : [...x!.shape.keys()];
+    const axes = reductionAxes(x!, axesT);
     check(axes.every((a) => a !== undefined), 'axis out of range');
     const keep = attrValue(attrs, 'keepdims', 1) === 1;
     const shape = keep ? x!.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x!.shape.filter((_, i) => !axes.includes(i));
@@ -36,7 +42,7 @@ export function unbroadcast(grad: Tensor, shape: Shape): Tensor {
 
 /** The reduced axes of a reduction node, and its output's shape with those axes kept as 1. */
 function reducedAxes({ inputs: [x, axesT] }: Node): { axes: number[]; kept: number[] } {
-  const axes = axesT ? constantInts(axesT, 'axes').map((a) => normalizeAxis(a, x!.rank)!) : [...x!.shape.keys()];
+  const axes = reductionAxes(x!, axesT) as number[];
   return { axes, kept: x!.shape.map((d, i) => (axes.includes(i) ? 1 : d)) };
 }
 
