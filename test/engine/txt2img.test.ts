@@ -204,11 +204,14 @@ describe.skipIf(!hasFixtures)('txt2img on a generated SD 2.x-style pack', () => 
     up_block_types: Array(3).fill('UpDecoderBlock2D'), layers_per_block: 1, norm_num_groups: 4, latent_channels: 4,
     scaling_factor: 0.13025,
   };
-  const tokenizerDir = join(TINY_SD15, 'pack', 'tokenizer');
-  const tokenizer = ClipTokenizer.fromFiles({
-    vocabJson: readFileSync(join(tokenizerDir, 'vocab.json'), 'utf8'),
-    mergesTxt: readFileSync(join(tokenizerDir, 'merges.txt'), 'utf8'),
-    tokenizerConfigJson: JSON.stringify({ model_max_length: 77, pad_token: '!' }),
+  let tokenizer: ClipTokenizer;
+  beforeAll(() => {
+    const tokenizerDir = join(TINY_SD15, 'pack', 'tokenizer');
+    tokenizer = ClipTokenizer.fromFiles({
+      vocabJson: readFileSync(join(tokenizerDir, 'vocab.json'), 'utf8'),
+      mergesTxt: readFileSync(join(tokenizerDir, 'merges.txt'), 'utf8'),
+      tokenizerConfigJson: JSON.stringify({ model_max_length: 77, pad_token: '!' }),
+    });
   });
 
   function generatedPack(dtype: 'F32' | 'F16', roundToHalf = false, vae: Record<string, unknown> = vaeConfig): PackSource {
