@@ -1,0 +1,181 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildTrainStep, saveBuilt, Trainer } from '../../src/engine/autodiff';
+import { add, chunk, Graph, mul, reduceMean, saveWithExternalData, serialize, sub, type Tensor } from '../../src/engine/graph';
+import { LoraSlots } from '../../src/engine/models/lora';
+import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
+import { buildVaeDecoder, parseVaeConfig } from '../../src/engine/models/vae';
+import { Rng } from '../../src/engine/random';
+import { type EngineWorker, type TensorData } from '../../src/engine/runtime';
+import { type GpuMemorySampler } from './gpu-memory';
+import { randomWeights, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from './sd15';
+
+export interface Timing {
+  /** ms */
+  median: number;
+  min: number;
+  max: number;
+  runs: number;
+}
+
+export interface SpeedOptions {
+  /** Latent side (64 = 512 px). */
+  latent: number;
+  /** `tiny` narrows the models' channels, for a quick check of the bench itself on a CPU. */
+  scale: 'sd15' | 'tiny';
+  warmup: number;
+  runs: number;
+  /** Where the model files go; `feeds.json` beside them lists each model's inputs (for `profile`). */
+  dir: string;
+  log: (line: string) => void;
+  memory: GpuMemorySampler;
+}
+
+const BATCH = 2;
+const TOKENS = 77;
+
+export function summarize(ms: number[]): Timing {
+  const sorted = [...ms].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: sorted.length };
+}
+
+async function time(warmup: number, runs: number, once: () => Promise<void>): Promise<Timing> {
+  for (let i = 0; i < warmup; i++) await once();
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await once();
+    ms.push(performance.now() - start);
+  }
+  return summarize(ms);
+}
+
+const unetConfig = (scale: SpeedOptions['scale']) =>
+  parseUNetConfig(scale === 'sd15' ? SD15_UNET_CONFIG : { ...SD15_UNET_CONFIG, block_out_channels: [32, 64, 128, 128] });
+const vaeConfig = (scale: SpeedOptions['scale']) =>
+  parseVaeConfig(scale === 'sd15' ? SD15_VAE_CONFIG : { ...SD15_VAE_CONFIG, block_out_channels: [32, 64, 64, 64] });
+
+/** A description of a model's inputs, so another process can feed it random values. */
+export type FeedSpec = { name: string; dtype: 'float32' | 'int64'; dims: number[] }[];
+
+export function randomFeeds(spec: FeedSpec, rng: Rng): Record<string, TensorData> {
+  return Object.fromEntries(spec.map(({ name, dtype, dims }) => {
+    const size = dims.reduce((a, b) => a * b, 1);
+    if (dtype === 'int64') return [name, { dtype, dims, data: BigInt64Array.from({ length: size }, (_, i) => BigInt(i % 2 ? 900 : 100)) }];
+    if (name === 'lr') return [name, { dtype, dims, data: Float32Array.of(1e-4) }];
+    if (name === 'lora_scale') return [name, { dtype, dims, data: Float32Array.of(1) }];
+    const values = rng.normalFloat32(size);
+    // second moments are never negative
+    return [name, { dtype, dims, data: name.startsWith('v.') ? values.map(Math.abs) : values }];
+  }));
+}
+
+const specOf = (g: Graph): FeedSpec => g.inputs.map((t) => ({ name: t.name, dtype: t.dtype as 'float32' | 'int64', dims: [...t.shape] }));
+
+/**
+ * The three timings the diffusers baseline also takes: a guided UNet step (batch 2), a VAE decode of one
+ * image, and a DreamBooth-LoRA train step (rank 4 on to_q/k/v/out, batch 2, frozen UNet as initializers).
+ */
+export async function speed(worker: EngineWorker, options: SpeedOptions): Promise<Record<string, unknown>> {
+  const { latent, log, memory, dir } = options;
+  const results: Record<string, unknown> = {};
+  const feedSpecs: Record<string, FeedSpec> = {};
+  const rng = new Rng(1);
+  const weights = new Map<string, Float32Array>();
+  const seconds = (since: number) => +((performance.now() - since) / 1000).toFixed(2);
+
+  // Guided UNet step: cond + uncond rows in one batch
+  {
+    let start = performance.now();
+    const g = new Graph('sd15_unet');
+    g.output(buildUNet(g, unetConfig(options.scale), g.input('sample', 'float32', [BATCH, 4, latent, latent]),
+      g.input('timesteps', 'int64', [BATCH]), g.input('encoder_hidden_states', 'float32', [BATCH, TOKENS, 768])), 'out');
+    randomWeights(g, weights);
+    log(`unet: build + random weights ${seconds(start)} s`);
+    start = performance.now();
+    const path = join(dir, 'unet.onnx');
+    const key = saveWithExternalData(g, path);
+    feedSpecs.unet = specOf(g);
+    log(`unet: external data written in ${seconds(start)} s`);
+    memory.reset();
+    const before = memory.current();
+    start = performance.now();
+    const session = await worker.createSession({ path }, { key });
+    results.unet_session_create_s = seconds(start);
+    const feeds = () => randomFeeds(feedSpecs.unet, rng);
+    const timing = await time(options.warmup, options.runs, async () => {
+      const out = await worker.run(session, feeds());
+      if (!Number.isFinite((out.out.data as Float32Array)[0])) throw new Error('the UNet produced non-finite values');
+    });
+    results.unet_step_cfg_b2_ms = timing;
+    results.unet_gpu_mib = { before, peak: memory.peak() };
+    log(`unet: session ${results.unet_session_create_s} s, guided step median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)}, ${timing.runs} runs), GPU MiB ${before} -> peak ${memory.peak()}`);
+    await worker.release(session);
+  }
+
+  // VAE decode of one image (latent x 8 pixels)
+  {
+    const g = new Graph('sd15_vae_decoder');
+    g.output(buildVaeDecoder(g, vaeConfig(options.scale), g.input('latents', 'float32', [1, 4, latent, latent])), 'decoded');
+    randomWeights(g);
+    feedSpecs.vae = specOf(g);
+    const model = serialize(g);
+    writeFileSync(join(dir, 'vae.onnx'), model);
+    let start = performance.now();
+    memory.reset();
+    const session = await worker.createSession(model);
+    results.vae_session_create_s = seconds(start);
+    const timing = await time(options.warmup, options.runs, async () => {
+      await worker.run(session, randomFeeds(feedSpecs.vae, rng));
+    });
+    results.vae_decode_ms = timing;
+    results.vae_gpu_mib_peak = memory.peak();
+    log(`vae: session ${results.vae_session_create_s} s, decode ${latent * 8} px median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)})`);
+    await worker.release(session);
+  }
+
+  // DreamBooth-LoRA train step: loss = mse(instance) + mse(prior), forward + backward + AdamW in one session
+  {
+    let start = performance.now();
+    const g = new Graph('sd15_lora_train');
+    const slots = new LoraSlots(g, 4);
+    const noisy = g.input('noisy_latents', 'float32', [BATCH, 4, latent, latent]);
+    const noise = g.input('noise', 'float32', [BATCH, 4, latent, latent]);
+    const pred = buildUNet(g, unetConfig(options.scale), noisy, g.input('timesteps', 'int64', [BATCH]),
+      g.input('encoder_hidden_states', 'float32', [BATCH, TOKENS, 768]), { linear: slots.linear });
+    const mse = (a: Tensor, b: Tensor) => reduceMean(mul(sub(a, b), sub(a, b)), [0, 1, 2, 3], false);
+    const [predInstance, predPrior] = chunk(pred, 2, 0);
+    const [noiseInstance, noisePrior] = chunk(noise, 2, 0);
+    const loss = add(mse(predInstance, noiseInstance), mse(predPrior, noisePrior));
+    const all = randomWeights(g, weights);
+    const trainable = [...slots.names()];
+    const built = buildTrainStep({ graph: g, loss, trainable });
+    results.train_graph_nodes = g.nodes.length;
+    results.lora_params = trainable.reduce((n, name) => n + all.get(name)!.length, 0);
+    log(`train: build + gradients ${seconds(start)} s (${g.nodes.length} nodes, ${results.lora_params} LoRA parameters)`);
+    start = performance.now();
+    const saved = saveBuilt(built, join(dir, 'train.onnx'));
+    // the trainable weights are inputs too, though no graph inputs
+    feedSpecs.train = [...specOf(g), ...saved.params.map(({ name, shape }) => ({ name, dtype: 'float32' as const, dims: [...shape] }))];
+    log(`train: external data written in ${seconds(start)} s`);
+    memory.reset();
+    const before = memory.current();
+    start = performance.now();
+    const trainer = await Trainer.create(worker, saved, Object.fromEntries(trainable.map((name) => [name, all.get(name)!])));
+    results.train_session_create_s = seconds(start);
+    const batch = randomFeeds(feedSpecs.train.filter((s) => saved.batch.some((b) => b.name === s.name)), rng);
+    let lossValue = NaN;
+    const timing = await time(options.warmup, options.runs, async () => {
+      lossValue = (await trainer.step(batch, 1e-4)).loss;
+    });
+    if (!Number.isFinite(lossValue)) throw new Error('the train step produced a non-finite loss');
+    results.lora_train_step_b2_ms = timing;
+    results.lora_train_gpu_mib = { before, peak: memory.peak() };
+    log(`train: session ${results.train_session_create_s} s, step median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)}), loss ${lossValue.toFixed(4)}, GPU MiB ${before} -> peak ${memory.peak()}`);
+    await trainer.dispose();
+  }
+  writeFileSync(join(dir, 'feeds.json'), JSON.stringify(feedSpecs));
+  return results;
+}
