@@ -4,9 +4,9 @@ import { expectedWeights } from '../models/params';
 import { buildUNet, parseUNetConfig, type UNetConfig } from '../models/unet';
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
 import { type SchedulerName } from '../schedulers';
-import { type ClipTokenizer } from '../tokenizer';
-import { bindWeights } from '../weights/bind';
-import { type Pack } from '../weights/pack';
+import { type ClipTokenizer, loadClipTokenizerFrom } from '../tokenizer';
+import { bindWeights, WeightBindingError } from '../weights/bind';
+import { loadPack, type Pack, type PackSource } from '../weights/pack';
 
 /** A Stable Diffusion pack with configs parsed and every component's weights checked and widened to float32. */
 export interface StableDiffusionModels {
@@ -47,16 +47,20 @@ async function loadTextEncoder(pack: Pack): Promise<StableDiffusionModels['textE
   return { config, keyPrefix, weights };
 }
 
-async function loadUNet(pack: Pack): Promise<StableDiffusionModels['unet']> {
-  const component = pack.component('unet');
-  const config = parseUNetConfig(component.config);
+function declaredUNetWeights(config: UNetConfig): Map<string, readonly number[]> {
   const size = 2 ** config.blockOutChannels.length;
-  const weights = bindWeights(declaredWeights((g) => buildUNet(
+  return declaredWeights((g) => buildUNet(
     g, config,
     g.input('sample', 'float32', [1, config.raw.in_channels, size, size]),
     g.input('timestep', 'float32', [1]),
     g.input('encoder_hidden_states', 'float32', [1, 1, config.crossAttentionDim[0]]),
-  )), await component.weights());
+  ));
+}
+
+async function loadUNet(pack: Pack): Promise<StableDiffusionModels['unet']> {
+  const component = pack.component('unet');
+  const config = parseUNetConfig(component.config);
+  const weights = bindWeights(declaredUNetWeights(config), await component.weights());
   return { config, sampleSize: Number(component.config.sample_size ?? 64), weights };
 }
 
@@ -75,16 +79,40 @@ async function loadVae(pack: Pack): Promise<StableDiffusionModels['vae']> {
  * Reads a pack's configs and weights, as diffusers loads them (older files' names and buffers included),
  * one component at a time so only one checkpoint's raw bytes are held at once. A missing, unexpected or
  * mis-shaped tensor is a WeightBindingError naming it; a config the engine cannot build is a ModelConfigError.
+ * The tokenizer comes from the pack's `tokenizer` folder, through the same source, unless one is given.
  */
-export async function loadStableDiffusion(pack: Pack, tokenizer: ClipTokenizer): Promise<StableDiffusionModels> {
+export async function loadStableDiffusion(pack: Pack, tokenizer?: ClipTokenizer): Promise<StableDiffusionModels> {
   const scheduler = pack.component('scheduler');
   return {
-    tokenizer,
+    tokenizer: tokenizer ?? await loadClipTokenizerFrom(pack.source, pack.component('tokenizer').name),
     textEncoder: await loadTextEncoder(pack),
     unet: await loadUNet(pack),
     vae: await loadVae(pack),
     scheduler: { config: scheduler.config, name: SCHEDULER_CLASSES[scheduler.className] },
   };
+}
+
+/** A whole model from wherever its pack lives (a folder, object storage): `loadPack` then `loadStableDiffusion`. */
+export async function loadStableDiffusionFrom(source: PackSource): Promise<StableDiffusionModels> {
+  return loadStableDiffusion(await loadPack(source));
+}
+
+/**
+ * The same models with a fully fine-tuned UNet (every parameter, by checkpoint key, as `trainDreamBooth`
+ * returns it) in place of the pack's; a missing, extra or mis-shaped tensor is a WeightBindingError.
+ */
+export function withUNetWeights(models: StableDiffusionModels, weights: ReadonlyMap<string, Float32Array>): StableDiffusionModels {
+  const expected = declaredUNetWeights(models.unet.config);
+  const problems: string[] = [];
+  for (const [name, shape] of expected) {
+    const data = weights.get(name);
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (!data) problems.push(`missing ${name}`);
+    else if (data.length !== size) problems.push(`${name} holds ${data.length} values but the model expects [${shape}]`);
+  }
+  for (const name of weights.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
+  if (problems.length > 0) throw new WeightBindingError(problems);
+  return { ...models, unet: { ...models.unet, weights: new Map(weights) } };
 }
 
 /** Gives each weight a graph declares the data loaded for it. */

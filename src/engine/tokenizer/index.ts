@@ -1,2 +1,2 @@
 export { ClipTokenizer, TokenizerError, parseTokenizerConfig, type ClipTokenizerSettings } from './clip-tokenizer';
-export { loadClipTokenizer } from './load';
+export { loadClipTokenizer, loadClipTokenizerFrom } from './load';
