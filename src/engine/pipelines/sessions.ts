@@ -7,16 +7,17 @@ import { type EngineWorker, type SessionHandle } from '../runtime';
 const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
 
 /**
- * Opens an inference session on a graph whose weights are bound. Graphs with `inlineWeightBytes` or more
- * of weights (a full-size UNet) are written with external data under `scratchDir`, which must outlive the session.
+ * Opens an inference session on a graph whose weights are bound, but for `weightsAsInputs` (fed with every run,
+ * as LoRA slots are). Graphs with `inlineWeightBytes` or more of weights (a full-size UNet) are written with
+ * external data under `scratchDir`, which must outlive the session.
  */
 export async function openGraphSession(
-  worker: EngineWorker, g: Graph, scratchDir: string, inlineWeightBytes = INLINE_WEIGHT_BYTES,
+  worker: EngineWorker, g: Graph, scratchDir: string, inlineWeightBytes = INLINE_WEIGHT_BYTES, weightsAsInputs = new Set<string>(),
 ): Promise<SessionHandle> {
   let weightBytes = 0;
-  for (const { data } of g.weights.values()) weightBytes += data?.byteLength ?? 0;
-  if (weightBytes < inlineWeightBytes) return worker.createSession(serialize(g));
+  for (const [name, { data }] of g.weights) if (!weightsAsInputs.has(name)) weightBytes += data?.byteLength ?? 0;
+  if (weightBytes < inlineWeightBytes) return worker.createSession(serialize(g, { weightsAsInputs }));
   const path = join(scratchDir, `${g.name}-${randomUUID()}.onnx`);
-  const key = saveWithExternalData(g, path);
+  const key = saveWithExternalData(g, path, { weightsAsInputs });
   return worker.createSession({ path }, { key });
 }

@@ -115,9 +115,10 @@ export function withUNetWeights(models: StableDiffusionModels, weights: Readonly
   return { ...models, unet: { ...models.unet, weights: new Map(weights) } };
 }
 
-/** Gives each weight a graph declares the data loaded for it. */
-export function attachWeights(g: Graph, weights: ReadonlyMap<string, Float32Array>): void {
+/** Gives each weight a graph declares the data loaded for it, but for those fed at run time (`fed`). */
+export function attachWeights(g: Graph, weights: ReadonlyMap<string, Float32Array>, fed: ReadonlySet<string> = new Set()): void {
   for (const [name, weight] of g.weights) {
+    if (fed.has(name)) continue;
     const data = weights.get(name);
     if (!data) throw new Error(`no loaded weight for ${name}`);
     weight.data = data;

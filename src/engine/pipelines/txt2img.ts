@@ -6,10 +6,11 @@ import sharp from 'sharp';
 import { z } from 'zod';
 import { add, chunk, clamp, concat, div, Graph, mul, sub, transpose } from '../graph';
 import { buildClipTextEncoder } from '../models/clip-text';
+import { type LoraLayer, LoraSlots } from '../models/lora';
 import { buildUNet } from '../models/unet';
 import { buildVaeDecoder } from '../models/vae';
 import { Rng } from '../random';
-import { type EngineWorker, type SessionHandle } from '../runtime';
+import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, SCHEDULER_NAMES, type SchedulerName } from '../schedulers';
 import { openGraphSession } from './sessions';
 import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
@@ -42,6 +43,14 @@ const REQUEST = z.object({
   width: z.number().int().positive().multipleOf(8).optional(),
   height: z.number().int().positive().multipleOf(8).optional(),
   numImages: z.number().int().min(1).max(16).default(1),
+  /**
+   * A UNet LoRA (`parseUNetLora`) applied at `scale`. The UNet graph gets slots of the LoRA's rank on its layers,
+   * so LoRAs of the same rank and layers share one compiled graph and differ only in what is fed.
+   */
+  lora: z.object({
+    weights: z.custom<ReadonlyMap<string, LoraLayer>>((value) => value instanceof Map && value.size > 0, 'expected parsed LoRA layers'),
+    scale: z.number().finite().default(1),
+  }).optional(),
 });
 
 export type Txt2ImgRequest = z.input<typeof REQUEST>;
@@ -77,6 +86,8 @@ export interface Txt2ImgResult {
  */
 export class Txt2ImgPipeline {
   readonly #sessions = new Map<string, Promise<SessionHandle>>();
+  /** The LoRA slots of each compiled LoRA denoiser, by session key. */
+  readonly #slots = new Map<string, LoraSlots>();
   #scratch: Promise<string> | undefined;
 
   constructor(readonly models: StableDiffusionModels, readonly worker: EngineWorker) {}
@@ -96,17 +107,22 @@ export class Txt2ImgPipeline {
     const latentShape = [r.numImages, unet.config.raw.in_channels, r.height / r.vaeFactor, r.width / r.vaeFactor];
     const initial = r.latents ? Float64Array.from(r.latents) : rng.normal(latentShape.reduce((a, b) => a * b, 1));
     let latents: Float64Array = initial.map((x) => x * scheduler.initNoiseSigma);
-    const denoiser = () => this.#denoiserGraph(latentShape, states.dims, guided);
+    const lora = r.lora && { rank: Math.max(...[...r.lora.weights.values()].map((layer) => layer.rank)), modules: [...r.lora.weights.keys()].sort() };
+    const denoiserKey = `unet:${latentShape}:${guided}${lora ? `:lora${lora.rank}:${lora.modules.join()}` : ''}`;
+    const denoiser = () => this.#denoiserGraph(denoiserKey, latentShape, states.dims, guided, lora);
+    // Checks the LoRA against its slots before the first step: a LoRA that does not fit is a LoraError.
+    const loraFeeds = r.lora && (await this.#denoiserSlots(denoiserKey, denoiser)).feeds(r.lora.weights, r.lora.scale);
     for (const [i, t] of scheduler.timesteps.entries()) {
       signal?.throwIfAborted();
-      const feeds: Record<string, { dtype: 'float32'; dims: number[]; data: Float32Array }> = {
+      const feeds: Record<string, TensorData> = {
         latents: { dtype: 'float32', dims: latentShape, data: Float32Array.from(scheduler.scaleModelInput(latents, t)) },
         timestep: { dtype: 'float32', dims: [1], data: Float32Array.of(t) },
         // A copy: the worker takes ownership of the buffers it is sent.
         encoder_hidden_states: { dtype: 'float32', dims: states.dims, data: states.data.slice() },
       };
       if (guided) feeds.guidance_scale = { dtype: 'float32', dims: [1], data: Float32Array.of(r.guidanceScale) };
-      const { noise } = await this.#run(`unet:${latentShape}:${guided}`, denoiser, feeds);
+      for (const [name, tensor] of Object.entries(loraFeeds ?? {})) feeds[name] = { ...tensor, data: tensor.data.slice() } as TensorData;
+      const { noise } = await this.#run(denoiserKey, denoiser, feeds);
       latents = scheduler.step(Float64Array.from(noise.data as Float32Array), t, latents, rng);
       onStep?.({ step: i + 1, steps: scheduler.timesteps.length, timestep: t });
     }
@@ -139,6 +155,7 @@ export class Txt2ImgPipeline {
   async close(): Promise<void> {
     const sessions = [...this.#sessions.values()];
     this.#sessions.clear();
+    this.#slots.clear();
     for (const session of await Promise.allSettled(sessions)) {
       if (session.status === 'fulfilled') await this.worker.release(session.value);
     }
@@ -174,13 +191,27 @@ export class Txt2ImgPipeline {
 
   /** Runs a cached session, compiling its graph on first use. */
   async #run(key: string, build: () => Graph, feeds: Parameters<EngineWorker['run']>[1]) {
+    return this.worker.run(await this.#session(key, build), feeds);
+  }
+
+  #session(key: string, build: () => Graph): Promise<SessionHandle> {
     let session = this.#sessions.get(key);
     if (!session) {
-      session = (async () => openGraphSession(this.worker, build(), await this.#scratchDir()))();
+      session = (async () => {
+        const g = build();
+        const fed = this.#slots.get(key)?.names();
+        return openGraphSession(this.worker, g, await this.#scratchDir(), undefined, fed);
+      })();
       this.#sessions.set(key, session);
       session.catch(() => this.#sessions.delete(key));
     }
-    return this.worker.run(await session, feeds);
+    return session;
+  }
+
+  /** The LoRA slots of a LoRA denoiser, compiling it on first use. */
+  async #denoiserSlots(key: string, build: () => Graph): Promise<LoraSlots> {
+    await this.#session(key, build);
+    return this.#slots.get(key)!;
   }
 
   #scratchDir(): Promise<string> {
@@ -197,21 +228,26 @@ export class Txt2ImgPipeline {
     return g;
   }
 
-  /** One denoising evaluation: the UNet on [uncond; cond] copies of the latents, combined by the guidance scale. */
-  #denoiserGraph(latentShape: number[], statesShape: number[], guided: boolean): Graph {
+  /**
+   * One denoising evaluation: the UNet on [uncond; cond] copies of the latents, combined by the guidance scale.
+   * With `lora`, the named linear layers get LoRA slots of its rank, fed with every run.
+   */
+  #denoiserGraph(key: string, latentShape: number[], statesShape: number[], guided: boolean, lora?: { rank: number; modules: string[] }): Graph {
     const { config, weights } = this.models.unet;
     const g = new Graph('denoiser');
+    const slots = lora && new LoraSlots(g, lora.rank, lora.modules);
     const latents = g.input('latents', 'float32', latentShape);
     const timestep = g.input('timestep', 'float32', [1]);
     const states = g.input('encoder_hidden_states', 'float32', statesShape);
     const sample = guided ? concat([latents, latents], 0) : latents;
-    let noise = buildUNet(g, config, sample, timestep, states);
+    let noise = buildUNet(g, config, sample, timestep, states, slots && { linear: slots.linear });
     if (guided) {
       const [uncond, cond] = chunk(noise, 2, 0);
       noise = add(uncond, mul(g.input('guidance_scale', 'float32', [1]), sub(cond, uncond)));
     }
     g.output(noise, 'noise');
-    attachWeights(g, weights);
+    attachWeights(g, weights, slots?.names());
+    if (slots) this.#slots.set(key, slots);
     return g;
   }
 

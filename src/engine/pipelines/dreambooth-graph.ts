@@ -1,0 +1,102 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type AdamWOptions, buildTrainStep, compile, type CompiledGraph, saveBuilt, type SavedGraph } from '../autodiff';
+import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../graph';
+import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
+import { buildUNet } from '../models/unet';
+import { type StableDiffusionModels } from './stable-diffusion';
+
+/** LoRA of `rank` on the UNet's linear layers whose names end with one of `targets`, or every UNet parameter. */
+export type TrainingMethod = { kind: 'lora'; rank: number; targets?: string[] } | { kind: 'full' };
+
+/** What fixes a train-step graph: the method, the batch shape and the optimizer constants. */
+export interface StepShape {
+  method: TrainingMethod;
+  /** Instance rows per step; as many prior rows follow them when `prior` is set. */
+  batchSize: number;
+  prior: boolean;
+  /** Latent height and width. */
+  latentSize: number;
+  optimizer: AdamWOptions;
+}
+
+/** A DreamBooth loss graph: the UNet (with LoRA slots, for LoRA) and the loss, before differentiation. */
+export interface LossGraph {
+  graph: Graph;
+  loss: Tensor;
+  /** The weights training updates, by graph weight name (peft `…lora_A.weight` names for LoRA). */
+  trainable: string[];
+  slots?: LoraSlots;
+}
+
+const mse = (a: Tensor, b: Tensor) => {
+  const d = sub(a, b);
+  return reduceMean(mul(d, d), [...a.shape.keys()], false);
+};
+
+/**
+ * The loss of diffusers' train_dreambooth(_lora).py on one batch. Inputs: `noisy_latents` and `target` (the DDPM
+ * forward process and the epsilon or v target, computed on the host in float64), `timesteps` (int64),
+ * `encoder_hidden_states`, and with prior preservation `prior_loss_weight` (a scalar input, so one compiled step
+ * serves every weight). Rows [0, N) are instances, [N, 2N) prior images:
+ * loss = mse(instance rows) + prior_loss_weight * mse(prior rows), or mse over all rows without prior.
+ * Frozen UNet weights are bound from `models`; trainable ones are left for the caller to feed.
+ */
+export function buildDreamBoothLoss(models: StableDiffusionModels, shape: StepShape): LossGraph {
+  const { config, weights } = models.unet;
+  const rows = shape.batchSize * (shape.prior ? 2 : 1);
+  const latentShape = [rows, config.raw.in_channels, shape.latentSize, shape.latentSize];
+  const g = new Graph('dreambooth_step');
+  const { method } = shape;
+  const slots = method.kind === 'lora' ? new LoraSlots(g, method.rank, method.targets ?? ATTENTION_TARGETS) : undefined;
+  const noisy = g.input('noisy_latents', 'float32', latentShape);
+  const target = g.input('target', 'float32', latentShape);
+  const timesteps = g.input('timesteps', 'int64', [rows]);
+  const states = g.input('encoder_hidden_states', 'float32', [rows, models.tokenizer.maxLength, config.crossAttentionDim[0]]);
+  const pred = buildUNet(g, config, noisy, timesteps, states, slots ? { linear: slots.linear } : {});
+  let loss: Tensor;
+  if (shape.prior) {
+    const [predInstance, predPrior] = chunk(pred, 2, 0);
+    const [targetInstance, targetPrior] = chunk(target, 2, 0);
+    loss = add(mse(predInstance, targetInstance), mul(mse(predPrior, targetPrior), g.input('prior_loss_weight', 'float32', [])));
+  } else {
+    loss = mse(pred, target);
+  }
+  const trainable = slots ? [...slots.names()] : [...weights.keys()];
+  const fed = new Set(trainable);
+  for (const [name, weight] of g.weights) if (!fed.has(name)) weight.data = weights.get(name);
+  return { graph: g, loss, trainable, slots };
+}
+
+/** Above this many bytes of frozen weights a step is written to disk with external data (protobuf stops at 2 GB). */
+const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
+
+const compiled = new WeakMap<StableDiffusionModels, Map<string, CompiledGraph | SavedGraph>>();
+let scratch: string | undefined;
+
+/**
+ * The train step of `shape` for these models, compiled once and kept while the models live (the runtime then
+ * caches its session by the content hash). LoRA steps carry the frozen UNet as initializers.
+ */
+export function dreamBoothTrainStep(
+  models: StableDiffusionModels, shape: StepShape, maxGradNorm: number | undefined,
+): CompiledGraph | SavedGraph {
+  const byShape = compiled.get(models) ?? compiled.set(models, new Map()).get(models)!;
+  const key = JSON.stringify({ ...shape, maxGradNorm });
+  let step = byShape.get(key);
+  if (!step) {
+    const { graph, loss, trainable } = buildDreamBoothLoss(models, shape);
+    const built = buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm } });
+    let frozenBytes = 0;
+    for (const [name, { data }] of graph.weights) if (!built.weightsAsInputs.has(name)) frozenBytes += data?.byteLength ?? 0;
+    if (frozenBytes < INLINE_WEIGHT_BYTES) {
+      step = compile(built);
+    } else {
+      scratch ??= mkdtempSync(join(tmpdir(), 'dreambooth-'));
+      step = saveBuilt(built, join(scratch, `step-${byShape.size}-${Date.now()}.onnx`));
+    }
+    byShape.set(key, step);
+  }
+  return step;
+}

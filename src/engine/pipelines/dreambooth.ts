@@ -1,0 +1,336 @@
+import { z } from 'zod';
+import { type AdamWOptions, compile, type CompiledGraph, Trainer } from '../autodiff';
+import { type LoraLayer } from '../models/lora';
+import { Rng } from '../random';
+import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
+import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../schedulers';
+import { buildDreamBoothLoss, dreamBoothTrainStep, type LossGraph, type StepShape, type TrainingMethod } from './dreambooth-graph';
+import { type TrainingPixels } from './images';
+import { loraFromSlots, type LoraWeights } from './lora-file';
+import { type StableDiffusionModels } from './stable-diffusion';
+import { TrainingEncoders } from './training-encoders';
+
+export type { TrainingMethod } from './dreambooth-graph';
+
+/** A training request or trainer setting the engine cannot honour; nothing was trained. */
+export class DreamBoothError extends Error {
+  override readonly name = 'DreamBoothError';
+}
+
+/** One training image (from `loadTrainingImage`) and the prompt it is trained with. */
+export interface Example {
+  pixels: TrainingPixels;
+  prompt: string;
+}
+
+/** Where training continues from: a previous LoRA (as `parseUNetLora` reads it) or a fully fine-tuned UNet. */
+export type TrainingStart = { lora: ReadonlyMap<string, LoraLayer> } | { unet: ReadonlyMap<string, Float32Array> };
+
+/**
+ * One batch in latent space: rows [instances x N, prior x N] of `latents` (already times scaling_factor),
+ * the `noise` to add, one training timestep per row and the rows' text embeddings.
+ */
+export interface LatentBatch {
+  latents: Float32Array;
+  noise: Float32Array;
+  timesteps: number[];
+  encoderHiddenStates: Float32Array;
+}
+
+export interface DreamBoothTrainerOptions {
+  method: TrainingMethod;
+  /** Instance rows per step; with `prior`, as many prior rows follow. */
+  batchSize: number;
+  prior: boolean;
+  /** Latent height and width (image resolution / the VAE's downscaling). */
+  latentSize: number;
+  optimizer?: Omit<AdamWOptions, 'maxGradNorm'>;
+  /** Clip gradients to this global norm; none when absent. */
+  maxGradNorm?: number;
+  start?: TrainingStart;
+  /** Draws a new LoRA's initial down matrices when there is no start. */
+  rng?: Rng;
+}
+
+/**
+ * The DreamBooth train step on latent batches: one compiled graph (see `dreamBoothTrainStep`), parameters and
+ * AdamW moments kept between steps. The DDPM forward process and the target are computed on the host in float64
+ * with the pack's scheduler config, as diffusers' DDPMScheduler.add_noise / get_velocity do.
+ */
+export class DreamBoothTrainer {
+  #evaluation: { compiled: CompiledGraph; session?: Promise<SessionHandle> } | undefined;
+
+  private constructor(
+    readonly models: StableDiffusionModels,
+    readonly worker: EngineWorker,
+    private readonly trainer: Trainer,
+    private readonly forward: LossGraph,
+    private readonly shape: StepShape,
+    private readonly scheduler: DdpmScheduler,
+    private readonly predictionType: 'epsilon' | 'v_prediction',
+  ) {}
+
+  static async create(models: StableDiffusionModels, worker: EngineWorker, options: DreamBoothTrainerOptions): Promise<DreamBoothTrainer> {
+    const schedulerConfig = resolveSchedulerConfig('ddpm', models.scheduler.config);
+    const predictionType = schedulerConfig.prediction_type;
+    if (predictionType === 'sample') throw new DreamBoothError('the pack\'s scheduler predicts samples; DreamBooth trains epsilon or v_prediction models');
+    const shape: StepShape = {
+      method: options.method, batchSize: options.batchSize, prior: options.prior, latentSize: options.latentSize, optimizer: options.optimizer ?? {},
+    };
+    const forward = buildDreamBoothLoss(models, shape);
+    const initial = initialValues(models, forward, options);
+    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), Object.fromEntries(initial));
+    const scheduler = createScheduler('ddpm', models.scheduler.config) as DdpmScheduler;
+    return new DreamBoothTrainer(models, worker, trainer, forward, shape, scheduler, predictionType);
+  }
+
+  get steps(): number {
+    return this.trainer.steps;
+  }
+
+  /** One AdamW step on `batch`; returns the loss before the update. */
+  async step(batch: LatentBatch, lr: number, priorLossWeight = 1): Promise<{ loss: number; gradNorm: number }> {
+    return this.trainer.step(this.#feeds(batch, priorLossWeight), lr);
+  }
+
+  /** The loss of the current weights on `batch`, changing nothing (a held-out measure). */
+  async loss(batch: LatentBatch, priorLossWeight = 1): Promise<number> {
+    if (!this.#evaluation) {
+      const { graph, loss, trainable } = this.forward;
+      graph.output(loss, 'loss');
+      const batchSpecs = graph.inputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape] }));
+      this.#evaluation = { compiled: compile({ graph, weightsAsInputs: new Set(trainable), batch: batchSpecs }) };
+    }
+    const evaluation = this.#evaluation;
+    evaluation.session ??= this.worker.createSession(evaluation.compiled.model, { key: evaluation.compiled.hash });
+    const feeds: Record<string, TensorData> = this.#feeds(batch, priorLossWeight);
+    for (const { name, shape } of evaluation.compiled.params) {
+      feeds[name] = { dtype: 'float32', dims: shape, data: this.trainer.param(name) as Float32Array };
+    }
+    const out = await this.worker.run(await evaluation.session, feeds, ['loss']);
+    return Number(out.loss.data[0]);
+  }
+
+  /** The trained weights now: a LoRA in diffusers key naming, or the whole UNet by checkpoint key. */
+  weights(): { lora?: LoraWeights; unet?: Map<string, Float32Array> } {
+    const values = new Map(this.forward.trainable.map((name) => [name, this.trainer.param(name) as Float32Array]));
+    return this.forward.slots ? { lora: loraFromSlots(values) } : { unet: values };
+  }
+
+  async dispose(): Promise<void> {
+    const session = this.#evaluation?.session;
+    this.#evaluation = undefined;
+    if (session) await this.worker.release(await session);
+    await this.trainer.dispose();
+  }
+
+  #feeds(batch: LatentBatch, priorLossWeight: number): Record<string, TensorData> {
+    const { batchSize, prior, latentSize } = this.shape;
+    const rows = batchSize * (prior ? 2 : 1);
+    const { config } = this.models.unet;
+    const latentDims = [rows, config.raw.in_channels, latentSize, latentSize];
+    const statesDims = [rows, this.models.tokenizer.maxLength, config.crossAttentionDim[0]];
+    const count = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
+    if (batch.latents.length !== count(latentDims) || batch.noise.length !== count(latentDims)
+      || batch.timesteps.length !== rows || batch.encoderHiddenStates.length !== count(statesDims)) {
+      throw new DreamBoothError(`a batch holds ${rows} rows: latents and noise [${latentDims}], ${rows} timesteps, encoder states [${statesDims}]`);
+    }
+    const latents = Float64Array.from(batch.latents);
+    const noise = Float64Array.from(batch.noise);
+    const noisy = this.scheduler.addNoise(latents, noise, batch.timesteps);
+    const target = this.predictionType === 'epsilon' ? noise : this.scheduler.getVelocity(latents, noise, batch.timesteps);
+    const feeds: Record<string, TensorData> = {
+      noisy_latents: { dtype: 'float32', dims: latentDims, data: Float32Array.from(noisy) },
+      target: { dtype: 'float32', dims: latentDims, data: Float32Array.from(target) },
+      timesteps: { dtype: 'int64', dims: [rows], data: BigInt64Array.from(batch.timesteps, BigInt) },
+      encoder_hidden_states: { dtype: 'float32', dims: statesDims, data: batch.encoderHiddenStates.slice() },
+    };
+    // alpha = rank, as diffusers' DreamBooth LoRA script configures peft: the LoRA enters at scale 1.
+    if (this.forward.slots) feeds.lora_scale = { dtype: 'float32', dims: [], data: Float32Array.of(1) };
+    if (prior) feeds.prior_loss_weight = { dtype: 'float32', dims: [], data: Float32Array.of(priorLossWeight) };
+    return feeds;
+  }
+}
+
+/**
+ * Starting values of the trainable weights: the start's, else a new LoRA as diffusers' script initializes peft
+ * (`init_lora_weights="gaussian"`: down ~ N(0, 1/rank²), up = 0, so training starts from the base model) or the
+ * pack's UNet.
+ */
+function initialValues(models: StableDiffusionModels, forward: LossGraph, { start, rng }: DreamBoothTrainerOptions): Map<string, Float32Array> {
+  const { slots } = forward;
+  if (!slots) {
+    if (start && 'lora' in start) throw new DreamBoothError('a LoRA cannot start a full fine-tune: merge it first or train a LoRA');
+    return new Map(forward.trainable.map((name) => [name, (start?.unet ?? models.unet.weights).get(name)!]));
+  }
+  if (start && 'unet' in start) throw new DreamBoothError('a full UNet cannot start a LoRA: load it as the base model instead');
+  if (start) {
+    for (const [module, layer] of start.lora) {
+      if (layer.rank !== slots.rank) throw new DreamBoothError(`the start LoRA has rank ${layer.rank} at ${module}; continue it with rank ${layer.rank}`);
+    }
+    return slots.values(start.lora);
+  }
+  const values = slots.values(null);
+  if (!rng) throw new DreamBoothError('a new LoRA needs an rng for its initial weights');
+  for (const [name, data] of values) {
+    if (name.endsWith('.lora_A.weight')) data.set(rng.normalFloat32(data.length).map((x) => x / slots.rank));
+  }
+  return values;
+}
+
+const EXAMPLE = z.object({
+  pixels: z.custom<TrainingPixels>((value) => typeof value === 'object' && value !== null && (value as TrainingPixels).data instanceof Float32Array,
+    'expected pixels from loadTrainingImage'),
+  prompt: z.string(),
+});
+
+const REQUEST = z.object({
+  instance: z.array(EXAMPLE).min(1),
+  /** Prior-preservation examples; none trains without the prior term. */
+  prior: z.array(EXAMPLE).default([]),
+  method: z.discriminatedUnion('kind', [
+    z.object({ kind: z.literal('lora'), rank: z.number().int().min(1).max(1024), targets: z.array(z.string().min(1)).min(1).optional() }),
+    z.object({ kind: z.literal('full') }),
+  ]),
+  steps: z.number().int().min(1).max(100_000),
+  /** Constant, as the scripts' default `lr_scheduler="constant"`. */
+  learningRate: z.number().finite().positive(),
+  batchSize: z.number().int().min(1).max(64).default(1),
+  priorLossWeight: z.number().finite().min(0).default(1),
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** Training images' size in pixels; default the UNet's sample_size times the VAE's downscaling. */
+  resolution: z.number().int().positive().multipleOf(8).optional(),
+  adamW: z.object({
+    betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+    eps: z.number().positive().default(1e-8),
+    weightDecay: z.number().min(0).default(1e-2),
+  }).default({ betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2 }),
+  maxGradNorm: z.number().positive().default(1),
+  start: z.custom<TrainingStart>((value) => typeof value === 'object' && value !== null
+    && (('lora' in value && value.lora instanceof Map) || ('unet' in value && value.unet instanceof Map)), 'expected { lora } or { unet } weights').optional(),
+});
+
+export type DreamBoothRequest = z.input<typeof REQUEST>;
+
+export interface DreamBoothProgress {
+  /** 1-based. */
+  step: number;
+  steps: number;
+  /** The batch's loss before this step's update. */
+  loss: number;
+  lr: number;
+}
+
+export interface DreamBoothOptions {
+  worker: EngineWorker;
+  onStep?: (progress: DreamBoothProgress) => void;
+  /** Checked before every step; an aborted run rejects with the signal's reason and returns no weights. */
+  signal?: AbortSignal;
+}
+
+export interface DreamBoothResult {
+  /** For LoRA: diffusers key naming (`serializeLora` writes it, `parseUNetLora` reads it back). */
+  lora?: LoraWeights;
+  /** For full fine-tuning: every UNet parameter by checkpoint key. */
+  unet?: Map<string, Float32Array>;
+  /** Each step's loss. */
+  losses: number[];
+}
+
+function validate(models: StableDiffusionModels, request: DreamBoothRequest) {
+  const parsed = REQUEST.safeParse(request);
+  if (!parsed.success) {
+    throw new DreamBoothError(parsed.error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`).join('; '));
+  }
+  const r = parsed.data;
+  const vaeFactor = 2 ** (models.vae.config.block_out_channels.length - 1);
+  const unetFactor = 2 ** (models.unet.config.blockOutChannels.length - 1);
+  const resolution = r.resolution ?? models.unet.sampleSize * vaeFactor;
+  if ((resolution / vaeFactor) % unetFactor) throw new DreamBoothError(`resolution ${resolution} must be a multiple of ${vaeFactor * unetFactor} for this model`);
+  for (const [set, examples] of [['instance', r.instance], ['prior', r.prior]] as const) {
+    examples.forEach(({ pixels }, i) => {
+      if (pixels.size !== resolution || pixels.data.length !== 3 * resolution * resolution) {
+        throw new DreamBoothError(`${set}.${i}: pixels are ${pixels.size}px; load the images at the training resolution ${resolution}`);
+      }
+    });
+  }
+  if (r.start && ('lora' in r.start) !== (r.method.kind === 'lora')) {
+    throw new DreamBoothError(`a ${r.method.kind === 'lora' ? 'LoRA' : 'full'} training must start from ${r.method.kind === 'lora' ? 'a LoRA' : 'UNet weights'}`);
+  }
+  return { ...r, resolution, latentSize: resolution / vaeFactor };
+}
+
+interface Encoded {
+  latents: Float32Array;
+  states: Float32Array;
+}
+
+function concatRows(rows: Float32Array[]): Float32Array {
+  const out = new Float32Array(rows.reduce((n, row) => n + row.length, 0));
+  let offset = 0;
+  for (const row of rows) {
+    out.set(row, offset);
+    offset += row.length;
+  }
+  return out;
+}
+
+/** A seeded order of `n` indices (Fisher-Yates), cycled through as the scripts' shuffling DataLoader does. */
+function shuffled(n: number, rng: Rng): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.nextUniform() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+/**
+ * DreamBooth as diffusers' train_dreambooth.py / train_dreambooth_lora.py train it: each step N instance and
+ * (with prior images) N prior examples, latents of the frozen VAE, text embeddings of the frozen text encoder,
+ * seeded noise and timesteps uniform in [0, num_train_timesteps), loss = mse(instance) + w * mse(prior) on the
+ * epsilon or v target, AdamW with gradient clipping at a constant learning rate. The same request and seed give
+ * the same weights bit for bit.
+ */
+export async function trainDreamBooth(
+  models: StableDiffusionModels, request: DreamBoothRequest, { worker, onStep, signal }: DreamBoothOptions,
+): Promise<DreamBoothResult> {
+  const r = validate(models, request);
+  signal?.throwIfAborted();
+  const rng = new Rng(r.seed);
+  const prior = r.prior.length > 0;
+  const trainer = await DreamBoothTrainer.create(models, worker, {
+    method: r.method, batchSize: r.batchSize, prior, latentSize: r.latentSize,
+    optimizer: r.adamW, maxGradNorm: r.maxGradNorm, start: r.start, rng,
+  });
+  const encoders = new TrainingEncoders(models, worker, r.resolution);
+  try {
+    // Every image and prompt encoded once, up front, in a fixed order: the posterior samples come from the seed.
+    const encode = async ({ pixels, prompt }: Example) => ({ latents: await encoders.latents(pixels, rng), states: await encoders.text(prompt) });
+    const instance: Encoded[] = [];
+    for (const example of r.instance) instance.push(await encode(example));
+    const priors: Encoded[] = [];
+    for (const example of r.prior) priors.push(await encode(example));
+    const instanceOrder = shuffled(instance.length, rng);
+    const priorOrder = shuffled(priors.length, rng);
+    const { num_train_timesteps: trainTimesteps } = resolveSchedulerConfig('ddpm', models.scheduler.config);
+    const losses: number[] = [];
+    for (let step = 0; step < r.steps; step++) {
+      signal?.throwIfAborted();
+      const first = step * r.batchSize;
+      const rows = Array.from({ length: r.batchSize }, (_, b) => instance[instanceOrder[(first + b) % instance.length]]);
+      if (prior) rows.push(...Array.from({ length: r.batchSize }, (_, b) => priors[priorOrder[(first + b) % priors.length]]));
+      const latents = concatRows(rows.map((row) => row.latents));
+      const noise = rng.normalFloat32(latents.length);
+      const timesteps = rows.map(() => Math.floor(rng.nextUniform() * trainTimesteps));
+      const encoderHiddenStates = concatRows(rows.map((row) => row.states));
+      const { loss } = await trainer.step({ latents, noise, timesteps, encoderHiddenStates }, r.learningRate, r.priorLossWeight);
+      losses.push(loss);
+      onStep?.({ step: step + 1, steps: r.steps, loss, lr: r.learningRate });
+    }
+    return { ...trainer.weights(), losses };
+  } finally {
+    await encoders.close();
+    await trainer.dispose();
+  }
+}

@@ -1,0 +1,81 @@
+import { Graph, serialize } from '../graph';
+import { buildClipTextEncoder } from '../models/clip-text';
+import { buildVaeEncoder } from '../models/vae';
+import { type Rng } from '../random';
+import { type EngineWorker, type SessionHandle } from '../runtime';
+import { type TrainingPixels } from './images';
+import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
+
+/**
+ * The frozen encoders of a training run, each input encoded once and cached: images to latents as
+ * `vae.encode(x).latent_dist.sample() * scaling_factor` (one seeded sample per image), prompts to the text
+ * encoder's last hidden state. Sessions live until `close()`.
+ */
+export class TrainingEncoders {
+  readonly #latents = new Map<TrainingPixels, Float32Array>();
+  readonly #texts = new Map<string, Float32Array>();
+  #vae: Promise<SessionHandle> | undefined;
+  #text: Promise<SessionHandle> | undefined;
+
+  constructor(readonly models: StableDiffusionModels, readonly worker: EngineWorker, readonly resolution: number) {}
+
+  /** [latent_channels, h, w] of one image; its posterior sample draws from `rng` the first time only. */
+  async latents(pixels: TrainingPixels, rng: Rng): Promise<Float32Array> {
+    const cached = this.#latents.get(pixels);
+    if (cached) return cached;
+    this.#vae ??= this.#open(() => this.#vaeGraph());
+    const { mean, logvar } = await this.worker.run(await this.#vae, {
+      image: { dtype: 'float32', dims: [1, 3, this.resolution, this.resolution], data: pixels.data.slice() },
+    });
+    const m = mean.data as Float32Array;
+    const lv = logvar.data as Float32Array;
+    const eps = rng.normal(m.length);
+    const scale = this.models.vae.config.scaling_factor;
+    const latents = Float32Array.from(m, (mu, i) => (mu + Math.exp(0.5 * lv[i]) * eps[i]) * scale);
+    this.#latents.set(pixels, latents);
+    return latents;
+  }
+
+  /** [tokens, hidden] for a prompt, padded to the tokenizer's max length as diffusers' DreamBooth scripts do. */
+  async text(prompt: string): Promise<Float32Array> {
+    const cached = this.#texts.get(prompt);
+    if (cached) return cached;
+    const { tokenizer } = this.models;
+    this.#text ??= this.#open(() => this.#textGraph());
+    const { last_hidden_state: states } = await this.worker.run(await this.#text, {
+      input_ids: { dtype: 'int64', dims: [1, tokenizer.maxLength], data: BigInt64Array.from(tokenizer.encodePadded(prompt), BigInt) },
+    });
+    this.#texts.set(prompt, states.data as Float32Array);
+    return states.data as Float32Array;
+  }
+
+  async close(): Promise<void> {
+    for (const session of await Promise.allSettled([this.#vae, this.#text].filter((s) => s !== undefined))) {
+      if (session.status === 'fulfilled') await this.worker.release(session.value);
+    }
+    this.#vae = this.#text = undefined;
+  }
+
+  async #open(build: () => Graph): Promise<SessionHandle> {
+    return this.worker.createSession(serialize(build()));
+  }
+
+  #vaeGraph(): Graph {
+    const { config, weights } = this.models.vae;
+    const g = new Graph('vae_encoder');
+    const { mean, logvar } = buildVaeEncoder(g, config, g.input('image', 'float32', [1, config.in_channels, this.resolution, this.resolution]));
+    g.output(mean, 'mean');
+    g.output(logvar, 'logvar');
+    attachWeights(g, weights);
+    return g;
+  }
+
+  #textGraph(): Graph {
+    const { config, keyPrefix, weights } = this.models.textEncoder;
+    const g = new Graph('text_encoder');
+    const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [1, this.models.tokenizer.maxLength]), { prefix: keyPrefix });
+    g.output(lastHiddenState, 'last_hidden_state');
+    attachWeights(g, weights);
+    return g;
+  }
+}

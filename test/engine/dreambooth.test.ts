@@ -1,0 +1,261 @@
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseUNetLora } from '../../src/engine/models/lora';
+import {
+  DreamBoothError, type DreamBoothProgress, type DreamBoothRequest, DreamBoothTrainer, type Example, type LatentBatch, type TrainingStart,
+  trainDreamBooth,
+} from '../../src/engine/pipelines/dreambooth';
+import { ImageInputError, loadTrainingImage } from '../../src/engine/pipelines/images';
+import { serializeLora } from '../../src/engine/pipelines/lora-file';
+import { loadStableDiffusionFrom, type StableDiffusionModels } from '../../src/engine/pipelines/stable-diffusion';
+import { TrainingEncoders } from '../../src/engine/pipelines/training-encoders';
+import { generateClassImages } from '../../src/engine/pipelines/class-images';
+import { Txt2ImgPipeline } from '../../src/engine/pipelines/txt2img';
+import { Rng } from '../../src/engine/random';
+import { EngineWorker } from '../../src/engine/runtime';
+import { FolderPackSource } from '../../src/engine/weights/pack';
+import { parseSafetensors, readSafetensors, type StoredTensor, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
+import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
+
+describe('training images', () => {
+  it('resizes the shorter side, center-crops and scales to [-1, 1] NCHW', async () => {
+    // 60x40: left third blue, the rest red. Cropped to the center 40x40 then shrunk to 20: red, with blue at the left edge.
+    const width = 60;
+    const height = 40;
+    const raw = Buffer.alloc(width * height * 3);
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) raw.set(x < 12 ? [0, 0, 255] : [255, 0, 0], (y * width + x) * 3);
+    }
+    const png = await sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
+    const { data, size } = await loadTrainingImage(png, 20);
+    expect(size).toBe(20);
+    expect(data.length).toBe(3 * 20 * 20);
+    const at = (c: number, y: number, x: number) => data[c * 400 + y * 20 + x];
+    expect(at(0, 10, 10)).toBeCloseTo(1, 5);
+    expect(at(2, 10, 10)).toBeCloseTo(-1, 5);
+    // 12 of 60 columns are blue; the crop drops 10 from each side, leaving 2 of 40 (one of 20 after the resize).
+    expect(at(2, 10, 0)).toBeGreaterThan(0);
+    expect(at(2, 10, 3)).toBeCloseTo(-1, 1);
+    expect(Math.min(...data)).toBeGreaterThanOrEqual(-1);
+    expect(Math.max(...data)).toBeLessThanOrEqual(1);
+  });
+
+  it('refuses non-images and images smaller than the resolution with typed errors', async () => {
+    const tiny = await sharp({ create: { width: 16, height: 24, channels: 3, background: '#ff0000' } }).jpeg().toBuffer();
+    await expect(loadTrainingImage(tiny, 20)).rejects.toMatchObject({ name: 'ImageInputError', code: 'TOO_SMALL' });
+    await expect(loadTrainingImage(new TextEncoder().encode('not an image'), 20)).rejects.toMatchObject({ code: 'NOT_AN_IMAGE' });
+    const gif = await sharp({ create: { width: 32, height: 32, channels: 3, background: '#ff0000' } }).gif().toBuffer();
+    await expect(loadTrainingImage(gif, 20)).rejects.toThrow(ImageInputError);
+  });
+});
+
+describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
+  let worker: EngineWorker;
+  let models: StableDiffusionModels;
+  let reference: Awaited<ReturnType<typeof loadReference>>;
+  let tensor: (name: string) => StoredTensor;
+
+  beforeAll(async () => {
+    reference = await loadReference();
+    tensor = (name) => reference.tensors.get(name)!;
+    models = await loadStableDiffusionFrom(new FolderPackSource(join(TINY_SD15, 'pack')));
+    worker = new EngineWorker();
+  });
+
+  afterAll(async () => {
+    await worker?.close();
+  });
+
+  const referenceBatch = (): LatentBatch => ({
+    latents: toFloat32(tensor('train.latents')),
+    noise: toFloat32(tensor('train.noise')),
+    timesteps: toIntegers(tensor('train.timesteps')),
+    encoderHiddenStates: toFloat32(tensor('train.encoder_hidden_states')),
+  });
+
+  it('takes the train step diffusers takes: the reference LoRA after one AdamW step within 1e-5', async () => {
+    const config = reference.json.train_lora;
+    const beforeFile = await readSafetensors(join(TINY_SD15, 'lora_before.safetensors'));
+    const before = parseUNetLora(beforeFile);
+    const after = await readSafetensors(join(TINY_SD15, 'lora_after_1step.safetensors'));
+    const trainer = await DreamBoothTrainer.create(models, worker, {
+      method: { kind: 'lora', rank: config.rank, targets: config.targets },
+      batchSize: 1, prior: true, latentSize: 16,
+      optimizer: { betas: config.optimizer.betas, eps: config.optimizer.eps, weightDecay: config.optimizer.weight_decay },
+      // As the pipeline trains. The reference step is unclipped, and Adam's first step does not depend on the
+      // gradient's scale (up to eps), so clipping must leave the result within the tolerance.
+      maxGradNorm: 1,
+      start: { lora: before },
+    });
+    try {
+      const { loss } = await trainer.step(referenceBatch(), config.optimizer.lr, reference.json.train_full.prior_loss_weight);
+      expect(Math.abs(loss - config.loss) / config.loss).toBeLessThan(1e-4);
+      const { lora } = trainer.weights();
+      expect([...lora!.keys()].sort()).toEqual([...after.keys()].sort());
+      let worst = 0;
+      let moved = 0;
+      for (const [name, expected] of after) {
+        const values = toFloat32(expected);
+        const start = toFloat32(beforeFile.get(name)!);
+        lora!.get(name)!.forEach((x, i) => {
+          worst = Math.max(worst, Math.abs(x - values[i]));
+          moved = Math.max(moved, Math.abs(values[i] - start[i]));
+        });
+      }
+      expect(worst).toBeLessThan(1e-5);
+      expect(moved).toBeGreaterThan(5e-5);
+    } finally {
+      await trainer.dispose();
+    }
+  });
+
+  it('encodes prompts and images as the frozen encoders do', async () => {
+    const encoders = new TrainingEncoders(models, worker, 32);
+    try {
+      const states = toFloat32(tensor('train.encoder_hidden_states'));
+      const row = states.length / 2;
+      expect(relativeL2(await encoders.text('a sks dog'), states.subarray(0, row))).toBeLessThan(1e-4);
+      expect(relativeL2(await encoders.text('a dog'), states.subarray(row))).toBeLessThan(1e-4);
+      // latent_dist.sample() * scaling_factor, the sample drawn from the rng it is given
+      const pixels = { data: toFloat32(tensor('vae.image')), size: 32 };
+      const latents = await encoders.latents(pixels, new Rng(7));
+      const mean = toFloat32(tensor('vae.posterior_mean'));
+      const logvar = toFloat32(tensor('vae.posterior_logvar'));
+      const eps = new Rng(7).normal(mean.length);
+      const expected = mean.map((m, i) => (m + Math.exp(0.5 * logvar[i]) * eps[i]) * models.vae.config.scaling_factor);
+      expect(relativeL2(latents, expected)).toBeLessThan(1e-4);
+      // cached: the same image is not sampled again
+      expect(await encoders.latents(pixels, new Rng(8))).toBe(latents);
+    } finally {
+      await encoders.close();
+    }
+  });
+
+  describe('training', () => {
+    const RESOLUTION = 32;
+    let instance: Example[];
+    let prior: Example[];
+    let heldOut: LatentBatch[];
+
+    /** A red square on white, placed at (x, y) in a 48x48 photo. */
+    const redSquare = (x: number, y: number) => sharp({ create: { width: 48, height: 48, channels: 3, background: '#ffffff' } })
+      .composite([{ input: { create: { width: 20, height: 20, channels: 3, background: '#ff0000' } }, left: x, top: y }])
+      .png().toBuffer();
+
+    beforeAll(async () => {
+      instance = await Promise.all([[14, 14], [10, 16], [18, 12]].map(async ([x, y]) => ({
+        pixels: await loadTrainingImage(await redSquare(x, y), RESOLUTION), prompt: 'a sks square',
+      })));
+      const pipeline = new Txt2ImgPipeline(models, worker);
+      try {
+        const pngs = await generateClassImages(pipeline, { prompt: 'a square', count: 2, seed: 5, steps: 4 });
+        prior = await Promise.all(pngs.map(async (png) => ({ pixels: await loadTrainingImage(png, RESOLUTION), prompt: 'a square' })));
+      } finally {
+        await pipeline.close();
+      }
+      // Fixed noise and timesteps over the instance images (each batch: one instance row, one prior row).
+      const encoders = new TrainingEncoders(models, worker, RESOLUTION);
+      try {
+        const rng = new Rng(99);
+        heldOut = [];
+        for (const [i, t] of [[0, 150], [1, 400], [2, 650], [0, 900]]) {
+          const latents = new Float32Array([...await encoders.latents(instance[i].pixels, rng), ...await encoders.latents(prior[i % 2].pixels, rng)]);
+          const encoderHiddenStates = new Float32Array([...await encoders.text(instance[i].prompt), ...await encoders.text(prior[0].prompt)]);
+          heldOut.push({ latents, noise: rng.normalFloat32(latents.length), timesteps: [t, t], encoderHiddenStates });
+        }
+      } finally {
+        await encoders.close();
+      }
+    });
+
+    const request = (overrides: Partial<DreamBoothRequest> = {}): DreamBoothRequest => ({
+      instance, prior, method: { kind: 'lora', rank: 4 }, steps: 3, learningRate: 1e-3, seed: 11, resolution: RESOLUTION, ...overrides,
+    });
+
+    /** Mean held-out loss of the base model with `start` applied (or the base model alone). */
+    async function heldOutLoss(method: DreamBoothRequest['method'], start?: TrainingStart): Promise<number> {
+      const trainer = await DreamBoothTrainer.create(models, worker, {
+        method, batchSize: 1, prior: true, latentSize: RESOLUTION / 2, start, rng: new Rng(0),
+      });
+      try {
+        let total = 0;
+        for (const batch of heldOut) total += await trainer.loss(batch);
+        return total / heldOut.length;
+      } finally {
+        await trainer.dispose();
+      }
+    }
+
+    it('LoRA training lowers the loss on a fixed batch', async () => {
+      const progress: DreamBoothProgress[] = [];
+      const result = await trainDreamBooth(models, request({ steps: 30 }), { worker, onStep: (p) => progress.push(p) });
+      expect(progress.map((p) => p.step)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      expect(progress.every((p) => p.steps === 30 && p.lr === 1e-3 && Number.isFinite(p.loss))).toBe(true);
+      expect(result.losses).toEqual(progress.map((p) => p.loss));
+      expect(result.unet).toBeUndefined();
+      const lora = parseUNetLora(parseSafetensors(serializeLora(result.lora!, 4)));
+      const before = await heldOutLoss({ kind: 'lora', rank: 4 });
+      const after = await heldOutLoss({ kind: 'lora', rank: 4 }, { lora });
+      expect(after).toBeLessThan(0.95 * before);
+    });
+
+    it('full fine-tuning lowers the loss on a fixed batch', async () => {
+      const result = await trainDreamBooth(models, request({ method: { kind: 'full' }, steps: 3, learningRate: 1e-4 }), { worker });
+      expect(result.lora).toBeUndefined();
+      expect([...result.unet!.keys()].sort()).toEqual([...models.unet.weights.keys()].sort());
+      const before = await heldOutLoss({ kind: 'full' });
+      const after = await heldOutLoss({ kind: 'full' }, { unet: result.unet! });
+      expect(after).toBeLessThan(0.95 * before);
+    });
+
+    it('gives the same weights bit for bit for the same seed, other weights for another', async () => {
+      const first = await trainDreamBooth(models, request(), { worker });
+      const second = await trainDreamBooth(models, request(), { worker });
+      const third = await trainDreamBooth(models, request({ seed: 12 }), { worker });
+      expect(second.losses).toEqual(first.losses);
+      for (const [name, data] of first.lora!) expect(second.lora!.get(name), name).toEqual(data);
+      expect([...first.lora!].some(([name, data]) => !third.lora!.get(name)!.every((x, i) => x === data[i]))).toBe(true);
+    });
+
+    it('continues from a previous LoRA', async () => {
+      const previous = await trainDreamBooth(models, request(), { worker });
+      const start = { lora: parseUNetLora(parseSafetensors(serializeLora(previous.lora!, 4))) };
+      // A vanishing learning rate leaves the start as it was: training began from it.
+      const still = await trainDreamBooth(models, request({ start, steps: 1, learningRate: 1e-12 }), { worker });
+      for (const [name, data] of previous.lora!) {
+        still.lora!.get(name)!.forEach((x, i) => expect(Math.abs(x - data[i])).toBeLessThan(1e-9));
+      }
+      const continued = await trainDreamBooth(models, request({ start, steps: 6, seed: 13 }), { worker });
+      expect(await heldOutLoss({ kind: 'lora', rank: 4 }, { lora: parseUNetLora(parseSafetensors(serializeLora(continued.lora!, 4))) }))
+        .toBeLessThan(await heldOutLoss({ kind: 'lora', rank: 4 }, start));
+      await expect(trainDreamBooth(models, request({ start, method: { kind: 'lora', rank: 8 } }), { worker }))
+        .rejects.toThrow(/rank 4/);
+      await expect(trainDreamBooth(models, request({ start, method: { kind: 'full' } }), { worker })).rejects.toThrow(DreamBoothError);
+    });
+
+    it('stops between steps when cancelled and returns nothing', async () => {
+      const controller = new AbortController();
+      const steps: number[] = [];
+      const run = trainDreamBooth(models, request({ steps: 5 }), {
+        worker, signal: controller.signal,
+        onStep: ({ step }) => {
+          steps.push(step);
+          if (step === 2) controller.abort(new Error('cancelled by the user'));
+        },
+      });
+      await expect(run).rejects.toThrow('cancelled by the user');
+      expect(steps).toEqual([1, 2]);
+    });
+
+    it('refuses bad requests with DreamBoothError before training', async () => {
+      const steps: number[] = [];
+      const onStep = ({ step }: DreamBoothProgress) => steps.push(step);
+      await expect(trainDreamBooth(models, request({ instance: [] }), { worker, onStep })).rejects.toThrow(/instance/);
+      await expect(trainDreamBooth(models, request({ resolution: 64 }), { worker, onStep })).rejects.toThrow(/training resolution 64/);
+      await expect(trainDreamBooth(models, request({ steps: 0 }), { worker, onStep })).rejects.toThrow(DreamBoothError);
+      await expect(trainDreamBooth(models, request({ method: { kind: 'lora', rank: 0 } }), { worker, onStep })).rejects.toThrow(DreamBoothError);
+      expect(steps).toEqual([]);
+    });
+  });
+});
