@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { ENGINE_DEVICES, type EngineDevice } from './engine/runtime/device';
 
 /** Environment variables understood by the platform; README "Configuration" documents each one. */
 const boolean = z
@@ -23,6 +24,7 @@ const EnvSchema = z
     MAX_BODY_BYTES: z.coerce.number().int().positive().default(1_000_000),
     QUERY_MAX_DEPTH: z.coerce.number().int().positive().default(10),
     QUERY_MAX_COST: z.coerce.number().int().positive().default(5000),
+    ENGINE_DEVICE: z.enum(ENGINE_DEVICES as [EngineDevice, ...EngineDevice[]]).default('cpu'),
   })
   .superRefine((env, ctx) => {
     // A real S3 needs credentials; the embedded store makes its own.
@@ -57,6 +59,8 @@ export interface Config {
   maxBodyBytes: number;
   queryMaxDepth: number;
   queryMaxCost: number;
+  /** Where workers run the engine's sessions. */
+  engineDevice: EngineDevice;
 }
 
 export class ConfigError extends Error {
@@ -94,5 +98,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: e.MAX_BODY_BYTES,
     queryMaxDepth: e.QUERY_MAX_DEPTH,
     queryMaxCost: e.QUERY_MAX_COST,
+    engineDevice: e.ENGINE_DEVICE,
   };
 }

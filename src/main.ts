@@ -4,8 +4,11 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type S3Config } from './config';
+import { JobEvents } from './jobs/events';
 import { Queue } from './jobs/queue';
+import { startWorker } from './jobs/worker';
 import { startApiServer } from './resolvers/api-server';
+import { ensureBundledBaseModel } from './services/base-models';
 import type { Services } from './resolvers/context';
 import { buildAppSchema } from './resolvers/schema';
 import { openDatabase } from './storage/database';
@@ -59,7 +62,10 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
     await store.ensureBucket();
     const queue = await Queue.start(databaseUrl, log);
     stack.push(() => queue.stop());
-    const services: Services = { config, log, db, store, queue };
+    const events = new JobEvents(databaseUrl, log);
+    stack.push(() => events.close());
+    const services: Services = { config, log, db, store, queue, events };
+    await ensureBundledBaseModel(db, store);
 
     let url: string | null = null;
     if (config.role !== 'worker') {
@@ -67,8 +73,10 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
       stack.push(() => api.stop());
       url = api.url;
     }
-    // ROLE=worker (and `all`) will register job handlers on the queue here once fine-tuning and
-    // generation land; until then a worker only keeps pg-boss's maintenance running.
+    if (config.role !== 'api') {
+      const worker = await startWorker(services);
+      stack.push(() => worker.stop());
+    }
     return { url, services, databaseUrl, s3, stop };
   } catch (error) {
     await stop();

@@ -1,4 +1,4 @@
-import { Field, Float, ID, ObjectType } from 'type-graphql';
+import { Field, Float, ID, Int, ObjectType } from 'type-graphql';
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import { Job } from './job';
 
@@ -21,6 +21,15 @@ export class Image {
   @Field(() => String)
   @Column({ type: 'text' })
   prompt: string;
+
+  /** Pixels. */
+  @Field(() => Int)
+  @Column({ type: 'integer' })
+  width: number;
+
+  @Field(() => Int)
+  @Column({ type: 'integer' })
+  height: number;
 
   @Field(() => ID)
   @Index()

@@ -1,5 +1,5 @@
 import { GraphQLJSONObject } from 'graphql-scalars';
-import { Field, Float, ID, ObjectType, registerEnumType } from 'type-graphql';
+import { Field, Float, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import { User } from './user';
 
@@ -42,6 +42,21 @@ export class Job {
   @Field(() => Float)
   @Column({ type: 'real', default: 0 })
   progress: number;
+
+  /** Steps done of `steps` (denoising steps for generation, training steps for a fine-tune). */
+  @Field(() => Int)
+  @Column({ type: 'integer', default: 0 })
+  step: number;
+
+  /** 0 until the worker knows the count. */
+  @Field(() => Int)
+  @Column({ type: 'integer', default: 0 })
+  steps: number;
+
+  /** The latest training loss; null for generation. */
+  @Field(() => Float, { nullable: true })
+  @Column({ type: 'real', nullable: true })
+  loss: number | null;
 
   /** A message fit for the user; internals go to the log. */
   @Field(() => String, { nullable: true })

@@ -8,6 +8,9 @@ const QUEUES: Record<JobType, string> = {
   [JobType.GENERATE]: 'generate',
 };
 
+/** How often an idle worker asks PostgreSQL for work (pg-boss's minimum is 0.5 s). */
+const POLLING_INTERVAL_SECONDS = 1;
+
 /** Delivery of jobs to workers through PostgreSQL (pg-boss): no extra service to run. */
 export class Queue {
   private constructor(private readonly boss: PgBoss) {}
@@ -21,6 +24,26 @@ export class Queue {
       if (!(await boss.getQueue(name))) await boss.createQueue(name);
     }
     return new Queue(boss);
+  }
+
+  /**
+   * Queues the work of Job row `id`. A handler that throws is retried once (a worker shutting down
+   * hands its job back that way); handlers record ordinary failures on the row and return.
+   */
+  async send(type: JobType, id: string, expireInMinutes: number): Promise<void> {
+    await this.boss.send(QUEUES[type], {}, { id, retryLimit: 1, expireInMinutes });
+  }
+
+  /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */
+  async work(type: JobType, handler: (id: string) => Promise<void>): Promise<() => Promise<void>> {
+    const workerId = await this.boss.work(
+      QUEUES[type],
+      { batchSize: 1, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS },
+      async (jobs) => {
+        for (const job of jobs) await handler(job.id);
+      },
+    );
+    return () => this.boss.offWork({ id: workerId });
   }
 
   async cancel(type: JobType, id: string): Promise<void> {

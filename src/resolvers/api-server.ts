@@ -13,6 +13,7 @@ import { AppError } from '../services/errors';
 import { authenticate } from '../services/api-keys';
 import type { Context, Services } from './context';
 import { createErrorFormatter } from './errors';
+import { imageDownloads } from './image-downloads';
 
 export const GRAPHQL_PATH = '/graphql';
 /** Instance photos are the only uploads; one request carries one. */
@@ -111,6 +112,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       },
     }),
   );
+  app.use(imageDownloads(services));
   app.use(jsonErrors(services));
 
   await new Promise<void>((resolve, reject) => {

@@ -9,11 +9,8 @@ class RegisterBaseModelInput {
   @Field(() => String)
   name: string;
 
-  @Field(() => String)
+  @Field(() => String, { description: 'The key prefix a diffusers pack was uploaded under in the bucket, e.g. base-models/sd15.' })
   storageLocation: string;
-
-  @Field(() => String)
-  architecture: string;
 }
 
 @Resolver()
@@ -30,12 +27,12 @@ export class BaseModelResolver {
     return getBaseModel(services.db, id);
   }
 
-  @Mutation(() => BaseModel, { description: 'Admins only.' })
+  @Mutation(() => BaseModel, { description: 'Admins only. Loads the pack first and refuses one that does not load.' })
   registerBaseModel(
     @Arg('input', () => RegisterBaseModelInput) input: RegisterBaseModelInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<BaseModel> {
     requireAdmin(viewer);
-    return registerBaseModel(services.db, { ...input });
+    return registerBaseModel(services.db, services.store, { ...input });
   }
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
+import type { JobEvents } from '../jobs/events';
 import type { Queue } from '../jobs/queue';
 import type { Viewer } from '../services/viewer';
 import type { ObjectStore } from '../storage/object-store';
@@ -12,6 +13,8 @@ export interface Services {
   db: DataSource;
   store: ObjectStore;
   queue: Queue;
+  /** Job changes from every process, for this process's subscribers. */
+  events: JobEvents;
 }
 
 /** Per request (HTTP) or per connection (WebSocket). */

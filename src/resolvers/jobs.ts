@@ -1,9 +1,131 @@
-import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { Image, Job } from '../entities';
+import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
+import { Image, Job, JobStatus } from '../entities';
 import { listJobImages } from '../services/images';
-import { cancelJob, getJob, listJobs } from '../services/jobs';
+import { cancelJob, FINISHED, generateImages, getJob, listJobs, readJobState, type JobState } from '../services/jobs';
 import { requireUser } from '../services/viewer';
 import type { Context } from './context';
+
+/** The engine's samplers by their GraphQL names; the values are the engine's names. */
+enum Scheduler {
+  DDIM = 'ddim',
+  PNDM = 'pndm',
+  EULER = 'euler',
+  EULER_ANCESTRAL = 'euler_ancestral',
+  DPMPP_2M = 'dpmpp_2m',
+  LMS = 'lms',
+}
+registerEnumType(Scheduler, { name: 'Scheduler' });
+
+@InputType()
+class GenerateImagesInput {
+  @Field(() => ID)
+  modelId: string;
+
+  @Field(() => ID, { nullable: true, description: "Default: the model's head version (its base model before the first fine-tune)." })
+  versionId?: string | null;
+
+  @Field(() => String)
+  prompt: string;
+
+  @Field(() => String, { nullable: true })
+  negativePrompt?: string;
+
+  @Field(() => Int, { nullable: true, description: 'Denoising steps, 1-200; default 30.' })
+  steps?: number;
+
+  @Field(() => Float, { nullable: true, description: 'Classifier-free guidance, 0-30; default 7.5 (1 or less: unguided).' })
+  guidanceScale?: number;
+
+  @Field(() => Scheduler, { nullable: true, description: "Default: the model's own." })
+  scheduler?: Scheduler | null;
+
+  @Field(() => Float, { nullable: true, description: 'Unsigned 32-bit; random when absent. The same seed and settings give the same images.' })
+  seed?: number | null;
+
+  @Field(() => Int, { nullable: true, description: "Pixels, a multiple of 8; default the model's native size." })
+  width?: number | null;
+
+  @Field(() => Int, { nullable: true })
+  height?: number | null;
+
+  @Field(() => Int, { nullable: true, description: '1-8; default 1.' })
+  numImages?: number;
+}
+
+/** A job's state as it changes, pushed to subscribers. */
+@ObjectType()
+class JobUpdate {
+  @Field(() => ID)
+  jobId: string;
+
+  @Field(() => JobStatus)
+  status: JobStatus;
+
+  @Field(() => Float, { description: '0..1' })
+  progress: number;
+
+  @Field(() => Int)
+  step: number;
+
+  @Field(() => Int)
+  steps: number;
+
+  @Field(() => Float, { nullable: true, description: 'Training loss of fine-tunes; null for generation.' })
+  loss: number | null;
+
+  @Field(() => String, { nullable: true })
+  error: string | null;
+
+  @Field(() => [ID], { description: 'The images made so far, in order.' })
+  imageIds: string[];
+}
+
+const toUpdate = ({ job, imageIds }: JobState): JobUpdate => ({
+  jobId: job.id,
+  status: job.status,
+  progress: job.progress,
+  step: job.step,
+  steps: job.steps,
+  loss: job.loss,
+  error: job.error,
+  imageIds,
+});
+
+/**
+ * The job's current state, then each change, ending after a finished state. Authorized like the `job`
+ * query; events only say "look again", so a subscriber never sees another job's data.
+ */
+async function jobUpdates({ viewer, services }: Context, jobId: string): Promise<AsyncGenerator<JobUpdate>> {
+  // Authorized before the stream starts, so a refusal is this operation's error, not a broken stream.
+  const job = await getJob(services.db, requireUser(viewer), jobId);
+  const stop = new AbortController();
+  const changes = await services.events.changes(job.id, stop.signal);
+  return followJob(services, job.id, changes, stop);
+}
+
+async function* followJob(
+  services: Context['services'],
+  jobId: string,
+  changes: AsyncIterator<unknown>,
+  stop: AbortController,
+): AsyncGenerator<JobUpdate> {
+  try {
+    let last = '';
+    for (;;) {
+      const state = await readJobState(services.db, jobId);
+      if (!state) return;
+      const update = toUpdate(state);
+      const seen = JSON.stringify(update);
+      if (seen !== last) yield update; // several events may have led to one state
+      last = seen;
+      if (FINISHED.includes(update.status)) return;
+      if ((await changes.next()).done) return;
+    }
+  } finally {
+    stop.abort();
+    await changes.return?.();
+  }
+}
 
 @Resolver(() => Job)
 export class JobResolver {
@@ -17,9 +139,25 @@ export class JobResolver {
     return getJob(services.db, requireUser(viewer), id);
   }
 
+  @Mutation(() => Job, { description: 'Queues text-to-image generation; follow it with jobUpdated.' })
+  generateImages(
+    @Arg('input', () => GenerateImagesInput) input: GenerateImagesInput,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Job> {
+    return generateImages(services.db, services.queue, requireUser(viewer), { ...input });
+  }
+
   @Mutation(() => Job, { description: 'Cancels a QUEUED or RUNNING job.' })
   cancelJob(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Job> {
     return cancelJob(services.db, services.queue, requireUser(viewer), id);
+  }
+
+  @Subscription(() => JobUpdate, {
+    description: "The job's state now, then on every change until it finishes. Owner or admin.",
+    subscribe: ({ args, context }) => jobUpdates(context as Context, args.jobId as string),
+  })
+  jobUpdated(@Root() update: JobUpdate, @Arg('jobId', () => ID) _jobId: string): JobUpdate {
+    return update;
   }
 
   /** Runs only on jobs the viewer may see, and images share their job's owner. */

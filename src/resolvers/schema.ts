@@ -1,5 +1,5 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
-import { buildSchema } from 'type-graphql';
+import { buildSchema, type PubSub } from 'type-graphql';
 import { AccountResolver } from './accounts';
 import { BaseModelResolver } from './base-models';
 import { ConceptResolver } from './concepts';
@@ -9,6 +9,19 @@ import { ImageResolver } from './images';
 import { InstanceImageResolver } from './instance-images';
 import { JobResolver } from './jobs';
 import { ModelResolver } from './models';
+
+/**
+ * type-graphql requires a PubSub once a subscription exists, though ours each bring their own
+ * `subscribe` (job events travel through PostgreSQL NOTIFY: jobs/events.ts); topics are refused.
+ */
+const NO_TOPICS: PubSub = {
+  publish: () => {
+    throw new Error('subscriptions here bring their own subscribe function');
+  },
+  subscribe: () => {
+    throw new Error('subscriptions here bring their own subscribe function');
+  },
+};
 
 /** The executable schema; `schema/schema.graphql` is its printed form. */
 export function buildAppSchema(): Promise<GraphQLSchema> {
@@ -26,6 +39,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
     ],
     // Inputs are validated by the services (zod), next to the rules they serve.
     validate: false,
+    pubSub: NO_TOPICS,
   });
 }
 

@@ -1,7 +1,15 @@
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
+import { ModelConfigError } from '../engine/models/config';
+import { BUNDLED_TINY_SD, createRandomPack } from '../engine/packs/random-pack';
+import { loadStableDiffusion, loadStableDiffusionFrom, type StableDiffusionModels } from '../engine/pipelines/stable-diffusion';
+import { TokenizerError } from '../engine/tokenizer';
+import { WeightBindingError } from '../engine/weights/bind';
+import { loadPack, PackError } from '../engine/weights/pack';
 import { BaseModel } from '../entities';
-import { conflict, notFound } from './errors';
+import type { ObjectStore } from '../storage/object-store';
+import { S3PackSource } from '../storage/s3-pack-source';
+import { badInput, conflict, notFound } from './errors';
 import { parseId, parseInput } from './validate';
 
 /** Registered pretrained checkpoints: every signed-in user reads them, admins register them. */
@@ -15,17 +23,70 @@ export async function getBaseModel(db: DataSource, id: string): Promise<BaseMode
   return baseModel;
 }
 
+/** The one pipeline family the engine runs; `architecture` records it so others can be told apart later. */
+const PIPELINES: Record<string, string> = { StableDiffusionPipeline: 'stable-diffusion' };
+
+/**
+ * A diffusers pack uploaded under a key prefix of the platform's bucket (`base-models/sd15`): plain
+ * key segments, no `..`, so a location can never reach outside the pack's own objects.
+ */
+const storageLocation = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*\/?$/, 'must be an object key prefix like base-models/sd15')
+  .refine((value) => !value.split('/').includes('..'), 'must not contain ..')
+  .max(1024);
+
 const NewBaseModel = z.object({
   name: z.string().trim().min(1, 'must not be empty').max(200),
-  storageLocation: z.string().trim().min(1, 'must not be empty').max(1024),
-  architecture: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'must be a short lower-case family name like sd15'),
+  storageLocation,
 });
 
 export type NewBaseModel = z.input<typeof NewBaseModel>;
 
-export async function registerBaseModel(db: DataSource, input: NewBaseModel): Promise<BaseModel> {
+/** The pack's models with every config parsed and every weight bound: what a worker generates with. */
+export function loadBaseModelPack(store: ObjectStore, location: string): Promise<StableDiffusionModels> {
+  return loadStableDiffusionFrom(new S3PackSource(store, location));
+}
+
+/** Errors that say what is wrong with a pack's files (as opposed to storage or database failures). */
+const PACK_ERRORS = [PackError, WeightBindingError, ModelConfigError, TokenizerError];
+
+/**
+ * Registers a pack after loading it as a worker would (configs, tokenizer, every weight's name and
+ * shape), so a broken upload is refused here rather than failing every job that uses it.
+ */
+export async function registerBaseModel(db: DataSource, store: ObjectStore, input: NewBaseModel): Promise<BaseModel> {
   const values = parseInput(NewBaseModel, input, 'input');
   const repo = db.getRepository(BaseModel);
   if (await repo.existsBy({ name: values.name })) throw conflict('A base model with this name exists');
-  return repo.save(repo.create(values));
+  const location = values.storageLocation.replace(/\/$/, '');
+  let architecture: string;
+  try {
+    const pack = await loadPack(new S3PackSource(store, location));
+    const pipeline = String(pack.modelIndex._class_name);
+    architecture = PIPELINES[pipeline];
+    if (!architecture) throw badInput(`storageLocation: a ${pipeline} pack; supported: ${Object.keys(PIPELINES).join(', ')}`);
+    await loadStableDiffusion(pack);
+  } catch (error) {
+    if (PACK_ERRORS.some((type) => error instanceof type)) throw badInput(`storageLocation: ${(error as Error).message}`);
+    throw error;
+  }
+  return repo.save(repo.create({ name: values.name, storageLocation: location, architecture }));
+}
+
+/** The base model a fresh installation starts with, so it works before an admin uploads a real one. */
+export const BUNDLED_BASE_MODEL = { name: 'bundled-tiny-sd', storageLocation: 'base-models/bundled-tiny-sd', seed: 0 };
+
+/**
+ * On a platform with no base model, uploads the bundled tiny pack (seeded random weights: it draws
+ * noise, but every part of the platform works with it) and registers it. Processes starting together
+ * upload the same bytes and insert under one unique name, so at most one row results.
+ */
+export async function ensureBundledBaseModel(db: DataSource, store: ObjectStore): Promise<void> {
+  const repo = db.getRepository(BaseModel);
+  if (await repo.exists()) return;
+  const { name, storageLocation, seed } = BUNDLED_BASE_MODEL;
+  for (const [path, bytes] of createRandomPack(BUNDLED_TINY_SD, seed)) await store.put(`${storageLocation}/${path}`, bytes);
+  await repo.createQueryBuilder().insert().values({ name, storageLocation, architecture: PIPELINES.StableDiffusionPipeline }).orIgnore().execute();
 }

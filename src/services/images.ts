@@ -13,10 +13,13 @@ export function listImages(db: DataSource, user: User): Promise<Image[]> {
   });
 }
 
-/** The images a job made; callers have already checked the job is visible. */
+/** The images a job made, in the order it made them; callers have already checked the job is visible. */
 export function listJobImages(db: DataSource, job: Job): Promise<Image[]> {
-  return db.getRepository(Image).find({ where: { jobId: job.id }, order: { createdAt: 'ASC' } });
+  return db.getRepository(Image).find({ where: { jobId: job.id }, order: { objectKey: 'ASC' } });
 }
+
+/** The HTTP route an image downloads from (see resolvers/image-downloads.ts). */
+export const imagePath = (id: string): string => `/images/${id}`;
 
 export async function getImage(db: DataSource, user: User, id: string): Promise<Image> {
   const image = await db.getRepository(Image).findOne({ where: { id: parseId(id) }, relations: { job: true } });

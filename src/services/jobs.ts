@@ -1,9 +1,14 @@
+import { randomInt } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { In } from 'typeorm';
-import { Job, JobStatus, type User } from '../entities';
+import { z } from 'zod';
+import { SCHEDULER_NAMES } from '../engine/schedulers';
+import { Image, Job, JobStatus, JobType, ModelVersion, type User } from '../entities';
+import { publishJobEvent } from '../jobs/events';
 import type { Queue } from '../jobs/queue';
-import { conflict, notFound } from './errors';
-import { parseId } from './validate';
+import { badInput, conflict, notFound } from './errors';
+import { getModel } from './models';
+import { parseId, parseInput } from './validate';
 import { isAdmin } from './viewer';
 
 /** Jobs are private to their owner (and visible to admins). */
@@ -18,8 +23,12 @@ export async function getJob(db: DataSource, user: User, id: string): Promise<Jo
 }
 
 const CANCELABLE = [JobStatus.QUEUED, JobStatus.RUNNING];
+export const FINISHED: readonly JobStatus[] = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED];
 
-/** Marks a queued or running job CANCELED and withdraws it from the queue. */
+/**
+ * Marks a queued or running job CANCELED and withdraws it from the queue; a running job's worker sees
+ * the status at its next step and stops.
+ */
 export async function cancelJob(db: DataSource, queue: Queue, user: User, id: string): Promise<Job> {
   const job = await getJob(db, user, id);
   // The status condition makes a race with a finishing worker end in one outcome, not both.
@@ -27,6 +36,104 @@ export async function cancelJob(db: DataSource, queue: Queue, user: User, id: st
     .getRepository(Job)
     .update({ id: job.id, status: In(CANCELABLE) }, { status: JobStatus.CANCELED, finishedAt: new Date() });
   if (!affected) throw conflict(`The job is already ${job.status}`);
+  await publishJobEvent(db, job.id, 'status');
   await queue.cancel(job.type, job.id);
   return db.getRepository(Job).findOneByOrFail({ id: job.id });
+}
+
+/** The engine's samplers (DDPM is a training schedule, not one to sample with). */
+export const SAMPLERS = SCHEDULER_NAMES.filter((name) => name !== 'ddpm');
+
+/** Image sides: multiples of 8 (the VAE's factor); the model may ask for a coarser multiple. */
+const side = z.number().int().min(8, 'must be at least 8').max(2048, 'must be at most 2048').multipleOf(8, 'must be a multiple of 8');
+
+const GenerateInput = z.object({
+  modelId: z.string(),
+  versionId: z.string().nullish(),
+  prompt: z.string().trim().min(1, 'must not be empty').max(1000, 'must be at most 1000 characters'),
+  negativePrompt: z.string().max(1000, 'must be at most 1000 characters').default(''),
+  steps: z.number().int().min(1, 'must be at least 1').max(200, 'must be at most 200').default(30),
+  guidanceScale: z.number().min(0, 'must not be negative').max(30, 'must be at most 30').default(7.5),
+  /** Absent: the model's own scheduler. */
+  scheduler: z.enum(SAMPLERS).nullish(),
+  /** Unsigned 32-bit; drawn here when absent, so the job records what reproduces it. */
+  seed: z.number().int().min(0, 'must not be negative').max(2 ** 32 - 1, 'must fit 32 bits').nullish(),
+  /** Absent: the model's native size. */
+  width: side.nullish(),
+  height: side.nullish(),
+  numImages: z.number().int().min(1, 'must be at least 1').max(8, 'must be at most 8').default(1),
+});
+
+export type GenerateInput = z.input<typeof GenerateInput>;
+
+/** What a generation job's `params` hold: the request with the model pinned to a base model and version. */
+export interface GenerateParams {
+  modelId: string;
+  baseModelId: string;
+  /** The version generated with; null means the base model's own weights. */
+  versionId: string | null;
+  prompt: string;
+  negativePrompt: string;
+  steps: number;
+  guidanceScale: number;
+  scheduler: (typeof SAMPLERS)[number] | null;
+  seed: number;
+  width: number | null;
+  height: number | null;
+  numImages: number;
+}
+
+/** How long a worker may hold a generation before pg-boss gives it to another. */
+const GENERATE_EXPIRE_MINUTES = 60;
+
+/**
+ * Validates a generation request, pins the model version it runs on (the model's head unless one is
+ * named) and queues it. Nothing is written when the request is refused.
+ */
+export async function generateImages(db: DataSource, queue: Queue, user: User, input: GenerateInput): Promise<Job> {
+  const request = parseInput(GenerateInput, input, 'input');
+  const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
+  let versionId = model.headVersionId;
+  if (request.versionId != null) {
+    const version = await db.getRepository(ModelVersion).findOneBy({ id: parseId(request.versionId, 'versionId'), modelId: model.id });
+    if (!version) throw badInput('versionId: not a version of this model');
+    versionId = version.id;
+  }
+  const params: GenerateParams = {
+    modelId: model.id,
+    baseModelId: model.baseModelId,
+    versionId,
+    prompt: request.prompt,
+    negativePrompt: request.negativePrompt,
+    steps: request.steps,
+    guidanceScale: request.guidanceScale,
+    scheduler: request.scheduler ?? null,
+    seed: request.seed ?? randomInt(2 ** 32),
+    width: request.width ?? null,
+    height: request.height ?? null,
+    numImages: request.numImages,
+  };
+  const jobs = db.getRepository(Job);
+  const job = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+  try {
+    await queue.send(JobType.GENERATE, job.id, GENERATE_EXPIRE_MINUTES);
+  } catch (error) {
+    await jobs.delete(job.id);
+    throw error;
+  }
+  return job;
+}
+
+/** One state of a job as its subscribers see it. */
+export interface JobState {
+  job: Job;
+  imageIds: string[];
+}
+
+/** The job's current row and images; null once it is gone (deleted with its owner). */
+export async function readJobState(db: DataSource, jobId: string): Promise<JobState | null> {
+  const job = await db.getRepository(Job).findOneBy({ id: jobId });
+  if (!job) return null;
+  const images = await db.getRepository(Image).find({ where: { jobId }, select: { id: true }, order: { objectKey: 'ASC' } });
+  return { job, imageIds: images.map((image) => image.id) };
 }

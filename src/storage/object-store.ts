@@ -6,10 +6,12 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  HeadObjectCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
 import type { S3Config } from '../config';
 
 /** S3's minimum part size (except the last part); bigger objects go up in parts of this size. */
@@ -59,6 +61,27 @@ export class ObjectStore {
     return out.Body ? await out.Body.transformToByteArray() : new Uint8Array();
   }
 
+  /** The object as a stream, for answering a download without holding it in memory; null if absent. */
+  async stream(key: string): Promise<{ body: Readable; contentType?: string; contentLength?: number } | null> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { body: out.Body as Readable, contentType: out.ContentType, contentLength: out.ContentLength };
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return true;
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+  }
+
   async delete(key: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
   }
@@ -93,4 +116,10 @@ export class ObjectStore {
       throw error;
     }
   }
+}
+
+/** S3 names a missing object NoSuchKey on GET and NotFound on HEAD (which has no body to name it). */
+export function isMissing(error: unknown): boolean {
+  const name = (error as { name?: string } | null)?.name;
+  return name === 'NoSuchKey' || name === 'NotFound';
 }

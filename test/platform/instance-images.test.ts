@@ -19,8 +19,8 @@ describe('instance image uploads', () => {
     url = platform.url;
     const admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     key = (await signUp(url, 'owner@example.org')).key;
-    const base = await gql(url, 'mutation { registerBaseModel(input: { name: "sd15", storageLocation: "s3://base", architecture: "sd15" }) { id } }', {}, admin);
-    const model = await gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE, baseModelId: $b }) { id } }', { b: base.data!.registerBaseModel.id }, key);
+    const base = await gql(url, '{ baseModels { id } }', {}, admin); // the bundled one
+    const model = await gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE, baseModelId: $b }) { id } }', { b: base.data!.baseModels[0].id }, key);
     const concept = await gql(url, 'mutation($m: ID!) { createConcept(input: { modelId: $m, token: "sks", category: "dog", kind: OBJECT }) { id } }', { m: model.data!.createModel.id }, key);
     conceptId = concept.data!.createConcept.id;
   });

@@ -48,11 +48,8 @@ describe('tenancy', () => {
       await sharp({ create: { width: 8, height: 6, channels: 3, background: '#c33' } }).png().toBuffer(),
     );
 
-    baseModelId = (
-      await ok(
-        gql(url, 'mutation { registerBaseModel(input: { name: "sd15", storageLocation: "base/sd15", architecture: "sd15" }) { id } }', {}, adminKey),
-      )
-    ).registerBaseModel.id;
+    // The bundled base model, registered at start.
+    baseModelId = (await ok(gql(url, '{ baseModels { id } }', {}, adminKey))).baseModels[0].id;
     const createModel = (kind: string, key: string) =>
       ok(
         gql(url, 'mutation($input: CreateModelInput!) { createModel(input: $input) { id } }', {
@@ -87,7 +84,7 @@ describe('tenancy', () => {
     });
     const job = await db.getRepository(Job).save({ type: JobType.GENERATE, ownerId: a.userId, params: { prompt: 'a sks dog' } });
     await platform.services.store.put('images/a/1.png', png, 'image/png');
-    const image = await db.getRepository(Image).save({ objectKey: 'images/a/1.png', seed: 4_000_000_000, prompt: 'a sks dog', jobId: job.id });
+    const image = await db.getRepository(Image).save({ objectKey: 'images/a/1.png', seed: 4_000_000_000, prompt: 'a sks dog', width: 8, height: 6, jobId: job.id });
 
     // A's contribution to the public metamodel: public like the model.
     const publicConcept = await db.query(
@@ -129,6 +126,10 @@ describe('tenancy', () => {
     deleteInstanceImage: (key) => gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: owned.instanceImageId }, key),
     cancelJob: (key) => gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { id } }', { id: owned.jobId }, key),
     deleteImage: (key) => gql(url, 'mutation($id: ID!) { deleteImage(id: $id) }', { id: owned.imageId }, key),
+    generateImages: (key) =>
+      gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }', {
+        input: { modelId: owned.privateModelId, prompt: 'on your model' },
+      }, key),
   });
 
   /** Take ids, but of things every signed-in user may use: no tenant's private object. */

@@ -1,0 +1,138 @@
+import { encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgProgress } from '../../engine/pipelines';
+import type { EngineWorker } from '../../engine/runtime';
+import { BaseModel, Image, Job, JobStatus } from '../../entities';
+import type { Services } from '../../resolvers/context';
+import { loadBaseModelPack } from '../../services/base-models';
+import type { GenerateParams } from '../../services/jobs';
+import { publishJobEvent } from '../events';
+import { PipelineCache } from '../pipeline-cache';
+
+/** Thrown out of a job a stopping worker gives back, so pg-boss hands it to another worker. */
+export class WorkerStopping extends Error {
+  override readonly name = 'WorkerStopping';
+}
+
+/**
+ * Runs generation jobs in a worker process: txt2img on the job's pinned model version, PNGs to S3,
+ * Image rows, and the job row kept current (status, step, progress) with an event per change.
+ */
+export class GenerateHandler {
+  readonly #pipelines = new PipelineCache();
+  readonly #running = new Map<string, AbortController>();
+  readonly #settled = new Set<Promise<void>>();
+
+  constructor(
+    private readonly services: Services,
+    private readonly engine: EngineWorker,
+  ) {}
+
+  run(jobId: string): Promise<void> {
+    const run = this.#run(jobId);
+    const settled = run.then(() => {}, () => {});
+    this.#settled.add(settled);
+    void settled.then(() => this.#settled.delete(settled));
+    return run;
+  }
+
+  async #run(jobId: string): Promise<void> {
+    const { db, log } = this.services;
+    const jobs = db.getRepository(Job);
+    // Only a QUEUED row starts: a job canceled while queued, or already run by another delivery, does not.
+    const { affected } = await jobs.update({ id: jobId, status: JobStatus.QUEUED }, { status: JobStatus.RUNNING, startedAt: new Date() });
+    if (!affected) return;
+    await publishJobEvent(db, jobId, 'status');
+    const job = await jobs.findOneByOrFail({ id: jobId });
+    const params = job.params as unknown as GenerateParams;
+
+    const controller = new AbortController();
+    const progress = this.#reporter(jobId, controller);
+    this.#running.set(jobId, controller);
+    try {
+      const pipeline = await this.#pipeline(params);
+      const result = await pipeline.generate(
+        {
+          prompt: params.prompt,
+          negativePrompt: params.negativePrompt,
+          steps: params.steps,
+          guidanceScale: params.guidanceScale,
+          scheduler: params.scheduler ?? undefined,
+          seed: params.seed,
+          width: params.width ?? undefined,
+          height: params.height ?? undefined,
+          numImages: params.numImages,
+        },
+        { signal: controller.signal, onStep: progress.onStep },
+      );
+      await progress.written();
+      const pngs = await encodePngs(result);
+      const keys = pngs.map((_, i) => `images/${jobId}/${i}.png`);
+      for (const [i, png] of pngs.entries()) await this.services.store.put(keys[i], png, 'image/png');
+      const finished = await db.transaction(async (tx) => {
+        const done = await tx
+          .getRepository(Job)
+          .update({ id: jobId, status: JobStatus.RUNNING }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
+        if (!done.affected) return false;
+        await tx.getRepository(Image).insert(
+          keys.map((objectKey) => ({ objectKey, jobId, seed: result.seed, prompt: params.prompt, width: result.width, height: result.height })),
+        );
+        await publishJobEvent(tx, jobId, 'status');
+        return true;
+      });
+      // Canceled after the last step: the images were never recorded, so they go.
+      if (!finished) for (const key of keys) await this.services.store.delete(key);
+    } catch (error) {
+      if (controller.signal.reason instanceof WorkerStopping) {
+        await jobs.update({ id: jobId, status: JobStatus.RUNNING }, { status: JobStatus.QUEUED, startedAt: null, step: 0, progress: 0 });
+        await publishJobEvent(db, jobId, 'status');
+        throw controller.signal.reason;
+      }
+      if (controller.signal.aborted) return; // canceled: cancelJob has recorded it
+      log.error({ err: error, jobId }, 'generation failed');
+      const { affected: failed } = await jobs.update(
+        { id: jobId, status: JobStatus.RUNNING },
+        { status: JobStatus.FAILED, error: userMessage(error), finishedAt: new Date() },
+      );
+      if (failed) await publishJobEvent(db, jobId, 'status');
+    } finally {
+      this.#running.delete(jobId);
+    }
+  }
+
+  /** Aborts running jobs so they return to the queue, and frees the loaded pipelines. */
+  async stop(): Promise<void> {
+    for (const controller of this.#running.values()) controller.abort(new WorkerStopping('the worker is stopping'));
+    await Promise.all(this.#settled);
+    await this.#pipelines.close();
+  }
+
+  async #pipeline(params: GenerateParams): Promise<Txt2ImgPipeline> {
+    if (params.versionId) throw new Txt2ImgError('generating with fine-tuned model versions is not available yet');
+    return this.#pipelines.get(PipelineCache.key(params.baseModelId, params.versionId), async () => {
+      const baseModel = await this.services.db.getRepository(BaseModel).findOneByOrFail({ id: params.baseModelId });
+      return new Txt2ImgPipeline(await loadBaseModelPack(this.services.store, baseModel.storageLocation), this.engine);
+    });
+  }
+
+  /**
+   * Records each step in order. The write is conditional on the job still RUNNING, so it doubles as
+   * the cancellation check: once the row says otherwise the run is aborted before its next step.
+   */
+  #reporter(jobId: string, controller: AbortController) {
+    const jobs = this.services.db.getRepository(Job);
+    let pending = Promise.resolve();
+    const onStep = ({ step, steps }: Txt2ImgProgress) => {
+      pending = pending.then(async () => {
+        if (controller.signal.aborted) return;
+        const { affected } = await jobs.update({ id: jobId, status: JobStatus.RUNNING }, { step, steps, progress: step / steps });
+        if (affected) await publishJobEvent(this.services.db, jobId, 'progress');
+        else controller.abort(new Error('canceled'));
+      }).catch((error) => this.services.log.warn({ err: error, jobId }, 'progress update failed'));
+    };
+    return { onStep, written: () => pending };
+  }
+}
+
+/** Errors whose messages speak to the user's request; anything else is ours and stays in the log. */
+function userMessage(error: unknown): string {
+  return error instanceof Txt2ImgError ? error.message : 'Generation failed';
+}
