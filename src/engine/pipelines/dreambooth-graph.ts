@@ -7,6 +7,9 @@ import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
 import { buildUNet } from '../models/unet';
 import { type StableDiffusionModels } from './stable-diffusion';
 
+/** What the train step needs of a model: the UNet, the text length and the training noise schedule. */
+export type UNetTrainingModels = Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
+
 /** LoRA of `rank` on the UNet's linear layers whose names end with one of `targets`, or every UNet parameter. */
 export type TrainingMethod = { kind: 'lora'; rank: number; targets?: string[] } | { kind: 'full' };
 
@@ -43,7 +46,7 @@ const mse = (a: Tensor, b: Tensor) => {
  * loss = mse(instance rows) + prior_loss_weight * mse(prior rows), or mse over all rows without prior.
  * Frozen UNet weights are bound from `models`; trainable ones are left for the caller to feed.
  */
-export function buildDreamBoothLoss(models: StableDiffusionModels, shape: StepShape): LossGraph {
+export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape): LossGraph {
   const { config, weights } = models.unet;
   const rows = shape.batchSize * (shape.prior ? 2 : 1);
   const latentShape = [rows, config.raw.in_channels, shape.latentSize, shape.latentSize];
@@ -72,7 +75,7 @@ export function buildDreamBoothLoss(models: StableDiffusionModels, shape: StepSh
 /** Above this many bytes of frozen weights a step is written to disk with external data (protobuf stops at 2 GB). */
 const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
 
-const compiled = new WeakMap<StableDiffusionModels, Map<string, CompiledGraph | SavedGraph>>();
+const compiled = new WeakMap<UNetTrainingModels, Map<string, CompiledGraph | SavedGraph>>();
 let scratch: string | undefined;
 
 /**
@@ -80,7 +83,7 @@ let scratch: string | undefined;
  * caches its session by the content hash). LoRA steps carry the frozen UNet as initializers.
  */
 export function dreamBoothTrainStep(
-  models: StableDiffusionModels, shape: StepShape, maxGradNorm: number | undefined,
+  models: UNetTrainingModels, shape: StepShape, maxGradNorm: number | undefined,
 ): CompiledGraph | SavedGraph {
   const byShape = compiled.get(models) ?? compiled.set(models, new Map()).get(models)!;
   const key = JSON.stringify({ ...shape, maxGradNorm });

@@ -4,13 +4,15 @@ import { type LoraLayer } from '../models/lora';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../schedulers';
-import { buildDreamBoothLoss, dreamBoothTrainStep, type LossGraph, type StepShape, type TrainingMethod } from './dreambooth-graph';
+import {
+  buildDreamBoothLoss, dreamBoothTrainStep, type LossGraph, type StepShape, type TrainingMethod, type UNetTrainingModels,
+} from './dreambooth-graph';
 import { type TrainingPixels } from './images';
 import { loraFromSlots, type LoraWeights } from './lora-file';
 import { type StableDiffusionModels } from './stable-diffusion';
 import { TrainingEncoders } from './training-encoders';
 
-export type { TrainingMethod } from './dreambooth-graph';
+export type { TrainingMethod, UNetTrainingModels } from './dreambooth-graph';
 
 /** A training request or trainer setting the engine cannot honour; nothing was trained. */
 export class DreamBoothError extends Error {
@@ -61,7 +63,7 @@ export class DreamBoothTrainer {
   #evaluation: { compiled: CompiledGraph; session?: Promise<SessionHandle> } | undefined;
 
   private constructor(
-    readonly models: StableDiffusionModels,
+    readonly models: UNetTrainingModels,
     readonly worker: EngineWorker,
     private readonly trainer: Trainer,
     private readonly forward: LossGraph,
@@ -70,7 +72,7 @@ export class DreamBoothTrainer {
     private readonly predictionType: 'epsilon' | 'v_prediction',
   ) {}
 
-  static async create(models: StableDiffusionModels, worker: EngineWorker, options: DreamBoothTrainerOptions): Promise<DreamBoothTrainer> {
+  static async create(models: UNetTrainingModels, worker: EngineWorker, options: DreamBoothTrainerOptions): Promise<DreamBoothTrainer> {
     const schedulerConfig = resolveSchedulerConfig('ddpm', models.scheduler.config);
     const predictionType = schedulerConfig.prediction_type;
     if (predictionType === 'sample') throw new DreamBoothError('the pack\'s scheduler predicts samples; DreamBooth trains epsilon or v_prediction models');
@@ -157,7 +159,7 @@ export class DreamBoothTrainer {
  * (`init_lora_weights="gaussian"`: down ~ N(0, 1/rank²), up = 0, so training starts from the base model) or the
  * pack's UNet.
  */
-function initialValues(models: StableDiffusionModels, forward: LossGraph, { start, rng }: DreamBoothTrainerOptions): Map<string, Float32Array> {
+function initialValues(models: UNetTrainingModels, forward: LossGraph, { start, rng }: DreamBoothTrainerOptions): Map<string, Float32Array> {
   const { slots } = forward;
   if (!slots) {
     if (start && 'lora' in start) throw new DreamBoothError('a LoRA cannot start a full fine-tune: merge it first or train a LoRA');

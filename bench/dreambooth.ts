@@ -1,0 +1,156 @@
+/**
+ * DreamBooth training speed. `npm run bench:dreambooth`; results go in bench/RESULTS.md.
+ *
+ * 1. tiny-sd15 (../shared/fixtures; the bundled random tiny pack without them): `trainDreamBooth` at its native
+ *    32 px, one instance + one prior image per step, LoRA rank 4 and full fine-tuning: compile + first step, then
+ *    steps per second.
+ * 2. With SD15=1: one DreamBooth LoRA step (rank 4 on to_q/to_k/to_v/to_out.0, one instance + one prior row) on a
+ *    Stable Diffusion 1.5-shaped UNet with random weights at 512 px (64x64 latents; RESOLUTION=256 for 32x32):
+ *    compile time, seconds per step, peak memory. It needs both cores and many GB: run it alone.
+ */
+import { existsSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { Graph } from '../src/engine/graph';
+import { expectedWeights } from '../src/engine/models/params';
+import { buildUNet, parseUNetConfig } from '../src/engine/models/unet';
+import { BUNDLED_TINY_SD, clipTokenizerFiles, createRandomPack } from '../src/engine/packs';
+import {
+  DreamBoothTrainer, type Example, loadStableDiffusion, loadTrainingImage, type StableDiffusionModels, trainDreamBooth,
+  type TrainingMethod,
+} from '../src/engine/pipelines';
+import { Rng } from '../src/engine/random';
+import { EngineWorker } from '../src/engine/runtime';
+import { ClipTokenizer } from '../src/engine/tokenizer';
+import { FolderPackSource, loadPack, type PackSource } from '../src/engine/weights/pack';
+
+const STEPS = Number(process.env.BENCH_STEPS ?? 10);
+const TINY_PACK = join(import.meta.dirname, '../../shared/fixtures/tiny-sd15/pack');
+
+const seconds = (since: number) => (performance.now() - since) / 1000;
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+const log = (line: string) => console.log(`[dreambooth] ${line}`);
+
+class MemorySource implements PackSource {
+  constructor(readonly files: Map<string, Uint8Array>) {}
+  async read(path: string) {
+    return this.files.get(path)!;
+  }
+  async exists(path: string) {
+    return this.files.has(path);
+  }
+}
+
+async function tinyPack(worker: EngineWorker): Promise<void> {
+  const fixtures = existsSync(TINY_PACK);
+  const source = fixtures ? new FolderPackSource(TINY_PACK) : new MemorySource(createRandomPack(BUNDLED_TINY_SD, 0));
+  const models = await loadStableDiffusion(await loadPack(source));
+  const vaeFactor = 2 ** (models.vae.config.block_out_channels.length - 1);
+  const resolution = models.unet.sampleSize * vaeFactor;
+  const image = async (color: string) => loadTrainingImage(
+    await sharp({ create: { width: resolution, height: resolution, channels: 3, background: color } }).png().toBuffer(), resolution);
+  const instance: Example[] = [{ pixels: await image('#ff0000'), prompt: 'a sks square' }];
+  const prior: Example[] = [{ pixels: await image('#00ff00'), prompt: 'a square' }];
+  log(`${fixtures ? 'tiny-sd15 fixture' : 'bundled random tiny'} pack, ${resolution} px, 1 instance + 1 prior row per step, ${STEPS} timed steps`);
+  for (const method of [{ kind: 'lora', rank: 4 }, { kind: 'full' }] as TrainingMethod[]) {
+    const ends: number[] = [];
+    const start = performance.now();
+    await trainDreamBooth(models, { instance, prior, method, steps: STEPS + 1, learningRate: 1e-4, seed: 0 }, {
+      worker, onStep: () => ends.push(performance.now()),
+    });
+    const perStep = (ends[ends.length - 1] - ends[0]) / 1000 / STEPS;
+    log(`RESULT ${method.kind}: compile + encode + first step ${((ends[0] - start) / 1000).toFixed(2)} s; `
+      + `${(1 / perStep).toFixed(2)} steps/s (${(perStep * 1000).toFixed(0)} ms/step)`);
+  }
+}
+
+/** runwayml/stable-diffusion-v1-5 unet/config.json (the keys that shape the model). */
+const SD15_UNET_CONFIG = {
+  attention_head_dim: 8,
+  block_out_channels: [320, 640, 1280, 1280],
+  cross_attention_dim: 768,
+  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+  in_channels: 4,
+  layers_per_block: 2,
+  out_channels: 4,
+  sample_size: 64,
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+};
+
+const SD15_SCHEDULER = {
+  _class_name: 'PNDMScheduler', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085, num_train_timesteps: 1000,
+  prediction_type: 'epsilon', set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1,
+};
+
+/** Weights like torch's default init (uniform, +-1/sqrt(fan_in)), norms as identity: values only need to stay finite. */
+function randomUNetWeights(config: ReturnType<typeof parseUNetConfig>): Map<string, Float32Array> {
+  const g = new Graph('declared');
+  buildUNet(g, config, g.input('sample', 'float32', [1, 4, 8, 8]), g.input('t', 'float32', [1]), g.input('s', 'float32', [1, 1, 768]));
+  let state = 0x9e3779b9;
+  const weights = new Map<string, Float32Array>();
+  for (const [name, shape] of expectedWeights(g)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(size);
+    if (/norm/.test(name)) {
+      if (name.endsWith('.weight')) data.fill(1);
+    } else {
+      const bound = 1 / Math.sqrt(shape.length > 1 ? size / shape[0] : size);
+      for (let i = 0; i < size; i++) {
+        state ^= state << 13;
+        state ^= state >>> 17;
+        state ^= state << 5;
+        data[i] = ((state >>> 0) / 2 ** 32 * 2 - 1) * bound;
+      }
+    }
+    weights.set(name, data);
+  }
+  return weights;
+}
+
+async function sd15Lora(worker: EngineWorker): Promise<void> {
+  const resolution = Number(process.env.RESOLUTION ?? 512);
+  const latent = resolution / 8;
+  const config = parseUNetConfig(SD15_UNET_CONFIG);
+  const models = {
+    unet: { config, sampleSize: 64, weights: randomUNetWeights(config) },
+    tokenizer: ClipTokenizer.fromFiles(clipTokenizerFiles()),
+    scheduler: { config: SD15_SCHEDULER, name: 'pndm' },
+  } satisfies Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
+  log(`SD 1.5 UNet (random weights), LoRA rank 4, ${resolution} px (${latent}x${latent} latents), rows 1 instance + 1 prior`);
+  let start = performance.now();
+  const trainer = await DreamBoothTrainer.create(models, worker, {
+    method: { kind: 'lora', rank: 4 }, batchSize: 1, prior: true, latentSize: latent, maxGradNorm: 1, rng: new Rng(0),
+  });
+  log(`RESULT compile (graph, gradients, AdamW, write with external data) + session: ${seconds(start).toFixed(1)} s`);
+  const rng = new Rng(1);
+  const count = 2 * 4 * latent * latent;
+  const times: number[] = [];
+  for (let step = 0; step <= Number(process.env.SD15_STEPS ?? 2); step++) {
+    start = performance.now();
+    const { loss } = await trainer.step({
+      latents: rng.normalFloat32(count), noise: rng.normalFloat32(count), timesteps: [500, 500],
+      encoderHiddenStates: rng.normalFloat32(2 * 77 * 768),
+    }, 1e-4);
+    times.push(seconds(start));
+    log(`${step === 0 ? 'first step (warm-up)' : `step ${step}`}: ${times[step].toFixed(1)} s, loss ${loss.toFixed(4)}`);
+  }
+  await trainer.dispose();
+  const timed = times.slice(1);
+  log(`RESULT seconds per LoRA step (SD 1.5 shape, ${resolution} px, 1+1 rows): ${(timed.reduce((a, b) => a + b, 0) / timed.length).toFixed(1)}`);
+  log(`RESULT peak memory (maxRSS): ${gib(process.resourceUsage().maxRSS * 1024)}`);
+}
+
+async function main(): Promise<void> {
+  log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  const worker = new EngineWorker();
+  try {
+    await tinyPack(worker);
+    if (process.env.SD15 === '1') await sd15Lora(worker);
+    else log('SD 1.5 shape skipped: set SD15=1 (needs both cores, many GB of memory and minutes)');
+  } finally {
+    await worker.close();
+  }
+}
+
+await main();
