@@ -62,8 +62,9 @@ async function timings(): Promise<void> {
       dir: modelsDir,
       log,
       memory,
+      direct: { onnxruntimeModule: onnxruntimeModule ?? 'onnxruntime-node', device },
     };
-    log(`device ${device}, TF32 ${tf32}, ${JSON.stringify({ ...options, log: undefined, memory: undefined })}`);
+    log(`device ${device}, TF32 ${tf32}, ${JSON.stringify({ ...options, log: undefined, memory: undefined, direct: undefined })}`);
     const results = await withWorker((worker) => speed(worker, options));
     writeFileSync(join(out, `speed-${device}.json`), JSON.stringify({ device, tf32, ...results }, null, 1));
     console.log(JSON.stringify(results));

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Rng } from '../../src/engine/random';
-import { type FeedSpec, randomFeeds } from './speed';
+import { copies, type FeedSpec, randomFeeds } from './speed';
 
 interface ProfileEvent {
   cat: string;
@@ -23,8 +23,8 @@ export async function profileModel(ortModule: string, device: string, path: stri
   const session = await ort.InferenceSession.create(path, {
     executionProviders: [device], graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: prefix, logSeverityLevel: 3,
   });
-  const rng = new Rng(2);
-  const feeds = () => Object.fromEntries(Object.entries(randomFeeds(spec, rng)).map(([name, t]) => [name, new ort.Tensor(t.dtype, t.data, t.dims)]));
+  const values = randomFeeds(spec, new Rng(2));
+  const feeds = () => Object.fromEntries(Object.entries(copies(values)).map(([name, t]) => [name, new ort.Tensor(t.dtype, t.data, t.dims)]));
   const wall: number[] = [];
   for (let i = 0; i <= runs; i++) {
     const start = performance.now();

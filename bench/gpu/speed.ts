@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { buildTrainStep, saveBuilt, Trainer } from '../../src/engine/autodiff';
 import { add, chunk, Graph, mul, reduceMean, saveWithExternalData, serialize, sub, type Tensor } from '../../src/engine/graph';
@@ -16,6 +17,8 @@ export interface Timing {
   min: number;
   max: number;
   runs: number;
+  /** every timed run, in order (ms) */
+  all: number[];
 }
 
 export interface SpeedOptions {
@@ -29,6 +32,8 @@ export interface SpeedOptions {
   dir: string;
   log: (line: string) => void;
   memory: GpuMemorySampler;
+  /** Also time the UNet on onnxruntime directly on this thread, to see what the engine worker adds. */
+  direct?: { onnxruntimeModule: string; device: string };
 }
 
 const BATCH = 2;
@@ -38,7 +43,7 @@ export function summarize(ms: number[]): Timing {
   const sorted = [...ms].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-  return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: sorted.length };
+  return { median, min: sorted[0], max: sorted[sorted.length - 1], runs: sorted.length, all: ms.map((x) => +x.toFixed(2)) };
 }
 
 async function time(warmup: number, runs: number, once: () => Promise<void>): Promise<Timing> {
@@ -72,6 +77,10 @@ export function randomFeeds(spec: FeedSpec, rng: Rng): Record<string, TensorData
   }));
 }
 
+/** Fresh copies of `feeds`: a run takes its feeds' buffers, and drawing new values would be timed with it. */
+export const copies = (feeds: Record<string, TensorData>): Record<string, TensorData> =>
+  Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, { ...t, data: t.data.slice() } as TensorData]));
+
 const specOf = (g: Graph): FeedSpec => g.inputs.map((t) => ({ name: t.name, dtype: t.dtype as 'float32' | 'int64', dims: [...t.shape] }));
 
 /**
@@ -104,15 +113,25 @@ export async function speed(worker: EngineWorker, options: SpeedOptions): Promis
     start = performance.now();
     const session = await worker.createSession({ path }, { key });
     results.unet_session_create_s = seconds(start);
-    const feeds = () => randomFeeds(feedSpecs.unet, rng);
+    const feeds = randomFeeds(feedSpecs.unet, rng);
     const timing = await time(options.warmup, options.runs, async () => {
-      const out = await worker.run(session, feeds());
+      const out = await worker.run(session, copies(feeds));
       if (!Number.isFinite((out.out.data as Float32Array)[0])) throw new Error('the UNet produced non-finite values');
     });
     results.unet_step_cfg_b2_ms = timing;
     results.unet_gpu_mib = { before, peak: memory.peak() };
     log(`unet: session ${results.unet_session_create_s} s, guided step median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)}, ${timing.runs} runs), GPU MiB ${before} -> peak ${memory.peak()}`);
     await worker.release(session);
+    if (options.direct) {
+      const ort = createRequire(import.meta.url)(options.direct.onnxruntimeModule);
+      const direct = await ort.InferenceSession.create(path, { executionProviders: [options.direct.device], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+      const directTiming = await time(options.warmup, options.runs, async () => {
+        await direct.run(Object.fromEntries(Object.entries(copies(feeds)).map(([name, t]) => [name, new ort.Tensor(t.dtype, t.data, t.dims)])));
+      });
+      await direct.release();
+      results.unet_step_cfg_b2_direct_ort_ms = directTiming;
+      log(`unet: same model on onnxruntime directly, no worker: median ${directTiming.median.toFixed(1)} ms (${directTiming.min.toFixed(1)}-${directTiming.max.toFixed(1)})`);
+    }
   }
 
   // VAE decode of one image (latent x 8 pixels)
@@ -127,8 +146,9 @@ export async function speed(worker: EngineWorker, options: SpeedOptions): Promis
     memory.reset();
     const session = await worker.createSession(model);
     results.vae_session_create_s = seconds(start);
+    const feeds = randomFeeds(feedSpecs.vae, rng);
     const timing = await time(options.warmup, options.runs, async () => {
-      await worker.run(session, randomFeeds(feedSpecs.vae, rng));
+      await worker.run(session, copies(feeds));
     });
     results.vae_decode_ms = timing;
     results.vae_gpu_mib_peak = memory.peak();
