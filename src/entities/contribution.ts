@@ -1,3 +1,4 @@
+import { GraphQLJSONObject } from 'graphql-scalars';
 import { Field, ID, ObjectType, registerEnumType } from 'type-graphql';
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import { Concept } from './concept';
@@ -59,6 +60,11 @@ export class Contribution {
   @ManyToOne(() => ModelVersion, { onDelete: 'SET NULL', nullable: true })
   @JoinColumn({ name: 'resultingVersionId' })
   resultingVersion?: ModelVersion | null;
+
+  /** The prior-preservation split the training used (`{ parts, warnings }`); null until it starts. */
+  @Field(() => GraphQLJSONObject, { nullable: true })
+  @Column({ type: 'jsonb', nullable: true })
+  priorSplit: Record<string, unknown> | null;
 
   @Field(() => Date)
   @CreateDateColumn({ type: 'timestamptz' })

@@ -14,6 +14,7 @@ export { Role } from './user';
 export { ModelKind } from './model';
 export { ConceptKind } from './concept';
 export { ContributionStatus } from './contribution';
+export { FineTuneMethod } from './model-version';
 export { JobStatus, JobType } from './job';
 
 /** Every table, for the DataSource. */

@@ -36,10 +36,11 @@ export class InstanceImage {
   @JoinColumn({ name: 'ownerId' })
   owner?: User;
 
-  @Field(() => ID)
+  /** Null while the photo waits for a fine-tune to claim it. */
+  @Field(() => ID, { nullable: true })
   @Index()
-  @Column({ type: 'uuid' })
-  conceptId: string;
+  @Column({ type: 'uuid', nullable: true })
+  conceptId: string | null;
 
   @ManyToOne(() => Concept, { onDelete: 'CASCADE' })
   @JoinColumn({ name: 'conceptId' })

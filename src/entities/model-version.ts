@@ -1,7 +1,15 @@
-import { Field, ID, Int, ObjectType } from 'type-graphql';
+import { Field, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryGeneratedColumn, Unique } from 'typeorm';
 import { Model } from './model';
 import type { Contribution } from './contribution';
+
+export enum FineTuneMethod {
+  /** Low-rank adapters on the UNet's attention projections. */
+  LORA = 'LORA',
+  /** Every UNet parameter. */
+  FULL = 'FULL',
+}
+registerEnumType(FineTuneMethod, { name: 'FineTuneMethod' });
 
 /** One immutable state of a model's weights. Rows are only ever inserted; a revert moves the head. */
 @ObjectType()
@@ -25,8 +33,13 @@ export class ModelVersion {
   @Column({ type: 'integer' })
   number: number;
 
-  @Column({ type: 'varchar', length: 1024 })
-  weightsKey: string;
+  /** The trained weights (LoRA layers or a whole UNet, by `method`); null: the base model's own. */
+  @Column({ type: 'varchar', length: 1024, nullable: true })
+  weightsKey: string | null;
+
+  @Field(() => FineTuneMethod)
+  @Column({ type: 'enum', enum: FineTuneMethod, enumName: 'fine_tune_method' })
+  method: FineTuneMethod;
 
   @Field(() => ID, { nullable: true })
   @Column({ type: 'uuid', nullable: true })

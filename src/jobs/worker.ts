@@ -1,6 +1,7 @@
 import { EngineWorker } from '../engine/runtime';
 import { JobType } from '../entities';
 import type { Services } from '../resolvers/context';
+import { FineTuneHandler } from './handlers/finetune';
 import { GenerateHandler } from './handlers/generate';
 
 export interface RunningWorker {
@@ -15,10 +16,14 @@ export async function startWorker(services: Services): Promise<RunningWorker> {
   const engine = new EngineWorker({ device: services.config.engineDevice });
   const generate = new GenerateHandler(services, engine);
   const stopGenerating = await services.queue.work(JobType.GENERATE, (id) => generate.run(id));
+  const fineTune = new FineTuneHandler(services, engine);
+  const stopFineTuning = await services.queue.work(JobType.FINETUNE, (id) => fineTune.run(id));
   return {
     stop: async () => {
       await stopGenerating();
+      await stopFineTuning();
       await generate.stop();
+      await fineTune.stop();
       await engine.close();
     },
   };

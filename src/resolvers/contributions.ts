@@ -1,6 +1,6 @@
-import { Arg, Ctx, ID, Query, Resolver } from 'type-graphql';
+import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
 import { Contribution } from '../entities';
-import { getContribution, listContributions } from '../services/contributions';
+import { getContribution, listContributions, revertContribution } from '../services/contributions';
 import { requireUser } from '../services/viewer';
 import type { Context } from './context';
 
@@ -17,5 +17,12 @@ export class ContributionResolver {
   @Query(() => Contribution)
   contribution(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Contribution> {
     return getContribution(services.db, requireUser(viewer), id);
+  }
+
+  @Mutation(() => Contribution, {
+    description: 'Appends a version with the weights from before this contribution. Admins on the public metamodel, owners on theirs.',
+  })
+  revertContribution(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Contribution> {
+    return revertContribution(services.db, requireUser(viewer), id);
   }
 }

@@ -14,12 +14,12 @@ import type { Context } from './context';
 
 @Resolver()
 export class InstanceImageResolver {
-  @Query(() => [InstanceImage], { description: 'Your training photos of a concept.' })
+  @Query(() => [InstanceImage], { description: 'Your training photos of a concept; without one, those staged for a fine-tune.' })
   instanceImages(
-    @Arg('conceptId', () => ID) conceptId: string,
+    @Arg('conceptId', () => ID, { nullable: true }) conceptId: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<InstanceImage[]> {
-    return listInstanceImages(services.db, requireUser(viewer), conceptId);
+    return listInstanceImages(services.db, requireUser(viewer), conceptId ?? null);
   }
 
   @Query(() => InstanceImage)
@@ -28,16 +28,17 @@ export class InstanceImageResolver {
   }
 
   @Mutation(() => InstanceImage, {
-    description: 'A multipart request (GraphQL multipart spec) with a JPEG, PNG or WebP file.',
+    description:
+      'A multipart request (GraphQL multipart spec) with a JPEG, PNG or WebP file. Without conceptId the photo is staged for startFineTune.',
   })
   async uploadInstanceImage(
-    @Arg('conceptId', () => ID) conceptId: string,
+    @Arg('conceptId', () => ID, { nullable: true }) conceptId: string | null,
     @Arg('file', () => GraphQLUpload) file: Promise<FileUpload>,
     @Ctx() { viewer, services }: Context,
   ): Promise<InstanceImage> {
     const user = requireUser(viewer);
     const bytes = await readUpload(await file);
-    return addInstanceImage(services.db, services.store, user, conceptId, bytes);
+    return addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes);
   }
 
   @Mutation(() => ID)

@@ -4,6 +4,7 @@ import { AccountResolver } from './accounts';
 import { BaseModelResolver } from './base-models';
 import { ConceptResolver } from './concepts';
 import { ContributionResolver } from './contributions';
+import { FineTuneResolver } from './finetune';
 import { HealthResolver } from './health';
 import { ImageResolver } from './images';
 import { InstanceImageResolver } from './instance-images';
@@ -33,6 +34,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       ModelResolver,
       ConceptResolver,
       ContributionResolver,
+      FineTuneResolver,
       InstanceImageResolver,
       JobResolver,
       ImageResolver,

@@ -1,14 +1,26 @@
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
-import { Concept, ConceptKind, type User } from '../entities';
+import { Concept, ConceptKind, ContributionStatus, type User } from '../entities';
 import { conflict, notFound } from './errors';
 import { canSeeModel, getModel, getModelToChange } from './models';
 import { parseId, parseInput } from './validate';
 
-/** A concept is visible with its model: public metamodels' concepts are public. */
+/**
+ * A concept is visible with its model: public metamodels' concepts are public. Listed are those the
+ * model offers: not those whose training failed or was reverted.
+ */
 export async function listConcepts(db: DataSource, user: User, modelId: string): Promise<Concept[]> {
   const model = await getModel(db, user, modelId);
-  return db.getRepository(Concept).find({ where: { modelId: model.id }, order: { createdAt: 'ASC' } });
+  return db
+    .getRepository(Concept)
+    .createQueryBuilder('concept')
+    .where('concept.modelId = :modelId', { modelId: model.id })
+    .andWhere(
+      `NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status IN (:...withdrawn))`,
+      { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED] },
+    )
+    .orderBy('concept.createdAt', 'ASC')
+    .getMany();
 }
 
 export async function getConcept(db: DataSource, user: User, id: string): Promise<Concept> {

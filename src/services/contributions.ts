@@ -1,8 +1,10 @@
 import type { DataSource } from 'typeorm';
-import { Contribution, type User } from '../entities';
-import { notFound } from './errors';
-import { canSeeModel, getModel } from './models';
+import { In } from 'typeorm';
+import { Contribution, ContributionStatus, ModelVersion, type User } from '../entities';
+import { conflict, forbidden, notFound } from './errors';
+import { canChangeModel, canSeeModel, getModel } from './models';
 import { parseId } from './validate';
+import { appendVersion, tryLockVersions } from './versions';
 
 /**
  * Contributions are visible with their model: everyone signed in sees those to the public metamodel,
@@ -21,4 +23,40 @@ export async function getContribution(db: DataSource, user: User, id: string): P
     .findOne({ where: { id: parseId(id) }, relations: { model: true } });
   if (!contribution?.model || !canSeeModel(user, contribution.model)) throw notFound('Contribution');
   return contribution;
+}
+
+/**
+ * Undoes a merged contribution. History is immutable, so this appends a version whose weights are
+ * those from before the contribution and makes it the head. Contributions merged after it were
+ * trained on top of it and go with it: all are marked REVERTED, and their concepts are no longer
+ * offered. Admins revert on the public metamodel, owners on their own models.
+ */
+export async function revertContribution(db: DataSource, user: User, id: string): Promise<Contribution> {
+  const contribution = await getContribution(db, user, id);
+  if (!canChangeModel(user, contribution.model!)) throw forbidden('Only administrators revert contributions to a public metamodel');
+  await db.transaction(async (tx) => {
+    if (!(await tryLockVersions(tx, contribution.modelId))) {
+      throw conflict('A contribution to this model is training; revert once it has finished');
+    }
+    const current = await tx.getRepository(Contribution).findOneByOrFail({ id: contribution.id });
+    if (current.status !== ContributionStatus.MERGED || !current.resultingVersionId) {
+      throw conflict(`Only a merged contribution can be reverted; this one is ${current.status}`);
+    }
+    const versions = tx.getRepository(ModelVersion);
+    const made = await versions.findOneByOrFail({ id: current.resultingVersionId });
+    const before = made.parentVersionId ? await versions.findOneByOrFail({ id: made.parentVersionId }) : null;
+    const [{ headVersionId }] = await tx.query('SELECT "headVersionId" FROM model WHERE id = $1', [current.modelId]);
+    await appendVersion(tx, current.modelId, headVersionId, {
+      weightsKey: before?.weightsKey ?? null,
+      method: made.method,
+      contributionId: null,
+    });
+    const undone: { id: string }[] = await tx.query(
+      `SELECT c.id FROM contribution c JOIN model_version v ON v.id = c."resultingVersionId"
+       WHERE c."modelId" = $1 AND c.status = $2 AND v.number >= $3`,
+      [current.modelId, ContributionStatus.MERGED, made.number],
+    );
+    await tx.getRepository(Contribution).update({ id: In(undone.map((c) => c.id)) }, { status: ContributionStatus.REVERTED });
+  });
+  return db.getRepository(Contribution).findOneByOrFail({ id: contribution.id });
 }

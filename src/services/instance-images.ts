@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import sharp from 'sharp';
 import type { DataSource } from 'typeorm';
+import { IsNull } from 'typeorm';
 import { InstanceImage, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { badInput, forbidden, notFound } from './errors';
@@ -13,9 +14,13 @@ const ACCEPTED_FORMATS = new Set(['jpeg', 'png', 'webp']);
 
 /**
  * Training photos stay private to their uploader, even for a concept of the public metamodel.
- * Listing by concept therefore shows only the caller's own photos (an admin's: everyone's).
+ * Listing by concept therefore shows only the caller's own photos (an admin's: everyone's); without a
+ * concept, the caller's photos staged for a fine-tune.
  */
-export async function listInstanceImages(db: DataSource, user: User, conceptId: string): Promise<InstanceImage[]> {
+export async function listInstanceImages(db: DataSource, user: User, conceptId: string | null): Promise<InstanceImage[]> {
+  if (conceptId === null) {
+    return db.getRepository(InstanceImage).find({ where: { ownerId: user.id, conceptId: IsNull() }, order: { createdAt: 'ASC' } });
+  }
   const concept = await getConcept(db, user, conceptId);
   return db.getRepository(InstanceImage).find({
     where: isAdmin(user) ? { conceptId: concept.id } : { conceptId: concept.id, ownerId: user.id },
@@ -30,18 +35,19 @@ export async function getInstanceImage(db: DataSource, user: User, id: string): 
 }
 
 /**
- * Stores a photo of a concept the user may teach: one of a model they may change, or a concept they
- * contributed. The bytes are kept as uploaded; sharp only reads the format and size.
+ * Stores a photo of a concept the user may teach (one of a model they may change, or a concept they
+ * contributed), or without a concept, staged for `startFineTune` to claim. The bytes are kept as
+ * uploaded; sharp only reads the format and size.
  */
 export async function addInstanceImage(
   db: DataSource,
   store: ObjectStore,
   user: User,
-  conceptId: string,
+  conceptId: string | null,
   bytes: Uint8Array,
 ): Promise<InstanceImage> {
-  const concept = await getConcept(db, user, conceptId);
-  if (!canChangeModel(user, concept.model!) && concept.contributorId !== user.id) {
+  const concept = conceptId === null ? null : await getConcept(db, user, conceptId);
+  if (concept && !canChangeModel(user, concept.model!) && concept.contributorId !== user.id) {
     throw forbidden('Only the concept’s model owner or contributor may add images');
   }
   const metadata = await sharp(bytes)
@@ -60,7 +66,7 @@ export async function addInstanceImage(
       width: metadata.width,
       height: metadata.height,
       ownerId: user.id,
-      conceptId: concept.id,
+      conceptId: concept?.id ?? null,
     }),
   );
 }

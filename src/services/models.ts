@@ -92,7 +92,9 @@ export async function deleteModel(db: DataSource, store: ObjectStore, user: User
     );
     const weights = await tx.getRepository(ModelVersion).find({ where: { modelId: model.id }, select: { weightsKey: true } });
     await tx.getRepository(Model).delete(model.id); // the rest cascades
-    return [...photos.map((p) => p.objectKey), ...weights.map((v) => v.weightsKey)];
+    // A revert's version shares its weights with an older one; a base-weights version has none.
+    const weightKeys = new Set(weights.flatMap((v) => (v.weightsKey ? [v.weightsKey] : [])));
+    return [...photos.map((p) => p.objectKey), ...weightKeys];
   });
   // After the commit: a failure here leaves unreferenced objects, never rows pointing at nothing.
   for (const key of objectKeys) await store.delete(key);

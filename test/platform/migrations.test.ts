@@ -30,13 +30,14 @@ describe('migrations', () => {
   it('keep model versions immutable', async () => {
     const [base] = await db.query(`INSERT INTO base_model (name, "storageLocation", architecture) VALUES ('b', 'k', 'sd15') RETURNING id`);
     const [model] = await db.query(`INSERT INTO model (name, kind, "baseModelId") VALUES ('m', 'META', $1) RETURNING id`, [base.id]);
-    const [version] = await db.query(`INSERT INTO model_version ("modelId", number, "weightsKey") VALUES ($1, 1, 'w/1') RETURNING id`, [model.id]);
+    const [version] = await db.query(`INSERT INTO model_version ("modelId", number, "weightsKey", method) VALUES ($1, 1, 'w/1', 'LORA') RETURNING id`, [model.id]);
     await expect(db.query(`UPDATE model_version SET "weightsKey" = 'w/evil' WHERE id = $1`, [version.id])).rejects.toThrow('immutable');
+    await expect(db.query(`UPDATE model_version SET method = 'FULL' WHERE id = $1`, [version.id])).rejects.toThrow('immutable');
     // Except that a version outlives the contribution that made it.
     const [user] = await db.query(`INSERT INTO "user" (email) VALUES ('c@example.org') RETURNING id`);
     const [concept] = await db.query(`INSERT INTO concept (token, category, kind, "modelId", "contributorId") VALUES ('sks', 'dog', 'OBJECT', $1, $2) RETURNING id`, [model.id, user.id]);
     const [contribution] = await db.query(`INSERT INTO contribution ("userId", "modelId", "conceptId") VALUES ($1, $2, $3) RETURNING id`, [user.id, model.id, concept.id]);
-    const [made] = await db.query(`INSERT INTO model_version ("modelId", number, "weightsKey", "parentVersionId", "contributionId") VALUES ($1, 2, 'w/2', $2, $3) RETURNING id`, [model.id, version.id, contribution.id]);
+    const [made] = await db.query(`INSERT INTO model_version ("modelId", number, "weightsKey", method, "parentVersionId", "contributionId") VALUES ($1, 2, 'w/2', 'LORA', $2, $3) RETURNING id`, [model.id, version.id, contribution.id]);
     await expect(db.query(`UPDATE model_version SET "contributionId" = $2 WHERE id = $1`, [version.id, contribution.id])).rejects.toThrow('immutable');
     await db.query('DELETE FROM "user" WHERE id = $1', [user.id]);
     expect(await db.query('SELECT "contributionId" FROM model_version WHERE id = $1', [made.id])).toEqual([{ contributionId: null }]);

@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Contribution, ContributionStatus, Image, Job, JobType, ModelVersion } from '../../src/entities';
+import { Contribution, ContributionStatus, FineTuneMethod, Image, Job, JobType, ModelVersion } from '../../src/entities';
 import { createAdmin } from '../../src/services/users';
 import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
@@ -76,8 +76,8 @@ describe('tenancy', () => {
 
     // Jobs, images, versions and contributions are made by workers in later issues; rows stand in here.
     const versions = db.getRepository(ModelVersion);
-    const first = await versions.save({ modelId: privateModelId, number: 1, weightsKey: 'weights/a/1' });
-    const head = await versions.save({ modelId: privateModelId, number: 2, weightsKey: 'weights/a/2', parentVersionId: first.id });
+    const first = await versions.save({ modelId: privateModelId, number: 1, weightsKey: 'weights/a/1', method: FineTuneMethod.LORA });
+    const head = await versions.save({ modelId: privateModelId, number: 2, weightsKey: 'weights/a/2', method: FineTuneMethod.LORA, parentVersionId: first.id });
     await db.query('UPDATE model SET "headVersionId" = $1 WHERE id = $2', [head.id, privateModelId]);
     const contribution = await db.getRepository(Contribution).save({
       userId: a.userId, modelId: privateMetaModelId, conceptId: metaConceptId, status: ContributionStatus.PENDING,
@@ -130,7 +130,15 @@ describe('tenancy', () => {
       gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }', {
         input: { modelId: owned.privateModelId, prompt: 'on your model' },
       }, key),
+    modelVersions: (key) => gql(url, 'query($id: ID!) { modelVersions(modelId: $id) { id } }', { id: owned.privateModelId }, key),
+    revertContribution: (key) => gql(url, 'mutation($id: ID!) { revertContribution(id: $id) { id } }', { id: owned.contributionId }, key),
+    startFineTune: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE_META', modelId: owned.privateMetaModelId } }, key),
+    // Someone else's photo, on a new model of one's own: refused before the model is made.
+    startFineTuneWithPhoto: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE', baseModelId } }, key),
   });
+
+  const FINE_TUNE = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
+  const fineTune = () => ({ category: 'dog', kind: 'OBJECT', instanceImageIds: [owned.instanceImageId], steps: 2, learningRate: 1e-4, method: 'LORA' });
 
   /** Take ids, but of things every signed-in user may use: no tenant's private object. */
   const PUBLIC_ID_FIELDS = new Set(['baseModel', 'createModel']);

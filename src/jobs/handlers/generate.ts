@@ -1,9 +1,13 @@
+import { type LoraLayer, parseUNetLora } from '../../engine/models/lora';
 import { encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgProgress } from '../../engine/pipelines';
+import { withUNetWeights } from '../../engine/pipelines/stable-diffusion';
+import { parseSafetensors, toFloat32 } from '../../engine/weights/safetensors';
 import type { EngineWorker } from '../../engine/runtime';
-import { BaseModel, Image, Job, JobStatus } from '../../entities';
+import { Image, Job, JobStatus } from '../../entities';
 import type { Services } from '../../resolvers/context';
 import { loadBaseModelPack } from '../../services/base-models';
 import type { GenerateParams } from '../../services/jobs';
+import { versionWeights } from '../../services/versions';
 import { publishJobEvent } from '../events';
 import { PipelineCache } from '../pipeline-cache';
 
@@ -48,9 +52,10 @@ export class GenerateHandler {
     const progress = this.#reporter(jobId, controller);
     this.#running.set(jobId, controller);
     try {
-      const pipeline = await this.#pipeline(params);
+      const { pipeline, lora } = await this.#pipeline(params);
       const result = await pipeline.generate(
         {
+          lora: lora && { weights: lora },
           prompt: params.prompt,
           negativePrompt: params.negativePrompt,
           steps: params.steps,
@@ -105,12 +110,19 @@ export class GenerateHandler {
     await this.#pipelines.close();
   }
 
-  async #pipeline(params: GenerateParams): Promise<Txt2ImgPipeline> {
-    if (params.versionId) throw new Txt2ImgError('generating with fine-tuned model versions is not available yet');
-    return this.#pipelines.get(PipelineCache.key(params.baseModelId, params.versionId), async () => {
-      const baseModel = await this.services.db.getRepository(BaseModel).findOneByOrFail({ id: params.baseModelId });
-      return new Txt2ImgPipeline(await loadBaseModelPack(this.services.store, baseModel.storageLocation), this.engine);
+  /** The pipeline of the job's model version, and the LoRA to feed it when the version is one. */
+  async #pipeline(params: GenerateParams): Promise<{ pipeline: Txt2ImgPipeline; lora?: Map<string, LoraLayer> }> {
+    const { db, store } = this.services;
+    const weights = await versionWeights(db, params.modelId, params.versionId);
+    // A LoRA is fed with each run, so LoRA versions share their base model's pipeline.
+    const pipeline = await this.#pipelines.get(PipelineCache.key(params.baseModelId, weights.unet ? weights.versionId : null), async () => {
+      const models = await loadBaseModelPack(store, weights.basePack);
+      if (!weights.unet) return new Txt2ImgPipeline(models, this.engine);
+      const unet = new Map([...parseSafetensors(await store.get(weights.unet))].map(([name, tensor]) => [name, toFloat32(tensor)]));
+      return new Txt2ImgPipeline(withUNetWeights(models, unet), this.engine);
     });
+    const lora = weights.lora ? parseUNetLora(parseSafetensors(await store.get(weights.lora))) : undefined;
+    return { pipeline, lora };
   }
 
   /**

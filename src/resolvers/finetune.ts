@@ -1,0 +1,58 @@
+import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
+import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../entities';
+import { startFineTune } from '../services/finetune';
+import { listModelVersions } from '../services/versions';
+import { requireUser } from '../services/viewer';
+import type { Context } from './context';
+
+@InputType()
+class StartFineTuneInput {
+  @Field(() => ModelKind, { description: 'PRIVATE: a new model of this one subject; PRIVATE_META: your metamodel; META: the public one.' })
+  target: ModelKind;
+
+  @Field(() => ID, { nullable: true, description: 'The metamodel to teach (PRIVATE_META or META); leave out to make a new model.' })
+  modelId?: string | null;
+
+  @Field(() => ID, { nullable: true, description: 'For a new model: the base model it starts from.' })
+  baseModelId?: string | null;
+
+  @Field(() => String, { nullable: true, description: 'For a new model; default the category.' })
+  name?: string | null;
+
+  @Field(() => String, { nullable: true, description: 'The rare identifier to use in prompts; one is chosen when left out.' })
+  token?: string | null;
+
+  @Field(() => String, { description: 'The class noun, e.g. `dog` or `oil painting`.' })
+  category: string;
+
+  @Field(() => ConceptKind)
+  kind: ConceptKind;
+
+  @Field(() => [ID], { description: 'Your staged photos (uploadInstanceImage without conceptId).' })
+  instanceImageIds: string[];
+
+  @Field(() => Int, { description: 'Training steps; also the number of prior-preservation images.' })
+  steps: number;
+
+  @Field(() => Float, { description: 'Around 1e-4 for LORA, 1e-6 for FULL.' })
+  learningRate: number;
+
+  @Field(() => FineTuneMethod)
+  method: FineTuneMethod;
+
+  @Field(() => Int, { nullable: true, description: 'LoRA rank, default 4.' })
+  rank?: number | null;
+}
+
+@Resolver()
+export class FineTuneResolver {
+  @Mutation(() => Job, { description: 'Queues a DreamBooth fine-tune; follow it with jobUpdated.' })
+  startFineTune(@Arg('input', () => StartFineTuneInput) input: StartFineTuneInput, @Ctx() { viewer, services }: Context): Promise<Job> {
+    return startFineTune(services.db, services.store, services.queue, requireUser(viewer), { ...input });
+  }
+
+  @Query(() => [ModelVersion], { description: "A model's version history, newest first." })
+  modelVersions(@Arg('modelId', () => ID) modelId: string, @Ctx() { viewer, services }: Context): Promise<ModelVersion[]> {
+    return listModelVersions(services.db, requireUser(viewer), modelId);
+  }
+}

@@ -1,0 +1,262 @@
+import { randomInt } from 'node:crypto';
+import type { DataSource, EntityManager } from 'typeorm';
+import { In } from 'typeorm';
+import { z } from 'zod';
+import type { ClipTokenizer } from '../engine/tokenizer';
+import { loadClipTokenizerFrom } from '../engine/tokenizer';
+import { loadPack } from '../engine/weights/pack';
+import {
+  BaseModel,
+  Concept,
+  ConceptKind,
+  Contribution,
+  ContributionStatus,
+  FineTuneMethod,
+  InstanceImage,
+  Job,
+  JobStatus,
+  JobType,
+  Model,
+  ModelKind,
+  ModelVersion,
+  type User,
+} from '../entities';
+import type { Queue } from '../jobs/queue';
+import type { ObjectStore } from '../storage/object-store';
+import { S3PackSource } from '../storage/s3-pack-source';
+import { badInput, notFound } from './errors';
+import { checkIdentifier, pickIdentifier } from './identifiers';
+import { getModel, getModelToChange } from './models';
+import { parseId } from './validate';
+
+/** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
+const MAX_STEPS = 1500;
+/** DreamBooth needs a handful of photos; more than this is a sign of the wrong tool. */
+const MAX_INSTANCE_IMAGES = 20;
+/** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
+const FINETUNE_EXPIRE_MINUTES = 12 * 60;
+
+const FineTuneInput = z
+  .object({
+    target: z.enum(ModelKind),
+    modelId: z.string().nullish(),
+    baseModelId: z.string().nullish(),
+    name: z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').nullish(),
+    token: z.string().nullish(),
+    // The category goes into prompts (`a <token> <category>`): words, no punctuation to escape.
+    category: z
+      .string()
+      .trim()
+      .toLowerCase()
+      .regex(/^[a-z]+( [a-z]+)*$/, 'must be one or more lower-case words, like "dog" or "oil painting"')
+      .max(100, 'must be at most 100 characters'),
+    kind: z.enum(ConceptKind),
+    instanceImageIds: z
+      .array(z.string())
+      .min(1, 'needs at least one photo')
+      .max(MAX_INSTANCE_IMAGES, `takes at most ${MAX_INSTANCE_IMAGES} photos`)
+      .refine((ids) => new Set(ids).size === ids.length, 'must not repeat a photo'),
+    steps: z.number().int().min(1, 'must be at least 1').max(MAX_STEPS, `must be at most ${MAX_STEPS}`),
+    learningRate: z.number().gt(0, 'must be positive').max(1e-2, 'must be at most 1e-2'),
+    method: z.enum(FineTuneMethod),
+    rank: z.number().int().min(1, 'must be at least 1').max(128, 'must be at most 128').nullish(),
+  })
+  .superRefine((input, ctx) => {
+    if (input.rank != null && input.method !== FineTuneMethod.LORA) {
+      ctx.addIssue({ code: 'custom', path: ['rank'], message: 'applies to LORA fine-tunes only' });
+    }
+  });
+
+export type FineTuneInput = z.input<typeof FineTuneInput>;
+
+/** What a fine-tune job's `params` hold; the worker reads the rest from the rows they name. */
+export interface FineTuneParams {
+  modelId: string;
+  conceptId: string;
+  contributionId: string;
+  steps: number;
+  learningRate: number;
+  method: FineTuneMethod;
+  /** LoRA rank; null for FULL. */
+  rank: number | null;
+  /** Seeds the training's noise and order, recorded so a run can be repeated. */
+  seed: number;
+}
+
+const DEFAULT_LORA_RANK = 4;
+
+/**
+ * Validates a fine-tune request and queues it: the target model (new for PRIVATE, or an existing
+ * metamodel), a Concept with a rare identifier, the user's staged photos attached to it, a PENDING
+ * Contribution and a QUEUED Job, all in one transaction. Anything refused leaves nothing behind.
+ */
+export async function startFineTune(db: DataSource, store: ObjectStore, queue: Queue, user: User, input: FineTuneInput): Promise<Job> {
+  const parsed = FineTuneInput.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw badInput(`${issue.path.join('.') || 'input'}: ${issue.message}`);
+  }
+  const request = parsed.data;
+  const imageIds = request.instanceImageIds.map((id) => parseId(id, 'instanceImageIds'));
+  const existing = await existingTarget(db, user, request);
+  const baseModel = await db.getRepository(BaseModel).findOneBy({
+    id: existing?.baseModelId ?? parseId(request.baseModelId ?? '', 'baseModelId'),
+  });
+  if (!baseModel) throw badInput('baseModelId: no such base model');
+  const base = await basePackInfo(store, baseModel);
+
+  const job = await db.transaction(async (tx) => {
+    const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
+    await checkMethod(tx, model, request.method);
+    const images = await claimablePhotos(tx, user, imageIds, base.resolution);
+    // The model row is locked: no other request picks the same identifier meanwhile.
+    const taken = new Set((await tx.getRepository(Concept).find({ where: { modelId: model.id }, select: { token: true } })).map((c) => c.token));
+    const token = request.token != null
+      ? checkIdentifier(base.tokenizer, request.token, request.category, taken)
+      : pickIdentifier(base.tokenizer, request.category, taken);
+
+    const concept = await tx.getRepository(Concept).save(
+      tx.getRepository(Concept).create({ token, category: request.category, kind: request.kind, modelId: model.id, contributorId: user.id }),
+    );
+    await tx.getRepository(InstanceImage).update({ id: In(images.map((i) => i.id)) }, { conceptId: concept.id });
+    const contribution = await tx.getRepository(Contribution).save(
+      tx.getRepository(Contribution).create({ userId: user.id, modelId: model.id, conceptId: concept.id, status: ContributionStatus.PENDING }),
+    );
+    const params: FineTuneParams = {
+      modelId: model.id,
+      conceptId: concept.id,
+      contributionId: contribution.id,
+      steps: request.steps,
+      learningRate: request.learningRate,
+      method: request.method,
+      rank: request.method === FineTuneMethod.LORA ? (request.rank ?? DEFAULT_LORA_RANK) : null,
+      seed: randomInt(2 ** 32),
+    };
+    const jobs = tx.getRepository(Job);
+    return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: request.steps }));
+  });
+  try {
+    await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);
+  } catch (error) {
+    await undoStart(db, job);
+    throw error;
+  }
+  return job;
+}
+
+/** The metamodel a request names, checked for the user; undefined when the request makes a new model. */
+async function existingTarget(
+  db: DataSource,
+  user: User,
+  request: z.output<typeof FineTuneInput>,
+): Promise<Model | undefined> {
+  if (request.modelId == null) {
+    if (request.target === ModelKind.META) throw badInput('modelId: name the public metamodel to contribute to');
+    if (request.baseModelId == null) throw badInput('baseModelId: required for a new model');
+    return undefined;
+  }
+  if (request.target === ModelKind.PRIVATE) throw badInput('modelId: a PRIVATE fine-tune makes a new model; give baseModelId');
+  if (request.baseModelId != null) throw badInput('baseModelId: the model’s own base model is used; leave it out');
+  // Contributing to the public metamodel needs only seeing it; a private metamodel, owning it.
+  const model = request.target === ModelKind.META
+    ? await getModel(db, user, parseId(request.modelId, 'modelId'))
+    : await getModelToChange(db, user, request.modelId, 'modelId');
+  if (model.kind !== request.target) throw badInput(`modelId: the model is ${model.kind}, not ${request.target}`);
+  return model;
+}
+
+async function createTarget(tx: EntityManager, user: User, request: z.output<typeof FineTuneInput>, baseModel: BaseModel): Promise<Model> {
+  const models = tx.getRepository(Model);
+  return models.save(
+    models.create({
+      name: request.name ?? request.category,
+      kind: request.target,
+      ownerId: user.id,
+      baseModelId: baseModel.id,
+      headVersionId: null,
+    }),
+  );
+}
+
+function lockModel(tx: EntityManager, id: string): Promise<Model> {
+  return tx.getRepository(Model).findOneOrFail({ where: { id }, lock: { mode: 'pessimistic_write' } });
+}
+
+/**
+ * A model's versions share one method, so each is one weights object over the base: a LoRA cannot be
+ * stacked on a full UNet here, nor a UNet trained over a LoRA.
+ */
+async function checkMethod(tx: EntityManager, model: Model, method: FineTuneMethod): Promise<void> {
+  const first = await tx.getRepository(ModelVersion).findOne({ where: { modelId: model.id }, order: { number: 'ASC' } });
+  const queued = await tx
+    .getRepository(Job)
+    .createQueryBuilder('job')
+    .where(`job.type = :type AND job.params->>'modelId' = :modelId`, { type: JobType.FINETUNE, modelId: model.id })
+    .andWhere('job.status IN (:...waiting)', { waiting: [JobStatus.QUEUED, JobStatus.RUNNING] })
+    .orderBy('job.createdAt', 'ASC')
+    .getOne();
+  const established = first?.method ?? (queued?.params as FineTuneParams | undefined)?.method;
+  if (established && established !== method) throw badInput(`method: this model is fine-tuned with ${established}`);
+}
+
+/** The user's own photos not yet part of a concept, large enough to train on. */
+async function claimablePhotos(tx: EntityManager, user: User, ids: string[], resolution: number): Promise<InstanceImage[]> {
+  const photos = await tx.getRepository(InstanceImage).find({ where: { id: In(ids), ownerId: user.id } });
+  if (photos.length !== ids.length) throw notFound('Instance image');
+  const used = photos.filter((p) => p.conceptId !== null);
+  if (used.length) throw badInput(`instanceImageIds: ${used.map((p) => p.id).join(', ')} already belong to a concept`);
+  const small = photos.filter((p) => Math.min(p.width, p.height) < resolution);
+  if (small.length) {
+    throw badInput(`instanceImageIds: ${small.map((p) => p.id).join(', ')} are smaller than ${resolution}x${resolution}, the model's training size`);
+  }
+  return photos;
+}
+
+/** The queue refused the job: withdraw what the request wrote, photos back to staged. */
+async function undoStart(db: DataSource, job: Job): Promise<void> {
+  const params = job.params as unknown as FineTuneParams;
+  await db.transaction(async (tx) => {
+    await tx.getRepository(Job).delete(job.id);
+    await tx.getRepository(InstanceImage).update({ conceptId: params.conceptId }, { conceptId: null });
+    await tx.getRepository(Concept).delete(params.conceptId); // the contribution cascades
+    const model = await tx.getRepository(Model).findOneBy({ id: params.modelId });
+    if (model && model.headVersionId === null && model.kind === ModelKind.PRIVATE) await tx.getRepository(Model).delete(model.id);
+  });
+}
+
+export interface BasePackInfo {
+  tokenizer: ClipTokenizer;
+  /** Training images are square, this many pixels a side: the UNet's sample size times the VAE's factor. */
+  resolution: number;
+}
+
+const packInfo = new Map<string, Promise<BasePackInfo>>();
+
+/** Tokenizer and training size of a base model; base models never change, so this is kept per process. */
+export function basePackInfo(store: ObjectStore, baseModel: BaseModel): Promise<BasePackInfo> {
+  const key = `${baseModel.id}:${baseModel.storageLocation}`;
+  let info = packInfo.get(key);
+  if (!info) {
+    info = (async () => {
+      const pack = await loadPack(new S3PackSource(store, baseModel.storageLocation));
+      const sampleSize = Number(pack.component('unet').config.sample_size ?? 64);
+      const vaeLevels = (pack.component('vae').config.block_out_channels as unknown[] | undefined)?.length ?? 4;
+      return { tokenizer: await loadClipTokenizerFrom(pack.source), resolution: sampleSize * 2 ** (vaeLevels - 1) };
+    })();
+    info.catch(() => packInfo.delete(key));
+    packInfo.set(key, info);
+  }
+  return info;
+}
+
+/** Concepts a model has learned and still offers, oldest first: those of its merged contributions. */
+export async function learnedConcepts(db: DataSource | EntityManager, modelId: string, except?: string): Promise<Concept[]> {
+  const concepts = await db
+    .getRepository(Concept)
+    .createQueryBuilder('concept')
+    .innerJoin(Contribution, 'contribution', 'contribution.conceptId = concept.id')
+    .where('concept.modelId = :modelId AND contribution.status = :merged', { modelId, merged: ContributionStatus.MERGED })
+    .orderBy('concept.createdAt', 'ASC')
+    .getMany();
+  return concepts.filter((concept) => concept.id !== except);
+}

@@ -1,0 +1,131 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import { BaseModel, FineTuneMethod, Model, ModelVersion, type User } from '../entities';
+import { badInput, conflict } from './errors';
+import { getModel } from './models';
+import { parseId } from './validate';
+
+/**
+ * What a worker loads to run one state of a model: the base model's pack, plus at most one object of
+ * trained weights on top of it. A model's versions all share one method (see `startFineTune`), so a
+ * version is either LoRA layers over the base UNet or a whole UNet.
+ */
+export interface VersionWeights {
+  modelId: string;
+  baseModelId: string;
+  /** Object-key prefix of the base model's diffusers pack. */
+  basePack: string;
+  /** Null: the model has no version yet and runs on the base weights. */
+  versionId: string | null;
+  /** Object key of a safetensors LoRA (diffusers key naming) for the base UNet. */
+  lora: string | null;
+  /** Object key of a safetensors UNet (checkpoint key naming) replacing the base UNet. */
+  unet: string | null;
+}
+
+/** The weights of `versionId` (default: the head) of a model the user may see. */
+export async function resolveModelWeights(
+  db: DataSource,
+  user: User,
+  modelId: string,
+  versionId?: string | null,
+): Promise<VersionWeights> {
+  const model = await getModel(db, user, parseId(modelId, 'modelId'));
+  if (versionId == null) return versionWeights(db, model.id, model.headVersionId);
+  const version = await db.getRepository(ModelVersion).findOneBy({ id: parseId(versionId, 'versionId'), modelId: model.id });
+  if (!version) throw badInput('versionId: not a version of this model');
+  return versionWeights(db, model.id, version.id);
+}
+
+/** For workers, whose jobs were authorized when queued: the weights of a version (null: the base's). */
+export async function versionWeights(
+  db: DataSource | EntityManager,
+  modelId: string,
+  versionId: string | null,
+): Promise<VersionWeights> {
+  const model = await db.getRepository(Model).findOneByOrFail({ id: modelId });
+  const base = await db.getRepository(BaseModel).findOneByOrFail({ id: model.baseModelId });
+  const version = versionId ? await db.getRepository(ModelVersion).findOneByOrFail({ id: versionId, modelId }) : null;
+  const key = version?.weightsKey ?? null;
+  return {
+    modelId,
+    baseModelId: base.id,
+    basePack: base.storageLocation,
+    versionId: version?.id ?? null,
+    lora: version?.method === FineTuneMethod.LORA ? key : null,
+    unet: version?.method === FineTuneMethod.FULL ? key : null,
+  };
+}
+
+/** Versions of a model the user may see, newest first. */
+export async function listModelVersions(db: DataSource, user: User, modelId: string): Promise<ModelVersion[]> {
+  const model = await getModel(db, user, parseId(modelId, 'modelId'));
+  return db.getRepository(ModelVersion).find({ where: { modelId: model.id }, order: { number: 'DESC' } });
+}
+
+export interface NewVersion {
+  /** Null: the base model's own weights. */
+  weightsKey: string | null;
+  method: FineTuneMethod;
+  contributionId: string | null;
+}
+
+/**
+ * Appends a version after the model's head and makes it the head. The model row is locked for the
+ * transaction, and `expectedHeadId` (the head the new weights were computed from) must still be the
+ * head: a concurrent writer makes this a CONFLICT, never a lost update.
+ */
+export async function appendVersion(
+  tx: EntityManager,
+  modelId: string,
+  expectedHeadId: string | null,
+  values: NewVersion,
+): Promise<ModelVersion> {
+  const model = await tx.getRepository(Model).findOneOrFail({ where: { id: modelId }, lock: { mode: 'pessimistic_write' } });
+  if (model.headVersionId !== expectedHeadId) throw conflict('The model changed while this version was being made');
+  const [{ last }] = await tx.query('SELECT coalesce(max(number), 0) AS last FROM model_version WHERE "modelId" = $1', [modelId]);
+  const versions = tx.getRepository(ModelVersion);
+  const version = await versions.save(
+    versions.create({ modelId, number: Number(last) + 1, parentVersionId: model.headVersionId, ...values }),
+  );
+  await tx.getRepository(Model).update(modelId, { headVersionId: version.id });
+  return version;
+}
+
+/**
+ * Writers of a model's versions (a training run, a revert) hold this PostgreSQL advisory lock, so
+ * contributions to one metamodel happen one after another. The key is derived from the model id.
+ */
+const MODEL_LOCK_KEY = `hashtextextended('bigdiffusion:model-versions:' || $1, 0)`;
+
+/** Takes the lock for the rest of `tx` if no one holds it; false when a writer is at work. */
+export async function tryLockVersions(tx: EntityManager, modelId: string): Promise<boolean> {
+  const [{ locked }] = await tx.query(`SELECT pg_try_advisory_xact_lock(${MODEL_LOCK_KEY}) AS locked`, [modelId]);
+  return locked;
+}
+
+/**
+ * Takes the lock on a connection of its own, held until `release`; waits while another writer holds
+ * it, checking `signal` between tries so a canceled job stops waiting.
+ */
+export async function lockVersions(db: DataSource, modelId: string, signal: AbortSignal, pollMs = 500): Promise<() => Promise<void>> {
+  const runner = db.createQueryRunner();
+  await runner.connect();
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const [{ locked }] = await runner.query(`SELECT pg_try_advisory_lock(${MODEL_LOCK_KEY}) AS locked`, [modelId]);
+      if (locked) break;
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+    }
+  } catch (error) {
+    await runner.release();
+    throw error;
+  }
+  return async () => {
+    try {
+      await runner.query(`SELECT pg_advisory_unlock(${MODEL_LOCK_KEY})`, [modelId]);
+    } finally {
+      await runner.release();
+    }
+  };
+}

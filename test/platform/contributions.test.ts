@@ -1,0 +1,142 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EngineWorker } from '../../src/engine/runtime';
+import { ModelVersion } from '../../src/entities';
+import { FineTuneHandler } from '../../src/jobs/handlers/finetune';
+import { createAdmin } from '../../src/services/users';
+import { lockVersions } from '../../src/services/versions';
+import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
+import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+
+const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id params } }';
+const REVERT = 'mutation($id: ID!) { revertContribution(id: $id) { id status } }';
+
+/**
+ * Contributions to the public metamodel with the worker's handlers driven by the test: an API-only
+ * platform queues the jobs, and two handlers (as two worker processes would) run them at once.
+ */
+describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
+  let platform: TestPlatform;
+  let url: string;
+  let admin: string;
+  let a: { key: string; userId: string };
+  let b: { key: string; userId: string };
+  let metaModelId: string;
+  let engines: EngineWorker[];
+  let handlers: FineTuneHandler[];
+  let seed = 0;
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
+  const contribute = async (key: string, category: string) => {
+    const png = await sharp({ create: { width: 36, height: 36, channels: 3, background: { r: 40 * ++seed, g: 120, b: 60 } } }).png().toBuffer();
+    const photo = (await ok(gqlUpload(url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
+    const job = (await ok(gql(url, START, { input: {
+      target: 'META', modelId: metaModelId, category, kind: 'OBJECT', instanceImageIds: [photo], steps: 3, learningRate: 1e-4, method: 'LORA',
+    } }, key))).startFineTune;
+    return { jobId: job.id as string, contributionId: job.params.contributionId as string, conceptId: job.params.conceptId as string, photo };
+  };
+  const contribution = async (id: string) =>
+    (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { status resultingVersionId priorSplit } }', { id }, a.key))).contribution;
+  const versions = () => platform.services.db.getRepository(ModelVersion).find({ where: { modelId: metaModelId }, order: { number: 'ASC' } });
+  const offered = async () =>
+    (await ok(gql(url, 'query($m: ID!) { concepts(modelId: $m) { id } }', { m: metaModelId }, a.key))).concepts.map((c: { id: string }) => c.id);
+
+  beforeAll(async () => {
+    platform = await startTestPlatform({ ROLE: 'api' });
+    url = platform.url;
+    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    a = await signUp(url, 'a@example.org');
+    b = await signUp(url, 'b@example.org');
+    const pack = join(TINY_SD15, 'pack');
+    for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const file = join(entry.parentPath, entry.name);
+      await platform.services.store.put(`base-models/tiny-sd15/${relative(pack, file)}`, await readFile(file));
+    }
+    const baseModelId = (await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id } }', {}, admin))).registerBaseModel.id;
+    metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    engines = [new EngineWorker({ device: 'cpu' }), new EngineWorker({ device: 'cpu' })];
+    handlers = engines.map((engine) => new FineTuneHandler(platform.services, engine));
+  }, 120_000);
+  afterAll(async () => {
+    for (const handler of handlers ?? []) await handler.stop();
+    for (const engine of engines ?? []) await engine.close();
+    await platform?.stop();
+  });
+
+  it('serializes concurrent contributions: two versions chained, the later one trained on the earlier', async () => {
+    const fromA = await contribute(a.key, 'cat');
+    const fromB = await contribute(b.key, 'dog');
+    await Promise.all([handlers[0].run(fromA.jobId), handlers[1].run(fromB.jobId)]);
+
+    const [first, second] = await versions();
+    expect(second.parentVersionId).toBe(first.id);
+    expect(first.parentVersionId).toBeNull();
+    const ca = await contribution(fromA.contributionId);
+    const cb = await contribution(fromB.contributionId);
+    expect([ca.status, cb.status]).toEqual(['MERGED', 'MERGED']);
+    expect([ca.resultingVersionId, cb.resultingVersionId].sort()).toEqual([first.id, second.id].sort());
+    // Whichever ran second saw the first merged and replayed its photo: no lost update.
+    const [earlier, later] = ca.resultingVersionId === first.id ? [fromA, cb] : [fromB, ca];
+    expect(later.priorSplit.parts).toContainEqual(expect.objectContaining({ source: 'instance', conceptId: earlier.conceptId, images: 1 }));
+    const head = (await ok(gql(url, 'query($m: ID!) { model(id: $m) { headVersion { id number } } }', { m: metaModelId }, b.key))).model.headVersion;
+    expect(head).toEqual({ id: second.id, number: 2 });
+  }, 300_000);
+
+  it('marks a failed training FAILED and leaves the head where it was', async () => {
+    const before = (await versions()).length;
+    const failing = await contribute(a.key, 'bird');
+    const [photo] = await platform.services.db.query('SELECT "objectKey" FROM instance_image WHERE id = $1', [failing.photo]);
+    await platform.services.store.delete(photo.objectKey);
+    await handlers[0].run(failing.jobId);
+    const job = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { status error } }', { id: failing.jobId }, a.key))).job;
+    expect(job).toEqual({ status: 'FAILED', error: 'Fine-tuning failed' });
+    expect((await contribution(failing.contributionId)).status).toBe('FAILED');
+    expect(await versions()).toHaveLength(before);
+    expect(await offered()).not.toContain(failing.conceptId);
+  }, 120_000);
+
+  it('lets only admins revert, appending a version with the weights from before', async () => {
+    const [first, second] = await versions();
+    const latest = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { id status resultingVersionId conceptId } }', { m: metaModelId }, a.key)))
+      .contributions.filter((c: { status: string }) => c.status === 'MERGED');
+    const top = latest.find((c: { resultingVersionId: string }) => c.resultingVersionId === second.id);
+    const bottom = latest.find((c: { resultingVersionId: string }) => c.resultingVersionId === first.id);
+
+    expect(errorCode(await gql(url, REVERT, { id: top.id }, a.key))).toBe('FORBIDDEN');
+    // While a contribution trains (holds the model's lock), a revert is refused rather than racing it.
+    const unlock = await lockVersions(platform.services.db, metaModelId, new AbortController().signal);
+    expect(errorCode(await gql(url, REVERT, { id: top.id }, admin))).toBe('CONFLICT');
+    await unlock();
+
+    expect((await ok(gql(url, REVERT, { id: top.id }, admin))).revertContribution).toEqual({ id: top.id, status: 'REVERTED' });
+    const third = (await versions())[2];
+    expect(third).toMatchObject({ number: 3, parentVersionId: second.id, weightsKey: first.weightsKey, contributionId: null, method: 'LORA' });
+    expect(first.weightsKey).not.toBe(second.weightsKey);
+    expect((await contribution(bottom.id)).status).toBe('MERGED');
+    expect(await offered()).toEqual([bottom.conceptId]);
+    expect(errorCode(await gql(url, REVERT, { id: top.id }, admin))).toBe('CONFLICT');
+
+    // Reverting the first contribution goes back to the base model's own weights.
+    await ok(gql(url, REVERT, { id: bottom.id }, admin));
+    const fourth = (await versions())[3];
+    expect(fourth).toMatchObject({ number: 4, parentVersionId: third.id, weightsKey: null });
+    expect(await offered()).toEqual([]);
+    const history = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { number } }', { m: metaModelId }, b.key))).modelVersions;
+    expect(history.map((v: { number: number }) => v.number)).toEqual([4, 3, 2, 1]);
+
+    // The next contribution trains from the base weights again and chains after the reverts.
+    const next = await contribute(b.key, 'cow');
+    await handlers[1].run(next.jobId);
+    const c = await contribution(next.contributionId);
+    expect(c.status).toBe('MERGED');
+    expect(c.priorSplit.parts).toEqual([{ source: 'class', category: 'cow', images: 3 }]);
+    expect((await versions())[4]).toMatchObject({ number: 5, parentVersionId: fourth.id });
+  }, 300_000);
+});

@@ -1,0 +1,216 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { createClient } from 'graphql-ws';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { classImageKey } from '../../src/jobs/handlers/finetune';
+import { createAdmin } from '../../src/services/users';
+import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
+import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+
+const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id status type params } }';
+const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id conceptId } }';
+const UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { status step steps loss error } }';
+
+interface Update {
+  status: string;
+  step: number;
+  steps: number;
+  loss: number | null;
+  error: string | null;
+}
+
+/** Every update of a job until the server completes the subscription. */
+function follow(url: string, key: string, jobId: string): Promise<Update[]> {
+  const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
+  const updates: Update[] = [];
+  return new Promise<Update[]>((resolve, reject) => {
+    client.subscribe<{ jobUpdated: Update }>(
+      { query: UPDATES, variables: { id: jobId } },
+      {
+        next: ({ data, errors }) => (errors ? reject(new Error(errors[0].message)) : updates.push(data!.jobUpdated)),
+        error: reject,
+        complete: () => resolve(updates),
+      },
+    );
+  }).finally(() => client.dispose());
+}
+
+/** A synthetic photo: a coloured square on a background, different per seed. */
+async function photo(seed: number, size = 40): Promise<Uint8Array> {
+  const inner = await sharp({ create: { width: size / 2, height: size / 2, channels: 3, background: { r: (seed * 70) % 256, g: 40, b: 200 - seed * 30 } } }).png().toBuffer();
+  return new Uint8Array(
+    await sharp({ create: { width: size, height: size + 8, channels: 3, background: { r: 230, g: 220 - seed * 20, b: 90 } } })
+      .composite([{ input: inner, left: (seed * 3) % (size / 2), top: size / 4 }])
+      .png()
+      .toBuffer(),
+  );
+}
+
+describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () => {
+  let platform: TestPlatform;
+  let url: string;
+  let admin: string;
+  let a: { key: string; userId: string };
+  let b: { key: string; userId: string };
+  let baseModelId: string;
+  let metaModelId: string;
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
+  const stage = async (key: string, seed: number, size?: number): Promise<string> =>
+    (await ok(gqlUpload(url, UPLOAD, {}, { bytes: await photo(seed, size), name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
+  const counts = async () => {
+    const [row] = await platform.services.db.query(
+      `SELECT (SELECT count(*) FROM model)::int AS models, (SELECT count(*) FROM concept)::int AS concepts,
+              (SELECT count(*) FROM contribution)::int AS contributions, (SELECT count(*) FROM job)::int AS jobs,
+              (SELECT count(*) FROM instance_image WHERE "conceptId" IS NOT NULL)::int AS claimed`,
+    );
+    return row;
+  };
+  const contributionOf = async (jobId: string, key: string) => {
+    const job = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { params } }', { id: jobId }, key))).job;
+    return (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { id status resultingVersionId priorSplit conceptId } }', { id: job.params.contributionId }, key))).contribution;
+  };
+
+  beforeAll(async () => {
+    platform = await startTestPlatform();
+    url = platform.url;
+    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    a = await signUp(url, 'a@example.org');
+    b = await signUp(url, 'b@example.org');
+    const pack = join(TINY_SD15, 'pack');
+    for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const file = join(entry.parentPath, entry.name);
+      await platform.services.store.put(`base-models/tiny-sd15/${relative(pack, file)}`, await readFile(file));
+    }
+    baseModelId = (await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id } }', {}, admin))).registerBaseModel.id;
+    metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+  }, 120_000);
+  afterAll(() => platform?.stop());
+
+  it('refuses bad requests with typed errors and writes nothing', async () => {
+    const mine = await stage(a.key, 1);
+    const theirs = await stage(b.key, 2);
+    const tiny = await stage(a.key, 3, 16); // under the pack's 32 px training size
+    const privateMeta = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const valid = { target: 'PRIVATE', baseModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [mine], steps: 2, learningRate: 1e-4, method: 'LORA' };
+    const before = await counts();
+    const cases: [Record<string, unknown>, string, RegExp?][] = [
+      [{ steps: 0 }, 'BAD_USER_INPUT', /steps/],
+      [{ steps: 5000 }, 'BAD_USER_INPUT', /steps/],
+      [{ learningRate: -1 }, 'BAD_USER_INPUT', /learningRate/],
+      [{ method: 'FULL', rank: 4 }, 'BAD_USER_INPUT', /rank/],
+      [{ category: 'dog; DROP TABLE' }, 'BAD_USER_INPUT', /category/],
+      [{ token: 'dog' }, 'BAD_USER_INPUT', /common word/],
+      [{ token: 'lnl' }, 'BAD_USER_INPUT', /single token/],
+      [{ instanceImageIds: [] }, 'BAD_USER_INPUT', /instanceImageIds/],
+      [{ instanceImageIds: [mine, mine] }, 'BAD_USER_INPUT', /repeat/],
+      [{ instanceImageIds: [theirs] }, 'NOT_FOUND'],
+      [{ instanceImageIds: [tiny] }, 'BAD_USER_INPUT', /smaller than 32x32/],
+      [{ baseModelId: null }, 'BAD_USER_INPUT', /baseModelId/],
+      [{ modelId: privateMeta }, 'BAD_USER_INPUT', /PRIVATE fine-tune makes a new model/],
+      [{ target: 'META', baseModelId: null }, 'BAD_USER_INPUT', /modelId/],
+      [{ target: 'META', baseModelId: null, modelId: privateMeta }, 'BAD_USER_INPUT', /PRIVATE_META, not META/],
+      [{ target: 'PRIVATE_META', baseModelId: null, modelId: metaModelId }, 'FORBIDDEN'],
+      [{ target: 'PRIVATE_META', baseModelId: null, modelId: 'not-an-id' }, 'BAD_USER_INPUT', /modelId/],
+    ];
+    for (const [change, code, message] of cases) {
+      const response = await gql(url, START, { input: { ...valid, ...change } }, a.key);
+      expect(errorCode(response), JSON.stringify(change)).toBe(code);
+      if (message) expect(response.errors![0].message).toMatch(message);
+    }
+    expect(errorCode(await gql(url, START, { input: valid }))).toBe('UNAUTHENTICATED');
+    expect(await counts()).toEqual(before);
+  });
+
+  it('trains a LoRA on a private metamodel, streams the loss, versions it, generates with it, then replays it', async () => {
+    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const photos = [await stage(a.key, 4), await stage(a.key, 5), await stage(a.key, 6)];
+    expect((await ok(gql(url, '{ instanceImages { id } }', {}, a.key))).instanceImages.map((i: { id: string }) => i.id)).toEqual(expect.arrayContaining(photos));
+
+    const input = { target: 'PRIVATE_META', modelId, category: 'dog', kind: 'OBJECT', steps: 3, learningRate: 1e-2, method: 'LORA', rank: 2 };
+    const first = (await ok(gql(url, START, { input: { ...input, instanceImageIds: photos } }, a.key))).startFineTune;
+    expect(first).toMatchObject({ status: 'QUEUED', type: 'FINETUNE' });
+    const updates = await follow(url, a.key, first.id);
+    expect(updates.at(-1)).toMatchObject({ status: 'SUCCEEDED', step: 3, steps: 3, error: null });
+    const losses = updates.filter((u) => u.status === 'RUNNING' && u.step > 0).map((u) => u.loss);
+    expect(losses.length).toBeGreaterThan(0);
+    for (const loss of losses) expect(Number.isFinite(loss) && loss! > 0).toBe(true);
+
+    const c1 = await contributionOf(first.id, a.key);
+    expect(c1.status).toBe('MERGED');
+    // Nothing learned before: all three prior images are generated dogs, cached for everyone.
+    expect(c1.priorSplit).toEqual({ parts: [{ source: 'class', category: 'dog', images: 3 }], warnings: [] });
+    for (let i = 0; i < 3; i++) expect(await platform.services.store.exists(classImageKey(baseModelId, 'dog', i))).toBe(true);
+    const concept = (await ok(gql(url, 'query($id: ID!) { concept(id: $id) { token category } }', { id: c1.conceptId }, a.key))).concept;
+    expect(concept.category).toBe('dog');
+    expect(concept.token).toMatch(/^[^aeiouy]{3}$/);
+
+    const history = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { id number method parentVersionId contributionId } model(id: $m) { headVersion { id } } }', { m: modelId }, a.key)));
+    expect(history.modelVersions).toEqual([{ id: c1.resultingVersionId, number: 1, method: 'LORA', parentVersionId: null, contributionId: c1.id }]);
+    expect(history.model.headVersion.id).toBe(c1.resultingVersionId);
+
+    // Generation runs on the new head: the LoRA changes the picture of the same seed.
+    const generate = async (versionId?: string, on = modelId) => {
+      const job = (await ok(gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }', {
+        input: { modelId: on, versionId, prompt: `a ${concept.token} dog`, steps: 2, seed: 7, scheduler: 'DDIM' },
+      }, a.key))).generateImages;
+      expect((await follow(url, a.key, job.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+      const [row] = await platform.services.db.query('SELECT "objectKey" FROM image WHERE "jobId" = $1', [job.id]);
+      return Buffer.from(await platform.services.store.get(row.objectKey));
+    };
+    const tuned = await generate();
+    expect(tuned.equals(await generate(c1.resultingVersionId))).toBe(true);
+    const untrained = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "plain", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    expect(tuned.equals(await generate(undefined, untrained))).toBe(false);
+
+    // A second concept of another category replays the first one's photos in its prior images.
+    const more = [await stage(a.key, 7), await stage(a.key, 8)];
+    const second = (await ok(gql(url, START, { input: { ...input, category: 'cat', token: 'brc', steps: 4, instanceImageIds: more } }, a.key))).startFineTune;
+    expect((await follow(url, a.key, second.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
+    const c2 = await contributionOf(second.id, a.key);
+    expect(c2.priorSplit).toEqual({
+      parts: [
+        { source: 'class', category: 'cat', images: 2 },
+        { source: 'class', category: 'dog', images: 1 },
+        { source: 'instance', conceptId: c1.conceptId, token: concept.token, category: 'dog', images: 1 },
+      ],
+      warnings: [],
+    });
+    const versions = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { id number parentVersionId } }', { m: modelId }, a.key))).modelVersions;
+    expect(versions).toEqual([
+      { id: c2.resultingVersionId, number: 2, parentVersionId: c1.resultingVersionId },
+      { id: c1.resultingVersionId, number: 1, parentVersionId: null },
+    ]);
+    const tokens = (await ok(gql(url, 'query($m: ID!) { concepts(modelId: $m) { token } }', { m: modelId }, a.key))).concepts.map((c: { token: string }) => c.token);
+    expect(tokens).toEqual([concept.token, 'brc']);
+    // A taken identifier is refused on the same model.
+    const again = await gql(url, START, { input: { ...input, token: 'brc', instanceImageIds: [await stage(a.key, 9)] } }, a.key);
+    expect(errorCode(again)).toBe('CONFLICT');
+  }, 300_000);
+
+  it('makes a new PRIVATE model with plain DreamBooth, and lets anyone contribute to the public metamodel', async () => {
+    const job = (await ok(gql(url, START, { input: {
+      target: 'PRIVATE', baseModelId, name: 'my mug', category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 10)], steps: 2, learningRate: 1e-4, method: 'LORA',
+    } }, b.key))).startFineTune;
+    expect((await follow(url, b.key, job.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    const contribution = await contributionOf(job.id, b.key);
+    expect(contribution.priorSplit.parts).toEqual([{ source: 'class', category: 'mug', images: 2 }]);
+    const models = (await ok(gql(url, '{ models(kind: PRIVATE) { name headVersion { number } } }', {}, b.key))).models;
+    expect(models).toEqual([{ name: 'my mug', headVersion: { number: 1 } }]);
+
+    const meta = (await ok(gql(url, START, { input: {
+      target: 'META', modelId: metaModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 11)], steps: 2, learningRate: 1e-4, method: 'LORA',
+    } }, b.key))).startFineTune;
+    expect((await follow(url, b.key, meta.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    // Every signed-in user sees the public metamodel's contributions.
+    const seen = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { userId status } }', { m: metaModelId }, a.key))).contributions;
+    expect(seen).toEqual([{ userId: b.userId, status: 'MERGED' }]);
+  }, 300_000);
+});
