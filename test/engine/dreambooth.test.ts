@@ -187,6 +187,22 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
       }
     }
 
+    it('class images are PNGs fixed by the seed, image i by seed + i', async () => {
+      const pipeline = new Txt2ImgPipeline(models, worker);
+      try {
+        const done: number[] = [];
+        const three = await generateClassImages(pipeline, { prompt: 'a square', count: 3, seed: 4, steps: 4 }, { onImage: (n) => done.push(n) });
+        expect(done).toEqual([1, 2, 3]);
+        const again = await generateClassImages(pipeline, { prompt: 'a square', count: 2, seed: 5, steps: 4 });
+        expect(again[0].equals(three[1])).toBe(true);
+        expect(again[1].equals(three[2])).toBe(true);
+        expect(three[0].equals(three[1])).toBe(false);
+        expect((await sharp(three[0]).metadata()).format).toBe('png');
+      } finally {
+        await pipeline.close();
+      }
+    });
+
     it('LoRA training lowers the loss on a fixed batch', async () => {
       const progress: DreamBoothProgress[] = [];
       const result = await trainDreamBooth(models, request({ steps: 30 }), { worker, onStep: (p) => progress.push(p) });

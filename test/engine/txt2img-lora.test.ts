@@ -6,7 +6,9 @@ import { LoraError, type LoraLayer, parseUNetLora } from '../../src/engine/model
 import { trainDreamBooth } from '../../src/engine/pipelines/dreambooth';
 import { loadTrainingImage } from '../../src/engine/pipelines/images';
 import { serializeLora } from '../../src/engine/pipelines/lora-file';
-import { loadStableDiffusionFrom, type StableDiffusionModels, withUNetWeights } from '../../src/engine/pipelines/stable-diffusion';
+import {
+  loadStableDiffusionFrom, parseUNetWeights, serializeUNet, type StableDiffusionModels, withUNetWeights,
+} from '../../src/engine/pipelines/stable-diffusion';
 import { Txt2ImgPipeline, type Txt2ImgRequest } from '../../src/engine/pipelines/txt2img';
 import { EngineWorker } from '../../src/engine/runtime';
 import { WeightBindingError } from '../../src/engine/weights/bind';
@@ -85,7 +87,9 @@ describe.skipIf(!hasFixtures)('txt2img with a trained LoRA or UNet on tiny-sd15'
   it('applies the LoRA as merged weights would, and shares one graph among LoRAs of one shape', async () => {
     const withLora = await pipeline.generate({ ...request, lora: { weights: lora, scale: 0.7 } });
     const sessions = worker.sessionCount;
-    const merged = new Txt2ImgPipeline(withUNetWeights(models, mergeLora(models.unet.weights, lora, 0.7)), worker);
+    // The merged UNet also makes the round trip through its safetensors file.
+    const file = serializeUNet(models, mergeLora(models.unet.weights, lora, 0.7));
+    const merged = new Txt2ImgPipeline(withUNetWeights(models, parseUNetWeights(models, file)), worker);
     try {
       expect(relativeL2(withLora.images, (await merged.generate(request)).images)).toBeLessThan(1e-4);
     } finally {

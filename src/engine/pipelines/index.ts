@@ -2,12 +2,14 @@ export { generateClassImages, type ClassImagesOptions, type ClassImagesRequest }
 export {
   DreamBoothError, DreamBoothTrainer, trainDreamBooth, type DreamBoothOptions, type DreamBoothProgress, type DreamBoothRequest,
   type DreamBoothResult, type DreamBoothTrainerOptions, type Example, type LatentBatch, type TrainingMethod, type TrainingStart,
+  type UNetTrainingModels,
 } from './dreambooth';
 export { ImageInputError, loadTrainingImage, type ImageInputErrorCode, type TrainingPixels } from './images';
 export { loraFromSlots, serializeLora, type LoraWeights } from './lora-file';
 export { openGraphSession } from './sessions';
 export {
-  attachWeights, loadStableDiffusion, loadStableDiffusionFrom, withUNetWeights, type StableDiffusionModels,
+  attachWeights, loadStableDiffusion, loadStableDiffusionFrom, parseUNetWeights, serializeUNet, withUNetWeights,
+  type StableDiffusionModels,
 } from './stable-diffusion';
 export {
   encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,

@@ -7,6 +7,7 @@ import { type SchedulerName } from '../schedulers';
 import { type ClipTokenizer, loadClipTokenizerFrom } from '../tokenizer';
 import { bindWeights, WeightBindingError } from '../weights/bind';
 import { loadPack, type Pack, type PackSource } from '../weights/pack';
+import { fromFloat32, parseSafetensors, serializeSafetensors } from '../weights/safetensors';
 
 /** A Stable Diffusion pack with configs parsed and every component's weights checked and widened to float32. */
 export interface StableDiffusionModels {
@@ -113,6 +114,17 @@ export function withUNetWeights(models: StableDiffusionModels, weights: Readonly
   for (const name of weights.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
   if (problems.length > 0) throw new WeightBindingError(problems);
   return { ...models, unet: { ...models.unet, weights: new Map(weights) } };
+}
+
+/** A UNet's weights (a full fine-tune) as the `unet/diffusion_pytorch_model.safetensors` of a diffusers pack. */
+export function serializeUNet(models: StableDiffusionModels, weights: ReadonlyMap<string, Float32Array>): Uint8Array {
+  const shapes = declaredUNetWeights(models.unet.config);
+  return serializeSafetensors(new Map([...withUNetWeights(models, weights).unet.weights].map(([name, data]) => [name, fromFloat32(data, [...shapes.get(name)!])])));
+}
+
+/** UNet weights from a safetensors file (F32, F16 or BF16) checked against the model, as `withUNetWeights` takes them. */
+export function parseUNetWeights(models: StableDiffusionModels, bytes: Uint8Array): Map<string, Float32Array> {
+  return bindWeights(declaredUNetWeights(models.unet.config), parseSafetensors(bytes));
 }
 
 /** Gives each weight a graph declares the data loaded for it, but for those fed at run time (`fed`). */
