@@ -260,3 +260,14 @@ export async function learnedConcepts(db: DataSource | EntityManager, modelId: s
     .getMany();
   return concepts.filter((concept) => concept.id !== except);
 }
+
+/**
+ * A fine-tune that will not merge (it failed or was canceled): its contribution is FAILED, so its
+ * concept is no longer offered, and its photos go back to the owner's staged ones for another try.
+ */
+export async function withdrawContribution(db: DataSource | EntityManager, contributionId: string): Promise<void> {
+  const contribution = await db.getRepository(Contribution).findOneBy({ id: contributionId });
+  if (!contribution || contribution.status === ContributionStatus.MERGED || contribution.status === ContributionStatus.REVERTED) return;
+  await db.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
+  await db.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
+}

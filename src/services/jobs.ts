@@ -7,6 +7,7 @@ import { Image, Job, JobStatus, JobType, ModelVersion, type User } from '../enti
 import { publishJobEvent } from '../jobs/events';
 import type { Queue } from '../jobs/queue';
 import { badInput, conflict, notFound } from './errors';
+import { type FineTuneParams, withdrawContribution } from './finetune';
 import { getModel } from './models';
 import { parseId, parseInput } from './validate';
 import { isAdmin } from './viewer';
@@ -36,6 +37,7 @@ export async function cancelJob(db: DataSource, queue: Queue, user: User, id: st
     .getRepository(Job)
     .update({ id: job.id, status: In(CANCELABLE) }, { status: JobStatus.CANCELED, finishedAt: new Date() });
   if (!affected) throw conflict(`The job is already ${job.status}`);
+  if (job.type === JobType.FINETUNE) await withdrawContribution(db, (job.params as unknown as FineTuneParams).contributionId);
   await publishJobEvent(db, job.id, 'status');
   await queue.cancel(job.type, job.id);
   return db.getRepository(Job).findOneByOrFail({ id: job.id });

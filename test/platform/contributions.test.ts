@@ -100,6 +100,20 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     expect((await contribution(failing.contributionId)).status).toBe('FAILED');
     expect(await versions()).toHaveLength(before);
     expect(await offered()).not.toContain(failing.conceptId);
+    // The photo is staged again, for another try.
+    expect((await ok(gql(url, '{ instanceImages { id conceptId } }', {}, a.key))).instanceImages).toEqual([{ id: failing.photo, conceptId: null }]);
+    await ok(gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: failing.photo }, a.key));
+  }, 120_000);
+
+  it('withdraws the contribution of a canceled fine-tune', async () => {
+    const before = (await versions()).length;
+    const canceled = await contribute(b.key, 'fish');
+    expect((await ok(gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { status } }', { id: canceled.jobId }, b.key))).cancelJob.status).toBe('CANCELED');
+    await handlers[0].run(canceled.jobId); // a late delivery does nothing
+    expect((await contribution(canceled.contributionId)).status).toBe('FAILED');
+    expect(await offered()).not.toContain(canceled.conceptId);
+    expect((await ok(gql(url, '{ instanceImages { id } }', {}, b.key))).instanceImages).toEqual([{ id: canceled.photo }]);
+    expect(await versions()).toHaveLength(before);
   }, 120_000);
 
   it('lets only admins revert, appending a version with the weights from before', async () => {

@@ -193,6 +193,10 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     // A taken identifier is refused on the same model.
     const again = await gql(url, START, { input: { ...input, token: 'brc', instanceImageIds: [await stage(a.key, 9)] } }, a.key);
     expect(errorCode(again)).toBe('CONFLICT');
+    // A model keeps one method: a full UNet cannot be trained over its LoRA versions.
+    const mixed = await gql(url, START, { input: { ...input, method: 'FULL', rank: null, instanceImageIds: [await stage(a.key, 13)] } }, a.key);
+    expect(errorCode(mixed)).toBe('BAD_USER_INPUT');
+    expect(mixed.errors![0].message).toMatch(/fine-tuned with LORA/);
   }, 300_000);
 
   it('makes a new PRIVATE model with plain DreamBooth, and lets anyone contribute to the public metamodel', async () => {
@@ -204,6 +208,21 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     expect(contribution.priorSplit.parts).toEqual([{ source: 'class', category: 'mug', images: 2 }]);
     const models = (await ok(gql(url, '{ models(kind: PRIVATE) { name headVersion { number } } }', {}, b.key))).models;
     expect(models).toEqual([{ name: 'my mug', headVersion: { number: 1 } }]);
+
+    // Full fine-tuning: the whole UNet is stored, and generation loads it in place of the base's.
+    const full = (await ok(gql(url, START, { input: {
+      target: 'PRIVATE', baseModelId, name: 'full', category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 12)], steps: 1, learningRate: 1e-2, method: 'FULL',
+    } }, b.key))).startFineTune;
+    expect((await follow(url, b.key, full.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
+    const fullModelId = full.params.modelId;
+    expect((await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { method } }', { m: fullModelId }, b.key))).modelVersions).toEqual([{ method: 'FULL' }]);
+    // The class images of "mug" were generated once, by the first job, and shared since.
+    expect(await platform.services.store.exists(classImageKey(baseModelId, 'mug', 1))).toBe(true);
+    expect(await platform.services.store.exists(classImageKey(baseModelId, 'mug', 2))).toBe(false);
+    const generated = (await ok(gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }', {
+      input: { modelId: fullModelId, prompt: 'a mug', steps: 2, seed: 3, scheduler: 'DDIM' },
+    }, b.key))).generateImages;
+    expect((await follow(url, b.key, generated.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
 
     const meta = (await ok(gql(url, START, { input: {
       target: 'META', modelId: metaModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 11)], steps: 2, learningRate: 1e-4, method: 'LORA',

@@ -12,7 +12,7 @@ import { loadPack, type Pack } from '../../engine/weights/pack';
 import { BaseModel, Concept, Contribution, ContributionStatus, FineTuneMethod, InstanceImage, Job, JobStatus, Model, ModelKind, ModelVersion } from '../../entities';
 import type { Services } from '../../resolvers/context';
 import { splitPriorImages, type PriorSplit } from '../../services/big-split';
-import { learnedConcepts, type FineTuneParams } from '../../services/finetune';
+import { learnedConcepts, withdrawContribution, type FineTuneParams } from '../../services/finetune';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { S3PackSource } from '../../storage/s3-pack-source';
 import { publishJobEvent } from '../events';
@@ -91,7 +91,7 @@ export class FineTuneHandler {
       });
       if (!finished) {
         await this.services.store.delete(result.weightsKey);
-        await contributions.update(params.contributionId, { status: ContributionStatus.FAILED });
+        await withdrawContribution(db, params.contributionId);
       }
     } catch (error) {
       if (controller.signal.reason instanceof WorkerStopping) {
@@ -100,7 +100,7 @@ export class FineTuneHandler {
         await publishJobEvent(db, jobId, 'status');
         throw controller.signal.reason;
       }
-      await contributions.update(params.contributionId, { status: ContributionStatus.FAILED });
+      await withdrawContribution(db, params.contributionId);
       if (controller.signal.aborted) return; // canceled: cancelJob has recorded it
       log.error({ err: error, jobId }, 'fine-tune failed');
       const { affected: failed } = await jobs.update(
