@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { BaseModel, FineTuneMethod, Model, ModelVersion, type User } from '../entities';
-import { badInput, conflict } from './errors';
+import { conflict } from './errors';
 import { getModel } from './models';
 import { parseId } from './validate';
 
@@ -22,21 +22,10 @@ export interface VersionWeights {
   unet: string | null;
 }
 
-/** The weights of `versionId` (default: the head) of a model the user may see. */
-export async function resolveModelWeights(
-  db: DataSource,
-  user: User,
-  modelId: string,
-  versionId?: string | null,
-): Promise<VersionWeights> {
-  const model = await getModel(db, user, parseId(modelId, 'modelId'));
-  if (versionId == null) return versionWeights(db, model.id, model.headVersionId);
-  const version = await db.getRepository(ModelVersion).findOneBy({ id: parseId(versionId, 'versionId'), modelId: model.id });
-  if (!version) throw badInput('versionId: not a version of this model');
-  return versionWeights(db, model.id, version.id);
-}
-
-/** For workers, whose jobs were authorized when queued: the weights of a version (null: the base's). */
+/**
+ * The weights of one version of a model (null: the base model's own), for workers, whose jobs were
+ * authorized when they were queued.
+ */
 export async function versionWeights(
   db: DataSource | EntityManager,
   modelId: string,

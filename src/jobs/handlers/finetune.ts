@@ -160,7 +160,7 @@ export class FineTuneHandler {
       : serializeUNet(result.unet!, pack);
     const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
     await store.put(weightsKey, bytes);
-    return { weightsKey, fromVersionId: head?.id ?? null, split };
+    return { weightsKey, fromVersionId: head?.id ?? null };
   }
 
   /** A concept's stored photos as training examples, cycled to `count` when given. */
