@@ -1,22 +1,27 @@
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Graph } from '../../src/engine/graph';
 import { parseUNetLora } from '../../src/engine/models/lora';
+import { buildUNet } from '../../src/engine/models/unet';
 import {
   DreamBoothError, type DreamBoothProgress, type DreamBoothRequest, DreamBoothTrainer, type Example, type LatentBatch, type TrainingStart,
   trainDreamBooth,
 } from '../../src/engine/pipelines/dreambooth';
 import { ImageInputError, loadTrainingImage } from '../../src/engine/pipelines/images';
 import { serializeLora } from '../../src/engine/pipelines/lora-file';
-import { loadStableDiffusionFrom, type StableDiffusionModels } from '../../src/engine/pipelines/stable-diffusion';
+import { attachWeights, loadStableDiffusionFrom, type StableDiffusionModels } from '../../src/engine/pipelines/stable-diffusion';
 import { TrainingEncoders } from '../../src/engine/pipelines/training-encoders';
 import { generateClassImages } from '../../src/engine/pipelines/class-images';
 import { Txt2ImgPipeline } from '../../src/engine/pipelines/txt2img';
 import { Rng } from '../../src/engine/random';
 import { EngineWorker } from '../../src/engine/runtime';
+import { createScheduler } from '../../src/engine/schedulers';
 import { FolderPackSource } from '../../src/engine/weights/pack';
 import { parseSafetensors, readSafetensors, type StoredTensor, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
+import { runGraph } from '../helpers/models';
 
 describe('training images', () => {
   it('resizes the shorter side, center-crops and scales to [-1, 1] NCHW', async () => {
@@ -108,6 +113,53 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
     } finally {
       await trainer.dispose();
     }
+  });
+
+  it('trains the target the scheduler names: epsilon or v_prediction', async () => {
+    // The base UNet's prediction on the reference batch, computed apart, and both losses on the host.
+    const batch = referenceBatch();
+    const ddpm = createScheduler('ddpm', models.scheduler.config);
+    const latents = Float64Array.from(batch.latents);
+    const noise = Float64Array.from(batch.noise);
+    const g = new Graph('unet');
+    const pred = buildUNet(g, models.unet.config, g.input('sample', 'float32', [2, 4, 16, 16]), g.input('t', 'int64', [2]),
+      g.input('states', 'float32', [2, 77, 32]));
+    g.output(pred, 'pred');
+    attachWeights(g, models.unet.weights);
+    const out = (await runGraph(g, {
+      sample: new ort.Tensor('float32', Float32Array.from(ddpm.addNoise(latents, noise, batch.timesteps)), [2, 4, 16, 16]),
+      t: new ort.Tensor('int64', BigInt64Array.from(batch.timesteps, BigInt), [2]),
+      states: new ort.Tensor('float32', batch.encoderHiddenStates, [2, 77, 32]),
+    })).pred.data as Float32Array;
+    const dreamboothLoss = (target: Float64Array) => {
+      const half = target.length / 2;
+      let instance = 0;
+      let prior = 0;
+      target.forEach((y, i) => {
+        if (i < half) instance += (out[i] - y) ** 2;
+        else prior += (out[i] - y) ** 2;
+      });
+      return instance / half + 0.5 * prior / half;
+    };
+    for (const [predictionType, target] of [
+      ['epsilon', noise], ['v_prediction', ddpm.getVelocity(latents, noise, batch.timesteps)],
+    ] as const) {
+      const scheduler = { ...models.scheduler, config: { ...models.scheduler.config, prediction_type: predictionType } };
+      // A new LoRA starts with zero up matrices: the base model.
+      const trainer = await DreamBoothTrainer.create({ ...models, scheduler }, worker, {
+        method: { kind: 'lora', rank: 1 }, batchSize: 1, prior: true, latentSize: 16, rng: new Rng(0),
+      });
+      try {
+        const loss = await trainer.loss(referenceBatch(), 0.5);
+        expect(Math.abs(loss - dreamboothLoss(target)) / loss, predictionType).toBeLessThan(1e-5);
+      } finally {
+        await trainer.dispose();
+      }
+    }
+    const sample = { ...models.scheduler, config: { ...models.scheduler.config, prediction_type: 'sample' } };
+    await expect(DreamBoothTrainer.create({ ...models, scheduler: sample }, worker, {
+      method: { kind: 'lora', rank: 1 }, batchSize: 1, prior: true, latentSize: 16, rng: new Rng(0),
+    })).rejects.toThrow(DreamBoothError);
   });
 
   it('encodes prompts and images as the frozen encoders do', async () => {

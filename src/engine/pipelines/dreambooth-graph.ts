@@ -1,7 +1,10 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type AdamWOptions, buildTrainStep, compile, type CompiledGraph, saveBuilt, type SavedGraph } from '../autodiff';
+import { randomUUID } from 'node:crypto';
+import {
+  type AdamWOptions, type BuiltGraph, buildTrainStep, compile, type CompiledGraph, saveBuilt, type SavedGraph,
+} from '../autodiff';
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../graph';
 import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
 import { buildUNet } from '../models/unet';
@@ -75,6 +78,13 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
 /** Above this many bytes of frozen weights a step is written to disk with external data (protobuf stops at 2 GB). */
 const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
 
+/** One folder per process for steps over the inline limit (gigabytes at SD size), removed when the process exits. */
+function scratchDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'dreambooth-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 const compiled = new WeakMap<UNetTrainingModels, Map<string, CompiledGraph | SavedGraph>>();
 let scratch: string | undefined;
 
@@ -90,16 +100,17 @@ export function dreamBoothTrainStep(
   let step = byShape.get(key);
   if (!step) {
     const { graph, loss, trainable } = buildDreamBoothLoss(models, shape);
-    const built = buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm } });
-    let frozenBytes = 0;
-    for (const [name, { data }] of graph.weights) if (!built.weightsAsInputs.has(name)) frozenBytes += data?.byteLength ?? 0;
-    if (frozenBytes < INLINE_WEIGHT_BYTES) {
-      step = compile(built);
-    } else {
-      scratch ??= mkdtempSync(join(tmpdir(), 'dreambooth-'));
-      step = saveBuilt(built, join(scratch, `step-${byShape.size}-${Date.now()}.onnx`));
-    }
+    step = compileBuilt(buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm } }));
     byShape.set(key, step);
   }
   return step;
+}
+
+/** Serializes a built graph in memory, or with external data under the scratch folder when its frozen weights are large. */
+export function compileBuilt(built: BuiltGraph): CompiledGraph | SavedGraph {
+  let frozenBytes = 0;
+  for (const [name, { data }] of built.graph.weights) if (!built.weightsAsInputs.has(name)) frozenBytes += data?.byteLength ?? 0;
+  if (frozenBytes < INLINE_WEIGHT_BYTES) return compile(built);
+  scratch ??= scratchDir();
+  return saveBuilt(built, join(scratch, `${built.graph.name}-${randomUUID()}.onnx`));
 }

@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { type AdamWOptions, compile, type CompiledGraph, Trainer } from '../autodiff';
+import { type AdamWOptions, Trainer } from '../autodiff';
 import { type LoraLayer } from '../models/lora';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../schedulers';
 import {
-  buildDreamBoothLoss, dreamBoothTrainStep, type LossGraph, type StepShape, type TrainingMethod, type UNetTrainingModels,
+  buildDreamBoothLoss, compileBuilt, dreamBoothTrainStep, type LossGraph, type StepShape, type TrainingMethod, type UNetTrainingModels,
 } from './dreambooth-graph';
 import { type TrainingPixels } from './images';
 import { loraFromSlots, type LoraWeights } from './lora-file';
@@ -60,7 +60,7 @@ export interface DreamBoothTrainerOptions {
  * with the pack's scheduler config, as diffusers' DDPMScheduler.add_noise / get_velocity do.
  */
 export class DreamBoothTrainer {
-  #evaluation: { compiled: CompiledGraph; session?: Promise<SessionHandle> } | undefined;
+  #evaluation: Promise<SessionHandle> | undefined;
 
   private constructor(
     readonly models: UNetTrainingModels,
@@ -82,7 +82,7 @@ export class DreamBoothTrainer {
     const forward = buildDreamBoothLoss(models, shape);
     const initial = initialValues(models, forward, options);
     const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), Object.fromEntries(initial));
-    const scheduler = createScheduler('ddpm', models.scheduler.config) as DdpmScheduler;
+    const scheduler = createScheduler('ddpm', models.scheduler.config);
     return new DreamBoothTrainer(models, worker, trainer, forward, shape, scheduler, predictionType);
   }
 
@@ -97,19 +97,18 @@ export class DreamBoothTrainer {
 
   /** The loss of the current weights on `batch`, changing nothing (a held-out measure). */
   async loss(batch: LatentBatch, priorLossWeight = 1): Promise<number> {
-    if (!this.#evaluation) {
-      const { graph, loss, trainable } = this.forward;
+    const { graph, loss, trainable } = this.forward;
+    this.#evaluation ??= (async () => {
       graph.output(loss, 'loss');
       const batchSpecs = graph.inputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape] }));
-      this.#evaluation = { compiled: compile({ graph, weightsAsInputs: new Set(trainable), batch: batchSpecs }) };
+      const compiled = compileBuilt({ graph, weightsAsInputs: new Set(trainable), batch: batchSpecs });
+      return this.worker.createSession('model' in compiled ? compiled.model : { path: compiled.path }, { key: compiled.hash });
+    })();
+    const feeds = this.#feeds(batch, priorLossWeight);
+    for (const name of trainable) {
+      feeds[name] = { dtype: 'float32', dims: [...graph.weights.get(name)!.tensor.shape], data: this.trainer.param(name) as Float32Array };
     }
-    const evaluation = this.#evaluation;
-    evaluation.session ??= this.worker.createSession(evaluation.compiled.model, { key: evaluation.compiled.hash });
-    const feeds: Record<string, TensorData> = this.#feeds(batch, priorLossWeight);
-    for (const { name, shape } of evaluation.compiled.params) {
-      feeds[name] = { dtype: 'float32', dims: shape, data: this.trainer.param(name) as Float32Array };
-    }
-    const out = await this.worker.run(await evaluation.session, feeds, ['loss']);
+    const out = await this.worker.run(await this.#evaluation, feeds, ['loss']);
     return Number(out.loss.data[0]);
   }
 
@@ -120,9 +119,9 @@ export class DreamBoothTrainer {
   }
 
   async dispose(): Promise<void> {
-    const session = this.#evaluation?.session;
+    const evaluation = this.#evaluation;
     this.#evaluation = undefined;
-    if (session) await this.worker.release(await session);
+    if (evaluation) await this.worker.release(await evaluation);
     await this.trainer.dispose();
   }
 
@@ -255,9 +254,6 @@ function validate(models: StableDiffusionModels, request: DreamBoothRequest) {
         throw new DreamBoothError(`${set}.${i}: pixels are ${pixels.size}px; load the images at the training resolution ${resolution}`);
       }
     });
-  }
-  if (r.start && ('lora' in r.start) !== (r.method.kind === 'lora')) {
-    throw new DreamBoothError(`a ${r.method.kind === 'lora' ? 'LoRA' : 'full'} training must start from ${r.method.kind === 'lora' ? 'a LoRA' : 'UNet weights'}`);
   }
   return { ...r, resolution, latentSize: resolution / vaeFactor };
 }
