@@ -46,6 +46,12 @@ describe('training images', () => {
     expect(Math.max(...data)).toBeLessThanOrEqual(1);
   });
 
+  it('puts transparent pixels on white', async () => {
+    const clear = await sharp({ create: { width: 24, height: 24, channels: 4, background: { r: 255, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+    const { data } = await loadTrainingImage(clear, 20);
+    expect(Math.min(...data)).toBeCloseTo(1, 5);
+  });
+
   it('refuses non-images and images smaller than the resolution with typed errors', async () => {
     const tiny = await sharp({ create: { width: 16, height: 24, channels: 3, background: '#ff0000' } }).jpeg().toBuffer();
     await expect(loadTrainingImage(tiny, 20)).rejects.toMatchObject({ name: 'ImageInputError', code: 'TOO_SMALL' });

@@ -47,7 +47,6 @@ export async function loadTrainingImage(bytes: Uint8Array, size: number): Promis
       .flatten({ background: '#ffffff' })
       .resize(size, size, { fit: 'cover', position: 'centre', kernel: 'lanczos3' })
       .toColourspace('srgb')
-      .removeAlpha()
       .raw()
       .toBuffer();
   } catch (error) {
