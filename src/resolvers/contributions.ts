@@ -1,10 +1,10 @@
-import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
-import { Contribution } from '../entities';
+import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { Concept, Contribution } from '../entities';
 import { getContribution, listContributions, revertContribution } from '../services/contributions';
 import { requireUser } from '../services/viewer';
 import type { Context } from './context';
 
-@Resolver()
+@Resolver(() => Contribution)
 export class ContributionResolver {
   @Query(() => [Contribution], { description: "A model's contributions, or without modelId your own." })
   contributions(
@@ -24,5 +24,11 @@ export class ContributionResolver {
   })
   revertContribution(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Contribution> {
     return revertContribution(services.db, requireUser(viewer), id);
+  }
+
+  /** Runs only on contributions the viewer may see; the concept is visible with the same model. */
+  @FieldResolver(() => Concept)
+  concept(@Root() contribution: Contribution, @Ctx() { services }: Context): Promise<Concept> {
+    return services.db.getRepository(Concept).findOneByOrFail({ id: contribution.conceptId });
   }
 }

@@ -193,6 +193,14 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     // A taken identifier is refused on the same model.
     const again = await gql(url, START, { input: { ...input, token: 'brc', instanceImageIds: [await stage(a.key, 9)] } }, a.key);
     expect(errorCode(again)).toBe('CONFLICT');
+    // The owner reverts on their own metamodel: the weights from before, the concept withdrawn.
+    const reverted = (await ok(gql(url, 'mutation($id: ID!) { revertContribution(id: $id) { status concept { token } } }', { id: c2.id }, a.key))).revertContribution;
+    expect(reverted).toEqual({ status: 'REVERTED', concept: { token: 'brc' } });
+    const [third] = await platform.services.db.query('SELECT number, "weightsKey", "parentVersionId" FROM model_version WHERE "modelId" = $1 ORDER BY number DESC LIMIT 1', [modelId]);
+    const [v1] = await platform.services.db.query('SELECT "weightsKey" FROM model_version WHERE id = $1', [c1.resultingVersionId]);
+    expect(third).toEqual({ number: 3, weightsKey: v1.weightsKey, parentVersionId: c2.resultingVersionId });
+    const offered = (await ok(gql(url, 'query($m: ID!) { concepts(modelId: $m) { token } }', { m: modelId }, a.key))).concepts;
+    expect(offered).toEqual([{ token: concept.token }]);
     // A model keeps one method: a full UNet cannot be trained over its LoRA versions.
     const mixed = await gql(url, START, { input: { ...input, method: 'FULL', rank: null, instanceImageIds: [await stage(a.key, 13)] } }, a.key);
     expect(errorCode(mixed)).toBe('BAD_USER_INPUT');

@@ -18,8 +18,8 @@ import { S3PackSource } from '../../storage/s3-pack-source';
 import { publishJobEvent } from '../events';
 import { WorkerStopping } from './generate';
 
-/** Denoising steps of generated class images: the DreamBooth scripts' default sampler settings. */
-const CLASS_IMAGE_STEPS = 25;
+/** Denoising steps of generated class images: diffusers' DreamBooth scripts use the pipeline's default, 50. */
+const CLASS_IMAGE_STEPS = 50;
 /** Class image i of a (base model, category) is generated with seed i, so the cache only ever grows. */
 const CLASS_IMAGE_SEED = 0;
 
