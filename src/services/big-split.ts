@@ -13,6 +13,8 @@ export interface LearnedConcept {
   conceptId: string;
   token: string;
   category: string;
+  /** False when no stored photo is left (its owner deleted them): the category stays known, the concept gets no part. */
+  replayable?: boolean;
 }
 
 export interface SplitRequest {
@@ -55,7 +57,11 @@ export function splitPriorImages(request: SplitRequest): PriorSplit {
   const counts = apportion(p, weighted);
   const parts = weighted.map(({ part }, i): SplitPart => ({ ...part, images: counts[i] }));
 
-  const warnings: string[] = [];
+  const warnings = request.meta
+    ? request.learned
+        .filter((concept) => concept.replayable === false)
+        .map((c) => `"${c.token} ${c.category}" has no stored photos left to replay; its category keeps only generated images.`)
+    : [];
   const starved = parts.filter((part) => part.images === 0).length;
   if (starved > 0) {
     warnings.push(
@@ -75,7 +81,7 @@ function metaShares(current: string, learned: readonly LearnedConcept[]): Weight
   const byCategory = new Map<string, LearnedConcept[]>([[current, []]]);
   for (const concept of learned) {
     const group = byCategory.get(concept.category) ?? [];
-    group.push(concept);
+    if (concept.replayable !== false) group.push(concept);
     byCategory.set(concept.category, group);
   }
   const others = byCategory.size - 1;

@@ -115,6 +115,13 @@ describe('BIG prior-preservation split', () => {
     }
   });
 
+  it('keeps the category of a concept with no photos left, with generated images only, and says so', () => {
+    const learned = [{ ...concept('sks', 'dog'), replayable: false }, concept('brc', 'bottle')];
+    const split = splitPriorImages({ priorImages: 8, category: 'cat', learned, meta: true });
+    expect(summary(split.parts)).toEqual({ 'class:cat': 4, 'class:dog': 2, 'class:bottle': 1, 'brc:bottle': 1 });
+    expect(split.warnings).toEqual(['"sks dog" has no stored photos left to replay; its category keeps only generated images.']);
+  });
+
   it('refuses a negative or fractional budget', () => {
     expect(() => splitPriorImages({ priorImages: -1, category: 'dog', learned: [], meta: true })).toThrow(RangeError);
     expect(() => splitPriorImages({ priorImages: 2.5, category: 'dog', learned: [], meta: true })).toThrow(RangeError);

@@ -152,5 +152,14 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     expect(c.status).toBe('MERGED');
     expect(c.priorSplit.parts).toEqual([{ source: 'class', category: 'cow', images: 3 }]);
     expect((await versions())[4]).toMatchObject({ number: 5, parentVersionId: fourth.id });
+
+    // Photos stay their owner's: deleting those of a learned concept leaves later trainings working.
+    await ok(gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: next.photo }, b.key));
+    const after = await contribute(a.key, 'owl');
+    await handlers[0].run(after.jobId);
+    const owl = await contribution(after.contributionId);
+    expect(owl.status).toBe('MERGED');
+    expect(owl.priorSplit.parts).toEqual([{ source: 'class', category: 'owl', images: 2 }, { source: 'class', category: 'cow', images: 1 }]);
+    expect(owl.priorSplit.warnings).toEqual([expect.stringMatching(/cow" has no stored photos left to replay/)]);
   }, 300_000);
 });

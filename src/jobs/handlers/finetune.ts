@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { In } from 'typeorm';
 import { declaredPackWeights } from '../../engine/packs';
 import { Txt2ImgPipeline, loadStableDiffusion, type StableDiffusionModels } from '../../engine/pipelines';
 import { generateClassImages } from '../../engine/pipelines/class-images';
@@ -127,10 +128,13 @@ export class FineTuneHandler {
     if (head && head.method !== params.method) throw new FineTuneFailure(`This model is fine-tuned with ${head.method}; start a ${head.method} fine-tune`);
 
     const learned = await learnedConcepts(db, model.id, concept.id);
+    const withPhotos = new Set(
+      (await db.getRepository(InstanceImage).find({ where: { conceptId: In(learned.map((c) => c.id)) }, select: { conceptId: true } })).map((p) => p.conceptId),
+    );
     const split = splitPriorImages({
       priorImages: params.steps,
       category: concept.category,
-      learned: learned.map((c) => ({ conceptId: c.id, token: c.token, category: c.category })),
+      learned: learned.map((c) => ({ conceptId: c.id, token: c.token, category: c.category, replayable: withPhotos.has(c.id) })),
       meta: model.kind !== ModelKind.PRIVATE,
     });
     await db.getRepository(Contribution).update(params.contributionId, { priorSplit: { ...split } });
