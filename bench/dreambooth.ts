@@ -21,7 +21,7 @@ import {
   type TrainingMethod,
 } from '../src/engine/pipelines';
 import { Rng } from '../src/engine/random';
-import { EngineWorker } from '../src/engine/runtime';
+import { EngineWorker, type GraphOptimizationLevel } from '../src/engine/runtime';
 import { ClipTokenizer } from '../src/engine/tokenizer';
 import { FolderPackSource, loadPack, type PackSource } from '../src/engine/weights/pack';
 
@@ -142,8 +142,9 @@ async function sd15Lora(worker: EngineWorker): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  log(`load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-  const worker = new EngineWorker();
+  log(`onnxruntime graph optimization ${process.env.ORT_OPT ?? 'all'}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  // ORT_OPT=disabled|basic|extended|all: onnxruntime's graph optimization level (default all).
+  const worker = new EngineWorker({ graphOptimizationLevel: (process.env.ORT_OPT ?? 'all') as GraphOptimizationLevel });
   try {
     await tinyPack(worker);
     if (process.env.SD15 === '1') await sd15Lora(worker);
