@@ -9,8 +9,11 @@ class CreateConceptInput {
   @Field(() => ID)
   modelId: string;
 
-  @Field(() => String, { description: 'The identifier used in prompts, e.g. `sks`.' })
-  token: string;
+  @Field(() => String, {
+    nullable: true,
+    description: "The identifier used in prompts, e.g. `sks`: one token of the base model's tokenizer, not a common word. Chosen when left out.",
+  })
+  token?: string | null;
 
   @Field(() => String, { description: 'The class noun, e.g. `dog`.' })
   category: string;
@@ -36,7 +39,7 @@ export class ConceptResolver {
     @Arg('input', () => CreateConceptInput) input: CreateConceptInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Concept> {
-    return createConcept(services.db, requireUser(viewer), { ...input });
+    return createConcept(services.db, services.store, requireUser(viewer), { ...input });
   }
 
   @Mutation(() => ID)

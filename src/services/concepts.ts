@@ -1,9 +1,13 @@
-import type { DataSource } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import { z } from 'zod';
-import { Concept, ConceptKind, ContributionStatus, type User } from '../entities';
-import { conflict, notFound } from './errors';
-import { canSeeModel, getModel, getModelToChange } from './models';
+import type { ClipTokenizer } from '../engine/tokenizer';
+import { Concept, ConceptKind, ContributionStatus, Model, type User } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
+import { notFound } from './errors';
+import { checkIdentifier, pickIdentifier } from './identifiers';
+import { canSeeModel, getModel, getModelBaseModel, getModelToChange } from './models';
 import { parseId, parseInput } from './validate';
+import { basePackInfo } from './versions';
 
 /**
  * A concept is visible with its model: public metamodels' concepts are public. Listed are those the
@@ -29,29 +33,51 @@ export async function getConcept(db: DataSource, user: User, id: string): Promis
   return concept;
 }
 
-const NewConcept = z.object({
-  // Identifier tokens go into prompts verbatim: one lower-case word.
-  token: z.string().regex(/^[a-z0-9]{1,64}$/, 'must be one lower-case word of letters and digits'),
-  category: z.string().trim().min(1, 'must not be empty').max(100),
-  kind: z.enum(ConceptKind),
-});
+/** The class noun prompts pair with the token (`a <token> <category>`): lower-case words, nothing to escape. */
+export const conceptCategory = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^[a-z]+( [a-z]+)*$/, 'must be one or more lower-case words, like "dog" or "oil painting"')
+  .max(100, 'must be at most 100 characters');
+
+const NewConcept = z.object({ category: conceptCategory, kind: z.enum(ConceptKind) });
 
 export interface NewConcept {
   modelId: string;
-  token: string;
+  /** A rare identifier; the rarest free one when absent. */
+  token?: string | null;
   category: string;
   kind: ConceptKind;
 }
 
 /** Adds a concept to a model the user may change (public metamodels grow through contributions). */
-export async function createConcept(db: DataSource, user: User, input: NewConcept): Promise<Concept> {
+export async function createConcept(db: DataSource, store: ObjectStore, user: User, input: NewConcept): Promise<Concept> {
   const model = await getModelToChange(db, user, input.modelId, 'modelId');
-  const values = parseInput(NewConcept, { token: input.token, category: input.category, kind: input.kind }, 'input');
-  const repo = db.getRepository(Concept);
-  if (await repo.existsBy({ modelId: model.id, token: values.token })) {
-    throw conflict(`The model already has a concept with token "${values.token}"`);
-  }
-  return repo.save(repo.create({ ...values, modelId: model.id, contributorId: user.id }));
+  const values = parseInput(NewConcept, { category: input.category, kind: input.kind }, 'input');
+  const { tokenizer } = await basePackInfo(store, await getModelBaseModel(db, model));
+  return db.transaction(async (tx) => {
+    await tx.getRepository(Model).findOneOrFail({ where: { id: model.id }, lock: { mode: 'pessimistic_write' } });
+    const token = await identifierFor(tx, tokenizer, model.id, values.category, input.token);
+    const repo = tx.getRepository(Concept);
+    return repo.save(repo.create({ ...values, token, modelId: model.id, contributorId: user.id }));
+  });
+}
+
+/**
+ * The identifier a new concept of `category` gets on a model: the requested one once checked, else
+ * the rarest free one. The caller holds the model row's lock, so no one takes it meanwhile.
+ */
+export async function identifierFor(
+  tx: EntityManager,
+  tokenizer: ClipTokenizer,
+  modelId: string,
+  category: string,
+  requested?: string | null,
+): Promise<string> {
+  const concepts = await tx.getRepository(Concept).find({ where: { modelId }, select: { token: true } });
+  const taken = new Set(concepts.map((c) => c.token));
+  return requested != null ? checkIdentifier(tokenizer, requested, category, taken) : pickIdentifier(tokenizer, category, taken);
 }
 
 export async function deleteConcept(db: DataSource, user: User, id: string): Promise<string> {

@@ -2,9 +2,6 @@ import { randomInt } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
-import type { ClipTokenizer } from '../engine/tokenizer';
-import { loadClipTokenizerFrom } from '../engine/tokenizer';
-import { loadPack } from '../engine/weights/pack';
 import {
   BaseModel,
   Concept,
@@ -23,10 +20,10 @@ import {
 } from '../entities';
 import type { Queue } from '../jobs/queue';
 import type { ObjectStore } from '../storage/object-store';
-import { S3PackSource } from '../storage/s3-pack-source';
 import { badInput, notFound } from './errors';
-import { checkIdentifier, pickIdentifier } from './identifiers';
+import { conceptCategory, identifierFor } from './concepts';
 import { getModel, getModelToChange } from './models';
+import { basePackInfo } from './versions';
 import { parseId } from './validate';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
@@ -43,13 +40,7 @@ const FineTuneInput = z
     baseModelId: z.string().nullish(),
     name: z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').nullish(),
     token: z.string().nullish(),
-    // The category goes into prompts (`a <token> <category>`): words, no punctuation to escape.
-    category: z
-      .string()
-      .trim()
-      .toLowerCase()
-      .regex(/^[a-z]+( [a-z]+)*$/, 'must be one or more lower-case words, like "dog" or "oil painting"')
-      .max(100, 'must be at most 100 characters'),
+    category: conceptCategory,
     kind: z.enum(ConceptKind),
     instanceImageIds: z
       .array(z.string())
@@ -109,11 +100,7 @@ export async function startFineTune(db: DataSource, store: ObjectStore, queue: Q
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
     await checkMethod(tx, model, request.method);
     const images = await claimablePhotos(tx, user, imageIds, base.resolution);
-    // The model row is locked: no other request picks the same identifier meanwhile.
-    const taken = new Set((await tx.getRepository(Concept).find({ where: { modelId: model.id }, select: { token: true } })).map((c) => c.token));
-    const token = request.token != null
-      ? checkIdentifier(base.tokenizer, request.token, request.category, taken)
-      : pickIdentifier(base.tokenizer, request.category, taken);
+    const token = await identifierFor(tx, base.tokenizer, model.id, request.category, request.token);
 
     const concept = await tx.getRepository(Concept).save(
       tx.getRepository(Concept).create({ token, category: request.category, kind: request.kind, modelId: model.id, contributorId: user.id }),
@@ -222,31 +209,6 @@ async function undoStart(db: DataSource, job: Job): Promise<void> {
     const model = await tx.getRepository(Model).findOneBy({ id: params.modelId });
     if (model && model.headVersionId === null && model.kind === ModelKind.PRIVATE) await tx.getRepository(Model).delete(model.id);
   });
-}
-
-export interface BasePackInfo {
-  tokenizer: ClipTokenizer;
-  /** Training images are square, this many pixels a side: the UNet's sample size times the VAE's factor. */
-  resolution: number;
-}
-
-const packInfo = new Map<string, Promise<BasePackInfo>>();
-
-/** Tokenizer and training size of a base model; base models never change, so this is kept per process. */
-export function basePackInfo(store: ObjectStore, baseModel: BaseModel): Promise<BasePackInfo> {
-  const key = `${baseModel.id}:${baseModel.storageLocation}`;
-  let info = packInfo.get(key);
-  if (!info) {
-    info = (async () => {
-      const pack = await loadPack(new S3PackSource(store, baseModel.storageLocation));
-      const sampleSize = Number(pack.component('unet').config.sample_size ?? 64);
-      const vaeLevels = (pack.component('vae').config.block_out_channels as unknown[] | undefined)?.length ?? 4;
-      return { tokenizer: await loadClipTokenizerFrom(pack.source), resolution: sampleSize * 2 ** (vaeLevels - 1) };
-    })();
-    info.catch(() => packInfo.delete(key));
-    packInfo.set(key, info);
-  }
-  return info;
 }
 
 /** Concepts a model has learned and still offers, oldest first: those of its merged contributions. */

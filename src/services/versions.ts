@@ -1,5 +1,10 @@
 import type { DataSource, EntityManager } from 'typeorm';
+import type { ClipTokenizer } from '../engine/tokenizer';
+import { loadClipTokenizerFrom } from '../engine/tokenizer';
+import { loadPack } from '../engine/weights/pack';
 import { BaseModel, FineTuneMethod, Model, ModelVersion, type User } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
+import { S3PackSource } from '../storage/s3-pack-source';
 import { conflict } from './errors';
 import { getModel } from './models';
 import { parseId } from './validate';
@@ -117,4 +122,29 @@ export async function lockVersions(db: DataSource, modelId: string, signal: Abor
       await runner.release();
     }
   };
+}
+
+export interface BasePackInfo {
+  tokenizer: ClipTokenizer;
+  /** Training images are square, this many pixels a side: the UNet's sample size times the VAE's factor. */
+  resolution: number;
+}
+
+const packInfo = new Map<string, Promise<BasePackInfo>>();
+
+/** Tokenizer and training size of a base model; base models never change, so this is kept per process. */
+export function basePackInfo(store: ObjectStore, baseModel: BaseModel): Promise<BasePackInfo> {
+  const key = `${baseModel.id}:${baseModel.storageLocation}`;
+  let info = packInfo.get(key);
+  if (!info) {
+    info = (async () => {
+      const pack = await loadPack(new S3PackSource(store, baseModel.storageLocation));
+      const sampleSize = Number(pack.component('unet').config.sample_size ?? 64);
+      const vaeLevels = (pack.component('vae').config.block_out_channels as unknown[] | undefined)?.length ?? 4;
+      return { tokenizer: await loadClipTokenizerFrom(pack.source), resolution: sampleSize * 2 ** (vaeLevels - 1) };
+    })();
+    info.catch(() => packInfo.delete(key));
+    packInfo.set(key, info);
+  }
+  return info;
 }

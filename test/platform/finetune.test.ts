@@ -126,7 +126,15 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
       if (message) expect(response.errors![0].message).toMatch(message);
     }
     expect(errorCode(await gql(url, START, { input: valid }))).toBe('UNAUTHENTICATED');
+    const concept = (token?: string) =>
+      gql(url, 'mutation($input: CreateConceptInput!) { createConcept(input: $input) { token } }', { input: { modelId: privateMeta, token, category: 'dog', kind: 'OBJECT' } }, a.key);
+    expect(errorCode(await concept('dog'))).toBe('BAD_USER_INPUT');
     expect(await counts()).toEqual(before);
+
+    // Concepts made by hand follow the same identifier rules; without a token, the rarest free one.
+    const picked = (await ok(concept())).createConcept.token;
+    expect(picked).toMatch(/^[^aeiouy]{3}$/);
+    expect(errorCode(await concept(picked))).toBe('CONFLICT');
   });
 
   it('trains a LoRA on a private metamodel, streams the loss, versions it, generates with it, then replays it', async () => {

@@ -66,7 +66,7 @@ describe('tenancy', () => {
         }, key),
       ).then((d) => d.createConcept.id as string);
     const conceptId = await createConcept(privateModelId, 'sks', a.key);
-    const metaConceptId = await createConcept(privateMetaModelId, 'zwx', a.key);
+    const metaConceptId = await createConcept(privateMetaModelId, 'brc', a.key);
     const instanceImageId = (
       await ok(
         gqlUpload(url, 'mutation($conceptId: ID!, $file: Upload!) { uploadInstanceImage(conceptId: $conceptId, file: $file) { id } }', { conceptId }, { bytes: png, name: 'dog.png', type: 'image/png' }, a.key),
