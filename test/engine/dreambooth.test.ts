@@ -278,6 +278,9 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
       const result = await trainDreamBooth(models, request({ method: { kind: 'full' }, steps: 3, learningRate: 1e-4 }), { worker });
       expect(result.lora).toBeUndefined();
       expect([...result.unet!.keys()].sort()).toEqual([...models.unet.weights.keys()].sort());
+      const partial = new Map(result.unet!);
+      partial.delete('conv_in.bias');
+      await expect(trainDreamBooth(models, request({ method: { kind: 'full' }, start: { unet: partial } }), { worker })).rejects.toThrow(/conv_in.bias/);
       const before = await heldOutLoss({ kind: 'full' });
       const after = await heldOutLoss({ kind: 'full' }, { unet: result.unet! });
       expect(after).toBeLessThan(0.95 * before);

@@ -162,7 +162,10 @@ function initialValues(models: UNetTrainingModels, forward: LossGraph, { start, 
   const { slots } = forward;
   if (!slots) {
     if (start && 'lora' in start) throw new DreamBoothError('a LoRA cannot start a full fine-tune: merge it first or train a LoRA');
-    return new Map(forward.trainable.map((name) => [name, (start?.unet ?? models.unet.weights).get(name)!]));
+    const from = start?.unet ?? models.unet.weights;
+    const unfit = forward.trainable.filter((name) => from.get(name)?.length !== models.unet.weights.get(name)!.length);
+    if (unfit.length) throw new DreamBoothError(`the start UNet lacks or mis-sizes ${unfit.length} tensor(s): ${unfit.slice(0, 5).join(', ')}`);
+    return new Map(forward.trainable.map((name) => [name, from.get(name)!]));
   }
   if (start && 'unet' in start) throw new DreamBoothError('a full UNet cannot start a LoRA: load it as the base model instead');
   if (start) {
