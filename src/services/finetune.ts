@@ -125,7 +125,7 @@ export async function startFineTune(db: DataSource, store: ObjectStore, queue: Q
   try {
     await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);
   } catch (error) {
-    await undoStart(db, job);
+    await undoStart(db, job, !existing);
     throw error;
   }
   return job;
@@ -199,15 +199,14 @@ async function claimablePhotos(tx: EntityManager, user: User, ids: string[], res
   return photos;
 }
 
-/** The queue refused the job: withdraw what the request wrote, photos back to staged. */
-async function undoStart(db: DataSource, job: Job): Promise<void> {
+/** The queue refused the job: withdraw what the request wrote (the model too, if it made one), photos back to staged. */
+async function undoStart(db: DataSource, job: Job, madeModel: boolean): Promise<void> {
   const params = job.params as unknown as FineTuneParams;
   await db.transaction(async (tx) => {
     await tx.getRepository(Job).delete(job.id);
     await tx.getRepository(InstanceImage).update({ conceptId: params.conceptId }, { conceptId: null });
     await tx.getRepository(Concept).delete(params.conceptId); // the contribution cascades
-    const model = await tx.getRepository(Model).findOneBy({ id: params.modelId });
-    if (model && model.headVersionId === null && model.kind === ModelKind.PRIVATE) await tx.getRepository(Model).delete(model.id);
+    if (madeModel) await tx.getRepository(Model).delete(params.modelId);
   });
 }
 

@@ -162,4 +162,22 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     expect(owl.priorSplit.parts).toEqual([{ source: 'class', category: 'owl', images: 2 }, { source: 'class', category: 'cow', images: 1 }]);
     expect(owl.priorSplit.warnings).toEqual([expect.stringMatching(/cow" has no stored photos left to replay/)]);
   }, 300_000);
+
+  it('leaves nothing behind when the queue refuses a job', async () => {
+    const rows = () => platform.services.db.query(
+      `SELECT (SELECT count(*) FROM model)::int AS models, (SELECT count(*) FROM concept)::int AS concepts,
+              (SELECT count(*) FROM contribution)::int AS contributions, (SELECT count(*) FROM job)::int AS jobs`,
+    );
+    const png = await sharp({ create: { width: 36, height: 36, channels: 3, background: '#0a0' } }).png().toBuffer();
+    const photo = (await ok(gqlUpload(url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, a.key))).uploadInstanceImage.id;
+    const before = await rows();
+    await platform.services.queue.stop(); // the last test: pg-boss refuses new jobs from here on
+    const refused = await gql(url, START, { input: {
+      target: 'PRIVATE', baseModelId: (await ok(gql(url, '{ baseModels { id name } }', {}, a.key))).baseModels.find((m: { name: string }) => m.name === 'tiny-sd15').id,
+      category: 'frog', kind: 'OBJECT', instanceImageIds: [photo], steps: 2, learningRate: 1e-4, method: 'LORA',
+    } }, a.key);
+    expect(errorCode(refused)).toBe('INTERNAL_SERVER_ERROR');
+    expect(await rows()).toEqual(before);
+    expect((await ok(gql(url, '{ instanceImages { id conceptId } }', {}, a.key))).instanceImages).toEqual([{ id: photo, conceptId: null }]);
+  });
 });
