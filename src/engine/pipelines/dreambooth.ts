@@ -307,7 +307,10 @@ export async function trainDreamBooth(
   const encoders = new TrainingEncoders(models, worker, r.resolution);
   try {
     // Every image and prompt encoded once, up front, in a fixed order: the posterior samples come from the seed.
-    const encode = async ({ pixels, prompt }: Example) => ({ latents: await encoders.latents(pixels, rng), states: await encoders.text(prompt) });
+    const encode = async ({ pixels, prompt }: Example) => {
+      signal?.throwIfAborted();
+      return { latents: await encoders.latents(pixels, rng), states: await encoders.text(prompt) };
+    };
     const instance: Encoded[] = [];
     for (const example of r.instance) instance.push(await encode(example));
     const priors: Encoded[] = [];
