@@ -103,9 +103,12 @@ describe.skipIf(!hasFixtures)('txt2img with a trained LoRA or UNet on tiny-sd15'
 
   it('refuses a LoRA for layers the UNet lacks, and a UNet checkpoint that does not fit', async () => {
     const [[module, layer]] = lora;
+    const sessions = worker.sessionCount;
     await expect(pipeline.generate({ ...request, lora: { weights: new Map([[`${module}x`, layer]]) } })).rejects.toThrow(LoraError);
     const wide = new Map([[module, { ...layer, inFeatures: layer.inFeatures + 1, down: new Float32Array(layer.rank * (layer.inFeatures + 1)) }]]);
     await expect(pipeline.generate({ ...request, lora: { weights: wide } })).rejects.toThrow(LoraError);
+    // refused before anything was compiled
+    expect(worker.sessionCount).toBe(sessions);
     const missing = new Map(models.unet.weights);
     missing.delete('conv_out.bias');
     expect(() => withUNetWeights(models, missing)).toThrow(WeightBindingError);

@@ -107,10 +107,9 @@ export class Txt2ImgPipeline {
     const latentShape = [r.numImages, unet.config.raw.in_channels, r.height / r.vaeFactor, r.width / r.vaeFactor];
     const initial = r.latents ? Float64Array.from(r.latents) : rng.normal(latentShape.reduce((a, b) => a * b, 1));
     let latents: Float64Array = initial.map((x) => x * scheduler.initNoiseSigma);
-    const lora = r.lora && { rank: Math.max(...[...r.lora.weights.values()].map((layer) => layer.rank)), modules: [...r.lora.weights.keys()].sort() };
-    const denoiserKey = `unet:${latentShape}:${guided}${lora ? `:lora${lora.rank}:${lora.modules.join()}` : ''}`;
-    const denoiser = () => this.#denoiserGraph(denoiserKey, latentShape, states.dims, guided, lora);
-    // Checks the LoRA against its slots before the first step: a LoRA that does not fit is a LoraError.
+    const { loraShape } = r;
+    const denoiserKey = `unet:${latentShape}:${guided}${loraShape ? `:lora${loraShape.rank}:${loraShape.modules.join()}` : ''}`;
+    const denoiser = () => this.#denoiserGraph(denoiserKey, latentShape, states.dims, guided, loraShape);
     const loraFeeds = r.lora && (await this.#denoiserSlots(denoiserKey, denoiser)).feeds(r.lora.weights, r.lora.scale);
     for (const [i, t] of scheduler.timesteps.entries()) {
       signal?.throwIfAborted();
@@ -186,7 +185,23 @@ export class Txt2ImgPipeline {
     if (r.latents && r.latents.length !== latentCount) {
       throw new Txt2ImgError(`latents hold ${r.latents.length} values; ${r.numImages} image(s) of ${width}x${height} need ${latentCount}`);
     }
-    return { ...r, schedulerName, width, height, vaeFactor, seed: r.seed ?? randomInt(2 ** 47) };
+    const loraShape = r.lora && { rank: Math.max(...[...r.lora.weights.values()].map((layer) => layer.rank)), modules: [...r.lora.weights.keys()].sort() };
+    if (r.lora) this.#checkLora(r.lora.weights, loraShape!);
+    return { ...r, loraShape, schedulerName, width, height, vaeFactor, seed: r.seed ?? randomInt(2 ** 47) };
+  }
+
+  /**
+   * A LoraError, before anything is compiled or run, when the LoRA adapts layers the UNet lacks or has other
+   * shapes than it: its slots on a UNet graph built for a nominal input (weights do not depend on the input).
+   */
+  #checkLora(weights: ReadonlyMap<string, LoraLayer>, { rank, modules }: { rank: number; modules: string[] }): void {
+    const { config } = this.models.unet;
+    const g = new Graph('lora_check');
+    const slots = new LoraSlots(g, rank, modules);
+    const size = 2 ** config.blockOutChannels.length;
+    buildUNet(g, config, g.input('sample', 'float32', [1, config.raw.in_channels, size, size]), g.input('timestep', 'float32', [1]),
+      g.input('encoder_hidden_states', 'float32', [1, 1, config.crossAttentionDim[0]]), { linear: slots.linear });
+    slots.values(weights);
   }
 
   /** Runs a cached session, compiling its graph on first use. */
