@@ -1,5 +1,5 @@
-import { attr, attrValue, check, defineOp, type Graph, type Tensor } from '../graph';
-import { formatShape, normalizeAxis, sameShape, type Shape, sizeOf } from '../shape';
+import { attr, attrValue, check, defineOp, type Tensor } from '../graph';
+import { formatShape, normalizeAxis, sameShape } from '../shape';
 import { add, div, erf, less, mul, sigmoid, sqrt, sub, where } from './elementwise';
 import { matmul } from './matmul';
 import { reduceMean, reduceSum } from './reduce';
@@ -24,17 +24,15 @@ export const clamp = (x: Tensor, min: number, max: number): Tensor => where(less
 /** CLIP's quick_gelu: x * sigmoid(1.702 x). */
 export const quickGelu = (x: Tensor): Tensor => mul(x, sigmoid(mul(x, 1.702)));
 
-/** (x - mean) / sqrt(var + eps) over `axes`, biased variance, and the 1 / sqrt(var + eps) it divides by. */
-function standardize(x: Tensor, axes: number[], eps: number): { normalized: Tensor; inverseStd: Tensor } {
+/** x - mean(x) and sqrt(var(x) + eps) over `axes` (biased variance, kept dims): what a normalization divides. */
+function moments(x: Tensor, axes: number[], eps: number): { centered: Tensor; std: Tensor } {
   const centered = sub(x, reduceMean(x, axes));
-  const inverseStd = div(1, sqrt(add(reduceMean(mul(centered, centered), axes), eps)));
-  return { normalized: mul(centered, inverseStd), inverseStd };
+  return { centered, std: sqrt(add(reduceMean(mul(centered, centered), axes), eps)) };
 }
 
 /**
  * ONNX LayerNormalization: standardizes over the axes from `axis` to the last, then scale (and bias), shaped
- * as those axes. One fused kernel on every provider, where the same formula from ReduceMean, Sub, Mul, Add, Sqrt
- * and Div takes seven, and keeps fewer full-size intermediates for the backward pass.
+ * as those axes. One fused kernel where the formula from ReduceMean, Sub, Mul, Add, Sqrt and Div takes seven.
  */
 export const LAYER_NORMALIZATION = defineOp('LayerNormalization', ([x, scale, bias], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', -1), x!.rank);
@@ -44,54 +42,38 @@ export const LAYER_NORMALIZATION = defineOp('LayerNormalization', ([x, scale, bi
   return [{ dtype: x!.dtype, shape: x!.shape }];
 });
 
-function layerNormalization(x: Tensor, scale: Tensor, bias: Tensor | undefined, axis: number, eps: number): Tensor {
-  return x.graph.apply(LAYER_NORMALIZATION, [x, scale, bias], { axis: attr.int(axis), epsilon: attr.float(eps) })[0];
-}
-
-// Recomputes the statistics from x rather than keeping them from the forward pass. With g = dy * scale:
-// dx = inverseStd * (g - mean(g) - normalized * mean(g * normalized)).
+// Recomputes the statistics from x rather than keeping them from the forward pass. With g = dy * scale and
+// n the normalized input: dx = (g - mean(g) - n * mean(g * n)) / std.
 LAYER_NORMALIZATION.grad = ({ inputs: [x, scale, bias], attrs }, [dy], [wx, wscale, wbias]) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', -1), x!.rank)!;
   const axes = x!.shape.map((_, i) => i).slice(axis);
-  const leading = axes.length < x!.rank ? x!.shape.map((_, i) => i).slice(0, axis) : [];
-  const { normalized, inverseStd } = standardize(x!, axes, attrValue(attrs, 'epsilon', 1e-5));
-  const g = unitScaleTensors.has(scale!) ? dy! : mul(dy!, scale!);
+  const leading = x!.shape.map((_, i) => i).slice(0, axis);
+  const { centered, std } = moments(x!, axes, attrValue(attrs, 'epsilon', 1e-5));
+  const normalized = div(centered, std);
+  const g = mul(dy!, scale!);
   const sumLeading = (t: Tensor) => (leading.length ? reduceSum(t, leading, false) : t);
   return [
-    wx ? mul(inverseStd, sub(sub(g, reduceMean(g, axes)), mul(normalized, reduceMean(mul(g, normalized), axes)))) : undefined,
+    wx ? div(sub(sub(g, reduceMean(g, axes)), mul(normalized, reduceMean(mul(g, normalized), axes))), std) : undefined,
     wscale ? sumLeading(mul(dy!, normalized)) : undefined,
     wbias && bias ? sumLeading(dy!) : undefined,
   ];
 };
 
-/** Ones shaped `shape`, one constant per graph and shape: the unit scale of a normalization without its own. */
-const unitScales = new WeakMap<Graph, Map<string, Tensor>>();
-const unitScaleTensors = new WeakSet<Tensor>();
-function unitScale(like: Tensor, shape: Shape): Tensor {
-  const byShape = unitScales.get(like.graph) ?? new Map<string, Tensor>();
-  unitScales.set(like.graph, byShape);
-  const key = `${like.dtype}${formatShape(shape)}`;
-  let ones = byShape.get(key);
-  if (!ones) {
-    const size = sizeOf(shape);
-    ones = like.graph.constant(like.dtype, shape, like.dtype === 'float64' ? new Float64Array(size).fill(1) : new Float32Array(size).fill(1));
-    byShape.set(key, ones);
-    unitScaleTensors.add(ones);
-  }
-  return ones;
-}
-
 /** torch.nn.LayerNorm over the last dimension. */
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
-  return layerNormalization(x, weight, bias, -1, eps);
+  return x.graph.apply(LAYER_NORMALIZATION, [x, weight, bias], { axis: attr.int(-1), epsilon: attr.float(eps) })[0];
 }
 
-/** torch.nn.GroupNorm on [N, C, ...spatial]: statistics per sample and group of C/groups channels. */
+/**
+ * torch.nn.GroupNorm on [N, C, ...spatial]: statistics per sample and group of C/groups channels. Composed, not
+ * a LayerNormalization over [N, groups, -1]: onnxruntime's CUDA kernel gives each row one thread block, and the
+ * few rows of a GroupNorm are long (a 512 px VAE decode took 31 ms that way, 26 ms composed).
+ */
 export function groupNorm(x: Tensor, groups: number, weight: Tensor, bias: Tensor, eps: number): Tensor {
   const [n, c, ...spatial] = x.shape;
   check(c % groups === 0, `groupNorm: ${c} channels do not divide into ${groups} groups`);
-  const grouped = reshape(x, [n, groups, -1]);
-  const normalized = reshape(layerNormalization(grouped, unitScale(x, [grouped.shape[2]]), undefined, -1, eps), x.shape);
+  const { centered, std } = moments(reshape(x, [n, groups, -1]), [-1], eps);
+  const normalized = reshape(div(centered, std), x.shape);
   const perChannel = [c, ...spatial.map(() => 1)];
   return add(mul(normalized, reshape(weight, perChannel)), reshape(bias, perChannel));
 }
