@@ -24,17 +24,17 @@ const VOWELS = /[aeiouy]/g;
  * meaning for them. Not a dictionary: identifiers are short, so short everyday words matter most.
  */
 const COMMON_WORDS = new Set(
-  `a an the and or but if of to in on at by for from with as is are was were be been am do does did
-  has have had not no yes so up out off over under into onto than then too very all any some each
-  few more most many much one two three four five six ten new old big small red blue green black white
-  gray grey pink gold dark light good bad best top hot cold day night sun moon sky sea car bus cat dog
-  cow pig fox owl bee ant bat rat man men boy girl kid kids baby mom dad art pen cup hat bag box toy
-  bed tv usa uk us eu nyc la dc sf mr mrs ms dr st jr sr hd dvd cd pc tv bbc cnn nba nfl nhl mlb fbi
-  cia nasa diy lol omg wtf btw fyi bmw vw gps rpg mvp ceo ai vr ar ok tbt ootd nft pdf jpg png gif
-  mp mph km kg cm mm ft lb oz pm am th nd rd xl xs xxl ps dj mc pr hr ny ca tx fl uk gb pt vs etc
-  it its he she we you they me my our your his her their this that these those who what when where
-  why how can will may might must shall should would could get got go went make made see saw look
-  set put run let say said now way use time year`
+  `a an the and or but if of to in on at by for from with as is are was were be been am do does did has
+  have had not no yes so up out off over under into onto than then too very all any some each few more
+  most many much one two three four five six ten new old big small red blue green black white gray
+  grey pink gold dark light good bad best top hot cold day night sun moon sky sea car bus cat dog cow
+  pig fox owl bee ant bat rat man men boy girl kid kids baby mom dad art pen cup hat bag box toy bed
+  tv usa uk us eu nyc la dc sf mr mrs ms dr st jr sr hd dvd cd pc bbc cnn nba nfl nhl mlb fbi cia nasa
+  diy lol omg wtf btw fyi bmw vw gps rpg mvp ceo ai vr ar ok tbt ootd nft pdf jpg png gif mp mph km kg
+  cm mm ft lb oz pm th nd rd xl xs xxl ps dj mc pr hr ny ca tx fl gb pt vs etc it its he she we you
+  they me my our your his her their this that these those who what when where why how can will may
+  might must shall should would could get got go went make made see saw look set put run let say said
+  now way use time year`
     .split(/\s+/)
     .filter((word) => word.length > 0),
 );
