@@ -215,7 +215,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     expect(mixed.errors![0].message).toMatch(/fine-tuned with LORA/);
   }, 300_000);
 
-  it('makes a new PRIVATE model with plain DreamBooth, and lets anyone contribute to the public metamodel', async () => {
+  it('makes PRIVATE models with plain DreamBooth (LoRA and full), continues full metamodels from their UNet, and takes public contributions', async () => {
     const job = (await ok(gql(url, START, { input: {
       target: 'PRIVATE', baseModelId, name: 'my mug', category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 10)], steps: 2, learningRate: 1e-4, method: 'LORA',
     } }, b.key))).startFineTune;
@@ -239,6 +239,16 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
       input: { modelId: fullModelId, prompt: 'a mug', steps: 2, seed: 3, scheduler: 'DDIM' },
     }, b.key))).generateImages;
     expect((await follow(url, b.key, generated.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+
+    // A full fine-tune of a metamodel continues from the UNet of its head.
+    const fullMeta = { target: 'PRIVATE_META', category: 'mug', kind: 'OBJECT', steps: 1, learningRate: 1e-2, method: 'FULL' };
+    const firstFull = (await ok(gql(url, START, { input: { ...fullMeta, baseModelId, instanceImageIds: [await stage(b.key, 14)] } }, b.key))).startFineTune;
+    expect((await follow(url, b.key, firstFull.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    const onTop = (await ok(gql(url, START, { input: { ...fullMeta, category: 'cup', modelId: firstFull.params.modelId, instanceImageIds: [await stage(b.key, 15)] } }, b.key))).startFineTune;
+    expect((await follow(url, b.key, onTop.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
+    const chain = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { number method parentVersionId id } }', { m: firstFull.params.modelId }, b.key))).modelVersions;
+    expect(chain.map((v: { number: number; method: string }) => [v.number, v.method])).toEqual([[2, 'FULL'], [1, 'FULL']]);
+    expect(chain[0].parentVersionId).toBe(chain[1].id);
 
     const meta = (await ok(gql(url, START, { input: {
       target: 'META', modelId: metaModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 11)], steps: 2, learningRate: 1e-4, method: 'LORA',

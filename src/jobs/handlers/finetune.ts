@@ -1,15 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { In } from 'typeorm';
-import { declaredPackWeights } from '../../engine/packs';
-import { Txt2ImgPipeline, loadStableDiffusion, type StableDiffusionModels } from '../../engine/pipelines';
+import { Txt2ImgPipeline, loadStableDiffusion, parseUNetWeights, serializeUNet, type StableDiffusionModels } from '../../engine/pipelines';
 import { generateClassImages } from '../../engine/pipelines/class-images';
 import { DreamBoothError, trainDreamBooth, type DreamBoothProgress, type Example, type TrainingStart } from '../../engine/pipelines/dreambooth';
 import { ImageInputError, loadTrainingImage } from '../../engine/pipelines/images';
 import { serializeLora } from '../../engine/pipelines/lora-file';
 import { parseUNetLora } from '../../engine/models/lora';
 import type { EngineWorker } from '../../engine/runtime';
-import { fromFloat32, parseSafetensors, serializeSafetensors, toFloat32 } from '../../engine/weights/safetensors';
-import { loadPack, type Pack } from '../../engine/weights/pack';
+import { parseSafetensors } from '../../engine/weights/safetensors';
+import { loadPack } from '../../engine/weights/pack';
 import { BaseModel, Concept, Contribution, ContributionStatus, FineTuneMethod, InstanceImage, Job, JobStatus, Model, ModelKind, ModelVersion } from '../../entities';
 import type { Services } from '../../resolvers/context';
 import { splitPriorImages, type PriorSplit } from '../../services/big-split';
@@ -155,13 +154,11 @@ export class FineTuneHandler {
         learningRate: params.learningRate,
         seed: params.seed,
         resolution,
-        start: head?.weightsKey ? await this.#start(head, params.method) : undefined,
+        start: head?.weightsKey ? await this.#start(head, models) : undefined,
       },
       { worker: this.engine, onStep, signal },
     );
-    const bytes = result.lora
-      ? serializeLora(result.lora, params.rank ?? 4)
-      : serializeUNet(result.unet!, pack);
+    const bytes = result.lora ? serializeLora(result.lora, params.rank ?? 4) : serializeUNet(models, result.unet!);
     const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
     await store.put(weightsKey, bytes);
     return { weightsKey, fromVersionId: head?.id ?? null };
@@ -210,10 +207,9 @@ export class FineTuneHandler {
   }
 
   /** The head's weights, where this training continues from. */
-  async #start(head: ModelVersion, method: FineTuneMethod): Promise<TrainingStart> {
-    const stored = parseSafetensors(await this.services.store.get(head.weightsKey!));
-    if (method === FineTuneMethod.LORA) return { lora: parseUNetLora(stored) };
-    return { unet: new Map([...stored].map(([name, tensor]) => [name, toFloat32(tensor)])) };
+  async #start(head: ModelVersion, models: StableDiffusionModels): Promise<TrainingStart> {
+    const bytes = await this.services.store.get(head.weightsKey!);
+    return head.method === FineTuneMethod.LORA ? { lora: parseUNetLora(parseSafetensors(bytes)) } : { unet: parseUNetWeights(models, bytes) };
   }
 
   async #stillRunning(jobId: string, controller: AbortController): Promise<void> {
@@ -247,18 +243,6 @@ export class FineTuneHandler {
 /** Generated class images, shared by every user and job of a base model. */
 export function classImageKey(baseModelId: string, category: string, index: number): string {
   return `class-images/${baseModelId}/${encodeURIComponent(category)}/${index}.png`;
-}
-
-/** A fully fine-tuned UNet as a safetensors checkpoint, shapes from the pack's configs. */
-function serializeUNet(weights: ReadonlyMap<string, Float32Array>, pack: Pack): Uint8Array {
-  const shapes = declaredPackWeights({
-    unet: pack.component('unet').config,
-    vae: pack.component('vae').config,
-    textEncoder: pack.component('text_encoder').config,
-    scheduler: pack.component('scheduler').config,
-  }).unet;
-  const tensors = new Map([...weights].map(([name, data]) => [name, fromFloat32(data, [...shapes.get(name)!])]));
-  return serializeSafetensors(tensors);
 }
 
 function userMessage(error: unknown): string {

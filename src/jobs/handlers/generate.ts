@@ -1,7 +1,6 @@
 import { type LoraLayer, parseUNetLora } from '../../engine/models/lora';
-import { encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgProgress } from '../../engine/pipelines';
-import { withUNetWeights } from '../../engine/pipelines/stable-diffusion';
-import { parseSafetensors, toFloat32 } from '../../engine/weights/safetensors';
+import { encodePngs, parseUNetWeights, Txt2ImgError, Txt2ImgPipeline, withUNetWeights, type Txt2ImgProgress } from '../../engine/pipelines';
+import { parseSafetensors } from '../../engine/weights/safetensors';
 import type { EngineWorker } from '../../engine/runtime';
 import { Image, Job, JobStatus } from '../../entities';
 import type { Services } from '../../resolvers/context';
@@ -118,8 +117,7 @@ export class GenerateHandler {
     const pipeline = await this.#pipelines.get(PipelineCache.key(params.baseModelId, weights.unet ? weights.versionId : null), async () => {
       const models = await loadBaseModelPack(store, weights.basePack);
       if (!weights.unet) return new Txt2ImgPipeline(models, this.engine);
-      const unet = new Map([...parseSafetensors(await store.get(weights.unet))].map(([name, tensor]) => [name, toFloat32(tensor)]));
-      return new Txt2ImgPipeline(withUNetWeights(models, unet), this.engine);
+      return new Txt2ImgPipeline(withUNetWeights(models, parseUNetWeights(models, await store.get(weights.unet))), this.engine);
     });
     const lora = weights.lora ? parseUNetLora(parseSafetensors(await store.get(weights.lora))) : undefined;
     return { pipeline, lora };
