@@ -1,10 +1,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Graph } from '../graph';
-import { buildClipTextEncoder, parseClipTextConfig } from '../models/clip-text';
-import { expectedWeights } from '../models/params';
-import { buildUNet, parseUNetConfig } from '../models/unet';
-import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig } from '../models/vae';
+import { parseClipTextConfig } from '../models/clip-text';
+import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../models/declared-weights';
+import { parseUNetConfig } from '../models/unet';
+import { parseVaeConfig } from '../models/vae';
 import { Rng } from '../random';
 import { fromFloat32, serializeSafetensors, type StoredTensor } from '../weights/safetensors';
 import { clipTokenizerFiles } from './clip-vocab';
@@ -92,31 +91,11 @@ export const BUNDLED_TINY_SD: PackPreset = {
 
 /** The weights each model's graph declares: the names and shapes its checkpoint must hold. */
 export function declaredPackWeights(preset: PackPreset): Record<'text_encoder' | 'unet' | 'vae', Map<string, readonly number[]>> {
-  const declared = (build: (g: Graph) => void) => {
-    const g = new Graph('declared');
-    build(g);
-    return expectedWeights(g);
-  };
-  const text = parseClipTextConfig(preset.textEncoder);
-  const unet = parseUNetConfig(preset.unet);
-  const vae = parseVaeConfig(preset.vae);
   return {
     // transformers 5 saves CLIPTextModel without the `text_model.` prefix.
-    text_encoder: declared((g) => buildClipTextEncoder(g, text, g.input('input_ids', 'int64', [1, 1]), { prefix: '' })),
-    unet: declared((g) => {
-      const size = 2 ** unet.blockOutChannels.length;
-      buildUNet(
-        g, unet,
-        g.input('sample', 'float32', [1, unet.raw.in_channels, size, size]),
-        g.input('timestep', 'float32', [1]),
-        g.input('encoder_hidden_states', 'float32', [1, 1, unet.crossAttentionDim[0]]),
-      );
-    }),
-    vae: declared((g) => {
-      const size = 2 ** vae.block_out_channels.length;
-      buildVaeEncoder(g, vae, g.input('image', 'float32', [1, vae.in_channels, size, size]));
-      buildVaeDecoder(g, vae, g.input('latents', 'float32', [1, vae.latent_channels, 1, 1]));
-    }),
+    text_encoder: declaredTextEncoderWeights(parseClipTextConfig(preset.textEncoder), ''),
+    unet: declaredUNetWeights(parseUNetConfig(preset.unet)),
+    vae: declaredVaeWeights(parseVaeConfig(preset.vae)),
   };
 }
 

@@ -1,8 +1,8 @@
-import { Graph } from '../graph';
-import { buildClipTextEncoder, type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
-import { expectedWeights } from '../models/params';
-import { buildUNet, parseUNetConfig, type UNetConfig } from '../models/unet';
-import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
+import { type Graph } from '../graph';
+import { type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
+import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../models/declared-weights';
+import { parseUNetConfig, type UNetConfig } from '../models/unet';
+import { parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
 import { type SchedulerName } from '../schedulers';
 import { type ClipTokenizer, loadClipTokenizerFrom } from '../tokenizer';
 import { bindWeights, WeightBindingError } from '../weights/bind';
@@ -31,31 +31,13 @@ const SCHEDULER_CLASSES: Record<string, SchedulerName> = {
   DDPMScheduler: 'ddpm',
 };
 
-/** Every weight a graph declares, for the shapes these nominal inputs give (weights do not depend on them). */
-function declaredWeights(build: (g: Graph) => void): Map<string, readonly number[]> {
-  const g = new Graph('declared');
-  build(g);
-  return expectedWeights(g);
-}
-
 async function loadTextEncoder(pack: Pack): Promise<StableDiffusionModels['textEncoder']> {
   const component = pack.component('text_encoder');
   const config = parseClipTextConfig(component.config);
   const stored = dropClipTextBuffers(await component.weights());
   const keyPrefix = clipTextKeyPrefix(stored.keys());
-  const weights = bindWeights(declaredWeights((g) =>
-    buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [1, 1]), { prefix: keyPrefix })), stored);
+  const weights = bindWeights(declaredTextEncoderWeights(config, keyPrefix), stored);
   return { config, keyPrefix, weights };
-}
-
-function declaredUNetWeights(config: UNetConfig): Map<string, readonly number[]> {
-  const size = 2 ** config.blockOutChannels.length;
-  return declaredWeights((g) => buildUNet(
-    g, config,
-    g.input('sample', 'float32', [1, config.raw.in_channels, size, size]),
-    g.input('timestep', 'float32', [1]),
-    g.input('encoder_hidden_states', 'float32', [1, 1, config.crossAttentionDim[0]]),
-  ));
 }
 
 async function loadUNet(pack: Pack): Promise<StableDiffusionModels['unet']> {
@@ -68,11 +50,7 @@ async function loadUNet(pack: Pack): Promise<StableDiffusionModels['unet']> {
 async function loadVae(pack: Pack): Promise<StableDiffusionModels['vae']> {
   const component = pack.component('vae');
   const config = parseVaeConfig(component.config);
-  const weights = bindWeights(declaredWeights((g) => {
-    const size = 8 * 2 ** (config.block_out_channels.length - 1);
-    buildVaeEncoder(g, config, g.input('image', 'float32', [1, config.in_channels, size, size]));
-    buildVaeDecoder(g, config, g.input('latents', 'float32', [1, config.latent_channels, 1, 1]));
-  }), renameLegacyVaeKeys(await component.weights()));
+  const weights = bindWeights(declaredVaeWeights(config), renameLegacyVaeKeys(await component.weights()));
   return { config, weights };
 }
 
