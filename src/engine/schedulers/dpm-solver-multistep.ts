@@ -11,11 +11,9 @@ import {
 } from './noise-schedule';
 import {
   type SigmaScheduler,
-  SchedulerUsageError,
-  indexForTimestep,
   requirePositiveSteps,
   requireSameLength,
-  requireTimesteps,
+  stepIndexFor,
 } from './scheduler';
 
 const f32 = Math.fround;
@@ -82,10 +80,8 @@ export class DpmSolverMultistepScheduler implements SigmaScheduler {
   }
 
   step(modelOutput: Float64Array, t: number, sample: Float64Array): Float64Array {
-    requireTimesteps(this.timesteps);
+    const index = stepIndexFor(this.timesteps, this.stepIndex, t);
     requireSameLength(modelOutput, sample);
-    const index = (this.stepIndex ??= indexForTimestep(this.timesteps, t));
-    if (index >= this.timesteps.length) throw new SchedulerUsageError('the run is over: call setTimesteps again');
     const { solver_order: order, lower_order_final: lowerOrderFinal, euler_at_final: eulerAtFinal } = this.config;
     const steps = this.timesteps.length;
     const finalFirstOrder =

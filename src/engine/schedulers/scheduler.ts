@@ -52,6 +52,14 @@ export function indexForTimestep(timesteps: number[], t: number): number {
   return hits.length > 1 ? hits[1] : hits[0];
 }
 
+/** The step a call for timestep t makes: `current` once a run has begun, else where it resumes for t. */
+export function stepIndexFor(timesteps: number[], current: number | undefined, t: number): number {
+  requireTimesteps(timesteps);
+  const index = current ?? indexForTimestep(timesteps, t);
+  if (index >= timesteps.length) throw new SchedulerUsageError('the run is over: call setTimesteps again');
+  return index;
+}
+
 export function requireSameLength(modelOutput: Float64Array, sample: Float64Array): void {
   if (modelOutput.length !== sample.length) {
     throw new SchedulerUsageError(`model output has ${modelOutput.length} values, the sample ${sample.length}`);

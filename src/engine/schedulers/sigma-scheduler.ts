@@ -1,14 +1,7 @@
 import type { Rng } from '../random';
 import type { SchedulerConfig } from './config';
 import { alphasCumprod, interpolate, karrasSigmas, sigmaTable, sigmaToTimestep, spacedTimesteps } from './noise-schedule';
-import {
-  type SigmaScheduler,
-  SchedulerUsageError,
-  indexForTimestep,
-  requirePositiveSteps,
-  requireSameLength,
-  requireTimesteps,
-} from './scheduler';
+import { type SigmaScheduler, requirePositiveSteps, requireSameLength, requireTimesteps, stepIndexFor } from './scheduler';
 
 const f32 = Math.fround;
 
@@ -76,9 +69,7 @@ export abstract class SigmaSchedulerBase implements SigmaScheduler {
   protected onSetTimesteps(): void {}
 
   private indexAt(t: number): number {
-    requireTimesteps(this.timesteps);
-    this.stepIndex ??= indexForTimestep(this.timesteps, t);
-    if (this.stepIndex >= this.timesteps.length) throw new SchedulerUsageError('the run is over: call setTimesteps again');
+    this.stepIndex = stepIndexFor(this.timesteps, this.stepIndex, t);
     return this.stepIndex;
   }
 
