@@ -12,9 +12,8 @@ import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { Graph } from '../src/engine/graph';
-import { expectedWeights } from '../src/engine/models/params';
-import { buildUNet, parseUNetConfig } from '../src/engine/models/unet';
+import { declaredUNetWeights } from '../src/engine/models/declared-weights';
+import { parseUNetConfig } from '../src/engine/models/unet';
 import { BUNDLED_TINY_SD, clipTokenizerFiles, createRandomPack } from '../src/engine/packs';
 import {
   DreamBoothTrainer, type Example, loadStableDiffusion, loadTrainingImage, type StableDiffusionModels, trainDreamBooth,
@@ -24,6 +23,7 @@ import { Rng } from '../src/engine/random';
 import { EngineWorker, type GraphOptimizationLevel } from '../src/engine/runtime';
 import { ClipTokenizer } from '../src/engine/tokenizer';
 import { FolderPackSource, loadPack, type PackSource } from '../src/engine/weights/pack';
+import { randomWeightValues, SD15_UNET_CONFIG } from './sd15';
 
 const STEPS = Number(process.env.BENCH_STEPS ?? 10);
 const TINY_PACK = join(import.meta.dirname, '../../shared/fixtures/tiny-sd15/pack');
@@ -65,55 +65,17 @@ async function tinyPack(worker: EngineWorker): Promise<void> {
   }
 }
 
-/** runwayml/stable-diffusion-v1-5 unet/config.json (the keys that shape the model). */
-const SD15_UNET_CONFIG = {
-  attention_head_dim: 8,
-  block_out_channels: [320, 640, 1280, 1280],
-  cross_attention_dim: 768,
-  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
-  in_channels: 4,
-  layers_per_block: 2,
-  out_channels: 4,
-  sample_size: 64,
-  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-};
-
 const SD15_SCHEDULER = {
   _class_name: 'PNDMScheduler', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085, num_train_timesteps: 1000,
   prediction_type: 'epsilon', set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1,
 };
-
-/** Weights like torch's default init (uniform, +-1/sqrt(fan_in)), norms as identity: values only need to stay finite. */
-function randomUNetWeights(config: ReturnType<typeof parseUNetConfig>): Map<string, Float32Array> {
-  const g = new Graph('declared');
-  buildUNet(g, config, g.input('sample', 'float32', [1, 4, 8, 8]), g.input('t', 'float32', [1]), g.input('s', 'float32', [1, 1, 768]));
-  let state = 0x9e3779b9;
-  const weights = new Map<string, Float32Array>();
-  for (const [name, shape] of expectedWeights(g)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    if (/norm/.test(name)) {
-      if (name.endsWith('.weight')) data.fill(1);
-    } else {
-      const bound = 1 / Math.sqrt(shape.length > 1 ? size / shape[0] : size);
-      for (let i = 0; i < size; i++) {
-        state ^= state << 13;
-        state ^= state >>> 17;
-        state ^= state << 5;
-        data[i] = ((state >>> 0) / 2 ** 32 * 2 - 1) * bound;
-      }
-    }
-    weights.set(name, data);
-  }
-  return weights;
-}
 
 async function sd15Lora(worker: EngineWorker): Promise<void> {
   const resolution = Number(process.env.RESOLUTION ?? 512);
   const latent = resolution / 8;
   const config = parseUNetConfig(SD15_UNET_CONFIG);
   const models = {
-    unet: { config, sampleSize: 64, weights: randomUNetWeights(config) },
+    unet: { config, sampleSize: 64, weights: randomWeightValues(declaredUNetWeights(config)) },
     tokenizer: ClipTokenizer.fromFiles(clipTokenizerFiles()),
     scheduler: { config: SD15_SCHEDULER, name: 'pndm' },
   } satisfies Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;

@@ -11,27 +11,7 @@ import { expectedWeights } from '../src/engine/models/params';
 import { buildUNet, parseUNetConfig } from '../src/engine/models/unet';
 import { Rng } from '../src/engine/random';
 import { EngineWorker } from '../src/engine/runtime';
-
-/** runwayml/stable-diffusion-v1-5 unet/config.json (the keys that shape the model). */
-const SD15_UNET_CONFIG = {
-  act_fn: 'silu',
-  attention_head_dim: 8,
-  block_out_channels: [320, 640, 1280, 1280],
-  center_input_sample: false,
-  cross_attention_dim: 768,
-  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
-  downsample_padding: 1,
-  flip_sin_to_cos: true,
-  freq_shift: 0,
-  in_channels: 4,
-  layers_per_block: 2,
-  mid_block_scale_factor: 1,
-  norm_eps: 1e-5,
-  norm_num_groups: 32,
-  out_channels: 4,
-  sample_size: 64,
-  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
-};
+import { randomWeights, SD15_UNET_CONFIG } from './sd15';
 
 const BATCH = 2;
 const LATENT = 64;
@@ -41,28 +21,6 @@ const STEPS = Number(process.env.STEPS ?? 2);
 const seconds = (since: number) => (performance.now() - since) / 1000;
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 const log = (line: string) => console.log(`[sd15-cpu] ${line}`);
-
-/** Weights like torch's default init (uniform, +-1/sqrt(fan_in)); norms start as identity. A cheap
- *  xorshift fills 860M values in seconds; the values only need to keep activations finite. */
-function randomWeights(g: Graph): void {
-  let state = 0x9e3779b9;
-  for (const [name, shape] of expectedWeights(g)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    if (/norm/.test(name)) {
-      if (name.endsWith('.weight')) data.fill(1);
-    } else {
-      const bound = 1 / Math.sqrt(shape.length > 1 ? shape.slice(1).reduce((a, b) => a * b, 1) : size);
-      for (let i = 0; i < size; i++) {
-        state ^= state << 13;
-        state ^= state >>> 17;
-        state ^= state << 5;
-        data[i] = ((state >>> 0) / 2 ** 32 * 2 - 1) * bound;
-      }
-    }
-    g.weights.get(name)!.data = data;
-  }
-}
 
 async function main(): Promise<void> {
   log(`${STEPS} timed step(s), batch ${BATCH}, latents ${LATENT}x${LATENT}, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);

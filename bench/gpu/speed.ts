@@ -9,7 +9,7 @@ import { buildVaeDecoder, parseVaeConfig } from '../../src/engine/models/vae';
 import { Rng } from '../../src/engine/random';
 import { type EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { type GpuMemorySampler } from './gpu-memory';
-import { randomWeights, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from './sd15';
+import { randomWeights, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../sd15';
 
 export interface Timing {
   /** ms */

@@ -1,0 +1,69 @@
+import { type Graph } from '../src/engine/graph';
+import { expectedWeights } from '../src/engine/models/params';
+
+/** runwayml/stable-diffusion-v1-5 unet/config.json, the keys that shape the model. */
+export const SD15_UNET_CONFIG = {
+  act_fn: 'silu',
+  attention_head_dim: 8,
+  block_out_channels: [320, 640, 1280, 1280],
+  cross_attention_dim: 768,
+  down_block_types: ['CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D', 'DownBlock2D'],
+  flip_sin_to_cos: true,
+  freq_shift: 0,
+  in_channels: 4,
+  layers_per_block: 2,
+  norm_eps: 1e-5,
+  norm_num_groups: 32,
+  out_channels: 4,
+  sample_size: 64,
+  up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'],
+};
+
+/** stable-diffusion-v1-5 vae/config.json, the keys diffusers_bench.py builds its AutoencoderKL from. */
+export const SD15_VAE_CONFIG = {
+  in_channels: 3,
+  out_channels: 3,
+  latent_channels: 4,
+  layers_per_block: 2,
+  block_out_channels: [128, 256, 512, 512],
+  down_block_types: Array(4).fill('DownEncoderBlock2D'),
+  up_block_types: Array(4).fill('UpDecoderBlock2D'),
+  norm_num_groups: 32,
+};
+
+/**
+ * Weights like torch's default init (uniform, +-1/sqrt(fan_in)), norms as identity, for every declared weight
+ * that `values` does not hold yet; `values` keeps them so later graphs of the same model share them.
+ * A cheap xorshift: 860M values in seconds; they only need to keep activations finite.
+ */
+export function randomWeightValues(
+  declared: ReadonlyMap<string, readonly number[]>,
+  values: Map<string, Float32Array> = new Map(),
+): Map<string, Float32Array> {
+  let state = 0x9e3779b9;
+  for (const [name, shape] of declared) {
+    if (values.has(name)) continue;
+    const size = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(size);
+    if (/norm/.test(name)) {
+      if (name.endsWith('.weight')) data.fill(1);
+    } else {
+      const bound = 1 / Math.sqrt(shape.length > 1 ? size / shape[0] : size);
+      for (let i = 0; i < size; i++) {
+        state ^= state << 13;
+        state ^= state >>> 17;
+        state ^= state << 5;
+        data[i] = ((state >>> 0) / 2 ** 32 * 2 - 1) * bound;
+      }
+    }
+    values.set(name, data);
+  }
+  return values;
+}
+
+/** `randomWeightValues` for every weight `g` declares, attached to the graph. */
+export function randomWeights(g: Graph, values: Map<string, Float32Array> = new Map()): Map<string, Float32Array> {
+  randomWeightValues(expectedWeights(g), values);
+  for (const [name, weight] of g.weights) weight.data = values.get(name);
+  return values;
+}
