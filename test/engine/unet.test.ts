@@ -7,10 +7,9 @@ import { ModelConfigError } from '../../src/engine/models/config';
 import { expectedWeights } from '../../src/engine/models/params';
 import { buildUNet, parseUNetConfig, type UNetConfig } from '../../src/engine/models/unet';
 import { Rng } from '../../src/engine/random';
-import { float16BitsToFloat32, float32ToFloat16Bits } from '../../src/engine/weights/dtype';
-import { fromFloat32, readSafetensors, type StoredTensor, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
+import { readSafetensors, type StoredTensor, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
-import { bindStored, runGraph } from '../helpers/models';
+import { bindStored, halfPrecisionPair, randomizeWeights, runGraph } from '../helpers/models';
 
 const UNET = join(TINY_SD15, 'pack', 'unet');
 const packConfig = () => JSON.parse(readFileSync(join(UNET, 'config.json'), 'utf8'));
@@ -72,9 +71,7 @@ describe.skipIf(!hasFixtures)('UNet2DConditionModel on the tiny-sd15 pack', () =
       bindStored(g, checkpoint);
       return (await runGraph(g, feeds(tensors))).out.data as Float32Array;
     };
-    const half = new Map([...stored].map(([name, t]) => [name, fromFloat32(toFloat32(t), t.shape, 'F16')]));
-    const rounded = new Map([...stored].map(([name, t]) =>
-      [name, fromFloat32(toFloat32(t).map((x) => float16BitsToFloat32(float32ToFloat16Bits(x))), t.shape)]));
+    const { half, rounded } = halfPrecisionPair(stored);
     const [fromHalf, fromRounded, exact] = [await run(half), await run(rounded), await run(new Map(stored))];
     expect(half.get('conv_in.weight')!.dtype).toBe('F16');
     expect(fromHalf).toEqual(fromRounded);
@@ -82,17 +79,6 @@ describe.skipIf(!hasFixtures)('UNet2DConditionModel on the tiny-sd15 pack', () =
     expect(relativeL2(fromHalf, exact)).toBeGreaterThan(1e-5);
   });
 });
-
-/** Deterministic weights scaled by fan-in, norms near identity, so activations stay O(1) through the net. */
-function randomize(g: Graph, seed: number): void {
-  const rng = new Rng(seed);
-  for (const [name, shape] of expectedWeights(g)) {
-    const values = rng.normalFloat32(shape.reduce((a, b) => a * b, 1));
-    const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
-    const isNorm = /norm/.test(name);
-    g.weights.get(name)!.data = values.map((x) => (isNorm && name.endsWith('.weight') ? 1 + 0.1 * x : isNorm ? 0.1 * x : x / Math.sqrt(fanIn)));
-  }
-}
 
 describe('UNet2DConditionModel on generated configurations', () => {
   // Three resolution levels, per-block head counts, SD 2.x linear projections, two transformer layers in the middle level.
@@ -144,7 +130,7 @@ describe('UNet2DConditionModel on generated configurations', () => {
   it('runs, treats each batch row on its own, and depends on the head split', async () => {
     const run = async (config: object, batch: number, seedOffset: number) => {
       const g = unetGraph(parseUNetConfig(config), [batch, 4, 16, 16], 7);
-      randomize(g, 7);
+      randomizeWeights(g, 7);
       const rng = new Rng(100 + seedOffset);
       const sample = rng.normalFloat32(batch * 4 * 16 * 16);
       const context = rng.normalFloat32(batch * 7 * 24);

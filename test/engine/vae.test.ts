@@ -7,10 +7,9 @@ import { ModelConfigError } from '../../src/engine/models/config';
 import { expectedWeights } from '../../src/engine/models/params';
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../../src/engine/models/vae';
 import { Rng } from '../../src/engine/random';
-import { float16BitsToFloat32, float32ToFloat16Bits } from '../../src/engine/weights/dtype';
-import { fromFloat32, readSafetensors, type StoredTensor, toFloat32 } from '../../src/engine/weights/safetensors';
+import { readSafetensors, type StoredTensor, toFloat32 } from '../../src/engine/weights/safetensors';
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
-import { bindStored, runGraph } from '../helpers/models';
+import { bindStored, halfPrecisionPair, randomizeWeights, runGraph } from '../helpers/models';
 
 const PACK = join(TINY_SD15, 'pack', 'vae');
 
@@ -95,9 +94,7 @@ describe.skipIf(!hasFixtures)('AutoencoderKL on the tiny-sd15 pack', () => {
       bindStored(g, subset(checkpoint, g));
       return (await runGraph(g, feeds)).decoded.data as Float32Array;
     };
-    const half = new Map([...stored].map(([name, t]) => [name, fromFloat32(toFloat32(t), t.shape, 'F16')]));
-    const rounded = new Map([...stored].map(([name, t]) =>
-      [name, fromFloat32(toFloat32(t).map((x) => float16BitsToFloat32(float32ToFloat16Bits(x))), t.shape)]));
+    const { half, rounded } = halfPrecisionPair(stored);
     const [fromHalf, fromRounded, exact] = await Promise.all([decode(half), decode(rounded), decode(new Map(stored))]);
     expect(half.get('decoder.conv_in.weight')!.dtype).toBe('F16');
     expect(fromHalf).toEqual(fromRounded);
@@ -105,16 +102,6 @@ describe.skipIf(!hasFixtures)('AutoencoderKL on the tiny-sd15 pack', () => {
     expect(relativeL2(fromHalf, exact)).toBeGreaterThan(1e-5);
   });
 });
-
-function randomize(g: Graph, seed: number): void {
-  const rng = new Rng(seed);
-  for (const [name, shape] of expectedWeights(g)) {
-    const values = rng.normalFloat32(shape.reduce((a, b) => a * b, 1));
-    const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
-    const isNorm = /norm/.test(name);
-    g.weights.get(name)!.data = values.map((x) => (isNorm && name.endsWith('.weight') ? 1 + 0.1 * x : isNorm ? 0.1 * x : x / Math.sqrt(fanIn)));
-  }
-}
 
 describe('AutoencoderKL on generated configurations', () => {
   // Three resolution levels, two resnets per encoder block, four groups, a skip conv where widths change.
@@ -157,7 +144,7 @@ describe('AutoencoderKL on generated configurations', () => {
 
   it('treats each image of a batch independently and clamps logvar', async () => {
     const encoder = encoderGraph(threeLevel, [2, 3, 24, 40]);
-    randomize(encoder, 3);
+    randomizeWeights(encoder, 3);
     const single = encoderGraph(threeLevel, [1, 3, 24, 40]);
     for (const [name, { data }] of encoder.weights) single.weights.get(name)!.data = data;
     const images = new Rng(5).normalFloat32(2 * 3 * 24 * 40);
@@ -168,7 +155,7 @@ describe('AutoencoderKL on generated configurations', () => {
     expect(relativeL2((both.logvar.data as Float32Array).subarray(half), second.logvar.data as Float32Array)).toBeLessThan(1e-6);
 
     const decoder = decoderGraph(threeLevel, [2, 3, 6, 10]);
-    randomize(decoder, 4);
+    randomizeWeights(decoder, 4);
     const decoded = (await runGraph(decoder, { latents: both.mean })).decoded;
     expect(decoded.dims).toEqual([2, 2, 24, 40]);
     expect((decoded.data as Float32Array).every(Number.isFinite)).toBe(true);
