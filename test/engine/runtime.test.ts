@@ -1,12 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import onnxProto, { type onnx as Onnx } from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  cachedModelPath,
   EngineRuntimeError,
   EngineWorker,
   memoryStats,
@@ -223,7 +222,9 @@ describe('EngineWorker', () => {
       input: [valueInfo('X', ['batch', k])],
       output: [valueInfo('Y', ['batch', n])],
     });
-    const path = await cachedModelPath(bytes, modelDir);
+    const path = join(modelDir, 'affine.onnx');
+    await mkdir(modelDir, { recursive: true });
+    await writeFile(path, bytes);
     await writeFile(join(modelDir, 'affine.weights'), weights);
 
     const session = await engine.createSession({ path });
@@ -270,22 +271,6 @@ describe('EngineWorker', () => {
     await other.close();
     await expect(other.run(session, { X: input() })).rejects.toMatchObject({ code: 'WORKER_CLOSED' });
     await expect(other.createSession(model)).rejects.toMatchObject({ code: 'WORKER_CLOSED' });
-  });
-});
-
-describe('cachedModelPath', () => {
-  it('writes a graph once under its sha256 and reuses the file', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'engine-cache-'));
-    try {
-      const path = await cachedModelPath(model, dir);
-      expect(path).toMatch(/[0-9a-f]{64}\.onnx$/);
-      const written = await stat(path);
-      expect(await cachedModelPath(model, dir)).toBe(path);
-      expect((await stat(path)).mtimeMs).toBe(written.mtimeMs);
-      expect(await cachedModelPath(model, dir, 'named')).toBe(join(dir, 'named.onnx'));
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
   });
 });
 

@@ -1,9 +1,9 @@
+import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { PROVIDER_INSTALL_HINTS, type EngineDevice } from './device';
 import { EngineRuntimeError } from './errors';
-import { sha256Hex } from './model-cache';
 import type { CreatedSession, GraphOptimizationLevel, WorkerRequest, WorkerResponse, WorkerSessionOptions } from './protocol';
 import { checkTensor, transferables, type TensorData } from './tensor';
 
@@ -175,7 +175,7 @@ export class EngineWorker {
 
 /** Bytes are keyed by content; a file by its absolute path, size and modification time. */
 async function modelKey(model: Uint8Array | { path: string }): Promise<string> {
-  if (model instanceof Uint8Array) return sha256Hex(model);
+  if (model instanceof Uint8Array) return createHash('sha256').update(model).digest('hex');
   const path = resolve(model.path);
   try {
     const { size, mtimeMs } = await stat(path);
