@@ -97,10 +97,15 @@ async function main(): Promise<void> {
   const platform = await startPlatform(config, log);
   log.info({ role: config.role, url: platform.url }, 'platform started');
 
-  let stopping = false;
+  let stoppingSince: number | undefined;
   const shutdown = (signal: string) => {
-    if (stopping) process.exit(1); // a second Ctrl-C: the user gave up waiting
-    stopping = true;
+    // tsx relays the signal it receives, so one Ctrl-C or kill can arrive twice at once; only a signal
+    // well after the first means the user gave up waiting (and leaves the embedded cluster running).
+    if (stoppingSince !== undefined) {
+      if (Date.now() - stoppingSince > 3000) process.exit(1);
+      return;
+    }
+    stoppingSince = Date.now();
     log.info({ signal }, 'shutting down');
     platform.stop().then(
       () => process.exit(0),
