@@ -13,6 +13,7 @@ import {
   fromFloat32,
   parseSafetensors,
   readSafetensors,
+  SafetensorsError,
   serializeSafetensors,
   toFloat32,
   toIntegers,
@@ -155,6 +156,20 @@ describe('safetensors', () => {
     expect(() => fromFloat32(values, [5, 5])).toThrow(/shape \[5,5\] holds 25 values, got 12/);
     const bad = new Map([['w', { dtype: 'F32', shape: [4], bytes: new Uint8Array(8) } as StoredTensor]]);
     expect(() => serializeSafetensors(bad)).toThrow(/tensor w holds 8 bytes, its shape needs 16/);
+  });
+
+  it('refuses a file that is not safetensors, or cut short, with a SafetensorsError', () => {
+    const whole = serializeSafetensors(sample());
+    const refusals: [Uint8Array, RegExp][] = [
+      [whole.subarray(0, 5), /5 bytes, too short for a header/],
+      [whole.subarray(0, 40), /header runs past the end of the file/],
+      [whole.subarray(0, whole.byteLength - 1), /tensor naïve.名前 runs past the end of the file/],
+      [Uint8Array.from([...new Uint8Array(new BigUint64Array([8n]).buffer), ...new TextEncoder().encode('not json')]), /header is not JSON/],
+    ];
+    for (const [bytes, message] of refusals) {
+      expect(() => parseSafetensors(bytes)).toThrow(SafetensorsError);
+      expect(() => parseSafetensors(bytes)).toThrow(message);
+    }
   });
 });
 

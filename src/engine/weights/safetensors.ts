@@ -15,26 +15,40 @@ const BYTES_PER_ELEMENT: Record<SafetensorsDType, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1,
 };
 
+/** A file that is not valid safetensors, or a tensor whose type or size does not fit the call. */
+export class SafetensorsError extends Error {
+  override readonly name = 'SafetensorsError';
+}
+
+/** The byte count `shape` of `dtype` needs must be the one stored. */
+function checkTensorBytes(name: string, dtype: SafetensorsDType, shape: number[], byteLength: number): void {
+  if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`safetensors: tensor ${name} has unsupported dtype ${dtype}`);
+  const expected = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
+  if (byteLength !== expected) throw new SafetensorsError(`safetensors: tensor ${name} holds ${byteLength} bytes, its shape needs ${expected}`);
+}
+
 /**
  * Parses a safetensors buffer: an 8-byte little-endian header length, a JSON header
  * `{name: {dtype, shape, data_offsets}}`, then the tensor bytes.
  */
 export function parseSafetensors(buffer: Uint8Array): Map<string, StoredTensor> {
+  if (buffer.byteLength < 8) throw new SafetensorsError(`safetensors: ${buffer.byteLength} bytes, too short for a header`);
   const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   const headerLength = Number(view.getBigUint64(0, true));
-  if (8 + headerLength > buffer.byteLength) throw new Error('safetensors: header runs past the end of the file');
-  const header = JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength))) as Record<
-    string,
-    { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] } | Record<string, string>
-  >;
+  if (8 + headerLength > buffer.byteLength) throw new SafetensorsError('safetensors: header runs past the end of the file');
+  let header: Record<string, { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength)));
+  } catch (error) {
+    throw new SafetensorsError(`safetensors: the header is not JSON (${(error as Error).message})`);
+  }
   const dataStart = 8 + headerLength;
   const tensors = new Map<string, StoredTensor>();
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const { dtype, shape, data_offsets: [begin, end] } = entry as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
-    if (!(dtype in BYTES_PER_ELEMENT)) throw new Error(`safetensors: tensor ${name} has unsupported dtype ${dtype}`);
-    const expected = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
-    if (end - begin !== expected) throw new Error(`safetensors: tensor ${name} holds ${end - begin} bytes, its shape needs ${expected}`);
+    checkTensorBytes(name, dtype, shape, end - begin);
+    if (dataStart + end > buffer.byteLength) throw new SafetensorsError(`safetensors: tensor ${name} runs past the end of the file`);
     tensors.set(name, { dtype, shape, bytes: buffer.subarray(dataStart + begin, dataStart + end) });
   }
   return tensors;
@@ -66,14 +80,14 @@ export function toFloat32(tensor: StoredTensor): Float32Array {
     case 'BF16':
       return bfloat16ArrayToFloat32(view(bytes, Uint16Array));
     default:
-      throw new Error(`safetensors: ${dtype} is not a floating-point type`);
+      throw new SafetensorsError(`safetensors: ${dtype} is not a floating-point type`);
   }
 }
 
 /** Stores float32 values as F32, or narrowed to F16 / BF16 (round to nearest, ties to even). */
 export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' | 'F16' | 'BF16' = 'F32'): StoredTensor {
   const count = shape.reduce((a, b) => a * b, 1);
-  if (count !== values.length) throw new Error(`safetensors: shape [${shape}] holds ${count} values, got ${values.length}`);
+  if (count !== values.length) throw new SafetensorsError(`safetensors: shape [${shape}] holds ${count} values, got ${values.length}`);
   const stored =
     dtype === 'F32' ? values.slice() : dtype === 'F16' ? float32ArrayToFloat16(values) : float32ArrayToBFloat16(values);
   return { dtype, shape: [...shape], bytes: new Uint8Array(stored.buffer, stored.byteOffset, stored.byteLength) };
@@ -88,9 +102,7 @@ export function serializeSafetensors(tensors: Map<string, StoredTensor>, metadat
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
   for (const [name, { dtype, shape, bytes }] of tensors) {
-    if (!(dtype in BYTES_PER_ELEMENT)) throw new Error(`safetensors: tensor ${name} has unsupported dtype ${dtype}`);
-    const expected = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
-    if (bytes.byteLength !== expected) throw new Error(`safetensors: tensor ${name} holds ${bytes.byteLength} bytes, its shape needs ${expected}`);
+    checkTensorBytes(name, dtype, shape, bytes.byteLength);
     header[name] = { dtype, shape, data_offsets: [offset, offset + bytes.byteLength] };
     offset += bytes.byteLength;
   }
@@ -121,7 +133,7 @@ export function toIntegers(tensor: StoredTensor): number[] {
   for (let i = 0; i < count; i++) {
     if (dtype === 'I64') out.push(Number(view.getBigInt64(i * 8, true)));
     else if (dtype === 'I32') out.push(view.getInt32(i * 4, true));
-    else throw new Error(`safetensors: ${dtype} is not an integer type`);
+    else throw new SafetensorsError(`safetensors: ${dtype} is not an integer type`);
   }
   return out;
 }
