@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { PackError, type PackSource } from '../engine/weights/pack';
+import { PackError, type PackSource } from '../engine';
 import { isMissing, type ObjectStore } from './object-store';
 
 /** A diffusers pack uploaded to object storage: its files are the objects under one key prefix. */
