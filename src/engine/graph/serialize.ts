@@ -9,7 +9,7 @@ import { type Attr, type Graph, GraphError, type Node, type Tensor } from './gra
 const { onnx } = onnxProto;
 
 /** The opset every graph is built for; operator semantics in `ops/` follow it. */
-export const OPSET = 18;
+const OPSET = 18;
 const IR_VERSION = 8;
 
 export interface SerializeOptions {
@@ -38,7 +38,7 @@ function valueInfo(t: Tensor): Onnx.IValueInfoProto {
 }
 
 /** Nodes that contribute to the outputs, in their original (topological) order. */
-export function liveNodes(graph: Graph): Node[] {
+function liveNodes(graph: Graph): Node[] {
   const needed = new Set<Tensor>(graph.outputs);
   const live: Node[] = [];
   for (let i = graph.nodes.length - 1; i >= 0; i--) {

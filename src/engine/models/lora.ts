@@ -17,7 +17,7 @@ export class LoraError extends Error {
 /** peft's usual Stable Diffusion targets: the attention projections. */
 export const ATTENTION_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'] as const;
 
-export const LORA_SCALE_INPUT = 'lora_scale';
+const LORA_SCALE_INPUT = 'lora_scale';
 
 /** One adapted layer as a file stores it; `alpha` (kohya/peft network alpha) scales B by alpha / rank. */
 export interface LoraLayer {

@@ -46,7 +46,7 @@ export function requireRng(rng: Rng | undefined, scheduler: string): Rng {
  * Where a run resumes for timestep t (diffusers' `index_for_timestep`): its position in `timesteps`, the
  * second one when t occurs twice, so a run started mid-schedule (img2img) does not skip a sigma.
  */
-export function indexForTimestep(timesteps: number[], t: number): number {
+function indexForTimestep(timesteps: number[], t: number): number {
   const hits = timesteps.flatMap((value, i) => (value === t ? [i] : []));
   if (hits.length === 0) throw new SchedulerUsageError(`timestep ${t} is not in this run's timesteps`);
   return hits.length > 1 ? hits[1] : hits[0];

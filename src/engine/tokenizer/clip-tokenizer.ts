@@ -37,7 +37,7 @@ function tokenText(value: unknown, key: string, fallback: string): string {
   throw new TokenizerError(`tokenizer_config.json: ${key} must be a string or {"content": string}`);
 }
 
-export function parseTokenizerConfig(tokenizerConfigJson?: string): ClipTokenizerSettings {
+function parseTokenizerConfig(tokenizerConfigJson?: string): ClipTokenizerSettings {
   let config: Record<string, unknown> = {};
   if (tokenizerConfigJson !== undefined) {
     try {

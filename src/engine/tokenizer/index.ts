@@ -1,2 +1,2 @@
-export { ClipTokenizer, TokenizerError, parseTokenizerConfig, type ClipTokenizerSettings } from './clip-tokenizer';
+export { ClipTokenizer, TokenizerError, type ClipTokenizerSettings } from './clip-tokenizer';
 export { loadClipTokenizer, loadClipTokenizerFrom } from './load';

@@ -25,7 +25,7 @@ function convAttrs(spatial: number, { strides, pads, dilations, group = 1 }: Con
 }
 
 /** Conv over N-D inputs [N, C, ...spatial] with weights [M, C/group, ...kernel]. */
-export const CONV = defineOp('Conv', ([x, w, b], attrs) => {
+const CONV = defineOp('Conv', ([x, w, b], attrs) => {
   const spatial = x!.rank - 2;
   check(spatial >= 1 && w!.rank === x!.rank, `input and weight ranks must match and be >= 3`);
   const group = attrValue(attrs, 'group', 1);
@@ -143,7 +143,7 @@ CONV.grad = ({ inputs: [x, w, b], attrs }, [dy], [wx, ww, wb]) => {
 };
 
 /** The adjoint of Conv: input [N, C, ...], weight [C, M/group, ...kernel]. */
-export const CONV_TRANSPOSE = defineOp('ConvTranspose', ([x, w, b], attrs) => {
+const CONV_TRANSPOSE = defineOp('ConvTranspose', ([x, w, b], attrs) => {
   const spatial = x!.rank - 2;
   const group = attrValue(attrs, 'group', 1);
   const strides = attrValue<number[]>(attrs, 'strides', Array(spatial).fill(1));

@@ -39,13 +39,13 @@ function unary(type: string, floatOnly = true): OpDef {
   });
 }
 
-export const ADD = broadcasting('Add');
-export const SUB = broadcasting('Sub');
-export const MUL = broadcasting('Mul');
-export const DIV = broadcasting('Div');
-export const POW = broadcasting('Pow');
-export const EQUAL = broadcasting('Equal', 'bool');
-export const LESS = broadcasting('Less', 'bool');
+const ADD = broadcasting('Add');
+const SUB = broadcasting('Sub');
+const MUL = broadcasting('Mul');
+const DIV = broadcasting('Div');
+const POW = broadcasting('Pow');
+const EQUAL = broadcasting('Equal', 'bool');
+const LESS = broadcasting('Less', 'bool');
 
 export const add = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(ADD, [x, y])[0]; };
 export const sub = (a: Operand, b: Operand): Tensor => { const [x, y] = operands(a, b); return x.graph.apply(SUB, [x, y])[0]; };
@@ -79,17 +79,17 @@ POW.grad = ({ inputs: [a, b], outputs: [y] }, [dy], [wa, wb]) => [
   wb ? unbroadcast(mul(dy!, where(equal(a!, 0), 0, mul(y, log(a!)))), b!.shape) : undefined,
 ];
 
-export const NEG = unary('Neg', false);
-export const SQRT = unary('Sqrt');
-export const EXP = unary('Exp');
-export const LOG = unary('Log');
-export const SIGMOID = unary('Sigmoid');
-export const TANH = unary('Tanh');
-export const ERF = unary('Erf');
-export const SIN = unary('Sin');
-export const COS = unary('Cos');
-export const ABS = unary('Abs', false);
-export const RECIPROCAL = unary('Reciprocal');
+const NEG = unary('Neg', false);
+const SQRT = unary('Sqrt');
+const EXP = unary('Exp');
+const LOG = unary('Log');
+const SIGMOID = unary('Sigmoid');
+const TANH = unary('Tanh');
+const ERF = unary('Erf');
+const SIN = unary('Sin');
+const COS = unary('Cos');
+const ABS = unary('Abs', false);
+const RECIPROCAL = unary('Reciprocal');
 
 export const neg = (x: Tensor): Tensor => x.graph.apply(NEG, [x])[0];
 export const sqrt = (x: Tensor): Tensor => x.graph.apply(SQRT, [x])[0];
@@ -118,7 +118,7 @@ RECIPROCAL.grad = ({ outputs: [y] }, [dy]) => [neg(mul(dy!, mul(y, y)))];
 
 const ONNX_CAST_TARGET: Record<DType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 };
 
-export const CAST = defineOp('Cast', ([x], attrs) => {
+const CAST = defineOp('Cast', ([x], attrs) => {
   const to = Object.entries(ONNX_CAST_TARGET).find(([, code]) => code === attrs.to?.value)?.[0] as DType | undefined;
   check(to, `unknown target type ${attrs.to?.value}`);
   return [{ dtype: to, shape: x!.shape }];
@@ -128,7 +128,7 @@ export const cast = (x: Tensor, to: DType): Tensor =>
 // Only float-to-float casts carry a gradient; autodiff prunes the others by dtype.
 CAST.grad = ({ inputs: [x] }, [dy]) => [cast(dy!, x!.dtype)];
 
-export const WHERE = defineOp('Where', ([condition, a, b]) => {
+const WHERE = defineOp('Where', ([condition, a, b]) => {
   check(condition!.dtype === 'bool', `condition must be bool, got ${condition!.dtype}`);
   check(a!.dtype === b!.dtype, `branches differ in dtype: ${a!.dtype} and ${b!.dtype}`);
   const shape = broadcastShapes(condition!.shape, a!.shape, b!.shape);

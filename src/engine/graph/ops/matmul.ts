@@ -5,7 +5,7 @@ import { unbroadcast } from './reduce';
 import { reshape, transpose, unsqueeze } from './shape-ops';
 
 /** Numpy matmul: batch dimensions broadcast, 1-D operands are promoted and the added axis dropped. */
-export const MATMUL = defineOp('MatMul', ([a, b]) => {
+const MATMUL = defineOp('MatMul', ([a, b]) => {
   check(a!.dtype === b!.dtype, `dtypes differ: ${a!.dtype} and ${b!.dtype}`);
   check(a!.rank >= 1 && b!.rank >= 1, 'operands must have rank >= 1');
   const left = a!.rank === 1 ? [1, a!.shape[0]] : a!.shape;
@@ -51,7 +51,7 @@ MATMUL.grad = ({ inputs: [a, b] }, [dy], [wa, wb]) => {
 };
 
 /** Y = alpha * op(A) @ op(B) + beta * C, on 2-D operands. */
-export const GEMM = defineOp('Gemm', ([a, b, c], attrs) => {
+const GEMM = defineOp('Gemm', ([a, b, c], attrs) => {
   check(a!.rank === 2 && b!.rank === 2, 'A and B must be 2-D');
   const [m, k] = attrValue(attrs, 'transA', 0) ? [a!.shape[1], a!.shape[0]] : a!.shape;
   const [k2, n] = attrValue(attrs, 'transB', 0) ? [b!.shape[1], b!.shape[0]] : b!.shape;

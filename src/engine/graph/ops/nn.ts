@@ -34,7 +34,7 @@ function moments(x: Tensor, axes: number[], eps: number): { centered: Tensor; st
  * ONNX LayerNormalization: standardizes over the axes from `axis` to the last, then scale (and bias), shaped
  * as those axes. One fused kernel where the formula from ReduceMean, Sub, Mul, Add, Sqrt and Div takes seven.
  */
-export const LAYER_NORMALIZATION = defineOp('LayerNormalization', ([x, scale, bias], attrs) => {
+const LAYER_NORMALIZATION = defineOp('LayerNormalization', ([x, scale, bias], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', -1), x!.rank);
   check(axis !== undefined, 'axis out of range');
   const normalized = x!.shape.slice(axis);

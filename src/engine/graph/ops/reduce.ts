@@ -20,9 +20,9 @@ function reduction(type: string) {
   });
 }
 
-export const REDUCE_MEAN = reduction('ReduceMean');
-export const REDUCE_SUM = reduction('ReduceSum');
-export const REDUCE_MAX = reduction('ReduceMax');
+const REDUCE_MEAN = reduction('ReduceMean');
+const REDUCE_SUM = reduction('ReduceSum');
+const REDUCE_MAX = reduction('ReduceMax');
 
 const reduce = (op: typeof REDUCE_SUM) => (x: Tensor, axes: number[], keepdims = true): Tensor =>
   x.graph.apply(op, [x, int64s(x.graph, axes)], { keepdims: attr.int(keepdims ? 1 : 0) })[0];
@@ -60,7 +60,7 @@ REDUCE_MAX.grad = (node, [dy]) => {
   return [mul(mask, div(reshape(dy!, kept), reduceSum(mask, axes)))];
 };
 
-export const SOFTMAX = defineOp('Softmax', ([x], attrs) => {
+const SOFTMAX = defineOp('Softmax', ([x], attrs) => {
   check(normalizeAxis(attrValue(attrs, 'axis', -1), x!.rank) !== undefined, 'axis out of range');
   return [{ dtype: x!.dtype, shape: x!.shape }];
 });

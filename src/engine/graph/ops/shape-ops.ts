@@ -4,7 +4,7 @@ import { constantInts, int64s } from './constants';
 import { scalar } from './elementwise';
 import { reduceSum, unbroadcast } from './reduce';
 
-export const RESHAPE = defineOp('Reshape', ([x, shape]) => {
+const RESHAPE = defineOp('Reshape', ([x, shape]) => {
   const target = constantInts(shape, 'shape');
   check(sizeOf(target) === sizeOf(x!.shape) && target.every((d) => d >= 0),
     `cannot reshape ${formatShape(x!.shape)} to ${formatShape(target)}`);
@@ -21,7 +21,7 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
 }
 RESHAPE.grad = ({ inputs: [x] }, [dy]) => [reshape(dy!, x!.shape)];
 
-export const TRANSPOSE = defineOp('Transpose', ([x], attrs) => {
+const TRANSPOSE = defineOp('Transpose', ([x], attrs) => {
   const perm = attrValue<number[]>(attrs, 'perm', [...x!.shape.keys()].reverse());
   check(perm.length === x!.rank && [...perm].sort().every((p, i) => p === i), `perm ${formatShape(perm)} is not a permutation of rank ${x!.rank}`);
   return [{ dtype: x!.dtype, shape: perm.map((p) => x!.shape[p]) }];
@@ -33,7 +33,7 @@ TRANSPOSE.grad = ({ inputs: [x], attrs }, [dy]) => {
   return [transpose(dy!, inverse)];
 };
 
-export const CONCAT = defineOp('Concat', (inputs, attrs) => {
+const CONCAT = defineOp('Concat', (inputs, attrs) => {
   const first = inputs[0]!;
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), first.rank);
   check(axis !== undefined, 'axis out of range');
@@ -52,7 +52,7 @@ CONCAT.grad = ({ inputs, attrs }, [dy]) => {
   return split(dy!, inputs.map((t) => t!.shape[axis]), axis);
 };
 
-export const SPLIT = defineOp('Split', ([x, split], attrs) => {
+const SPLIT = defineOp('Split', ([x, split], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), x!.rank);
   check(axis !== undefined, 'axis out of range');
   const sizes = constantInts(split, 'split');
@@ -69,7 +69,7 @@ SPLIT.grad = ({ outputs, attrs }, dys) =>
   [concat(outputs.map((y, i) => dys[i] ?? zeros(y)), attrValue(attrs, 'axis', 0))];
 
 /** Slice with non-negative, clamped bounds; shape inference follows ONNX's clamping rules. */
-export const SLICE = defineOp('Slice', ([x, startsT, endsT, axesT, stepsT]) => {
+const SLICE = defineOp('Slice', ([x, startsT, endsT, axesT, stepsT]) => {
   const starts = constantInts(startsT, 'starts');
   const ends = constantInts(endsT, 'ends');
   const axes = axesT ? constantInts(axesT, 'axes') : starts.map((_, i) => i);
@@ -120,7 +120,7 @@ SLICE.grad = ({ inputs: [x, startsT, , axesT, stepsT], outputs: [y] }, [dy]) => 
   return [pad(grad, pads)];
 };
 
-export const SQUEEZE = defineOp('Squeeze', ([x, axesT]) => {
+const SQUEEZE = defineOp('Squeeze', ([x, axesT]) => {
   const axes = constantInts(axesT, 'axes').map((a) => normalizeAxis(a, x!.rank));
   check(axes.every((a) => a !== undefined && x!.shape[a] === 1), `cannot squeeze axes of ${formatShape(x!.shape)}`);
   return [{ dtype: x!.dtype, shape: x!.shape.filter((_, i) => !axes.includes(i)) }];
@@ -128,7 +128,7 @@ export const SQUEEZE = defineOp('Squeeze', ([x, axesT]) => {
 export const squeeze = (x: Tensor, axes: number[]): Tensor => x.graph.apply(SQUEEZE, [x, int64s(x.graph, axes)])[0];
 SQUEEZE.grad = ({ inputs: [x] }, [dy]) => [reshape(dy!, x!.shape)];
 
-export const UNSQUEEZE = defineOp('Unsqueeze', ([x, axesT]) => {
+const UNSQUEEZE = defineOp('Unsqueeze', ([x, axesT]) => {
   const rank = x!.rank + constantInts(axesT, 'axes').length;
   const axes = constantInts(axesT, 'axes').map((a) => normalizeAxis(a, rank));
   check(axes.every((a) => a !== undefined) && new Set(axes).size === axes.length, 'axes out of range or repeated');
@@ -138,7 +138,7 @@ export const UNSQUEEZE = defineOp('Unsqueeze', ([x, axesT]) => {
 export const unsqueeze = (x: Tensor, axes: number[]): Tensor => x.graph.apply(UNSQUEEZE, [x, int64s(x.graph, axes)])[0];
 UNSQUEEZE.grad = ({ inputs: [x] }, [dy]) => [reshape(dy!, x!.shape)];
 
-export const EXPAND = defineOp('Expand', ([x, shapeT]) => {
+const EXPAND = defineOp('Expand', ([x, shapeT]) => {
   const shape = broadcastShapes(x!.shape, constantInts(shapeT, 'shape'));
   check(shape, `cannot expand ${formatShape(x!.shape)} to ${formatShape(constantInts(shapeT, 'shape'))}`);
   return [{ dtype: x!.dtype, shape }];
@@ -150,7 +150,7 @@ EXPAND.grad = ({ inputs: [x] }, [dy]) => [unbroadcast(dy!, x!.shape)];
 export const zeros = (like: Tensor, shape: Shape = like.shape): Tensor => expand(scalar(like.graph, 0, like.dtype), shape);
 
 /** Constant-mode Pad; `pads` in ONNX order (all begins, then all ends), negative values crop. */
-export const PAD = defineOp('Pad', ([x, padsT, value]) => {
+const PAD = defineOp('Pad', ([x, padsT, value]) => {
   const pads = constantInts(padsT, 'pads');
   check(pads.length === 2 * x!.rank, `pads must have ${2 * x!.rank} values`);
   check(!value || value.dtype === x!.dtype, 'the pad value must have the input dtype');
@@ -171,7 +171,7 @@ PAD.grad = ({ inputs: [, padsT], attrs }, [dy]) => {
  * would be shorter to use, but onnxruntime's CPU kernel adds repeated indices from several threads
  * at once and loses updates; ScatterElements accumulates each output element on one thread.)
  */
-export const SCATTER_ELEMENTS = defineOp('ScatterElements', ([data, indices, updates], attrs) => {
+const SCATTER_ELEMENTS = defineOp('ScatterElements', ([data, indices, updates], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), data!.rank);
   check(axis !== undefined, 'axis out of range');
   check(indices!.dtype === 'int64' || indices!.dtype === 'int32', `indices must be integers, got ${indices!.dtype}`);
@@ -184,7 +184,7 @@ export const scatterAdd = (data: Tensor, indices: Tensor, updates: Tensor, axis:
   data.graph.apply(SCATTER_ELEMENTS, [data, indices, updates], { axis: attr.int(axis), reduction: attr.string('add') })[0];
 
 /** Rows of `data` picked by integer `indices` along `axis` (embedding lookups). */
-export const GATHER = defineOp('Gather', ([data, indices], attrs) => {
+const GATHER = defineOp('Gather', ([data, indices], attrs) => {
   const axis = normalizeAxis(attrValue(attrs, 'axis', 0), data!.rank);
   check(axis !== undefined, 'axis out of range');
   check(indices!.dtype === 'int64' || indices!.dtype === 'int32', `indices must be integers, got ${indices!.dtype}`);
@@ -205,7 +205,7 @@ GATHER.grad = ({ inputs: [data, indices], attrs }, [dy]) => {
 };
 
 /** Nearest-neighbour upsampling by integer factors, as torch's F.interpolate(mode="nearest"). */
-export const RESIZE = defineOp('Resize', ([x, roi, scalesT], attrs) => {
+const RESIZE = defineOp('Resize', ([x, roi, scalesT], attrs) => {
   check(!roi, 'roi is not supported');
   check(attrValue<string>(attrs, 'mode', '') === 'nearest', 'only nearest mode is supported');
   const scales = scalesT && x!.graph.constants.get(scalesT);
