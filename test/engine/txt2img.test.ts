@@ -136,7 +136,7 @@ describe.skipIf(!hasFixtures)('txt2img on the tiny-sd15 pack', () => {
     try {
       const outputs = [];
       for (const limit of [Infinity, 0]) {
-        const session = await openGraphSession(worker, g, scratch, limit);
+        const session = await openGraphSession(worker, g, scratch, { inlineWeightBytes: limit });
         outputs.push((await worker.run(session, { latents: { dtype: 'float32', dims: [1, 4, 16, 16], data: latents.slice() } })).decoded.data);
         await worker.release(session);
       }

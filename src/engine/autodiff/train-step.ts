@@ -38,6 +38,11 @@ export interface SavedGraph extends GraphSignature {
   path: string;
 }
 
+/** What `EngineWorker.createSession` opens for a compiled or saved graph. */
+export function sessionModel(compiled: CompiledGraph | SavedGraph): Uint8Array | { path: string } {
+  return 'model' in compiled ? compiled.model : { path: compiled.path };
+}
+
 const spec = (t: Tensor): TensorSpec => ({ name: t.name, dtype: t.dtype, shape: [...t.shape] });
 
 function weightTensors(graph: Graph, names: readonly string[], role: string): Tensor[] {

@@ -1,5 +1,5 @@
 import { EngineRuntimeError, type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
-import { type CompiledGraph, type SavedGraph, type TensorSpec } from './train-step';
+import { type CompiledGraph, type SavedGraph, sessionModel, type TensorSpec } from './train-step';
 
 type FloatData = Extract<TensorData, { dtype: 'float32' | 'float64' }>;
 
@@ -46,8 +46,7 @@ export class Trainer {
         throw new TrainerError(`initial value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
       }
     }
-    const model = 'model' in compiled ? compiled.model : { path: compiled.path };
-    const trainer = new Trainer(worker, await worker.createSession(model, { key: compiled.hash }), compiled);
+    const trainer = new Trainer(worker, await worker.createSession(sessionModel(compiled), { key: compiled.hash }), compiled);
     for (const p of compiled.params) {
       const param = zerosLike(p);
       param.data.set(initial[p.name]);

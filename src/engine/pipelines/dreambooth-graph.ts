@@ -8,6 +8,7 @@ import {
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../graph';
 import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
 import { buildUNet } from '../models/unet';
+import { INLINE_WEIGHT_BYTES, initializerBytes } from './sessions';
 import { type StableDiffusionModels } from './stable-diffusion';
 
 /** What the train step needs of a model: the UNet, the text length and the training noise schedule. */
@@ -75,9 +76,6 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
   return { graph: g, loss, trainable, slots };
 }
 
-/** Above this many bytes of frozen weights a step is written to disk with external data (protobuf stops at 2 GB). */
-const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
-
 /** One folder per process for steps over the inline limit (gigabytes at SD size), removed when the process exits. */
 function scratchDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'dreambooth-'));
@@ -108,9 +106,7 @@ export function dreamBoothTrainStep(
 
 /** Serializes a built graph in memory, or with external data under the scratch folder when its frozen weights are large. */
 export function compileBuilt(built: BuiltGraph): CompiledGraph | SavedGraph {
-  let frozenBytes = 0;
-  for (const [name, { data }] of built.graph.weights) if (!built.weightsAsInputs.has(name)) frozenBytes += data?.byteLength ?? 0;
-  if (frozenBytes < INLINE_WEIGHT_BYTES) return compile(built);
+  if (initializerBytes(built.graph, built.weightsAsInputs) < INLINE_WEIGHT_BYTES) return compile(built);
   scratch ??= scratchDir();
   return saveBuilt(built, join(scratch, `${built.graph.name}-${randomUUID()}.onnx`));
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { type AdamWOptions, Trainer } from '../autodiff';
+import { type AdamWOptions, sessionModel, Trainer } from '../autodiff';
 import { type LoraLayer } from '../models/lora';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
@@ -102,7 +102,7 @@ export class DreamBoothTrainer {
       graph.output(loss, 'loss');
       const batchSpecs = graph.inputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: [...t.shape] }));
       const compiled = compileBuilt({ graph, weightsAsInputs: new Set(trainable), batch: batchSpecs });
-      return this.worker.createSession('model' in compiled ? compiled.model : { path: compiled.path }, { key: compiled.hash });
+      return this.worker.createSession(sessionModel(compiled), { key: compiled.hash });
     })();
     const feeds = this.#feeds(batch, priorLossWeight);
     for (const name of trainable) {

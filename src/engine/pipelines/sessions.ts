@@ -3,8 +3,15 @@ import { join } from 'node:path';
 import { type Graph, saveWithExternalData, serialize } from '../graph';
 import { type EngineWorker, type SessionHandle } from '../runtime';
 
-/** Below this many weight bytes a graph travels inline; protobuf caps a whole model at 2 GB. */
-const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
+/** Below this many bytes of initializers a graph travels inline; protobuf caps a whole model at 2 GB. */
+export const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
+
+/** Bytes of the weights a graph carries as initializers: all bound ones but those fed at run time. */
+export function initializerBytes(g: Graph, weightsAsInputs: ReadonlySet<string>): number {
+  let bytes = 0;
+  for (const [name, { data }] of g.weights) if (!weightsAsInputs.has(name)) bytes += data?.byteLength ?? 0;
+  return bytes;
+}
 
 /**
  * Opens an inference session on a graph whose weights are bound, but for `weightsAsInputs` (fed with every run,
@@ -12,11 +19,10 @@ const INLINE_WEIGHT_BYTES = 1.5 * 2 ** 30;
  * external data under `scratchDir`, which must outlive the session.
  */
 export async function openGraphSession(
-  worker: EngineWorker, g: Graph, scratchDir: string, inlineWeightBytes = INLINE_WEIGHT_BYTES, weightsAsInputs = new Set<string>(),
+  worker: EngineWorker, g: Graph, scratchDir: string,
+  { weightsAsInputs = new Set<string>(), inlineWeightBytes = INLINE_WEIGHT_BYTES }: { weightsAsInputs?: ReadonlySet<string>; inlineWeightBytes?: number } = {},
 ): Promise<SessionHandle> {
-  let weightBytes = 0;
-  for (const [name, { data }] of g.weights) if (!weightsAsInputs.has(name)) weightBytes += data?.byteLength ?? 0;
-  if (weightBytes < inlineWeightBytes) return worker.createSession(serialize(g, { weightsAsInputs }));
+  if (initializerBytes(g, weightsAsInputs) < inlineWeightBytes) return worker.createSession(serialize(g, { weightsAsInputs }));
   const path = join(scratchDir, `${g.name}-${randomUUID()}.onnx`);
   const key = saveWithExternalData(g, path, { weightsAsInputs });
   return worker.createSession({ path }, { key });

@@ -215,7 +215,7 @@ export class Txt2ImgPipeline {
       session = (async () => {
         const g = build();
         const fed = this.#slots.get(key)?.names();
-        return openGraphSession(this.worker, g, await this.#scratchDir(), undefined, fed);
+        return openGraphSession(this.worker, g, await this.#scratchDir(), { weightsAsInputs: fed });
       })();
       this.#sessions.set(key, session);
       session.catch(() => this.#sessions.delete(key));
