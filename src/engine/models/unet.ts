@@ -294,20 +294,14 @@ function upBlock(p: Params, x: Tensor, skips: Tensor[], block: UpBlock, c: Conte
   return block.addUpsample ? upsample2D(p, h, block.outChannels) : h;
 }
 
-/**
- * The noise prediction of UNet2DConditionModel(sample [B, in_channels, H, W], timesteps (scalar, [1] or [B], any
- * numeric dtype), encoderHiddenStates [B, tokens, cross_attention_dim]) -> [B, out_channels, H, W].
- */
-export function buildUNet(
-  g: Graph, config: UNetConfig, sample: Tensor, timesteps: Tensor, encoderHiddenStates: Tensor, options: UNetOptions = {},
-): Tensor {
+/** Shapes the config cannot run on, refused while building rather than by onnxruntime at run time. */
+function checkUNetInputs(config: UNetConfig, sample: Tensor, encoderHiddenStates: Tensor): void {
   const { raw, blockOutChannels: channels } = config;
-  const levels = channels.length;
   const [batch, inChannels, height, width] = sample.shape;
   if (sample.rank !== 4 || inChannels !== raw.in_channels) {
     throw new GraphError(`sample must be [batch, ${raw.in_channels}, height, width], got [${sample.shape}]`);
   }
-  const factor = 2 ** (levels - 1);
+  const factor = 2 ** (channels.length - 1);
   if (height % factor || width % factor) throw new GraphError(`sample size ${height}x${width} is not a multiple of ${factor}`);
   if (encoderHiddenStates.rank !== 3 || encoderHiddenStates.shape[0] !== batch) {
     throw new GraphError(`encoder_hidden_states must be [${batch}, tokens, dim], got [${encoderHiddenStates.shape}]`);
@@ -315,6 +309,19 @@ export function buildUNet(
   for (const dim of config.crossAttentionDim) {
     if (encoderHiddenStates.shape[2] !== dim) throw new GraphError(`encoder_hidden_states has width ${encoderHiddenStates.shape[2]}, cross_attention_dim is ${dim}`);
   }
+}
+
+/**
+ * The noise prediction of UNet2DConditionModel(sample [B, in_channels, H, W], timesteps (scalar, [1] or [B], any
+ * numeric dtype), encoderHiddenStates [B, tokens, cross_attention_dim]) -> [B, out_channels, H, W].
+ */
+export function buildUNet(
+  g: Graph, config: UNetConfig, sample: Tensor, timesteps: Tensor, encoderHiddenStates: Tensor, options: UNetOptions = {},
+): Tensor {
+  checkUNetInputs(config, sample, encoderHiddenStates);
+  const { raw, blockOutChannels: channels } = config;
+  const levels = channels.length;
+  const batch = sample.shape[0];
   const p = new Params(g);
   const tEmb = timeProj(g, timesteps, batch, channels[0], raw.flip_sin_to_cos, raw.freq_shift);
   const c: Context = {
