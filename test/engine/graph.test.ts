@@ -7,11 +7,7 @@ import {
   add, concat, conv, Graph, groupNorm, linear, matmul, reduceMean, reshape, saveWithExternalData, serialize, slice,
   softmax, split, transpose, upsampleNearest,
 } from '../../src/engine/graph';
-
-function random(n: number, seed: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1);
-}
+import { uniform } from '../helpers/random';
 
 async function runModel(model: Uint8Array | string, feeds: Record<string, ort.Tensor>) {
   const session = await ort.InferenceSession.create(model as Uint8Array);
@@ -43,7 +39,7 @@ describe('graph builder', () => {
     const build = () => {
       const g = new Graph('mlp');
       const x = g.input('x', 'float32', [4, 3]);
-      g.output(linear(x, g.weight('fc.weight', [2, 3], random(6, 1)), g.weight('fc.bias', [2], random(2, 2))), 'y');
+      g.output(linear(x, g.weight('fc.weight', [2, 3], uniform(6, 1)), g.weight('fc.bias', [2], uniform(2, 2))), 'y');
       return serialize(g);
     };
     expect(Buffer.from(build()).equals(Buffer.from(build()))).toBe(true);
@@ -52,14 +48,14 @@ describe('graph builder', () => {
   it('computes what the operators mean on onnxruntime', async () => {
     const g = new Graph();
     const x = g.input('x', 'float32', [2, 4, 3, 3]);
-    const gamma = random(4, 3);
-    const beta = random(4, 4);
+    const gamma = uniform(4, 3);
+    const beta = uniform(4, 4);
     const normed = groupNorm(x, 2, g.weight('gamma', [4], gamma), g.weight('beta', [4], beta), 1e-5);
     g.output(normed, 'normed');
     const tokens = transpose(reshape(x, [2, 4, 9]), [0, 2, 1]);
     g.output(softmax(matmul(tokens, transpose(tokens, [0, 2, 1]))), 'attn');
     g.output(concat([reduceMean(x, [1]), reduceMean(x, [1])], 1), 'means');
-    const xs = random(72, 5);
+    const xs = uniform(72, 5);
     const out = await runModel(serialize(g), { x: new ort.Tensor('float32', xs, [2, 4, 3, 3]) });
 
     // group norm by hand: groups of 2 channels x 9 pixels
@@ -85,7 +81,7 @@ describe('graph builder', () => {
   it('stores weights as external data beside the model and loads them from the path', async () => {
     const g = new Graph();
     const x = g.input('x', 'float32', [1, 3]);
-    const w = random(12, 7);
+    const w = uniform(12, 7);
     g.output(matmul(x, g.weight('w', [3, 4], w)), 'y');
     const dir = mkdtempSync(join(tmpdir(), 'graph-'));
     const hash = saveWithExternalData(g, join(dir, 'model.onnx'));

@@ -13,6 +13,7 @@ import {
   type TensorData,
 } from '../../src/engine/runtime';
 import { float32ToFloat16Bits } from '../../src/engine/weights/dtype';
+import { uniform } from '../helpers/random';
 
 const { onnx } = onnxProto;
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -55,20 +56,11 @@ function affineReference(X: Float32Array, W: Float32Array, B: Float32Array, m: n
   return Y;
 }
 
-/** Seeded values in [-1, 1) so failures reproduce. */
-function randomArray(length: number, seed: number): Float32Array {
-  let state = seed;
-  return Float32Array.from({ length }, () => {
-    state = (state * 1103515245 + 12345) % 2 ** 31;
-    return (state / 2 ** 31) * 2 - 1;
-  });
-}
-
 const [m, k, n] = [3, 5, 4];
-const W = randomArray(k * n, 1);
-const B = randomArray(n, 2);
+const W = uniform(k * n, 1);
+const B = uniform(n, 2);
 const model = affineModel(W, B, k, n);
-const input = (): TensorData => ({ dtype: 'float32', dims: [m, k], data: randomArray(m * k, 3) });
+const input = (): TensorData => ({ dtype: 'float32', dims: [m, k], data: uniform(m * k, 3) });
 
 describe('EngineWorker', () => {
   let engine: EngineWorker;
@@ -160,7 +152,7 @@ describe('EngineWorker', () => {
 
   it('reports onnxruntime failures during a run as RUN_FAILED and hands the feeds back', async () => {
     const session = await engine.createSession(model);
-    const values = randomArray(m * (k + 1), 6);
+    const values = uniform(m * (k + 1), 6);
     const wrongShape: TensorData = { dtype: 'float32', dims: [m, k + 1], data: values.slice() };
     const error = await engine.run(session, { X: wrongShape }).catch((e) => e);
     expect(error).toBeInstanceOf(EngineRuntimeError);
@@ -246,7 +238,7 @@ describe('EngineWorker', () => {
         input: [i === 0 ? 'X' : `H${i}`, 'W'],
         output: [i === links - 1 ? 'Y' : `H${i + 1}`],
       })),
-      initializer: [{ name: 'W', dataType: FLOAT, dims: [size, size], floatData: [...randomArray(size * size, 4).map((v) => v * scale)] }],
+      initializer: [{ name: 'W', dataType: FLOAT, dims: [size, size], floatData: [...uniform(size * size, 4).map((v) => v * scale)] }],
       input: [valueInfo('X', [size, size])],
       output: [valueInfo('Y', [size, size])],
     });
@@ -254,7 +246,7 @@ describe('EngineWorker', () => {
     const ticks: number[] = [];
     const timer = setInterval(() => ticks.push(performance.now()), 5);
     const started = performance.now();
-    const { Y } = await engine.run(session, { X: { dtype: 'float32', dims: [size, size], data: randomArray(size * size, 5) } });
+    const { Y } = await engine.run(session, { X: { dtype: 'float32', dims: [size, size], data: uniform(size * size, 5) } });
     const elapsed = performance.now() - started;
     clearInterval(timer);
     expect(Y.dims).toEqual([size, size]);

@@ -9,7 +9,8 @@ import {
   add, gather, Graph, GraphError, linear, mul, reduceMean, reduceSum, scatterAdd, slice, sub, tanh, type Tensor,
 } from '../../src/engine/graph';
 import { EngineWorker, type TensorData } from '../../src/engine/runtime';
-import { convAttentionNet, uniform } from '../helpers/conv-attention';
+import { convAttentionNet } from '../helpers/conv-attention';
+import { uniform } from '../helpers/random';
 
 const worker = new EngineWorker({ intraOpThreads: 1 });
 afterAll(() => worker.close());

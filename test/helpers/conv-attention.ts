@@ -3,17 +3,7 @@ import {
   add, conv, Graph, groupNorm, layerNorm, linear, matmul, mul, reduceMean, reshape, silu, softmax, sub, type Tensor,
   transpose, upsampleNearest,
 } from '../../src/engine/graph';
-
-/** Seeded uniform numbers in [-1, 1) (mulberry32). */
-export function uniform(n: number, seed: number, scale = 1): Float32Array {
-  let state = seed;
-  return Float32Array.from({ length: n }, () => {
-    let t = (state = (state + 0x6d2b79f5) | 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  });
-}
+import { uniform } from './random';
 
 export interface ConvAttentionNet {
   graph: Graph;
