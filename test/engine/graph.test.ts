@@ -7,16 +7,8 @@ import {
   add, concat, conv, Graph, groupNorm, linear, matmul, reduceMean, reshape, saveWithExternalData, serialize, slice,
   softmax, split, transpose, upsampleNearest,
 } from '../../src/engine/graph';
+import { runModel } from '../helpers/models';
 import { uniform } from '../helpers/random';
-
-async function runModel(model: Uint8Array | string, feeds: Record<string, ort.Tensor>) {
-  const session = await ort.InferenceSession.create(model as Uint8Array);
-  try {
-    return await session.run(feeds);
-  } finally {
-    await session.release();
-  }
-}
 
 describe('graph builder', () => {
   it('infers static shapes and names the operator and shapes in errors', () => {

@@ -11,7 +11,7 @@ import { createScheduler } from '../../src/engine/schedulers';
 import { bindWeights } from '../../src/engine/weights/bind';
 import { readSafetensors, type StoredTensor, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
-import { bindStored } from '../helpers/models';
+import { bindStored, runModel } from '../helpers/models';
 
 const PACK = join(TINY_SD15, 'pack');
 const json = (path: string) => JSON.parse(readFileSync(join(PACK, path), 'utf8'));
@@ -60,9 +60,7 @@ describe.skipIf(!hasFixtures)('DreamBooth training parity on tiny-sd15', () => {
     const { g, loss } = dreamboothLoss(reference.train_full.prior_loss_weight);
     bindStored(g, unetWeights);
     const wrt = [...unetWeights.keys()];
-    const session = await ort.InferenceSession.create(compile(buildGradientGraph({ graph: g, loss, wrt, wrtAsInputs: false })).model);
-    const out = await session.run(batch);
-    await session.release();
+    const out = await runModel(compile(buildGradientGraph({ graph: g, loss, wrt, wrtAsInputs: false })).model, batch);
     expect(Math.abs((out.loss.data as Float32Array)[0] - reference.train_full.loss) / reference.train_full.loss).toBeLessThan(1e-4);
     const errors = wrt.map((name) => [name, relativeL2(out[`grad.${name}`].data as Float32Array, toFloat32(tensors.get(`grad_full.${name}`)!))] as const);
     expect(errors.length).toBe([...tensors.keys()].filter((k) => k.startsWith('grad_full.')).length);
@@ -89,10 +87,9 @@ describe.skipIf(!hasFixtures)('DreamBooth training parity on tiny-sd15', () => {
     const scale = new ort.Tensor('float32', Float32Array.of(config.alpha / config.rank), []);
 
     const grads = build();
-    const gradSession = await ort.InferenceSession.create(
-      compile(buildGradientGraph({ graph: grads.g, loss: grads.loss, wrt: grads.trainable, wrtAsInputs: false })).model);
-    const out = await gradSession.run({ ...batch, lora_scale: scale });
-    await gradSession.release();
+    const out = await runModel(
+      compile(buildGradientGraph({ graph: grads.g, loss: grads.loss, wrt: grads.trainable, wrtAsInputs: false })).model,
+      { ...batch, lora_scale: scale });
     expect(Math.abs((out.loss.data as Float32Array)[0] - config.loss) / config.loss).toBeLessThan(1e-4);
     expect(grads.trainable.length).toBe([...tensors.keys()].filter((k) => k.startsWith('grad_lora.')).length);
     for (const name of grads.trainable) {
@@ -117,9 +114,7 @@ describe.skipIf(!hasFixtures)('DreamBooth training parity on tiny-sd15', () => {
       feeds[`m.${name}`] = new ort.Tensor('float32', new Float32Array(data.length), dims);
       feeds[`v.${name}`] = new ort.Tensor('float32', new Float32Array(data.length), dims);
     }
-    const stepSession = await ort.InferenceSession.create(compiled.model);
-    const updated = await stepSession.run(feeds);
-    await stepSession.release();
+    const updated = await runModel(compiled.model, feeds);
     let worst = 0;
     let moved = 0;
     for (const [module, layer] of after) {

@@ -11,14 +11,20 @@ export function bindStored(g: Graph, stored: ReadonlyMap<string, StoredTensor>):
   for (const [name, data] of bindWeights(expectedWeights(g), stored)) g.weights.get(name)!.data = data;
 }
 
-/** Runs a graph once on onnxruntime (CPU) and returns its outputs by name. */
-export async function runGraph(g: Graph, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
-  const session = await ort.InferenceSession.create(serialize(g));
+/** Runs a model (bytes, or a file with its external data beside it) once on onnxruntime (CPU): its outputs by name. */
+export async function runModel(model: Uint8Array | string, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+  // create() has one overload for a path and one for bytes, and TypeScript takes no union across them.
+  const session = await (typeof model === 'string' ? ort.InferenceSession.create(model) : ort.InferenceSession.create(model));
   try {
     return await session.run(feeds);
   } finally {
     await session.release();
   }
+}
+
+/** Runs a graph once on onnxruntime (CPU) and returns its outputs by name. */
+export async function runGraph(g: Graph, feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+  return runModel(serialize(g), feeds);
 }
 
 /** Deterministic weights scaled by fan-in, norms near identity, so activations stay O(1) through the net. */
