@@ -1,3 +1,4 @@
+import { sizeOf } from '../graph/shape';
 import { EngineRuntimeError, type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { type CompiledGraph, type SavedGraph, sessionModel, type TensorSpec } from './train-step';
 
@@ -13,7 +14,7 @@ export interface StepResult {
 }
 
 function zerosLike({ dtype, shape }: TensorSpec): FloatData {
-  const size = shape.reduce((a, b) => a * b, 1);
+  const size = sizeOf(shape);
   if (dtype === 'float32') return { dtype, dims: [...shape], data: new Float32Array(size) };
   if (dtype === 'float64') return { dtype, dims: [...shape], data: new Float64Array(size) };
   throw new TrainerError(`trainable weights must be float32 or float64, got ${dtype}`);
@@ -41,7 +42,7 @@ export class Trainer {
   ): Promise<Trainer> {
     for (const p of compiled.params) {
       const values = initial[p.name];
-      const expected = p.shape.reduce((a, b) => a * b, 1);
+      const expected = sizeOf(p.shape);
       if (!values || values.length !== expected || (p.dtype === 'float32') !== values instanceof Float32Array) {
         throw new TrainerError(`initial value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
       }

@@ -1,4 +1,4 @@
-import { add, type Graph, linear, mul, type Tensor } from '../graph';
+import { add, type Graph, linear, mul, sizeOf, type Tensor } from '../graph';
 import { type TensorData } from '../runtime';
 import { toFloat32, type StoredTensor } from '../weights/safetensors';
 import { linearLayer } from './layers';
@@ -66,7 +66,7 @@ export function parseUNetLora(stored: ReadonlyMap<string, StoredTensor>): Map<st
       down: toFloat32(down), up: toFloat32(up), rank: down.shape[0], inFeatures: down.shape[1], outFeatures: up.shape[0],
     };
     if (alpha) {
-      if (alpha.shape.reduce((a, b) => a * b, 1) !== 1) throw new LoraError(`LoRA alpha of ${module} must be a scalar, got [${alpha.shape}]`);
+      if (sizeOf(alpha.shape) !== 1) throw new LoraError(`LoRA alpha of ${module} must be a scalar, got [${alpha.shape}]`);
       layer.alpha = toFloat32(alpha)[0];
     }
     layers.set(module, layer);

@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { sizeOf } from '../graph';
 import { parseClipTextConfig } from '../models/clip-text';
 import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../models/declared-weights';
 import { parseUNetConfig } from '../models/unet';
@@ -105,7 +106,7 @@ export function declaredPackWeights(preset: PackPreset): Record<'text_encoder' |
  * Biases start at zero rather than torch's small uniform, which adds nothing to a random model.
  */
 function initialValues(name: string, shape: readonly number[], rng: Rng): Float32Array {
-  const count = shape.reduce((a, b) => a * b, 1);
+  const count = sizeOf(shape);
   if (name.endsWith('.bias')) return new Float32Array(count);
   if (/_embedding\.weight$/.test(name)) return rng.normalFloat32(count);
   if (shape.length === 1 && /norm/.test(name)) return new Float32Array(count).fill(1);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { type AdamWOptions, sessionModel, Trainer } from '../autodiff';
+import { sizeOf } from '../graph';
 import { type LoraLayer } from '../models/lora';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
@@ -131,9 +132,8 @@ export class DreamBoothTrainer {
     const { config } = this.models.unet;
     const latentDims = [rows, config.raw.in_channels, latentSize, latentSize];
     const statesDims = [rows, this.models.tokenizer.maxLength, config.crossAttentionDim[0]];
-    const count = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
-    if (batch.latents.length !== count(latentDims) || batch.noise.length !== count(latentDims)
-      || batch.timesteps.length !== rows || batch.encoderHiddenStates.length !== count(statesDims)) {
+    if (batch.latents.length !== sizeOf(latentDims) || batch.noise.length !== sizeOf(latentDims)
+      || batch.timesteps.length !== rows || batch.encoderHiddenStates.length !== sizeOf(statesDims)) {
       throw new DreamBoothError(`a batch holds ${rows} rows: latents and noise [${latentDims}], ${rows} timesteps, encoder states [${statesDims}]`);
     }
     const latents = Float64Array.from(batch.latents);

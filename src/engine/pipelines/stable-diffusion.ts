@@ -1,4 +1,4 @@
-import { type Graph } from '../graph';
+import { type Graph, sizeOf } from '../graph';
 import { type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
 import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../models/declared-weights';
 import { parseUNetConfig, type UNetConfig } from '../models/unet';
@@ -85,7 +85,7 @@ export function withUNetWeights(models: StableDiffusionModels, weights: Readonly
   const problems: string[] = [];
   for (const [name, shape] of expected) {
     const data = weights.get(name);
-    const size = shape.reduce((a, b) => a * b, 1);
+    const size = sizeOf(shape);
     if (!data) problems.push(`missing ${name}`);
     else if (data.length !== size) problems.push(`${name} holds ${data.length} values but the model expects [${shape}]`);
   }

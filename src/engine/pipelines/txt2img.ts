@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { z } from 'zod';
-import { add, chunk, clamp, concat, div, Graph, mul, sub, transpose } from '../graph';
+import { add, chunk, clamp, concat, div, Graph, mul, sizeOf, sub, transpose } from '../graph';
 import { buildClipTextEncoder } from '../models/clip-text';
 import { type LoraLayer, LoraSlots } from '../models/lora';
 import { buildUNet } from '../models/unet';
@@ -105,7 +105,7 @@ export class Txt2ImgPipeline {
 
     const rng = new Rng(r.seed);
     const latentShape = [r.numImages, unet.config.raw.in_channels, r.height / r.vaeFactor, r.width / r.vaeFactor];
-    const initial = r.latents ? Float64Array.from(r.latents) : rng.normal(latentShape.reduce((a, b) => a * b, 1));
+    const initial = r.latents ? Float64Array.from(r.latents) : rng.normal(sizeOf(latentShape));
     let latents: Float64Array = initial.map((x) => x * scheduler.initNoiseSigma);
     const { loraShape } = r;
     const denoiserKey = `unet:${latentShape}:${guided}${loraShape ? `:lora${loraShape.rank}:${loraShape.modules.join()}` : ''}`;

@@ -1,3 +1,4 @@
+import { sizeOf } from '../graph/shape';
 import { EngineRuntimeError } from './errors';
 
 /** Element types a session exchanges with JavaScript (float16 travels as raw bits: Node 20 has no Float16Array). */
@@ -36,7 +37,7 @@ export function checkTensor(name: string, tensor: TensorData): void {
   if (!Array.isArray(tensor.dims) || !tensor.dims.every((d) => Number.isInteger(d) && d >= 0)) {
     fail(`dims must be non-negative integers; got [${tensor.dims}]`);
   }
-  const count = tensor.dims.reduce((a, b) => a * b, 1);
+  const count = sizeOf(tensor.dims);
   if (count !== tensor.data.length) fail(`dims [${tensor.dims}] hold ${count} elements but data has ${tensor.data.length}`);
 }
 

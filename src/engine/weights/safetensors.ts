@@ -1,4 +1,5 @@
 import { readFile, writeFile } from 'node:fs/promises';
+import { sizeOf } from '../graph/shape';
 import { bfloat16ArrayToFloat32, float16ArrayToFloat32, float32ArrayToBFloat16, float32ArrayToFloat16 } from './dtype';
 
 /** Element types of the safetensors format that the engine reads. */
@@ -23,7 +24,7 @@ export class SafetensorsError extends Error {
 /** The byte count `shape` of `dtype` needs must be the one stored. */
 function checkTensorBytes(name: string, dtype: SafetensorsDType, shape: number[], byteLength: number): void {
   if (!(dtype in BYTES_PER_ELEMENT)) throw new SafetensorsError(`safetensors: tensor ${name} has unsupported dtype ${dtype}`);
-  const expected = shape.reduce((a, b) => a * b, 1) * BYTES_PER_ELEMENT[dtype];
+  const expected = sizeOf(shape) * BYTES_PER_ELEMENT[dtype];
   if (byteLength !== expected) throw new SafetensorsError(`safetensors: tensor ${name} holds ${byteLength} bytes, its shape needs ${expected}`);
 }
 
@@ -86,7 +87,7 @@ export function toFloat32(tensor: StoredTensor): Float32Array {
 
 /** Stores float32 values as F32, or narrowed to F16 / BF16 (round to nearest, ties to even). */
 export function fromFloat32(values: Float32Array, shape: number[], dtype: 'F32' | 'F16' | 'BF16' = 'F32'): StoredTensor {
-  const count = shape.reduce((a, b) => a * b, 1);
+  const count = sizeOf(shape);
   if (count !== values.length) throw new SafetensorsError(`safetensors: shape [${shape}] holds ${count} values, got ${values.length}`);
   const stored =
     dtype === 'F32' ? values.slice() : dtype === 'F16' ? float32ArrayToFloat16(values) : float32ArrayToBFloat16(values);
