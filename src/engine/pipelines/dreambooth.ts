@@ -6,7 +6,7 @@ import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../schedulers';
 import {
-  buildDreamBoothLoss, compileBuilt, dreamBoothTrainStep, type LossGraph, type StepShape, type TrainingMethod, type UNetTrainingModels,
+  buildDreamBoothLoss, compileBuilt, dreamBoothTrainStep, type LossGraph, type StepShape, type UNetTrainingModels,
 } from './dreambooth-graph';
 import { type TrainingPixels } from './images';
 import { loraFromSlots, type LoraWeights } from './lora-file';
@@ -40,13 +40,8 @@ export interface LatentBatch {
   encoderHiddenStates: Float32Array;
 }
 
-export interface DreamBoothTrainerOptions {
-  method: TrainingMethod;
-  /** Instance rows per step; with `prior`, as many prior rows follow. */
-  batchSize: number;
-  prior: boolean;
-  /** Latent height and width (image resolution / the VAE's downscaling). */
-  latentSize: number;
+/** The step's shape (`latentSize`: image resolution / the VAE's downscaling), optimizer defaults aside. */
+export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer'> {
   optimizer?: Omit<AdamWOptions, 'maxGradNorm'>;
   /** Clip gradients to this global norm; none when absent. */
   maxGradNorm?: number;
