@@ -9,6 +9,7 @@ import { GraphQLError, parse, specifiedRules, validate, type GraphQLFormattedErr
 import graphqlUploadExpress from 'graphql-upload/graphqlUploadExpress.mjs';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
+import { playground } from '../../web/server';
 import { AppError } from '../services/errors';
 import { authenticate } from '../services/api-keys';
 import type { Context, Services } from './context';
@@ -113,6 +114,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     }),
   );
   app.use(imageDownloads(services));
+  app.use(await playground()); // the web page at `/`
   app.use(jsonErrors(services));
 
   await new Promise<void>((resolve, reject) => {
