@@ -20,7 +20,7 @@ import {
   type TrainingMethod,
 } from '../src/engine/pipelines';
 import { Rng } from '../src/engine/random';
-import { EngineWorker, type GraphOptimizationLevel } from '../src/engine/runtime';
+import { EngineWorker, type GraphOptimizationLevel, memoryStats } from '../src/engine/runtime';
 import { ClipTokenizer } from '../src/engine/tokenizer';
 import { FolderPackSource, loadPack, type PackSource } from '../src/engine/weights/pack';
 import { randomWeightValues, SD15_UNET_CONFIG } from './sd15';
@@ -100,7 +100,7 @@ async function sd15Lora(worker: EngineWorker): Promise<void> {
   await trainer.dispose();
   const timed = times.slice(1);
   log(`RESULT seconds per LoRA step (SD 1.5 shape, ${resolution} px, 1+1 rows): ${(timed.reduce((a, b) => a + b, 0) / timed.length).toFixed(1)}`);
-  log(`RESULT peak memory (maxRSS): ${gib(process.resourceUsage().maxRSS * 1024)}`);
+  log(`RESULT peak memory (maxRSS): ${gib(memoryStats().peakRssBytes)}`);
 }
 
 async function main(): Promise<void> {

@@ -10,7 +10,7 @@ import { Graph, saveWithExternalData } from '../src/engine/graph';
 import { expectedWeights } from '../src/engine/models/params';
 import { buildUNet, parseUNetConfig } from '../src/engine/models/unet';
 import { Rng } from '../src/engine/random';
-import { EngineWorker } from '../src/engine/runtime';
+import { EngineWorker, memoryStats } from '../src/engine/runtime';
 import { randomWeights, SD15_UNET_CONFIG } from './sd15';
 
 const BATCH = 2;
@@ -54,7 +54,8 @@ async function main(): Promise<void> {
     gc();
     await new Promise((resolve) => setTimeout(resolve, 2000));
     gc();
-    log(`peak RSS before the session: ${gib(process.resourceUsage().maxRSS * 1024)}, RSS now ${gib(process.memoryUsage().rss)}`);
+    const memory = memoryStats();
+    log(`peak RSS before the session: ${gib(memory.peakRssBytes)}, RSS now ${gib(memory.rssBytes)}`);
 
     start = performance.now();
     const session = await worker.createSession({ path: join(dir, 'unet.onnx') }, { key });
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
     const perStep = timed.reduce((a, b) => a + b, 0) / timed.length;
     log(`RESULT seconds per UNet step (batch ${BATCH}, 64x64 latents): ${perStep.toFixed(2)}`);
     log(`RESULT graph build: ${buildSeconds.toFixed(2)} s`);
-    log(`RESULT peak memory (maxRSS): ${gib(process.resourceUsage().maxRSS * 1024)}`);
+    log(`RESULT peak memory (maxRSS): ${gib(memoryStats().peakRssBytes)}`);
   } finally {
     await worker.close();
     rmSync(dir, { recursive: true, force: true });
