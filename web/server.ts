@@ -25,6 +25,6 @@ export async function playground(): Promise<Router> {
   router.get('/app.js', (_req, res) => {
     res.type('text/javascript').set('cache-control', 'no-cache').send(Buffer.from(bundle));
   });
-  router.use(express.static(path.join(here, 'public'), { index: 'index.html', cacheControl: true, maxAge: 0 }));
+  router.use(express.static(path.join(here, 'public')));
   return router;
 }

@@ -1,5 +1,5 @@
 // Sign-up, or an existing API key, kept in localStorage.
-import { gql, storedKey, storeKey } from './api';
+import { ApiError, gql, storedKey, storeKey } from './api';
 import { act, byId, onSubmit } from './dom';
 
 interface Me {
@@ -44,5 +44,14 @@ export function setUpAccount(onChange: (me: Me | null) => Promise<void>): Promis
   );
 
   const key = storedKey();
-  return key ? act(error, null, () => signIn(key, false)) : Promise.resolve();
+  if (!key) return Promise.resolve();
+  return act(error, null, async () => {
+    try {
+      await signIn(key, false);
+    } catch (failure) {
+      // A revoked key is forgotten; an unreachable API is not a reason to drop a good one.
+      if (failure instanceof ApiError && failure.code === 'UNAUTHENTICATED') storeKey(null);
+      throw failure;
+    }
+  });
 }
