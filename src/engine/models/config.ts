@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { describeIssues } from '../validation';
 
 /** A model's `config.json` cannot drive a graph: a field is missing, mistyped or unsupported. */
 export class ModelConfigError extends Error {
@@ -12,6 +13,5 @@ export class ModelConfigError extends Error {
 export function parseModelConfig<T extends z.ZodType>(schema: T, json: unknown, file: string): z.output<T> {
   const result = schema.safeParse(json);
   if (result.success) return result.data;
-  const problems = result.error.issues.slice(0, 5).map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
-  throw new ModelConfigError(`${file}: ${problems.join('; ')}`);
+  throw new ModelConfigError(`${file}: ${describeIssues(result.error, { root: '(root)', limit: 5 })}`);
 }

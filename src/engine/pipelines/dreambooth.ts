@@ -5,6 +5,7 @@ import { type LoraLayer } from '../models/lora';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../schedulers';
+import { describeIssues } from '../validation';
 import {
   buildDreamBoothLoss, compileBuilt, dreamBoothTrainStep, type LossGraph, type StepShape, type UNetTrainingModels,
 } from './dreambooth-graph';
@@ -239,7 +240,7 @@ export interface DreamBoothResult {
 function validate(models: StableDiffusionModels, request: DreamBoothRequest) {
   const parsed = REQUEST.safeParse(request);
   if (!parsed.success) {
-    throw new DreamBoothError(parsed.error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`).join('; '));
+    throw new DreamBoothError(describeIssues(parsed.error));
   }
   const r = parsed.data;
   const vaeFactor = 2 ** (models.vae.config.block_out_channels.length - 1);

@@ -12,6 +12,7 @@ import { buildVaeDecoder } from '../models/vae';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, SCHEDULER_NAMES, type SchedulerName } from '../schedulers';
+import { describeIssues } from '../validation';
 import { openGraphSession } from './sessions';
 import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
 
@@ -165,7 +166,7 @@ export class Txt2ImgPipeline {
   #validate(request: Txt2ImgRequest) {
     const parsed = REQUEST.safeParse(request);
     if (!parsed.success) {
-      throw new Txt2ImgError(parsed.error.issues.map((issue) => `${issue.path.join('.') || 'request'}: ${issue.message}`).join('; '));
+      throw new Txt2ImgError(describeIssues(parsed.error));
     }
     const r = parsed.data;
     const { unet, vae, scheduler } = this.models;

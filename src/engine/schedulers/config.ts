@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { describeIssues } from '../validation';
 import { parsePythonJson } from './python-json';
 
 export const SCHEDULER_NAMES = ['ddim', 'pndm', 'euler', 'euler_ancestral', 'dpmpp_2m', 'lms', 'ddpm'] as const;
@@ -105,8 +106,7 @@ export function resolveSchedulerConfig(name: SchedulerName, config: Record<strin
   const given = Object.fromEntries(Object.entries(config).filter(([key, value]) => key in COMMON && value !== undefined));
   const parsed = schema.safeParse({ ...COMMON, ...CLASS_DEFAULTS[name], ...given });
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
-    throw new SchedulerConfigError(`scheduler_config.json for ${name} is not supported: ${problems.join('; ')}`);
+    throw new SchedulerConfigError(`scheduler_config.json for ${name} is not supported: ${describeIssues(parsed.error, { root: '' })}`);
   }
   return parsed.data;
 }
