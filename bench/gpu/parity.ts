@@ -12,7 +12,8 @@ import { createScheduler } from '../../src/engine/schedulers';
 import { loadClipTokenizer } from '../../src/engine/tokenizer';
 import { FolderPackSource, loadPack } from '../../src/engine/weights/pack';
 import { readSafetensors, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
-import { bindFrom, type Reference, relativeL2 } from './reference';
+import { relativeL2 } from '../../test/helpers/relative-l2';
+import { bindFrom, type Reference } from './reference';
 
 /** One comparison against the float64 reference: `error` must stay under `bound`. */
 export interface Check {

@@ -29,18 +29,6 @@ export async function loadReference(dir: string): Promise<Reference> {
   return { dir, json, tensors: await readSafetensors(join(dir, 'reference.safetensors')) };
 }
 
-/** ||actual - expected|| / ||expected||, the fixtures' measure. */
-export function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < expected.length; i++) {
-    diff += (actual[i] - expected[i]) ** 2;
-    norm += expected[i] ** 2;
-  }
-  return Math.sqrt(diff) / Math.sqrt(norm);
-}
-
 /** Binds the checkpoint tensors the graph declares (a checkpoint may hold more, e.g. the VAE's other half). */
 export function bindFrom(g: Graph, stored: ReadonlyMap<string, StoredTensor>, skip: ReadonlySet<string> = new Set()): void {
   const expected = expectedWeights(g);

@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { parsePythonJson } from '../../src/engine/schedulers/python-json';
 import { readSafetensors, type StoredTensor } from '../../src/engine/weights/safetensors';
 
+export { relativeL2 } from './relative-l2';
+
 /** The shared reference fixtures live beside the project; a user's clone has none. */
 export const FIXTURES_DIR = resolve(import.meta.dirname, '../../../shared/fixtures');
 export const TINY_SD15 = join(FIXTURES_DIR, 'tiny-sd15');
@@ -17,16 +19,4 @@ export async function loadReference(): Promise<{ json: any; tensors: Map<string,
   const json = parsePythonJson(await readFile(join(TINY_SD15, 'reference.json'), 'utf8'));
   const tensors = await readSafetensors(join(TINY_SD15, 'reference.safetensors'));
   return { json, tensors };
-}
-
-/** Relative L2 error ||actual - expected|| / ||expected||, the fixtures' measure of parity. */
-export function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < expected.length; i++) {
-    diff += (actual[i] - expected[i]) ** 2;
-    norm += expected[i] ** 2;
-  }
-  return Math.sqrt(diff) / Math.sqrt(norm);
 }
