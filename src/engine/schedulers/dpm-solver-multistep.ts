@@ -3,11 +3,10 @@ import {
   alphasCumprod,
   arange,
   interpolate,
-  karrasSigmas,
+  karrasSchedule,
   linspace,
   roundHalfEven,
   sigmaTable,
-  sigmaToTimestep,
 } from './noise-schedule';
 import {
   type SigmaScheduler,
@@ -62,9 +61,7 @@ export class DpmSolverMultistepScheduler implements SigmaScheduler {
     }
     let sigmas = timesteps.map((t) => interpolate(table, t));
     if (config.use_karras_sigmas) {
-      const logSigmas = table.map((sigma) => f32(Math.log(sigma))); // np.log of a float32 array stays float32
-      sigmas = karrasSigmas(config.sigma_min ?? table[0], config.sigma_max ?? table[T - 1], n);
-      timesteps = sigmas.map((sigma) => sigmaToTimestep(sigma, logSigmas));
+      ({ sigmas, timesteps } = karrasSchedule(table, config.sigma_min ?? table[0], config.sigma_max ?? table[T - 1], n));
       if (config.beta_schedule !== 'squaredcos_cap_v2') timesteps = timesteps.map(roundHalfEven);
       timesteps = timesteps.map(Math.trunc);
     }

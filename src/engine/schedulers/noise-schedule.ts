@@ -107,7 +107,7 @@ export function interpolate(table: ArrayLike<number>, x: number): number {
 /**
  * Karras et al. (2022) sigmas: `n` points evenly spaced in σ^(1/7) from sigmaMax down to sigmaMin.
  */
-export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
+function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
   const rho = 7;
   const [minInv, maxInv] = [sigmaMin ** (1 / rho), sigmaMax ** (1 / rho)];
   return linspace(0, 1, n).map((ramp) => (maxInv + ramp * (minInv - maxInv)) ** rho);
@@ -117,13 +117,23 @@ export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): num
  * The fractional training timestep of a sigma: linear interpolation in log σ between the two table entries
  * that bracket it (diffusers' `_sigma_to_t`).
  */
-export function sigmaToTimestep(sigma: number, logSigmas: Float64Array): number {
+function sigmaToTimestep(sigma: number, logSigmas: Float64Array): number {
   const logSigma = Math.log(Math.max(sigma, 1e-10));
   let low = 0;
   for (let i = 0; i < logSigmas.length; i++) if (logSigma - logSigmas[i] >= 0) low = i;
   low = Math.min(low, logSigmas.length - 2);
   const w = Math.min(Math.max((logSigmas[low] - logSigma) / (logSigmas[low] - logSigmas[low + 1]), 0), 1);
   return (1 - w) * low + w * (low + 1);
+}
+
+/**
+ * A Karras run over a sigma table (diffusers' `_convert_to_karras`, then `_sigma_to_t` for each sigma): its
+ * sigmas and their fractional training timesteps, before per-scheduler rounding.
+ */
+export function karrasSchedule(table: Float64Array, sigmaMin: number, sigmaMax: number, n: number): { sigmas: number[]; timesteps: number[] } {
+  const logSigmas = table.map((sigma) => f32(Math.log(sigma))); // np.log of a float32 array stays float32
+  const sigmas = karrasSigmas(sigmaMin, sigmaMax, n);
+  return { sigmas, timesteps: sigmas.map((sigma) => sigmaToTimestep(sigma, logSigmas)) };
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Rng } from '../random';
 import type { SchedulerConfig } from './config';
-import { alphasCumprod, interpolate, karrasSigmas, sigmaTable, sigmaToTimestep, spacedTimesteps } from './noise-schedule';
+import { alphasCumprod, interpolate, karrasSchedule, sigmaTable, spacedTimesteps } from './noise-schedule';
 import { type SigmaScheduler, requirePositiveSteps, requireSameLength, requireTimesteps, stepIndexFor } from './scheduler';
 
 const f32 = Math.fround;
@@ -35,9 +35,9 @@ export abstract class SigmaSchedulerBase implements SigmaScheduler {
     let timesteps = spacedTimesteps(this.config, numInferenceSteps).map(f32);
     let sigmas = timesteps.map((t) => interpolate(table, t));
     if (this.schedule.karras) {
-      const logSigmas = table.map((sigma) => f32(Math.log(sigma))); // np.log of a float32 array stays float32
-      sigmas = karrasSigmas(this.config.sigma_min ?? sigmas.at(-1)!, this.config.sigma_max ?? sigmas[0], numInferenceSteps);
-      timesteps = sigmas.map((sigma) => f32(sigmaToTimestep(sigma, logSigmas)));
+      const karras = karrasSchedule(table, this.config.sigma_min ?? sigmas.at(-1)!, this.config.sigma_max ?? sigmas[0], numInferenceSteps);
+      sigmas = karras.sigmas;
+      timesteps = karras.timesteps.map(f32);
     }
     this.timesteps = timesteps;
     this.sigmas = [...sigmas, this.schedule.finalSigma === 'zero' ? 0 : table[0]].map(f32);
