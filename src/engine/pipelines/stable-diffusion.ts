@@ -1,5 +1,5 @@
-import { type Graph, sizeOf } from '../graph';
-import { type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
+import { Graph, sizeOf } from '../graph';
+import { buildClipTextEncoder, type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
 import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../models/declared-weights';
 import { parseUNetConfig, type UNetConfig } from '../models/unet';
 import { parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
@@ -113,4 +113,14 @@ export function attachWeights(g: Graph, weights: ReadonlyMap<string, Float32Arra
     if (!data) throw new Error(`no loaded weight for ${name}`);
     weight.data = data;
   }
+}
+
+/** The frozen text encoder on input_ids [batch, sequence], weights attached; output `last_hidden_state`. */
+export function textEncoderGraph(models: Pick<StableDiffusionModels, 'textEncoder'>, batch: number, sequence: number): Graph {
+  const { config, keyPrefix, weights } = models.textEncoder;
+  const g = new Graph('text_encoder');
+  const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [batch, sequence]), { prefix: keyPrefix });
+  g.output(lastHiddenState, 'last_hidden_state');
+  attachWeights(g, weights);
+  return g;
 }

@@ -1,10 +1,9 @@
 import { Graph, serialize } from '../graph';
-import { buildClipTextEncoder } from '../models/clip-text';
 import { buildVaeEncoder } from '../models/vae';
 import { type Rng } from '../random';
 import { type EngineWorker, type SessionHandle } from '../runtime';
 import { type TrainingPixels } from './images';
-import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
+import { attachWeights, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
 
 /**
  * The frozen encoders of a training run, each input encoded once and cached: images to latents as
@@ -41,7 +40,7 @@ export class TrainingEncoders {
     const cached = this.#texts.get(prompt);
     if (cached) return cached;
     const { tokenizer } = this.models;
-    this.#text ??= this.#open(() => this.#textGraph());
+    this.#text ??= this.#open(() => textEncoderGraph(this.models, 1, this.models.tokenizer.maxLength));
     const { last_hidden_state: states } = await this.worker.run(await this.#text, {
       input_ids: { dtype: 'int64', dims: [1, tokenizer.maxLength], data: BigInt64Array.from(tokenizer.encodePadded(prompt), BigInt) },
     });
@@ -66,15 +65,6 @@ export class TrainingEncoders {
     const { mean, logvar } = buildVaeEncoder(g, config, g.input('image', 'float32', [1, config.in_channels, this.resolution, this.resolution]));
     g.output(mean, 'mean');
     g.output(logvar, 'logvar');
-    attachWeights(g, weights);
-    return g;
-  }
-
-  #textGraph(): Graph {
-    const { config, keyPrefix, weights } = this.models.textEncoder;
-    const g = new Graph('text_encoder');
-    const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [1, this.models.tokenizer.maxLength]), { prefix: keyPrefix });
-    g.output(lastHiddenState, 'last_hidden_state');
     attachWeights(g, weights);
     return g;
   }

@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { z } from 'zod';
 import { add, chunk, clamp, concat, div, Graph, mul, sizeOf, sub, transpose } from '../graph';
-import { buildClipTextEncoder } from '../models/clip-text';
 import { type LoraLayer, LoraSlots } from '../models/lora';
 import { buildUNet } from '../models/unet';
 import { buildVaeDecoder } from '../models/vae';
@@ -14,7 +13,7 @@ import { type EngineWorker, type SessionHandle, type TensorData } from '../runti
 import { createScheduler, SCHEDULER_NAMES, type SchedulerName } from '../schedulers';
 import { describeIssues } from '../validation';
 import { openGraphSession } from './sessions';
-import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
+import { attachWeights, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
 
 /** A txt2img request the pipeline cannot honour; nothing was computed. */
 export class Txt2ImgError extends Error {
@@ -139,7 +138,7 @@ export class Txt2ImgPipeline {
     const { tokenizer } = this.models;
     const sequence = tokenizer.maxLength;
     const ids = BigInt64Array.from(prompts.flatMap((text) => tokenizer.encodePadded(text)), BigInt);
-    const { last_hidden_state: encoded } = await this.#run(`text:${prompts.length}`, () => this.#textEncoderGraph(prompts.length, sequence), {
+    const { last_hidden_state: encoded } = await this.#run(`text:${prompts.length}`, () => textEncoderGraph(this.models, prompts.length, sequence), {
       input_ids: { dtype: 'int64', dims: [prompts.length, sequence], data: ids },
     });
     const rowSize = encoded.data.length / prompts.length;
@@ -233,15 +232,6 @@ export class Txt2ImgPipeline {
   #scratchDir(): Promise<string> {
     this.#scratch ??= mkdtemp(join(tmpdir(), 'txt2img-'));
     return this.#scratch;
-  }
-
-  #textEncoderGraph(batch: number, sequence: number): Graph {
-    const { config, keyPrefix, weights } = this.models.textEncoder;
-    const g = new Graph('text_encoder');
-    const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [batch, sequence]), { prefix: keyPrefix });
-    g.output(lastHiddenState, 'last_hidden_state');
-    attachWeights(g, weights);
-    return g;
   }
 
   /**
