@@ -63,6 +63,11 @@ export class Job {
   @Column({ type: 'text', nullable: true })
   error: string | null;
 
+  /** Why a fine-tune trains on a worse split than intended (e.g. too few prior images for every part). */
+  @Field(() => [String])
+  @Column({ type: 'text', array: true, default: '{}' })
+  warnings: string[];
+
   @Field(() => ID)
   @Index()
   @Column({ type: 'uuid' })

@@ -75,7 +75,7 @@ export class FineTuneHandler {
       unlock = await lockVersions(db, params.modelId, controller.signal);
       await this.#stillRunning(jobId, controller);
       await contributions.update(params.contributionId, { status: ContributionStatus.TRAINING });
-      const result = await this.#train(params, progress.onStep, controller.signal);
+      const result = await this.#train(jobId, params, progress.onStep, controller.signal);
       await progress.written();
       const finished = await db.transaction(async (tx) => {
         const done = await tx.getRepository(Job).update({ id: jobId, status: JobStatus.RUNNING }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
@@ -118,7 +118,7 @@ export class FineTuneHandler {
    * Everything between the lock and the new version: reads the model as it is now (the head, the
    * learned concepts), trains on top of the head, and stores the weights under a new key.
    */
-  async #train(params: FineTuneParams, onStep: (p: DreamBoothProgress) => void, signal: AbortSignal) {
+  async #train(jobId: string, params: FineTuneParams, onStep: (p: DreamBoothProgress) => void, signal: AbortSignal) {
     const { db, store } = this.services;
     const model = await db.getRepository(Model).findOneByOrFail({ id: params.modelId });
     const concept = await db.getRepository(Concept).findOneByOrFail({ id: params.conceptId });
@@ -137,6 +137,8 @@ export class FineTuneHandler {
       meta: model.kind !== ModelKind.PRIVATE,
     });
     await db.getRepository(Contribution).update(params.contributionId, { priorSplit: { ...split } });
+    // On the job too: the contribution's record is not where a user watching the run looks.
+    await db.getRepository(Job).update(jobId, { warnings: split.warnings });
 
     const pack = await loadPack(new S3PackSource(store, baseModel.storageLocation));
     const models = await loadStableDiffusion(pack);
