@@ -25,6 +25,7 @@ const EnvSchema = z
     QUERY_MAX_DEPTH: z.coerce.number().int().positive().default(10),
     QUERY_MAX_COST: z.coerce.number().int().positive().default(5000),
     ENGINE_DEVICE: z.enum(ENGINE_DEVICES as [EngineDevice, ...EngineDevice[]]).default('cpu'),
+    JOB_HEARTBEAT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
   })
   .superRefine((env, ctx) => {
     // A real S3 needs credentials; the embedded store makes its own.
@@ -61,6 +62,8 @@ export interface Config {
   queryMaxCost: number;
   /** Where workers run the engine's sessions. */
   engineDevice: EngineDevice;
+  /** A RUNNING job whose worker showed no life for this long is failed: its worker died. */
+  jobHeartbeatTimeoutSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -99,5 +102,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     queryMaxDepth: e.QUERY_MAX_DEPTH,
     queryMaxCost: e.QUERY_MAX_COST,
     engineDevice: e.ENGINE_DEVICE,
+    jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
   };
 }

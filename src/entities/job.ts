@@ -88,4 +88,8 @@ export class Job {
   @Field(() => Date, { nullable: true })
   @Column({ type: 'timestamptz', nullable: true })
   finishedAt: Date | null;
+
+  /** The running worker's latest sign of life; a sweep fails RUNNING jobs whose worker went quiet. */
+  @Column({ type: 'timestamptz', nullable: true })
+  heartbeatAt: Date | null;
 }

@@ -11,6 +11,7 @@ describe('loadConfig', () => {
     expect(config.databaseUrl).toBeUndefined();
     expect(config.s3).toBeUndefined();
     expect(config.signupEnabled).toBe(true);
+    expect(config.jobHeartbeatTimeoutSeconds).toBe(600);
   });
 
   it('uses external services when configured', () => {
@@ -33,6 +34,7 @@ describe('loadConfig', () => {
     [{ DATABASE_URL: 'mysql://x/y' }, 'DATABASE_URL'],
     [{ S3_ENDPOINT: 'http://minio:9000' }, 'S3_ACCESS_KEY_ID'],
     [{ SIGNUP_ENABLED: 'maybe' }, 'SIGNUP_ENABLED'],
+    [{ JOB_HEARTBEAT_TIMEOUT_SECONDS: '0' }, 'JOB_HEARTBEAT_TIMEOUT_SECONDS'],
   ])('rejects %o naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(variable);

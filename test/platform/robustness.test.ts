@@ -1,10 +1,14 @@
+import { spawn } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Contribution, InstanceImage, Job, Model } from '../../src/entities';
+import { WORKER_STOPPED_MESSAGE } from '../../src/jobs/liveness';
+import { startWorker, type RunningWorker } from '../../src/jobs/worker';
 import { createAdmin } from '../../src/services/users';
 import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
@@ -16,11 +20,46 @@ async function photo(seed: number, size = 40): Promise<Uint8Array> {
   return new Uint8Array(await sharp({ create: { width: size, height: size, channels: 3, background } }).png().toBuffer());
 }
 
+/** A stalled job is one whose worker showed no life for this long; short, so the test waits little. */
+const HEARTBEAT_TIMEOUT_SECONDS = '2';
+
+/** `ROLE=worker npm start` as a real child process on the test platform's database and S3. */
+function startWorkerProcess(platform: TestPlatform, dataDir: string): { kill(): Promise<void> } {
+  const { endpoint, bucket, region, accessKeyId, secretAccessKey } = platform.s3;
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: {
+      ...process.env,
+      ROLE: 'worker',
+      DATA_DIR: dataDir,
+      DATABASE_URL: platform.databaseUrl,
+      S3_ENDPOINT: endpoint,
+      S3_BUCKET: bucket,
+      S3_REGION: region,
+      S3_ACCESS_KEY_ID: accessKeyId,
+      S3_SECRET_ACCESS_KEY: secretAccessKey,
+      LOG_LEVEL: 'silent',
+      JOB_HEARTBEAT_TIMEOUT_SECONDS: HEARTBEAT_TIMEOUT_SECONDS,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return {
+    // SIGKILL: no shutdown code runs, as when a machine or the OOM killer takes the process.
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
 describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack', () => {
   let platform: TestPlatform;
   let url: string;
   let user: { key: string; userId: string };
   let baseModelId: string;
+  let workerData: { dir: string; remove: () => Promise<void> };
+  let child: { kill(): Promise<void> };
+  let sweeper: RunningWorker | undefined;
 
   const ok = async (response: Promise<GraphQLResponse>) => {
     const r = await response;
@@ -39,7 +78,10 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
   };
 
   beforeAll(async () => {
-    platform = await startTestPlatform();
+    // Jobs run in a separate worker process only, so killing it kills the job.
+    platform = await startTestPlatform({ ROLE: 'api', JOB_HEARTBEAT_TIMEOUT_SECONDS: HEARTBEAT_TIMEOUT_SECONDS });
+    workerData = await tempDir('bd-worker-');
+    child = startWorkerProcess(platform, workerData.dir);
     url = platform.url;
     const admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     user = await signUp(url, 'a@example.org');
@@ -51,7 +93,12 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     }
     baseModelId = (await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id } }', {}, admin))).registerBaseModel.id;
   }, 120_000);
-  afterAll(() => platform?.stop());
+  afterAll(async () => {
+    await sweeper?.stop();
+    await child?.kill();
+    await platform?.stop();
+    await workerData?.remove();
+  });
 
   it('shows the BIG split’s warnings on the fine-tune job', async () => {
     const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
@@ -67,5 +114,37 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     expect(done.warnings[0]).toMatch(/2 prior images cannot cover all 3 parts/);
     const contribution = (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { priorSplit } }', { id: done.params.contributionId }, user.key))).contribution;
     expect(done.warnings).toEqual(contribution.priorSplit.warnings);
+  }, 300_000);
+
+  it('fails a fine-tune whose worker was killed mid-job, withdrawing its contribution, from another worker', async () => {
+    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "crash", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
+    const input = { target: 'PRIVATE_META', modelId, kind: 'OBJECT', learningRate: 1e-2, method: 'LORA', rank: 2 };
+    const first = (await ok(gql(url, START, { input: { ...input, steps: 2, category: 'dog', instanceImageIds: [await stage(3)] } }, user.key))).startFineTune;
+    expect(await finished(first.id)).toMatchObject({ status: 'SUCCEEDED' });
+    const head = async () => (await platform.services.db.getRepository(Model).findOneByOrFail({ id: modelId })).headVersionId;
+    const headBefore = await head();
+    expect(headBefore).not.toBeNull();
+
+    // Hundreds of class images to generate first: the job is still running when its worker dies.
+    const photoId = await stage(4);
+    const doomed = (await ok(gql(url, START, { input: { ...input, steps: 300, category: 'owl', instanceImageIds: [photoId] } }, user.key))).startFineTune;
+    const jobs = platform.services.db.getRepository(Job);
+    const { contributionId } = (await job(doomed.id)).params;
+    const contributions = platform.services.db.getRepository(Contribution);
+    // Beating, and holding the model: its contribution is TRAINING.
+    while (!(await jobs.findOneByOrFail({ id: doomed.id })).heartbeatAt || (await contributions.findOneByOrFail({ id: contributionId })).status !== 'TRAINING') {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await child.kill();
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // past the 2 s heartbeat timeout
+    expect((await job(doomed.id)).status).toBe('RUNNING'); // nothing but a worker ends it
+
+    sweeper = await startWorker(platform.services);
+    const failed = await finished(doomed.id);
+    expect(failed).toMatchObject({ status: 'FAILED', error: WORKER_STOPPED_MESSAGE });
+    const contribution = await contributions.findOneByOrFail({ id: contributionId });
+    expect(contribution.status).toBe('FAILED');
+    expect((await platform.services.db.getRepository(InstanceImage).findOneByOrFail({ id: photoId })).conceptId).toBeNull();
+    expect(await head()).toBe(headBefore);
   }, 300_000);
 });

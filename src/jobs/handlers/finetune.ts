@@ -16,6 +16,7 @@ import { learnedConcepts, withdrawContribution, type FineTuneParams } from '../.
 import { appendVersion, lockVersions } from '../../services/versions';
 import { S3PackSource } from '../../storage/s3-pack-source';
 import { publishJobEvent } from '../events';
+import { failRunningJob } from '../failure';
 import { WorkerStopping } from './generate';
 
 /** Denoising steps of generated class images: diffusers' DreamBooth scripts use the pipeline's default, 50. */
@@ -100,14 +101,12 @@ export class FineTuneHandler {
         await publishJobEvent(db, jobId, 'status');
         throw controller.signal.reason;
       }
-      await withdrawContribution(db, params.contributionId);
-      if (controller.signal.aborted) return; // canceled: cancelJob has recorded it
+      if (controller.signal.aborted) {
+        await withdrawContribution(db, params.contributionId); // canceled: cancelJob has recorded the job
+        return;
+      }
       log.error({ err: error, jobId }, 'fine-tune failed');
-      const { affected: failed } = await jobs.update(
-        { id: jobId, status: JobStatus.RUNNING },
-        { status: JobStatus.FAILED, error: userMessage(error), finishedAt: new Date() },
-      );
-      if (failed) await publishJobEvent(db, jobId, 'status');
+      await failRunningJob(db, jobId, userMessage(error));
     } finally {
       this.#running.delete(jobId);
       await unlock?.();

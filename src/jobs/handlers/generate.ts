@@ -8,6 +8,7 @@ import { loadBaseModelPack } from '../../services/base-models';
 import type { GenerateParams } from '../../services/jobs';
 import { versionWeights } from '../../services/versions';
 import { publishJobEvent } from '../events';
+import { failRunningJob } from '../failure';
 import { PipelineCache } from '../pipeline-cache';
 
 /** Thrown out of a job a stopping worker gives back, so pg-boss hands it to another worker. */
@@ -92,11 +93,7 @@ export class GenerateHandler {
       }
       if (controller.signal.aborted) return; // canceled: cancelJob has recorded it
       log.error({ err: error, jobId }, 'generation failed');
-      const { affected: failed } = await jobs.update(
-        { id: jobId, status: JobStatus.RUNNING },
-        { status: JobStatus.FAILED, error: userMessage(error), finishedAt: new Date() },
-      );
-      if (failed) await publishJobEvent(db, jobId, 'status');
+      await failRunningJob(db, jobId, userMessage(error));
     } finally {
       this.#running.delete(jobId);
     }
