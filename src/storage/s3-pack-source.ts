@@ -22,6 +22,16 @@ export class S3PackSource implements PackSource {
     }
   }
 
+  /** Bytes [start, end) of a pack file and the file's size, without reading the rest. */
+  async readRange(relPath: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }> {
+    try {
+      return await this.store.getRange(this.#key(relPath), start, end);
+    } catch (error) {
+      if (isMissing(error)) throw new PackError('MISSING_FILE', `pack has no ${relPath}`);
+      throw error;
+    }
+  }
+
   exists(relPath: string): Promise<boolean> {
     return this.store.exists(this.#key(relPath));
   }

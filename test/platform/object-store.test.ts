@@ -39,6 +39,15 @@ describe('ObjectStore on the embedded s3rver', () => {
     expect(Buffer.compare(Buffer.from(back), Buffer.from(bytes))).toBe(0);
   });
 
+  it('reads a byte range and the whole size, short where the object ends', async () => {
+    const bytes = new Uint8Array(randomBytes(1000));
+    await store.put('range.bin', bytes);
+    const middle = await store.getRange('range.bin', 100, 108);
+    expect(Buffer.from(middle.bytes).equals(Buffer.from(bytes.subarray(100, 108)))).toBe(true);
+    expect(middle.size).toBe(1000);
+    expect((await store.getRange('range.bin', 990, 1010)).bytes.byteLength).toBe(10);
+  });
+
   it('keeps the data on disk under its directory', async () => {
     await store.put('disk/check.bin', new Uint8Array([1, 2, 3]));
     const files = await fs.readdir(path.join(data.dir, 's3', 'roundtrip'), { recursive: true });

@@ -6,9 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Contribution, InstanceImage, Job, Model } from '../../src/entities';
 import { WORKER_STOPPED_MESSAGE } from '../../src/jobs/liveness';
 import { startWorker, type RunningWorker } from '../../src/jobs/worker';
+import { parseSafetensors, serializeSafetensors } from '../../src/engine/weights/safetensors';
 import { createAdmin } from '../../src/services/users';
 import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
@@ -55,6 +56,7 @@ function startWorkerProcess(platform: TestPlatform, dataDir: string): { kill(): 
 describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack', () => {
   let platform: TestPlatform;
   let url: string;
+  let admin: string;
   let user: { key: string; userId: string };
   let baseModelId: string;
   let workerData: { dir: string; remove: () => Promise<void> };
@@ -83,7 +85,7 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     workerData = await tempDir('bd-worker-');
     child = startWorkerProcess(platform, workerData.dir);
     url = platform.url;
-    const admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     user = await signUp(url, 'a@example.org');
     const pack = join(TINY_SD15, 'pack');
     for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
@@ -147,4 +149,40 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     expect((await platform.services.db.getRepository(InstanceImage).findOneByOrFail({ id: photoId })).conceptId).toBeNull();
     expect(await head()).toBe(headBefore);
   }, 300_000);
+
+  it('refuses a pack with a mis-shaped or truncated checkpoint, naming the tensor, and registers nothing', async () => {
+    const pack = join(TINY_SD15, 'pack');
+    const upload = async (location: string, replace: Record<string, Uint8Array>) => {
+      for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
+        if (!entry.isFile()) continue;
+        const file = relative(pack, join(entry.parentPath, entry.name));
+        await platform.services.store.put(`${location}/${file}`, replace[file] ?? (await readFile(join(pack, file))));
+      }
+    };
+    const register = (name: string, location: string) =>
+      gql(url, 'mutation($n: String!, $l: String!) { registerBaseModel(input: { name: $n, storageLocation: $l }) { id } }', { n: name, l: location }, admin);
+
+    // One bias of the UNet one element short: a valid file whose header no longer fits the config.
+    const unetFile = 'unet/diffusion_pytorch_model.safetensors';
+    const unet = parseSafetensors(await readFile(join(pack, unetFile)));
+    const [name, bias] = [...unet].find(([, tensor]) => tensor.shape.length === 1)!;
+    const shape = [bias.shape[0] - 1];
+    unet.set(name, { ...bias, shape, bytes: bias.bytes.subarray(0, (bias.bytes.byteLength / bias.shape[0]) * shape[0]) });
+    await upload('base-models/misshaped', { [unetFile]: serializeSafetensors(unet) });
+    const misshaped = await register('misshaped', 'base-models/misshaped');
+    expect(errorCode(misshaped)).toBe('BAD_USER_INPUT');
+    expect(misshaped.errors![0].message).toContain(`${name} has shape [${shape}] but the model expects [${bias.shape}]`);
+
+    // An upload cut short: the header is intact, the data it describes is not all there.
+    const vaeFile = 'vae/diffusion_pytorch_model.safetensors';
+    const vae = await readFile(join(pack, vaeFile));
+    await upload('base-models/truncated', { [vaeFile]: vae.subarray(0, vae.byteLength - 4) });
+    const truncated = await register('truncated', 'base-models/truncated');
+    expect(errorCode(truncated)).toBe('BAD_USER_INPUT');
+    expect(truncated.errors![0].message).toMatch(/vae\/diffusion_pytorch_model\.safetensors: .* runs past the end of the file/);
+
+    const names = (await ok(gql(url, '{ baseModels { name } }', {}, admin))).baseModels.map((m: { name: string }) => m.name);
+    expect(names).not.toContain('misshaped');
+    expect(names).not.toContain('truncated');
+  });
 });

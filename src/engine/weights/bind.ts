@@ -18,6 +18,16 @@ const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
  * every mismatch.
  */
 export function bindWeights(expected: ReadonlyMap<string, readonly number[]>, stored: ReadonlyMap<string, StoredTensor>): Map<string, Float32Array> {
+  const problems = weightProblems(expected, stored);
+  if (problems.length > 0) throw new WeightBindingError(problems);
+  return new Map([...expected.keys()].map((name) => [name, toFloat32(stored.get(name)!)]));
+}
+
+/**
+ * What keeps stored tensors (or just their headers' types and shapes) from binding to a model's
+ * parameters: each one missing, unexpected, mis-shaped or not floating-point. Empty when they fit.
+ */
+export function weightProblems(expected: ReadonlyMap<string, readonly number[]>, stored: ReadonlyMap<string, { dtype: string; shape: readonly number[] }>): string[] {
   const problems: string[] = [];
   for (const [name, shape] of expected) {
     const tensor = stored.get(name);
@@ -26,8 +36,7 @@ export function bindWeights(expected: ReadonlyMap<string, readonly number[]>, st
     else if (!FLOAT_TYPES.has(tensor.dtype)) problems.push(`${name} is stored as ${tensor.dtype}, not a floating-point type`);
   }
   for (const name of stored.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
-  if (problems.length > 0) throw new WeightBindingError(problems);
-  return new Map([...expected.keys()].map((name) => [name, toFloat32(stored.get(name)!)]));
+  return problems;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

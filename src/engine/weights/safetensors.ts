@@ -28,27 +28,51 @@ function checkTensorBytes(name: string, dtype: SafetensorsDType, shape: number[]
   if (byteLength !== expected) throw new SafetensorsError(`safetensors: tensor ${name} holds ${byteLength} bytes, its shape needs ${expected}`);
 }
 
+/** A tensor as the header describes it: type, shape, and byte range in the data after the header. */
+export interface TensorHeader {
+  dtype: SafetensorsDType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** The JSON header's byte length, from a file's first 8 bytes (little-endian); the data starts after it. */
+export function safetensorsHeaderLength(prefix: Uint8Array): number {
+  if (prefix.byteLength < 8) throw new SafetensorsError(`safetensors: ${prefix.byteLength} bytes, too short for a header`);
+  return Number(new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true));
+}
+
+/**
+ * The tensors a JSON header `{name: {dtype, shape, data_offsets}}` describes, each with a supported
+ * type and as many bytes as its shape needs. Enough to check a checkpoint without reading its data.
+ */
+export function parseSafetensorsHeader(json: Uint8Array): Map<string, TensorHeader> {
+  let header: Record<string, { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(json));
+  } catch (error) {
+    throw new SafetensorsError(`safetensors: the header is not JSON (${(error as Error).message})`);
+  }
+  const tensors = new Map<string, TensorHeader>();
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const { dtype, shape, data_offsets: [begin, end] } = entry as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
+    checkTensorBytes(name, dtype, shape, end - begin);
+    tensors.set(name, { dtype, shape, begin, end });
+  }
+  return tensors;
+}
+
 /**
  * Parses a safetensors buffer: an 8-byte little-endian header length, a JSON header
  * `{name: {dtype, shape, data_offsets}}`, then the tensor bytes.
  */
 export function parseSafetensors(buffer: Uint8Array): Map<string, StoredTensor> {
-  if (buffer.byteLength < 8) throw new SafetensorsError(`safetensors: ${buffer.byteLength} bytes, too short for a header`);
-  const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
+  const headerLength = safetensorsHeaderLength(buffer);
   if (8 + headerLength > buffer.byteLength) throw new SafetensorsError('safetensors: header runs past the end of the file');
-  let header: Record<string, { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
-  try {
-    header = JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength)));
-  } catch (error) {
-    throw new SafetensorsError(`safetensors: the header is not JSON (${(error as Error).message})`);
-  }
   const dataStart = 8 + headerLength;
   const tensors = new Map<string, StoredTensor>();
-  for (const [name, entry] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const { dtype, shape, data_offsets: [begin, end] } = entry as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
-    checkTensorBytes(name, dtype, shape, end - begin);
+  for (const [name, { dtype, shape, begin, end }] of parseSafetensorsHeader(buffer.subarray(8, dataStart))) {
     if (dataStart + end > buffer.byteLength) throw new SafetensorsError(`safetensors: tensor ${name} runs past the end of the file`);
     tensors.set(name, { dtype, shape, bytes: buffer.subarray(dataStart + begin, dataStart + end) });
   }
