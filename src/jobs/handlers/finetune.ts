@@ -17,7 +17,7 @@ import { appendVersion, lockVersions } from '../../services/versions';
 import { S3PackSource } from '../../storage/s3-pack-source';
 import { publishJobEvent } from '../events';
 import { failRunningJob } from '../failure';
-import { WorkerStopping } from './generate';
+import { RunningJobs, WorkerStopping } from './running-jobs';
 
 /** Denoising steps of generated class images: diffusers' DreamBooth scripts use the pipeline's default, 50. */
 const CLASS_IMAGE_STEPS = 50;
@@ -37,8 +37,7 @@ class FineTuneFailure extends Error {
  * contributions to a metamodel chain one after another.
  */
 export class FineTuneHandler {
-  readonly #running = new Map<string, AbortController>();
-  readonly #settled = new Set<Promise<void>>();
+  readonly #jobs = new RunningJobs();
 
   constructor(
     private readonly services: Services,
@@ -46,17 +45,12 @@ export class FineTuneHandler {
   ) {}
 
   run(jobId: string): Promise<void> {
-    const run = this.#run(jobId);
-    const settled = run.then(() => {}, () => {});
-    this.#settled.add(settled);
-    void settled.then(() => this.#settled.delete(settled));
-    return run;
+    return this.#jobs.track(this.#run(jobId));
   }
 
   /** Aborts running jobs so they return to the queue. */
   async stop(): Promise<void> {
-    for (const controller of this.#running.values()) controller.abort(new WorkerStopping('the worker is stopping'));
-    await Promise.all(this.#settled);
+    await this.#jobs.stop();
   }
 
   async #run(jobId: string): Promise<void> {
@@ -68,8 +62,7 @@ export class FineTuneHandler {
     const params = (await jobs.findOneByOrFail({ id: jobId })).params as unknown as FineTuneParams;
     const contributions = db.getRepository(Contribution);
 
-    const controller = new AbortController();
-    this.#running.set(jobId, controller);
+    const controller = this.#jobs.start(jobId);
     const progress = this.#reporter(jobId, controller);
     let unlock: (() => Promise<void>) | undefined;
     try {
@@ -108,7 +101,7 @@ export class FineTuneHandler {
       log.error({ err: error, jobId }, 'fine-tune failed');
       await failRunningJob(db, jobId, userMessage(error));
     } finally {
-      this.#running.delete(jobId);
+      this.#jobs.finish(jobId);
       await unlock?.();
     }
   }

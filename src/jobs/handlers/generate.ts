@@ -10,11 +10,7 @@ import { versionWeights } from '../../services/versions';
 import { publishJobEvent } from '../events';
 import { failRunningJob } from '../failure';
 import { PipelineCache } from '../pipeline-cache';
-
-/** Thrown out of a job a stopping worker gives back, so pg-boss hands it to another worker. */
-export class WorkerStopping extends Error {
-  override readonly name = 'WorkerStopping';
-}
+import { RunningJobs, WorkerStopping } from './running-jobs';
 
 /**
  * Runs generation jobs in a worker process: txt2img on the job's pinned model version, PNGs to S3,
@@ -22,8 +18,7 @@ export class WorkerStopping extends Error {
  */
 export class GenerateHandler {
   readonly #pipelines = new PipelineCache();
-  readonly #running = new Map<string, AbortController>();
-  readonly #settled = new Set<Promise<void>>();
+  readonly #jobs = new RunningJobs();
 
   constructor(
     private readonly services: Services,
@@ -31,11 +26,7 @@ export class GenerateHandler {
   ) {}
 
   run(jobId: string): Promise<void> {
-    const run = this.#run(jobId);
-    const settled = run.then(() => {}, () => {});
-    this.#settled.add(settled);
-    void settled.then(() => this.#settled.delete(settled));
-    return run;
+    return this.#jobs.track(this.#run(jobId));
   }
 
   async #run(jobId: string): Promise<void> {
@@ -48,9 +39,8 @@ export class GenerateHandler {
     const job = await jobs.findOneByOrFail({ id: jobId });
     const params = job.params as unknown as GenerateParams;
 
-    const controller = new AbortController();
+    const controller = this.#jobs.start(jobId);
     const progress = this.#reporter(jobId, controller);
-    this.#running.set(jobId, controller);
     try {
       const { pipeline, lora } = await this.#pipeline(params);
       const result = await pipeline.generate(
@@ -95,14 +85,13 @@ export class GenerateHandler {
       log.error({ err: error, jobId }, 'generation failed');
       await failRunningJob(db, jobId, userMessage(error));
     } finally {
-      this.#running.delete(jobId);
+      this.#jobs.finish(jobId);
     }
   }
 
   /** Aborts running jobs so they return to the queue, and frees the loaded pipelines. */
   async stop(): Promise<void> {
-    for (const controller of this.#running.values()) controller.abort(new WorkerStopping('the worker is stopping'));
-    await Promise.all(this.#settled);
+    await this.#jobs.stop();
     await this.#pipelines.close();
   }
 
