@@ -1,5 +1,3 @@
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineWorker } from '../../src/engine/runtime';
@@ -7,8 +5,8 @@ import { ModelVersion } from '../../src/entities';
 import { FineTuneHandler } from '../../src/jobs/handlers/finetune';
 import { createAdmin } from '../../src/services/users';
 import { lockVersions } from '../../src/services/versions';
-import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { hasFixtures } from '../helpers/fixtures';
+import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id params } }';
 const REVERT = 'mutation($id: ID!) { revertContribution(id: $id) { id status } }';
@@ -53,13 +51,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     a = await signUp(url, 'a@example.org');
     b = await signUp(url, 'b@example.org');
-    const pack = join(TINY_SD15, 'pack');
-    for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
-      if (!entry.isFile()) continue;
-      const file = join(entry.parentPath, entry.name);
-      await platform.services.store.put(`base-models/tiny-sd15/${relative(pack, file)}`, await readFile(file));
-    }
-    const baseModelId = (await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id } }', {}, admin))).registerBaseModel.id;
+    const baseModelId = (await registerFixturePack(platform, admin)).id;
     metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
     engines = [new EngineWorker({ device: 'cpu' }), new EngineWorker({ device: 'cpu' })];
     handlers = engines.map((engine) => new FineTuneHandler(platform.services, engine));

@@ -1,13 +1,11 @@
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
 import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { classImageKey } from '../../src/jobs/handlers/finetune';
 import { createAdmin } from '../../src/services/users';
-import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { hasFixtures } from '../helpers/fixtures';
+import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id status type params } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id conceptId } }';
@@ -83,13 +81,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     a = await signUp(url, 'a@example.org');
     b = await signUp(url, 'b@example.org');
-    const pack = join(TINY_SD15, 'pack');
-    for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
-      if (!entry.isFile()) continue;
-      const file = join(entry.parentPath, entry.name);
-      await platform.services.store.put(`base-models/tiny-sd15/${relative(pack, file)}`, await readFile(file));
-    }
-    baseModelId = (await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id } }', {}, admin))).registerBaseModel.id;
+    baseModelId = (await registerFixturePack(platform, admin)).id;
     metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
   }, 120_000);
   afterAll(() => platform?.stop());

@@ -1,5 +1,3 @@
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
 import { createClient } from 'graphql-ws';
 import { pino } from 'pino';
 import sharp from 'sharp';
@@ -9,8 +7,8 @@ import { loadConfig } from '../../src/config';
 import { Job } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
 import { createAdmin } from '../../src/services/users';
-import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { errorCode, gql, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { hasFixtures } from '../helpers/fixtures';
+import { errorCode, gql, registerFixturePack, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
 
 interface Update {
   jobId: string;
@@ -76,13 +74,7 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
     admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     a = await signUp(url, 'a@example.org');
     b = await signUp(url, 'b@example.org');
-    const pack = join(TINY_SD15, 'pack');
-    for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
-      if (!entry.isFile()) continue;
-      const file = join(entry.parentPath, entry.name);
-      await platform.services.store.put(`base-models/tiny-sd15/${relative(pack, file)}`, await readFile(file));
-    }
-    const base = await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id architecture } }', {}, admin));
+    const base = { registerBaseModel: await registerFixturePack(platform, admin) };
     expect(base.registerBaseModel.architecture).toBe('stable-diffusion');
     modelId = (
       await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "mine", kind: PRIVATE, baseModelId: $b }) { id } }', { b: base.registerBaseModel.id }, a.key))

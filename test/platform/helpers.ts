@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import WebSocket from 'ws';
 import { loadConfig } from '../../src/config';
 import { startPlatform, type RunningPlatform } from '../../src/main';
+import { TINY_SD15 } from '../helpers/fixtures';
 
 /** A temp directory removed by the returned function. */
 export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
@@ -121,4 +122,22 @@ export async function gqlUpload(
     body: form,
   });
   return { status: response.status, ...((await response.json()) as object) };
+}
+
+/** Uploads the tiny-sd15 fixture pack into the platform's bucket and registers it as a base model (as an admin). */
+export async function registerFixturePack(platform: RunningPlatform, adminKey: string): Promise<{ id: string; architecture: string }> {
+  const pack = path.join(TINY_SD15, 'pack');
+  for (const entry of await fs.readdir(pack, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    await platform.services.store.put(`base-models/tiny-sd15/${path.relative(pack, file)}`, await fs.readFile(file));
+  }
+  const registered = await gql(
+    platform.url!,
+    'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id architecture } }',
+    {},
+    adminKey,
+  );
+  if (registered.errors) throw new Error(`registerBaseModel failed: ${JSON.stringify(registered.errors)}`);
+  return registered.data!.registerBaseModel as { id: string; architecture: string };
 }

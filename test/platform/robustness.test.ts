@@ -9,7 +9,7 @@ import { startWorker, type RunningWorker } from '../../src/jobs/worker';
 import { parseSafetensors, serializeSafetensors } from '../../src/engine/weights/safetensors';
 import { createAdmin } from '../../src/services/users';
 import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
@@ -87,13 +87,7 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     url = platform.url;
     admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
     user = await signUp(url, 'a@example.org');
-    const pack = join(TINY_SD15, 'pack');
-    for (const entry of await readdir(pack, { recursive: true, withFileTypes: true })) {
-      if (!entry.isFile()) continue;
-      const file = join(entry.parentPath, entry.name);
-      await platform.services.store.put(`base-models/tiny-sd15/${relative(pack, file)}`, await readFile(file));
-    }
-    baseModelId = (await ok(gql(url, 'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id } }', {}, admin))).registerBaseModel.id;
+    baseModelId = (await registerFixturePack(platform, admin)).id;
   }, 120_000);
   afterAll(async () => {
     await sweeper?.stop();
