@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 import fs from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { buildAppSchema, printAppSchema } from '../src/resolvers/schema';
+import { buildAppSchema, printAppSchema } from '../src/api/schema';
 
 const target = fileURLToPath(new URL('../schema/schema.graphql', import.meta.url));
 await fs.writeFile(target, printAppSchema(await buildAppSchema()));

@@ -18,7 +18,7 @@ import {
   ModelVersion,
   type User,
 } from '../entities';
-import type { Queue } from '../jobs/queue';
+import type { JobQueue } from './container';
 import type { ObjectStore } from '../storage/object-store';
 import { badInput, notFound } from './errors';
 import { conceptCategory, identifierFor } from './concepts';
@@ -81,7 +81,7 @@ const DEFAULT_LORA_RANK = 4;
  * metamodel), a Concept with a rare identifier, the user's staged photos attached to it, a PENDING
  * Contribution and a QUEUED Job, all in one transaction. Anything refused leaves nothing behind.
  */
-export async function startFineTune(db: DataSource, store: ObjectStore, queue: Queue, user: User, input: FineTuneInput): Promise<Job> {
+export async function startFineTune(db: DataSource, store: ObjectStore, queue: JobQueue, user: User, input: FineTuneInput): Promise<Job> {
   const parsed = FineTuneInput.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

@@ -4,8 +4,8 @@ import { In } from 'typeorm';
 import { z } from 'zod';
 import { SCHEDULER_NAMES } from '../engine/schedulers';
 import { Image, Job, JobStatus, JobType, ModelVersion, type User } from '../entities';
-import { publishJobEvent } from '../jobs/events';
-import type { Queue } from '../jobs/queue';
+import { publishJobEvent } from './job-events';
+import type { JobQueue } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { type FineTuneParams, withdrawContribution } from './finetune';
 import { getModel } from './models';
@@ -30,7 +30,7 @@ export const FINISHED: readonly JobStatus[] = [JobStatus.SUCCEEDED, JobStatus.FA
  * Marks a queued or running job CANCELED and withdraws it from the queue; a running job's worker sees
  * the status at its next step and stops.
  */
-export async function cancelJob(db: DataSource, queue: Queue, user: User, id: string): Promise<Job> {
+export async function cancelJob(db: DataSource, queue: JobQueue, user: User, id: string): Promise<Job> {
   const job = await getJob(db, user, id);
   // The status condition makes a race with a finishing worker end in one outcome, not both.
   const { affected } = await db
@@ -92,7 +92,7 @@ const GENERATE_EXPIRE_MINUTES = 60;
  * Validates a generation request, pins the model version it runs on (the model's head unless one is
  * named) and queues it. Nothing is written when the request is refused.
  */
-export async function generateImages(db: DataSource, queue: Queue, user: User, input: GenerateInput): Promise<Job> {
+export async function generateImages(db: DataSource, queue: JobQueue, user: User, input: GenerateInput): Promise<Job> {
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
   let versionId = model.headVersionId;

@@ -2,7 +2,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineWorker } from '../../src/engine/runtime';
 import { ModelVersion } from '../../src/entities';
-import { FineTuneHandler } from '../../src/jobs/handlers/finetune';
+import { FineTuneHandler } from '../../src/worker/handlers/finetune';
 import { createAdmin } from '../../src/services/users';
 import { lockVersions } from '../../src/services/versions';
 import { hasFixtures } from '../helpers/fixtures';

@@ -1,8 +1,8 @@
 import { Arg, Ctx, Field, ID, InputType, Mutation, Query, Resolver } from 'type-graphql';
-import { BaseModel } from '../entities';
-import { getBaseModel, listBaseModels, registerBaseModel } from '../services/base-models';
-import { requireAdmin, requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { BaseModel } from '../../entities';
+import { getBaseModel, listBaseModels, registerBaseModel } from '../../services/base-models';
+import { requireAdmin, requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @InputType()
 class RegisterBaseModelInput {

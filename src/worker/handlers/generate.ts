@@ -3,14 +3,14 @@ import { encodePngs, parseUNetWeights, Txt2ImgError, Txt2ImgPipeline, withUNetWe
 import { parseSafetensors } from '../../engine/weights/safetensors';
 import type { EngineWorker } from '../../engine/runtime';
 import { Image, Job, JobStatus } from '../../entities';
-import type { Services } from '../../resolvers/context';
+import type { Services } from '../../services/container';
 import { loadBaseModelPack } from '../../services/base-models';
 import type { GenerateParams } from '../../services/jobs';
 import { versionWeights } from '../../services/versions';
-import { publishJobEvent } from '../events';
-import { failRunningJob } from '../failure';
+import { publishJobEvent } from '../../services/job-events';
+import { failRunningJob } from '../../services/job-lifecycle';
 import { PipelineCache } from '../pipeline-cache';
-import { RunningJobs, WorkerStopping } from './running-jobs';
+import { RunningJobs, WorkerStopping } from '../running-jobs';
 
 /**
  * Runs generation jobs in a worker process: txt2img on the job's pinned model version, PNGs to S3,

@@ -1,9 +1,9 @@
 import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
-import { Image, Job, JobStatus } from '../entities';
-import { listJobImages } from '../services/images';
-import { cancelJob, FINISHED, generateImages, getJob, listJobs, readJobState, type JobState } from '../services/jobs';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { Image, Job, JobStatus } from '../../entities';
+import { listJobImages } from '../../services/images';
+import { cancelJob, FINISHED, generateImages, getJob, listJobs, readJobState, type JobState } from '../../services/jobs';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 /** The engine's samplers by their GraphQL names; the values are the engine's names. */
 enum Scheduler {

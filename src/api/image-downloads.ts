@@ -3,7 +3,7 @@ import { Router, type Response } from 'express';
 import { authenticate } from '../services/api-keys';
 import { AppError } from '../services/errors';
 import { getImage } from '../services/images';
-import type { Services } from './context';
+import type { Services } from '../services/container';
 
 const STATUS: Partial<Record<AppError['code'], number>> = { UNAUTHENTICATED: 401, NOT_FOUND: 404, BAD_USER_INPUT: 404 };
 

@@ -1,5 +1,5 @@
 import { Ctx, Field, ObjectType, Query, Resolver } from 'type-graphql';
-import type { Context } from './context';
+import type { Context } from '../context';
 
 @ObjectType()
 class Health {

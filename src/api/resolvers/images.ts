@@ -1,8 +1,8 @@
 import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { Image } from '../entities';
-import { deleteImage, getImage, imagePath, listImages } from '../services/images';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { Image } from '../../entities';
+import { deleteImage, getImage, imagePath, listImages } from '../../services/images';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @Resolver(() => Image)
 export class ImageResolver {

@@ -1,7 +1,7 @@
 import type { DataSource } from 'typeorm';
 import { Job, JobStatus, JobType } from '../entities';
-import { withdrawContribution, type FineTuneParams } from '../services/finetune';
-import { publishJobEvent } from './events';
+import { withdrawContribution, type FineTuneParams } from './finetune';
+import { publishJobEvent } from './job-events';
 
 /**
  * Records a RUNNING job as FAILED with `message` (fit for the user), withdraws a fine-tune's

@@ -1,9 +1,9 @@
 import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
-import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../entities';
-import { startFineTune } from '../services/finetune';
-import { listModelVersions } from '../services/versions';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../../entities';
+import { startFineTune } from '../../services/finetune';
+import { listModelVersions } from '../../services/versions';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @InputType()
 class StartFineTuneInput {

@@ -1,9 +1,9 @@
 import { Arg, Ctx, Field, ID, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
-import { ApiKey, User } from '../entities';
-import { issueKey, listKeys, revokeKey } from '../services/api-keys';
-import { listUsers, signUp } from '../services/users';
-import { requireAdmin, requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { ApiKey, User } from '../../entities';
+import { issueKey, listKeys, revokeKey } from '../../services/api-keys';
+import { listUsers, signUp } from '../../services/users';
+import { requireAdmin, requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @ObjectType({ description: 'A new API key. The secret is shown only here, once.' })
 class IssuedApiKey {

@@ -1,16 +1,16 @@
 import type { FileUpload } from 'graphql-upload/processRequest.mjs';
 import GraphQLUpload from 'graphql-upload/GraphQLUpload.mjs';
 import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
-import { InstanceImage } from '../entities';
-import { badInput } from '../services/errors';
+import { InstanceImage } from '../../entities';
+import { badInput } from '../../services/errors';
 import {
   addInstanceImage,
   deleteInstanceImage,
   getInstanceImage,
   listInstanceImages,
-} from '../services/instance-images';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+} from '../../services/instance-images';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @Resolver()
 export class InstanceImageResolver {

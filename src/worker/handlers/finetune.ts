@@ -10,14 +10,14 @@ import type { EngineWorker } from '../../engine/runtime';
 import { parseSafetensors } from '../../engine/weights/safetensors';
 import { loadPack } from '../../engine/weights/pack';
 import { BaseModel, Concept, Contribution, ContributionStatus, FineTuneMethod, InstanceImage, Job, JobStatus, Model, ModelKind, ModelVersion } from '../../entities';
-import type { Services } from '../../resolvers/context';
+import type { Services } from '../../services/container';
 import { splitPriorImages, type PriorSplit } from '../../services/big-split';
 import { learnedConcepts, withdrawContribution, type FineTuneParams } from '../../services/finetune';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { S3PackSource } from '../../storage/s3-pack-source';
-import { publishJobEvent } from '../events';
-import { failRunningJob } from '../failure';
-import { RunningJobs, WorkerStopping } from './running-jobs';
+import { publishJobEvent } from '../../services/job-events';
+import { failRunningJob } from '../../services/job-lifecycle';
+import { RunningJobs, WorkerStopping } from '../running-jobs';
 
 /** Denoising steps of generated class images: diffusers' DreamBooth scripts use the pipeline's default, 50. */
 const CLASS_IMAGE_STEPS = 50;

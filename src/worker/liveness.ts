@@ -1,7 +1,7 @@
 import type { DataSource } from 'typeorm';
 import type { Logger } from 'pino';
 import { Job, JobStatus } from '../entities';
-import { failRunningJob, LAST_SIGN_OF_LIFE } from './failure';
+import { failRunningJob, LAST_SIGN_OF_LIFE } from '../services/job-lifecycle';
 
 /** What a user reads on a job whose worker died under it (a crash, a kill, a lost machine). */
 export const WORKER_STOPPED_MESSAGE = 'The worker running this job stopped';

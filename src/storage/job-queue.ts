@@ -11,19 +11,22 @@ const QUEUES: Record<JobType, string> = {
 /** How often an idle worker asks PostgreSQL for work (pg-boss's minimum is 0.5 s). */
 const POLLING_INTERVAL_SECONDS = 1;
 
-/** Delivery of jobs to workers through PostgreSQL (pg-boss): no extra service to run. */
-export class Queue {
+/**
+ * Delivery of jobs to workers through PostgreSQL (pg-boss): no extra service to run. It is the
+ * platform's `JobQueue` (services/container.ts).
+ */
+export class PgBossQueue {
   private constructor(private readonly boss: PgBoss) {}
 
   /** Starts pg-boss on its own schema (created or upgraded on first start) and makes our queues. */
-  static async start(databaseUrl: string, log: Logger): Promise<Queue> {
+  static async start(databaseUrl: string, log: Logger): Promise<PgBossQueue> {
     const boss = new PgBoss({ connectionString: databaseUrl, schema: 'pgboss' });
     boss.on('error', (error) => log.error({ err: error }, 'queue error'));
     await boss.start();
     for (const name of Object.values(QUEUES)) {
       if (!(await boss.getQueue(name))) await boss.createQueue(name);
     }
-    return new Queue(boss);
+    return new PgBossQueue(boss);
   }
 
   /**

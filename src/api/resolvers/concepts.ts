@@ -1,8 +1,8 @@
 import { Arg, Ctx, Field, ID, InputType, Mutation, Query, Resolver } from 'type-graphql';
-import { Concept, ConceptKind } from '../entities';
-import { createConcept, deleteConcept, getConcept, listConcepts } from '../services/concepts';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { Concept, ConceptKind } from '../../entities';
+import { createConcept, deleteConcept, getConcept, listConcepts } from '../../services/concepts';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @InputType()
 class CreateConceptInput {

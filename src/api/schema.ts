@@ -1,15 +1,15 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { buildSchema, type PubSub } from 'type-graphql';
-import { AccountResolver } from './accounts';
-import { BaseModelResolver } from './base-models';
-import { ConceptResolver } from './concepts';
-import { ContributionResolver } from './contributions';
-import { FineTuneResolver } from './finetune';
-import { HealthResolver } from './health';
-import { ImageResolver } from './images';
-import { InstanceImageResolver } from './instance-images';
-import { JobResolver } from './jobs';
-import { ModelResolver } from './models';
+import { AccountResolver } from './resolvers/accounts';
+import { BaseModelResolver } from './resolvers/base-models';
+import { ConceptResolver } from './resolvers/concepts';
+import { ContributionResolver } from './resolvers/contributions';
+import { FineTuneResolver } from './resolvers/finetune';
+import { HealthResolver } from './resolvers/health';
+import { ImageResolver } from './resolvers/images';
+import { InstanceImageResolver } from './resolvers/instance-images';
+import { JobResolver } from './resolvers/jobs';
+import { ModelResolver } from './resolvers/models';
 
 /**
  * type-graphql requires a PubSub once a subscription exists, though ours each bring their own

@@ -1,6 +1,6 @@
 import { EngineWorker } from '../engine/runtime';
 import { JobType } from '../entities';
-import type { Services } from '../resolvers/context';
+import type { Services } from '../services/container';
 import { FineTuneHandler } from './handlers/finetune';
 import { GenerateHandler } from './handlers/generate';
 import { keepAlive, sweepStalledJobs } from './liveness';

@@ -12,7 +12,8 @@ import { WebSocketServer } from 'ws';
 import { playground } from '../../web/server';
 import { AppError } from '../services/errors';
 import { authenticate } from '../services/api-keys';
-import type { Context, Services } from './context';
+import type { Services } from '../services/container';
+import type { Context } from './context';
 import { createErrorFormatter } from './errors';
 import { imageDownloads } from './image-downloads';
 

@@ -1,6 +1,6 @@
 import { Arg, Ctx, Field, FieldResolver, ID, InputType, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { BaseModel, Concept, Model, ModelKind, ModelVersion } from '../entities';
-import { listConcepts } from '../services/concepts';
+import { BaseModel, Concept, Model, ModelKind, ModelVersion } from '../../entities';
+import { listConcepts } from '../../services/concepts';
 import {
   createModel,
   deleteModel,
@@ -10,9 +10,9 @@ import {
   listModels,
   listVersions,
   renameModel,
-} from '../services/models';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+} from '../../services/models';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @InputType()
 class CreateModelInput {

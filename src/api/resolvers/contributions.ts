@@ -1,8 +1,8 @@
 import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { Concept, Contribution } from '../entities';
-import { getContribution, listContributions, revertContribution } from '../services/contributions';
-import { requireUser } from '../services/viewer';
-import type { Context } from './context';
+import { Concept, Contribution } from '../../entities';
+import { getContribution, listContributions, revertContribution } from '../../services/contributions';
+import { requireUser } from '../../services/viewer';
+import type { Context } from '../context';
 
 @Resolver(() => Contribution)
 export class ContributionResolver {

@@ -1,0 +1,31 @@
+import type { Logger } from 'pino';
+import type { DataSource } from 'typeorm';
+import type { Config } from '../config';
+import type { JobType } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
+import type { JobEvents } from './job-events';
+
+/**
+ * Delivery of queued work to workers (pg-boss on PostgreSQL: storage/job-queue.ts). The queue job's id
+ * is the Job row's id, so both name the same work.
+ */
+export interface JobQueue {
+  /** Queues the work of Job row `id`; a worker holding it longer than `expireInMinutes` loses it. */
+  send(type: JobType, id: string, expireInMinutes: number): Promise<void>;
+  /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */
+  work(type: JobType, handler: (id: string) => Promise<void>): Promise<() => Promise<void>>;
+  cancel(type: JobType, id: string): Promise<void>;
+  /** Stops fetching and sending; main.ts calls it at shutdown. */
+  stop(): Promise<void>;
+}
+
+/** The long-lived parts the API and the worker share, built once by main.ts. */
+export interface Services {
+  config: Config;
+  log: Logger;
+  db: DataSource;
+  store: ObjectStore;
+  queue: JobQueue;
+  /** Job changes from every process, for this process's subscribers. */
+  events: JobEvents;
+}
