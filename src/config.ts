@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { ENGINE_DEVICES, type EngineDevice } from './engine/runtime/device';
+import { ENGINE_DEVICES, type EngineDevice } from './engine';
 
 /** Environment variables understood by the platform; README "Configuration" documents each one. */
 const boolean = z

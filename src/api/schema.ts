@@ -13,7 +13,7 @@ import { ModelResolver } from './resolvers/models';
 
 /**
  * type-graphql requires a PubSub once a subscription exists, though ours each bring their own
- * `subscribe` (job events travel through PostgreSQL NOTIFY: jobs/events.ts); topics are refused.
+ * `subscribe` (job events travel through PostgreSQL NOTIFY: services/job-events.ts); topics are refused.
  */
 const NO_TOPICS: PubSub = {
   publish: () => {

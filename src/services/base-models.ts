@@ -1,16 +1,9 @@
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
-import { clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../engine/models/clip-text';
-import { ModelConfigError } from '../engine/models/config';
-import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../engine/models/declared-weights';
-import { parseUNetConfig } from '../engine/models/unet';
-import { parseVaeConfig, renameLegacyVaeKeys } from '../engine/models/vae';
-import { BUNDLED_TINY_SD, createRandomPack } from '../engine/packs/random-pack';
-import { loadStableDiffusionFrom, type StableDiffusionModels } from '../engine/pipelines/stable-diffusion';
-import { loadClipTokenizerFrom, TokenizerError } from '../engine/tokenizer';
-import { weightProblems, WeightBindingError } from '../engine/weights/bind';
-import { loadPack, PackError, type Pack, type PackComponent } from '../engine/weights/pack';
-import { parseSafetensorsHeader, safetensorsHeaderLength, SafetensorsError, type TensorHeader } from '../engine/weights/safetensors';
+import {
+  BUNDLED_TINY_SD, checkStableDiffusionPack, createRandomPack, loadPack, loadStableDiffusionFrom, ModelConfigError, PackError, TokenizerError,
+  WeightBindingError, type StableDiffusionModels,
+} from '../engine';
 import { BaseModel } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { S3PackSource } from '../storage/s3-pack-source';
@@ -74,68 +67,12 @@ export async function registerBaseModel(db: DataSource, store: ObjectStore, inpu
     const pipeline = String(pack.modelIndex._class_name);
     architecture = PIPELINES[pipeline];
     if (!architecture) throw badInput(`storageLocation: a ${pipeline} pack; supported: ${Object.keys(PIPELINES).join(', ')}`);
-    await loadClipTokenizerFrom(pack.source, pack.component('tokenizer').name);
-    await checkWeights(pack, source);
+    await checkStableDiffusionPack(pack, source);
   } catch (error) {
     if (PACK_ERRORS.some((type) => error instanceof type)) throw badInput(`storageLocation: ${(error as Error).message}`);
     throw error;
   }
   return repo.save(repo.create({ name: values.name, storageLocation: location, architecture }));
-}
-
-/** The text encoder, UNet and VAE weights against what their configs build, as `loadStableDiffusion` binds them. */
-async function checkWeights(pack: Pack, source: S3PackSource): Promise<void> {
-  const textEncoder = pack.component('text_encoder');
-  const storedText = dropClipTextBuffers(await weightHeaders(textEncoder, source));
-  const unet = pack.component('unet');
-  const vae = pack.component('vae');
-  const problems = [
-    ...weightProblems(declaredTextEncoderWeights(parseClipTextConfig(textEncoder.config), clipTextKeyPrefix(storedText.keys())), storedText),
-    ...weightProblems(declaredUNetWeights(parseUNetConfig(unet.config)), await weightHeaders(unet, source)),
-    ...weightProblems(declaredVaeWeights(parseVaeConfig(vae.config)), renameLegacyVaeKeys(await weightHeaders(vae, source))),
-  ];
-  if (problems.length > 0) throw new WeightBindingError(problems);
-}
-
-/** A component's tensors as its safetensors headers (one file, or the shards an index names) describe them. */
-async function weightHeaders(component: PackComponent, source: S3PackSource): Promise<Map<string, TensorHeader>> {
-  const file = component.weightsFile;
-  if (!file) throw new PackError('NO_WEIGHTS', `pack component ${component.name} has no safetensors weights`);
-  if (!file.endsWith('.index.json')) return fileHeader(source, file);
-  let weightMap: unknown;
-  try {
-    weightMap = (JSON.parse(new TextDecoder().decode(await source.read(file))) as { weight_map?: unknown } | null)?.weight_map;
-  } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error;
-  }
-  if (typeof weightMap !== 'object' || weightMap === null) throw new PackError('INVALID_FILE', `pack file ${file} has no weight_map`);
-  const folder = file.slice(0, file.lastIndexOf('/') + 1);
-  const shards = new Map<string, Map<string, TensorHeader>>();
-  const tensors = new Map<string, TensorHeader>();
-  for (const [name, shard] of Object.entries(weightMap as Record<string, string>)) {
-    if (!shards.has(shard)) shards.set(shard, await fileHeader(source, folder + shard));
-    const tensor = shards.get(shard)!.get(name);
-    if (!tensor) throw new PackError('INVALID_FILE', `pack file ${folder + shard} lacks ${name}, which ${file} places there`);
-    tensors.set(name, tensor);
-  }
-  return tensors;
-}
-
-/** One safetensors file's header, read with two ranged GETs; its tensors must lie within the file. */
-async function fileHeader(source: S3PackSource, path: string): Promise<Map<string, TensorHeader>> {
-  try {
-    const headerLength = safetensorsHeaderLength((await source.readRange(path, 0, 8)).bytes);
-    const { bytes, size } = await source.readRange(path, 8, 8 + headerLength);
-    if (bytes.byteLength < headerLength) throw new SafetensorsError('safetensors: header runs past the end of the file');
-    const tensors = parseSafetensorsHeader(bytes);
-    for (const [name, { end }] of tensors) {
-      if (8 + headerLength + end > size) throw new SafetensorsError(`safetensors: tensor ${name} runs past the end of the file`);
-    }
-    return tensors;
-  } catch (error) {
-    if (error instanceof SafetensorsError) throw new PackError('INVALID_FILE', `pack file ${path}: ${error.message}`);
-    throw error;
-  }
 }
 
 /** The base model a fresh installation starts with, so it works before an admin uploads a real one. */

@@ -1,6 +1,6 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { z } from 'zod';
-import type { ClipTokenizer } from '../engine/tokenizer';
+import type { ClipTokenizer } from '../engine';
 import { Concept, ConceptKind, ContributionStatus, Model, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';

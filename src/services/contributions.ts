@@ -1,6 +1,6 @@
-import type { DataSource } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
-import { Contribution, ContributionStatus, ModelVersion, type User } from '../entities';
+import { Contribution, ContributionStatus, InstanceImage, ModelVersion, type User } from '../entities';
 import { conflict, forbidden, notFound } from './errors';
 import { canChangeModel, canSeeModel, getModel } from './models';
 import { parseId } from './validate';
@@ -59,4 +59,15 @@ export async function revertContribution(db: DataSource, user: User, id: string)
     await tx.getRepository(Contribution).update({ id: In(undone.map((c) => c.id)) }, { status: ContributionStatus.REVERTED });
   });
   return db.getRepository(Contribution).findOneByOrFail({ id: contribution.id });
+}
+
+/**
+ * A fine-tune that will not merge (it failed or was canceled): its contribution is FAILED, so its
+ * concept is no longer offered, and its photos go back to the owner's staged ones for another try.
+ */
+export async function withdrawContribution(db: DataSource | EntityManager, contributionId: string): Promise<void> {
+  const contribution = await db.getRepository(Contribution).findOneBy({ id: contributionId });
+  if (!contribution || contribution.status === ContributionStatus.MERGED || contribution.status === ContributionStatus.REVERTED) return;
+  await db.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
+  await db.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
 }

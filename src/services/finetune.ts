@@ -2,6 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
+import { DEFAULT_LORA_RANK } from '../engine';
 import {
   BaseModel,
   Concept,
@@ -60,6 +61,11 @@ const FineTuneInput = z
 
 export type FineTuneInput = z.input<typeof FineTuneInput>;
 
+/** A fine-tune that cannot run as asked, with a message meant for the user (anything else is logged and reported generically). */
+export class FineTuneFailure extends Error {
+  override readonly name = 'FineTuneFailure';
+}
+
 /** What a fine-tune job's `params` hold; the worker reads the rest from the rows they name. */
 export interface FineTuneParams {
   modelId: string;
@@ -73,8 +79,6 @@ export interface FineTuneParams {
   /** Seeds the training's noise and order, recorded so a run can be repeated. */
   seed: number;
 }
-
-const DEFAULT_LORA_RANK = 4;
 
 /**
  * Validates a fine-tune request and queues it: the target model (new for PRIVATE, or an existing
@@ -220,15 +224,4 @@ export async function learnedConcepts(db: DataSource | EntityManager, modelId: s
     .orderBy('concept.createdAt', 'ASC')
     .getMany();
   return concepts.filter((concept) => concept.id !== except);
-}
-
-/**
- * A fine-tune that will not merge (it failed or was canceled): its contribution is FAILED, so its
- * concept is no longer offered, and its photos go back to the owner's staged ones for another try.
- */
-export async function withdrawContribution(db: DataSource | EntityManager, contributionId: string): Promise<void> {
-  const contribution = await db.getRepository(Contribution).findOneBy({ id: contributionId });
-  if (!contribution || contribution.status === ContributionStatus.MERGED || contribution.status === ContributionStatus.REVERTED) return;
-  await db.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
-  await db.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
 }

@@ -1,4 +1,4 @@
-import type { ClipTokenizer } from '../engine/tokenizer';
+import type { ClipTokenizer } from '../engine';
 import { badInput, conflict } from './errors';
 
 /**

@@ -18,7 +18,7 @@ export function listJobImages(db: DataSource, job: Job): Promise<Image[]> {
   return db.getRepository(Image).find({ where: { jobId: job.id }, order: { objectKey: 'ASC' } });
 }
 
-/** The HTTP route an image downloads from (see resolvers/image-downloads.ts). */
+/** The HTTP route an image downloads from (see api/image-downloads.ts). */
 export const imagePath = (id: string): string => `/images/${id}`;
 
 export async function getImage(db: DataSource, user: User, id: string): Promise<Image> {

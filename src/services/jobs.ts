@@ -1,13 +1,11 @@
 import { randomInt } from 'node:crypto';
 import type { DataSource } from 'typeorm';
-import { In } from 'typeorm';
 import { z } from 'zod';
-import { SCHEDULER_NAMES } from '../engine/schedulers';
-import { Image, Job, JobStatus, JobType, ModelVersion, type User } from '../entities';
-import { publishJobEvent } from './job-events';
+import { SAMPLER_NAMES, type SamplerName } from '../engine';
+import { Image, Job, JobType, ModelVersion, type User } from '../entities';
 import type { JobQueue } from './container';
 import { badInput, conflict, notFound } from './errors';
-import { type FineTuneParams, withdrawContribution } from './finetune';
+import { cancelJobRow } from './job-lifecycle';
 import { getModel } from './models';
 import { parseId, parseInput } from './validate';
 import { isAdmin } from './viewer';
@@ -23,28 +21,16 @@ export async function getJob(db: DataSource, user: User, id: string): Promise<Jo
   return job;
 }
 
-const CANCELABLE = [JobStatus.QUEUED, JobStatus.RUNNING];
-export const FINISHED: readonly JobStatus[] = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED];
-
 /**
  * Marks a queued or running job CANCELED and withdraws it from the queue; a running job's worker sees
  * the status at its next step and stops.
  */
 export async function cancelJob(db: DataSource, queue: JobQueue, user: User, id: string): Promise<Job> {
   const job = await getJob(db, user, id);
-  // The status condition makes a race with a finishing worker end in one outcome, not both.
-  const { affected } = await db
-    .getRepository(Job)
-    .update({ id: job.id, status: In(CANCELABLE) }, { status: JobStatus.CANCELED, finishedAt: new Date() });
-  if (!affected) throw conflict(`The job is already ${job.status}`);
-  if (job.type === JobType.FINETUNE) await withdrawContribution(db, (job.params as unknown as FineTuneParams).contributionId);
-  await publishJobEvent(db, job.id, 'status');
+  if (!(await cancelJobRow(db, job))) throw conflict(`The job is already ${job.status}`);
   await queue.cancel(job.type, job.id);
   return db.getRepository(Job).findOneByOrFail({ id: job.id });
 }
-
-/** The engine's samplers (DDPM is a training schedule, not one to sample with). */
-export const SAMPLERS = SCHEDULER_NAMES.filter((name) => name !== 'ddpm');
 
 /** Image sides: multiples of 8 (the VAE's factor); the model may ask for a coarser multiple. */
 const side = z.number().int().min(8, 'must be at least 8').max(2048, 'must be at most 2048').multipleOf(8, 'must be a multiple of 8');
@@ -57,7 +43,7 @@ const GenerateInput = z.object({
   steps: z.number().int().min(1, 'must be at least 1').max(200, 'must be at most 200').default(30),
   guidanceScale: z.number().min(0, 'must not be negative').max(30, 'must be at most 30').default(7.5),
   /** Absent: the model's own scheduler. */
-  scheduler: z.enum(SAMPLERS).nullish(),
+  scheduler: z.enum(SAMPLER_NAMES).nullish(),
   /** Unsigned 32-bit; drawn here when absent, so the job records what reproduces it. */
   seed: z.number().int().min(0, 'must not be negative').max(2 ** 32 - 1, 'must fit 32 bits').nullish(),
   /** Absent: the model's native size. */
@@ -78,7 +64,7 @@ export interface GenerateParams {
   negativePrompt: string;
   steps: number;
   guidanceScale: number;
-  scheduler: (typeof SAMPLERS)[number] | null;
+  scheduler: SamplerName | null;
   seed: number;
   width: number | null;
   height: number | null;

@@ -101,11 +101,6 @@ export async function deleteModel(db: DataSource, store: ObjectStore, user: User
   return model.id;
 }
 
-/** Versions of a model the user may see, newest first. */
-export function listVersions(db: DataSource, model: Model): Promise<ModelVersion[]> {
-  return db.getRepository(ModelVersion).find({ where: { modelId: model.id }, order: { number: 'DESC' } });
-}
-
 export function getModelBaseModel(db: DataSource, model: Model): Promise<BaseModel> {
   return db.getRepository(BaseModel).findOneByOrFail({ id: model.baseModelId });
 }

@@ -1,7 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import type { ClipTokenizer } from '../engine/tokenizer';
-import { loadClipTokenizerFrom } from '../engine/tokenizer';
-import { loadPack } from '../engine/weights/pack';
+import { loadClipTokenizerFrom, loadPack, packImageGeometry, type ClipTokenizer } from '../engine';
 import { BaseModel, FineTuneMethod, Model, ModelVersion, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { S3PackSource } from '../storage/s3-pack-source';
@@ -50,10 +48,14 @@ export async function versionWeights(
   };
 }
 
-/** Versions of a model the user may see, newest first. */
-export async function listModelVersions(db: DataSource, user: User, modelId: string): Promise<ModelVersion[]> {
-  const model = await getModel(db, user, parseId(modelId, 'modelId'));
+/** A model's version history, newest first; the caller has checked that the user sees the model. */
+export function listVersions(db: DataSource, model: Model): Promise<ModelVersion[]> {
   return db.getRepository(ModelVersion).find({ where: { modelId: model.id }, order: { number: 'DESC' } });
+}
+
+/** The version history of a model the user may see, by id. */
+export async function listModelVersions(db: DataSource, user: User, modelId: string): Promise<ModelVersion[]> {
+  return listVersions(db, await getModel(db, user, parseId(modelId, 'modelId')));
 }
 
 export interface NewVersion {
@@ -126,7 +128,7 @@ export async function lockVersions(db: DataSource, modelId: string, signal: Abor
 
 export interface BasePackInfo {
   tokenizer: ClipTokenizer;
-  /** Training images are square, this many pixels a side: the UNet's sample size times the VAE's factor. */
+  /** Training images are square, this many pixels a side: the model's native size. */
   resolution: number;
 }
 
@@ -139,9 +141,7 @@ export function basePackInfo(store: ObjectStore, baseModel: BaseModel): Promise<
   if (!info) {
     info = (async () => {
       const pack = await loadPack(new S3PackSource(store, baseModel.storageLocation));
-      const sampleSize = Number(pack.component('unet').config.sample_size ?? 64);
-      const vaeLevels = (pack.component('vae').config.block_out_channels as unknown[] | undefined)?.length ?? 4;
-      return { tokenizer: await loadClipTokenizerFrom(pack.source), resolution: sampleSize * 2 ** (vaeLevels - 1) };
+      return { tokenizer: await loadClipTokenizerFrom(pack.source), resolution: packImageGeometry(pack).nativeSize };
     })();
     info.catch(() => packInfo.delete(key));
     packInfo.set(key, info);

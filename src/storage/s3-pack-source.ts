@@ -1,9 +1,9 @@
 import { posix } from 'node:path';
-import { PackError, type PackSource } from '../engine';
+import { PackError, type RangedPackSource } from '../engine';
 import { isMissing, type ObjectStore } from './object-store';
 
 /** A diffusers pack uploaded to object storage: its files are the objects under one key prefix. */
-export class S3PackSource implements PackSource {
+export class S3PackSource implements RangedPackSource {
   readonly prefix: string;
 
   constructor(

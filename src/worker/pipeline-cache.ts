@@ -1,4 +1,4 @@
-import type { Txt2ImgPipeline } from '../engine/pipelines';
+import type { Txt2ImgPipeline } from '../engine';
 
 /**
  * Loaded pipelines of this worker process by what their weights are: the base model, plus the model

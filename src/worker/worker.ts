@@ -1,9 +1,10 @@
-import { EngineWorker } from '../engine/runtime';
+import { EngineWorker } from '../engine';
 import { JobType } from '../entities';
 import type { Services } from '../services/container';
+import { recordHeartbeat, sweepStalledJobs } from '../services/job-lifecycle';
 import { FineTuneHandler } from './handlers/finetune';
 import { GenerateHandler } from './handlers/generate';
-import { keepAlive, sweepStalledJobs } from './liveness';
+import { JobRunner, type JobHandler } from './job-runner';
 
 export interface RunningWorker {
   stop(): Promise<void>;
@@ -13,40 +14,48 @@ export interface RunningWorker {
 const BEATS_PER_TIMEOUT = 4;
 
 /**
- * The worker role: takes jobs from the queue one at a time and runs them on this process's engine
- * (one onnxruntime worker thread). Any number of worker processes share the queue through PostgreSQL.
- * Each keeps its running job's heartbeat fresh and, at start and then periodically, fails the running
- * jobs of workers that died.
+ * The worker role: takes jobs from the queue one at a time per type and runs them on this process's
+ * engine (one onnxruntime worker thread). Any number of worker processes share the queue through
+ * PostgreSQL. Each keeps its running jobs' heartbeats fresh and, at start and then periodically, fails
+ * the running jobs of workers that died.
  */
 export async function startWorker(services: Services): Promise<RunningWorker> {
-  const { db, log, config } = services;
+  const { db, log, config, queue } = services;
   const timeout = config.jobHeartbeatTimeoutSeconds;
   const intervalMs = (timeout * 1000) / BEATS_PER_TIMEOUT;
-  const alive = (run: (id: string) => Promise<void>) => async (id: string) => {
-    const stopBeating = keepAlive(db, log, id, intervalMs);
-    try {
-      await run(id);
-    } finally {
-      stopBeating();
-    }
-  };
   const sweep = () => sweepStalledJobs(db, log, timeout).catch((error) => log.error({ err: error }, 'stalled job sweep failed'));
   await sweep();
   const sweeper = setInterval(sweep, intervalMs);
 
   const engine = new EngineWorker({ device: config.engineDevice });
-  const generate = new GenerateHandler(services, engine);
-  const stopGenerating = await services.queue.work(JobType.GENERATE, alive((id) => generate.run(id)));
-  const fineTune = new FineTuneHandler(services, engine);
-  const stopFineTuning = await services.queue.work(JobType.FINETUNE, alive((id) => fineTune.run(id)));
+  const handlers: Record<JobType, JobHandler> = {
+    [JobType.GENERATE]: new GenerateHandler(services, engine),
+    [JobType.FINETUNE]: new FineTuneHandler(services, engine),
+  };
+  const runners: JobRunner[] = [];
+  const stopFetching: (() => Promise<void>)[] = [];
+  for (const [type, handler] of Object.entries(handlers) as [JobType, JobHandler][]) {
+    const runner = new JobRunner(services, handler);
+    runners.push(runner);
+    stopFetching.push(await queue.work(type, (id) => beating(id, () => runner.run(id))));
+  }
   return {
     stop: async () => {
       clearInterval(sweeper);
-      await stopGenerating();
-      await stopFineTuning();
-      await generate.stop();
-      await fineTune.stop();
+      for (const stop of stopFetching) await stop();
+      for (const runner of runners) await runner.stop();
       await engine.close();
     },
   };
+
+  /** Runs `run` while marking job `id` alive every interval, whatever its phase. */
+  async function beating(id: string, run: () => Promise<void>): Promise<void> {
+    const beat = () => recordHeartbeat(db, id).catch((error) => log.warn({ err: error, jobId: id }, 'job heartbeat failed'));
+    const timer = setInterval(beat, intervalMs);
+    try {
+      await run();
+    } finally {
+      clearInterval(timer);
+    }
+  }
 }

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineWorker } from '../../src/engine/runtime';
 import { ModelVersion } from '../../src/entities';
 import { FineTuneHandler } from '../../src/worker/handlers/finetune';
+import { JobRunner } from '../../src/worker/job-runner';
 import { createAdmin } from '../../src/services/users';
 import { lockVersions } from '../../src/services/versions';
 import { hasFixtures } from '../helpers/fixtures';
@@ -12,8 +13,8 @@ const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $inp
 const REVERT = 'mutation($id: ID!) { revertContribution(id: $id) { id status } }';
 
 /**
- * Contributions to the public metamodel with the worker's handlers driven by the test: an API-only
- * platform queues the jobs, and two handlers (as two worker processes would) run them at once.
+ * Contributions to the public metamodel with the worker's job runners driven by the test: an API-only
+ * platform queues the jobs, and two runners (as two worker processes would) run them at once.
  */
 describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
   let platform: TestPlatform;
@@ -23,7 +24,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
   let b: { key: string; userId: string };
   let metaModelId: string;
   let engines: EngineWorker[];
-  let handlers: FineTuneHandler[];
+  let runners: JobRunner[];
   let seed = 0;
 
   const ok = async (response: Promise<GraphQLResponse>) => {
@@ -54,10 +55,10 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     const baseModelId = (await registerFixturePack(platform, admin)).id;
     metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
     engines = [new EngineWorker({ device: 'cpu' }), new EngineWorker({ device: 'cpu' })];
-    handlers = engines.map((engine) => new FineTuneHandler(platform.services, engine));
+    runners = engines.map((engine) => new JobRunner(platform.services, new FineTuneHandler(platform.services, engine)));
   }, 120_000);
   afterAll(async () => {
-    for (const handler of handlers ?? []) await handler.stop();
+    for (const runner of runners ?? []) await runner.stop();
     for (const engine of engines ?? []) await engine.close();
     await platform?.stop();
   });
@@ -65,7 +66,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
   it('serializes concurrent contributions: two versions chained, the later one trained on the earlier', async () => {
     const fromA = await contribute(a.key, 'cat');
     const fromB = await contribute(b.key, 'dog');
-    await Promise.all([handlers[0].run(fromA.jobId), handlers[1].run(fromB.jobId)]);
+    await Promise.all([runners[0].run(fromA.jobId), runners[1].run(fromB.jobId)]);
 
     const [first, second] = await versions();
     expect(second.parentVersionId).toBe(first.id);
@@ -86,7 +87,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     const failing = await contribute(a.key, 'bird');
     const [photo] = await platform.services.db.query('SELECT "objectKey" FROM instance_image WHERE id = $1', [failing.photo]);
     await platform.services.store.delete(photo.objectKey);
-    await handlers[0].run(failing.jobId);
+    await runners[0].run(failing.jobId);
     const job = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { status error } }', { id: failing.jobId }, a.key))).job;
     expect(job).toEqual({ status: 'FAILED', error: 'Fine-tuning failed' });
     expect((await contribution(failing.contributionId)).status).toBe('FAILED');
@@ -101,7 +102,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     const before = (await versions()).length;
     const canceled = await contribute(b.key, 'fish');
     expect((await ok(gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { status } }', { id: canceled.jobId }, b.key))).cancelJob.status).toBe('CANCELED');
-    await handlers[0].run(canceled.jobId); // a late delivery does nothing
+    await runners[0].run(canceled.jobId); // a late delivery does nothing
     expect((await contribution(canceled.contributionId)).status).toBe('FAILED');
     expect(await offered()).not.toContain(canceled.conceptId);
     expect((await ok(gql(url, '{ instanceImages { id } }', {}, b.key))).instanceImages).toEqual([{ id: canceled.photo }]);
@@ -139,7 +140,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
 
     // The next contribution trains from the base weights again and chains after the reverts.
     const next = await contribute(b.key, 'cow');
-    await handlers[1].run(next.jobId);
+    await runners[1].run(next.jobId);
     const c = await contribution(next.contributionId);
     expect(c.status).toBe('MERGED');
     expect(c.priorSplit.parts).toEqual([{ source: 'class', category: 'cow', images: 3 }]);
@@ -148,7 +149,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     // Photos stay their owner's: deleting those of a learned concept leaves later trainings working.
     await ok(gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: next.photo }, b.key));
     const after = await contribute(a.key, 'owl');
-    await handlers[0].run(after.jobId);
+    await runners[0].run(after.jobId);
     const owl = await contribution(after.contributionId);
     expect(owl.status).toBe('MERGED');
     expect(owl.priorSplit.parts).toEqual([{ source: 'class', category: 'owl', images: 2 }, { source: 'class', category: 'cow', images: 1 }]);

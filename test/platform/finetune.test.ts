@@ -2,7 +2,7 @@ import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { classImageKey } from '../../src/worker/handlers/finetune';
+import { classImageKey } from '../../src/services/training-images';
 import { createAdmin } from '../../src/services/users';
 import { hasFixtures } from '../helpers/fixtures';
 import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';

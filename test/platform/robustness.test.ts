@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Contribution, InstanceImage, Job, Model } from '../../src/entities';
-import { WORKER_STOPPED_MESSAGE } from '../../src/worker/liveness';
+import { WORKER_STOPPED_MESSAGE } from '../../src/services/job-lifecycle';
 import { startWorker, type RunningWorker } from '../../src/worker/worker';
 import { parseSafetensors, serializeSafetensors } from '../../src/engine/weights/safetensors';
 import { createAdmin } from '../../src/services/users';

@@ -1,4 +1,5 @@
 import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
+import { DEFAULT_LORA_RANK } from '../../engine';
 import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../../entities';
 import { startFineTune } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
@@ -40,7 +41,7 @@ class StartFineTuneInput {
   @Field(() => FineTuneMethod)
   method: FineTuneMethod;
 
-  @Field(() => Int, { nullable: true, description: 'LoRA rank, default 4.' })
+  @Field(() => Int, { nullable: true, description: `LoRA rank, default ${DEFAULT_LORA_RANK}.` })
   rank?: number | null;
 }
 

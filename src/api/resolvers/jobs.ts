@@ -1,19 +1,14 @@
 import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
+import { SAMPLER_NAMES, type SamplerName } from '../../engine';
 import { Image, Job, JobStatus } from '../../entities';
 import { listJobImages } from '../../services/images';
-import { cancelJob, FINISHED, generateImages, getJob, listJobs, readJobState, type JobState } from '../../services/jobs';
+import { FINISHED } from '../../services/job-lifecycle';
+import { cancelJob, generateImages, getJob, listJobs, readJobState, type JobState } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
-/** The engine's samplers by their GraphQL names; the values are the engine's names. */
-enum Scheduler {
-  DDIM = 'ddim',
-  PNDM = 'pndm',
-  EULER = 'euler',
-  EULER_ANCESTRAL = 'euler_ancestral',
-  DPMPP_2M = 'dpmpp_2m',
-  LMS = 'lms',
-}
+/** The engine's samplers by their GraphQL names (`dpmpp_2m` is DPMPP_2M); the values are the engine's names. */
+const Scheduler = Object.fromEntries(SAMPLER_NAMES.map((name) => [name.toUpperCase(), name])) as Record<Uppercase<SamplerName>, SamplerName>;
 registerEnumType(Scheduler, { name: 'Scheduler' });
 
 @InputType()
@@ -37,7 +32,7 @@ class GenerateImagesInput {
   guidanceScale?: number;
 
   @Field(() => Scheduler, { nullable: true, description: "Default: the model's own." })
-  scheduler?: Scheduler | null;
+  scheduler?: SamplerName | null;
 
   @Field(() => Float, { nullable: true, description: 'Unsigned 32-bit; random when absent. The same seed and settings give the same images.' })
   seed?: number | null;

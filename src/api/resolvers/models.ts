@@ -8,9 +8,9 @@ import {
   getModel,
   getModelBaseModel,
   listModels,
-  listVersions,
   renameModel,
 } from '../../services/models';
+import { listVersions } from '../../services/versions';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 

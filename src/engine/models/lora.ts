@@ -14,6 +14,9 @@ export class LoraError extends Error {
   override readonly name = 'LoraError';
 }
 
+/** The rank when none is asked for: diffusers' DreamBooth LoRA script's `--rank` default. */
+export const DEFAULT_LORA_RANK = 4;
+
 /** peft's usual Stable Diffusion targets: the attention projections. */
 export const ATTENTION_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'] as const;
 

@@ -11,7 +11,7 @@ import {
 } from './dreambooth-graph';
 import { type TrainingPixels } from './images';
 import { loraFromSlots, type LoraWeights } from './lora-file';
-import { type StableDiffusionModels } from './stable-diffusion';
+import { imageGeometry, type StableDiffusionModels } from './stable-diffusion';
 import { TrainingEncoders } from './training-encoders';
 
 export type { TrainingMethod, UNetTrainingModels } from './dreambooth-graph';
@@ -243,10 +243,9 @@ function validate(models: StableDiffusionModels, request: DreamBoothRequest) {
     throw new DreamBoothError(describeIssues(parsed.error));
   }
   const r = parsed.data;
-  const vaeFactor = 2 ** (models.vae.config.block_out_channels.length - 1);
-  const unetFactor = 2 ** (models.unet.config.blockOutChannels.length - 1);
-  const resolution = r.resolution ?? models.unet.sampleSize * vaeFactor;
-  if ((resolution / vaeFactor) % unetFactor) throw new DreamBoothError(`resolution ${resolution} must be a multiple of ${vaeFactor * unetFactor} for this model`);
+  const { vaeFactor, sideMultiple, nativeSize } = imageGeometry(models);
+  const resolution = r.resolution ?? nativeSize;
+  if (resolution % sideMultiple) throw new DreamBoothError(`resolution ${resolution} must be a multiple of ${sideMultiple} for this model`);
   for (const [set, examples] of [['instance', r.instance], ['prior', r.prior]] as const) {
     examples.forEach(({ pixels }, i) => {
       if (pixels.size !== resolution || pixels.data.length !== 3 * resolution * resolution) {

@@ -5,11 +5,11 @@ export {
   type UNetTrainingModels,
 } from './dreambooth';
 export { ImageInputError, loadTrainingImage, type ImageInputErrorCode, type TrainingPixels } from './images';
-export { loraFromSlots, serializeLora, type LoraWeights } from './lora-file';
+export { loraFromSlots, parseLoraFile, serializeLora, type LoraWeights } from './lora-file';
 export { openGraphSession } from './sessions';
 export {
-  attachWeights, loadStableDiffusion, loadStableDiffusionFrom, parseUNetWeights, serializeUNet, withUNetWeights,
-  type StableDiffusionModels,
+  attachWeights, checkStableDiffusionPack, imageGeometry, loadStableDiffusion, loadStableDiffusionFrom, packImageGeometry, parseUNetWeights,
+  serializeUNet, withUNetWeights, type ImageGeometry, type StableDiffusionModels,
 } from './stable-diffusion';
 export {
   encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,

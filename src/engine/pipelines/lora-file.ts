@@ -1,4 +1,5 @@
-import { fromFloat32, serializeSafetensors, type StoredTensor } from '../weights/safetensors';
+import { type LoraLayer, parseUNetLora } from '../models/lora';
+import { fromFloat32, parseSafetensors, serializeSafetensors, type StoredTensor } from '../weights/safetensors';
 
 /** A UNet LoRA in diffusers key naming: `<module>.lora.down.weight` [rank, in] and `<module>.lora.up.weight` [out, rank]. */
 export type LoraWeights = Map<string, Float32Array>;
@@ -25,4 +26,9 @@ export function serializeLora(lora: LoraWeights, rank: number): Uint8Array {
     tensors.set(name, fromFloat32(data, name.endsWith('.lora.down.weight') ? [rank, other] : [other, rank]));
   }
   return serializeSafetensors(tensors);
+}
+
+/** A UNet LoRA safetensors file (diffusers' layout, as `serializeLora` writes it, or peft's) by module path. */
+export function parseLoraFile(bytes: Uint8Array): Map<string, LoraLayer> {
+  return parseUNetLora(parseSafetensors(bytes));
 }

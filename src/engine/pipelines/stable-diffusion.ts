@@ -5,8 +5,8 @@ import { parseUNetConfig, type UNetConfig } from '../models/unet';
 import { parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
 import { type SchedulerName } from '../schedulers';
 import { type ClipTokenizer, loadClipTokenizerFrom } from '../tokenizer';
-import { bindWeights, WeightBindingError } from '../weights/bind';
-import { loadPack, type Pack, type PackSource } from '../weights/pack';
+import { bindWeights, WeightBindingError, weightProblems } from '../weights/bind';
+import { loadPack, readWeightHeaders, type Pack, type PackSource, type RangedPackSource } from '../weights/pack';
 import { fromFloat32, parseSafetensors, serializeSafetensors } from '../weights/safetensors';
 
 /** A Stable Diffusion pack with configs parsed and every component's weights checked and widened to float32. */
@@ -44,8 +44,11 @@ async function loadUNet(pack: Pack): Promise<StableDiffusionModels['unet']> {
   const component = pack.component('unet');
   const config = parseUNetConfig(component.config);
   const weights = bindWeights(declaredUNetWeights(config), await component.weights());
-  return { config, sampleSize: Number(component.config.sample_size ?? 64), weights };
+  return { config, sampleSize: unetSampleSize(component.config), weights };
 }
+
+/** diffusers' UNet2DConditionModel default, for configs that leave `sample_size` out. */
+const unetSampleSize = (config: Record<string, unknown>) => Number(config.sample_size ?? 64);
 
 async function loadVae(pack: Pack): Promise<StableDiffusionModels['vae']> {
   const component = pack.component('vae');
@@ -74,6 +77,55 @@ export async function loadStableDiffusion(pack: Pack, tokenizer?: ClipTokenizer)
 /** A whole model from wherever its pack lives (a folder, object storage): `loadPack` then `loadStableDiffusion`. */
 export async function loadStableDiffusionFrom(source: PackSource): Promise<StableDiffusionModels> {
   return loadStableDiffusion(await loadPack(source));
+}
+
+/**
+ * Image sizes in pixels as a model's configs fix them: `vaeFactor` pixels a side make one latent, every
+ * side must be a multiple of `sideMultiple` (the UNet halves the latents at each level but the last),
+ * and `nativeSize`, the UNet's sample size in pixels, is what images are made and trained at by default.
+ */
+export interface ImageGeometry {
+  vaeFactor: number;
+  sideMultiple: number;
+  nativeSize: number;
+}
+
+export function imageGeometry({ unet, vae }: {
+  unet: Pick<StableDiffusionModels['unet'], 'config' | 'sampleSize'>;
+  vae: Pick<StableDiffusionModels['vae'], 'config'>;
+}): ImageGeometry {
+  const vaeFactor = 2 ** (vae.config.block_out_channels.length - 1);
+  const unetFactor = 2 ** (unet.config.blockOutChannels.length - 1);
+  return { vaeFactor, sideMultiple: vaeFactor * unetFactor, nativeSize: unet.sampleSize * vaeFactor };
+}
+
+/** A pack's image geometry from its configs alone, reading no weights. */
+export function packImageGeometry(pack: Pack): ImageGeometry {
+  const unet = pack.component('unet').config;
+  return imageGeometry({
+    unet: { config: parseUNetConfig(unet), sampleSize: unetSampleSize(unet) },
+    vae: { config: parseVaeConfig(pack.component('vae').config) },
+  });
+}
+
+/**
+ * Checks a pack as `loadStableDiffusion` would load it (configs, tokenizer, every weight's name, shape
+ * and type) from the safetensors headers alone, so a service can refuse a broken upload without holding
+ * a checkpoint's data. Throws what loading would: PackError, ModelConfigError, TokenizerError or a
+ * WeightBindingError listing every problem.
+ */
+export async function checkStableDiffusionPack(pack: Pack, source: RangedPackSource): Promise<void> {
+  await loadClipTokenizerFrom(pack.source, pack.component('tokenizer').name);
+  const textEncoder = pack.component('text_encoder');
+  const storedText = dropClipTextBuffers(await readWeightHeaders(source, textEncoder));
+  const unet = pack.component('unet');
+  const vae = pack.component('vae');
+  const problems = [
+    ...weightProblems(declaredTextEncoderWeights(parseClipTextConfig(textEncoder.config), clipTextKeyPrefix(storedText.keys())), storedText),
+    ...weightProblems(declaredUNetWeights(parseUNetConfig(unet.config)), await readWeightHeaders(source, unet)),
+    ...weightProblems(declaredVaeWeights(parseVaeConfig(vae.config)), renameLegacyVaeKeys(await readWeightHeaders(source, vae))),
+  ];
+  if (problems.length > 0) throw new WeightBindingError(problems);
 }
 
 /**

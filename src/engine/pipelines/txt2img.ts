@@ -10,17 +10,15 @@ import { buildUNet } from '../models/unet';
 import { buildVaeDecoder } from '../models/vae';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
-import { createScheduler, SCHEDULER_NAMES, type SchedulerName } from '../schedulers';
+import { createScheduler, SAMPLER_NAMES } from '../schedulers';
 import { describeIssues } from '../validation';
 import { openGraphSession } from './sessions';
-import { attachWeights, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
+import { attachWeights, imageGeometry, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
 
 /** A txt2img request the pipeline cannot honour; nothing was computed. */
 export class Txt2ImgError extends Error {
   override readonly name = 'Txt2ImgError';
 }
-
-const SAMPLERS = SCHEDULER_NAMES.filter((name) => name !== 'ddpm') as [Exclude<SchedulerName, 'ddpm'>, ...Exclude<SchedulerName, 'ddpm'>[]];
 
 const REQUEST = z.object({
   prompt: z.string(),
@@ -29,7 +27,7 @@ const REQUEST = z.object({
   guidanceScale: z.number().finite().min(0).default(7.5),
   steps: z.number().int().min(1).max(1000).default(50),
   /** Defaults to the pack's scheduler. */
-  scheduler: z.enum(SAMPLERS).optional(),
+  scheduler: z.enum(SAMPLER_NAMES).optional(),
   /**
    * scheduler_config.json keys to sample with instead of the pack's (e.g. `timestep_spacing`,
    * `use_karras_sigmas`); keys the scheduler does not know are ignored, missing ones take its defaults.
@@ -168,17 +166,15 @@ export class Txt2ImgPipeline {
       throw new Txt2ImgError(describeIssues(parsed.error));
     }
     const r = parsed.data;
-    const { unet, vae, scheduler } = this.models;
+    const { unet, scheduler } = this.models;
     const schedulerName = r.scheduler ?? scheduler.name;
     if (!schedulerName || schedulerName === 'ddpm') throw new Txt2ImgError('the pack\'s scheduler is not one we sample with: name a scheduler');
-    const vaeFactor = 2 ** (vae.config.block_out_channels.length - 1);
-    const unetFactor = 2 ** (unet.config.blockOutChannels.length - 1);
-    const sampleSize = unet.sampleSize * vaeFactor;
-    const width = r.width ?? sampleSize;
-    const height = r.height ?? sampleSize;
+    const { vaeFactor, sideMultiple, nativeSize } = imageGeometry(this.models);
+    const width = r.width ?? nativeSize;
+    const height = r.height ?? nativeSize;
     for (const [name, size] of [['width', width], ['height', height]] as const) {
-      if (size % 8 || (size / vaeFactor) % unetFactor) {
-        throw new Txt2ImgError(`${name} ${size} must be a multiple of 8 and of ${vaeFactor * unetFactor} for this model`);
+      if (size % 8 || size % sideMultiple) {
+        throw new Txt2ImgError(`${name} ${size} must be a multiple of 8 and of ${sideMultiple} for this model`);
       }
     }
     const latentCount = r.numImages * unet.config.raw.in_channels * (height / vaeFactor) * (width / vaeFactor);

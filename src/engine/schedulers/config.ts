@@ -5,6 +5,10 @@ import { parsePythonJson } from './python-json';
 export const SCHEDULER_NAMES = ['ddim', 'pndm', 'euler', 'euler_ancestral', 'dpmpp_2m', 'lms', 'ddpm'] as const;
 export type SchedulerName = (typeof SCHEDULER_NAMES)[number];
 
+/** The schedulers images are sampled with: DDPM is a training schedule, not one to sample with. */
+export const SAMPLER_NAMES = SCHEDULER_NAMES.filter((name) => name !== 'ddpm') as [SamplerName, ...SamplerName[]];
+export type SamplerName = Exclude<SchedulerName, 'ddpm'>;
+
 /** A scheduler_config.json the engine cannot honour; nothing was built. */
 export class SchedulerConfigError extends Error {
   override readonly name = 'SchedulerConfigError';

@@ -8,8 +8,8 @@ import { LmsScheduler } from './lms';
 import { PndmScheduler } from './pndm';
 import type { Scheduler } from './scheduler';
 
-export { SCHEDULER_NAMES, SchedulerConfigError, parseSchedulerConfigJson, resolveSchedulerConfig } from './config';
-export type { SchedulerConfig, SchedulerName } from './config';
+export { SAMPLER_NAMES, SCHEDULER_NAMES, SchedulerConfigError, parseSchedulerConfigJson, resolveSchedulerConfig } from './config';
+export type { SamplerName, SchedulerConfig, SchedulerName } from './config';
 export { SchedulerUsageError, type Scheduler, type SigmaScheduler } from './scheduler';
 export { DdimScheduler, DdpmScheduler, DpmSolverMultistepScheduler, EulerAncestralScheduler, EulerScheduler, LmsScheduler, PndmScheduler };
 

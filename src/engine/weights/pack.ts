@@ -1,11 +1,17 @@
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, normalize, sep } from 'node:path';
-import { parseSafetensors, type StoredTensor } from './safetensors';
+import { parseSafetensors, parseSafetensorsHeader, safetensorsHeaderLength, type StoredTensor, type TensorHeader } from './safetensors';
 
 /** Where a pack's files come from: a folder here, object storage in the platform. Paths use `/`. */
 export interface PackSource {
   read(relPath: string): Promise<Uint8Array>;
   exists(relPath: string): Promise<boolean>;
+}
+
+/** A source that also reads part of a file (object storage, with ranged GETs), so a pack's weights can be checked from their headers. */
+export interface RangedPackSource extends PackSource {
+  /** Bytes [start, end) of a file (fewer where it ends sooner) and the file's size. */
+  readRange(relPath: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }>;
 }
 
 export type PackErrorCode = 'MISSING_FILE' | 'INVALID_FILE' | 'NO_WEIGHTS' | 'UNKNOWN_COMPONENT' | 'INVALID_PATH';
@@ -101,10 +107,7 @@ export async function loadPack(source: PackSource): Promise<Pack> {
       className: entry[1],
       config: await readJson(source, configFile),
       weightsFile,
-      weights: () => {
-        if (!weightsFile) throw new PackError('NO_WEIGHTS', `pack component ${name} has no safetensors weights`);
-        return weightsFile.endsWith('.index.json') ? readShards(source, weightsFile) : readTensors(source, weightsFile);
-      },
+      weights: () => readWeights(source, name, weightsFile, (file) => readTensors(source, file)),
     });
   }
   return {
@@ -138,17 +141,41 @@ async function readJson(source: PackSource, path: string): Promise<Record<string
   return value as Record<string, unknown>;
 }
 
+/**
+ * A component's tensors as its safetensors headers describe them, read with two ranged reads a file:
+ * enough to check a checkpoint against its config without reading its data.
+ */
+export function readWeightHeaders(source: RangedPackSource, component: PackComponent): Promise<Map<string, TensorHeader>> {
+  return readWeights(source, component.name, component.weightsFile, async (path) => {
+    const prefix = (await source.readRange(path, 0, 8)).bytes;
+    const headerLength = asPackFile(path, () => safetensorsHeaderLength(prefix));
+    const { bytes, size } = await source.readRange(path, 8, 8 + headerLength);
+    return asPackFile(path, () => parseSafetensorsHeader(bytes, headerLength, size));
+  });
+}
+
+/** Each tensor of a component's weights file, `read` from it, or from the shards it indexes. */
+function readWeights<T>(source: PackSource, component: string, weightsFile: string | null, read: (path: string) => Promise<Map<string, T>>): Promise<Map<string, T>> {
+  if (!weightsFile) throw new PackError('NO_WEIGHTS', `pack component ${component} has no safetensors weights`);
+  return weightsFile.endsWith('.index.json') ? readShards(source, weightsFile, read) : read(weightsFile);
+}
+
 async function readTensors(source: PackSource, path: string): Promise<Map<string, StoredTensor>> {
   const bytes = await source.read(path);
+  return asPackFile(path, () => parseSafetensors(bytes));
+}
+
+/** A file whose bytes do not parse is a PackError naming the file. */
+function asPackFile<T>(path: string, parse: () => T): T {
   try {
-    return parseSafetensors(bytes);
+    return parse();
   } catch (error) {
     throw new PackError('INVALID_FILE', `pack file ${path}: ${(error as Error).message}`);
   }
 }
 
 /** A sharded checkpoint: `{weight_map: {tensor: shard file}}` beside the shards. */
-async function readShards(source: PackSource, indexPath: string): Promise<Map<string, StoredTensor>> {
+async function readShards<T>(source: PackSource, indexPath: string, read: (path: string) => Promise<Map<string, T>>): Promise<Map<string, T>> {
   const weightMap = (await readJson(source, indexPath)).weight_map;
   if (typeof weightMap !== 'object' || weightMap === null) {
     throw new PackError('INVALID_FILE', `pack file ${indexPath} has no weight_map`);
@@ -158,9 +185,9 @@ async function readShards(source: PackSource, indexPath: string): Promise<Map<st
   for (const [tensor, shard] of Object.entries(weightMap as Record<string, string>)) {
     byShard.set(shard, [...(byShard.get(shard) ?? []), tensor]);
   }
-  const tensors = new Map<string, StoredTensor>();
+  const tensors = new Map<string, T>();
   for (const [shard, names] of byShard) {
-    const stored = await readTensors(source, folder + shard);
+    const stored = await read(folder + shard);
     for (const name of names) {
       const tensor = stored.get(name);
       if (!tensor) throw new PackError('INVALID_FILE', `pack file ${folder + shard} lacks ${name}, which ${indexPath} places there`);

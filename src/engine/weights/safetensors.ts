@@ -44,12 +44,15 @@ export function safetensorsHeaderLength(prefix: Uint8Array): number {
 
 /**
  * The tensors a JSON header `{name: {dtype, shape, data_offsets}}` describes, each with a supported
- * type and as many bytes as its shape needs. Enough to check a checkpoint without reading its data.
+ * type, as many bytes as its shape needs, and inside the file. `json` is what the file holds of the
+ * `headerLength` bytes after its length prefix, `fileSize` the whole file's size: enough to check a
+ * checkpoint without reading its data.
  */
-export function parseSafetensorsHeader(json: Uint8Array): Map<string, TensorHeader> {
+export function parseSafetensorsHeader(json: Uint8Array, headerLength: number, fileSize: number): Map<string, TensorHeader> {
+  if (json.byteLength < headerLength) throw new SafetensorsError('safetensors: header runs past the end of the file');
   let header: Record<string, { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] } | Record<string, string>>;
   try {
-    header = JSON.parse(new TextDecoder().decode(json));
+    header = JSON.parse(new TextDecoder().decode(json.subarray(0, headerLength)));
   } catch (error) {
     throw new SafetensorsError(`safetensors: the header is not JSON (${(error as Error).message})`);
   }
@@ -58,6 +61,7 @@ export function parseSafetensorsHeader(json: Uint8Array): Map<string, TensorHead
     if (name === '__metadata__') continue;
     const { dtype, shape, data_offsets: [begin, end] } = entry as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
     checkTensorBytes(name, dtype, shape, end - begin);
+    if (8 + headerLength + end > fileSize) throw new SafetensorsError(`safetensors: tensor ${name} runs past the end of the file`);
     tensors.set(name, { dtype, shape, begin, end });
   }
   return tensors;
@@ -69,11 +73,9 @@ export function parseSafetensorsHeader(json: Uint8Array): Map<string, TensorHead
  */
 export function parseSafetensors(buffer: Uint8Array): Map<string, StoredTensor> {
   const headerLength = safetensorsHeaderLength(buffer);
-  if (8 + headerLength > buffer.byteLength) throw new SafetensorsError('safetensors: header runs past the end of the file');
   const dataStart = 8 + headerLength;
   const tensors = new Map<string, StoredTensor>();
-  for (const [name, { dtype, shape, begin, end }] of parseSafetensorsHeader(buffer.subarray(8, dataStart))) {
-    if (dataStart + end > buffer.byteLength) throw new SafetensorsError(`safetensors: tensor ${name} runs past the end of the file`);
+  for (const [name, { dtype, shape, begin, end }] of parseSafetensorsHeader(buffer.subarray(8, dataStart), headerLength, buffer.byteLength)) {
     tensors.set(name, { dtype, shape, bytes: buffer.subarray(dataStart + begin, dataStart + end) });
   }
   return tensors;

@@ -1,0 +1,79 @@
+import { generateClassImages, loadTrainingImage, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels } from '../engine';
+import { InstanceImage } from '../entities';
+import type { PriorSplit } from './big-split';
+import type { Services } from './container';
+import { FineTuneFailure } from './finetune';
+
+/** Denoising steps of generated class images: diffusers' DreamBooth scripts use the pipeline's default, 50. */
+const CLASS_IMAGE_STEPS = 50;
+/** Class image i of a (base model, category) is generated with seed i, so the cache only ever grows. */
+const CLASS_IMAGE_SEED = 0;
+
+/** Generated class images, shared by every user and job of a base model. */
+export function classImageKey(baseModelId: string, category: string, index: number): string {
+  return `class-images/${baseModelId}/${encodeURIComponent(category)}/${index}.png`;
+}
+
+/**
+ * The images a fine-tune trains on, at the model's training resolution: the concept's own photos,
+ * and the prior-preservation images of its BIG split, which are class images (generated once per base
+ * model and category, then cached in the object store for everyone) and replayed photos of the
+ * concepts the model learned before.
+ */
+export class TrainingImages {
+  constructor(
+    private readonly services: Pick<Services, 'db' | 'store'>,
+    private readonly engine: EngineWorker,
+    private readonly resolution: number,
+  ) {}
+
+  /** A concept's stored photos as training examples, cycled to `count` when given. */
+  async photos(conceptId: string, prompt: string, count?: number): Promise<Example[]> {
+    const { db, store } = this.services;
+    const photos = await db.getRepository(InstanceImage).find({ where: { conceptId }, order: { createdAt: 'ASC' } });
+    if (photos.length === 0) throw new FineTuneFailure('The concept has no photos to train on');
+    const pixels = await Promise.all(photos.map(async (p) => loadTrainingImage(await store.get(p.objectKey), this.resolution)));
+    const n = count ?? pixels.length;
+    return Array.from({ length: n }, (_, i) => ({ pixels: pixels[i % pixels.length], prompt }));
+  }
+
+  /** The split's parts as examples: cached class images of each category, replayed photos of learned concepts. */
+  async prior(split: PriorSplit, baseModelId: string, models: StableDiffusionModels, signal: AbortSignal): Promise<Example[]> {
+    const examples: Example[] = [];
+    let pipeline: Txt2ImgPipeline | undefined;
+    try {
+      for (const part of split.parts) {
+        if (part.images === 0) continue;
+        if (part.source === 'instance') {
+          examples.push(...(await this.photos(part.conceptId, `a ${part.token} ${part.category}`, part.images)));
+          continue;
+        }
+        const generator = () => (pipeline ??= new Txt2ImgPipeline(models, this.engine));
+        examples.push(...(await this.#classImages(generator, baseModelId, part.category, part.images, signal)));
+      }
+    } finally {
+      await pipeline?.close();
+    }
+    return examples;
+  }
+
+  /** `count` class images of `category`, generating the ones the cache lacks with `generator()`'s pipeline. */
+  async #classImages(generator: () => Txt2ImgPipeline, baseModelId: string, category: string, count: number, signal: AbortSignal): Promise<Example[]> {
+    const { store } = this.services;
+    const prompt = `a ${category}`;
+    const keys = Array.from({ length: count }, (_, i) => classImageKey(baseModelId, category, i));
+    let have = 0;
+    while (have < keys.length && (await store.exists(keys[have]))) have++;
+    if (have < keys.length) {
+      const pngs = await generateClassImages(
+        generator(),
+        { prompt, count: keys.length - have, seed: CLASS_IMAGE_SEED + have, steps: CLASS_IMAGE_STEPS, width: this.resolution, height: this.resolution },
+        { signal },
+      );
+      for (const [i, png] of pngs.entries()) await store.put(keys[have + i], png, 'image/png');
+    }
+    const examples: Example[] = [];
+    for (const key of keys) examples.push({ pixels: await loadTrainingImage(await store.get(key), this.resolution), prompt });
+    return examples;
+  }
+}

@@ -1,0 +1,109 @@
+import type { EntityManager } from 'typeorm';
+import type { Job } from '../entities';
+import type { Services } from '../services/container';
+import { claimJob, failRunningJob, finishJob, isJobRunning, recordJobProgress, requeueJob } from '../services/job-lifecycle';
+
+/** Thrown out of a job a stopping worker gives back, so pg-boss hands it to another worker. */
+export class WorkerStopping extends Error {
+  override readonly name = 'WorkerStopping';
+}
+
+/** What a handler's work sees of the job it runs. */
+export interface JobRun {
+  /** Aborted when the job is canceled (or failed by a sweep) and when the worker stops. */
+  signal: AbortSignal;
+  /**
+   * Records a step, in order, without waiting. The write is conditional on the job still RUNNING, so
+   * it doubles as the cancellation check: once the row says otherwise, `signal` aborts.
+   */
+  progress(values: { step: number; steps: number; loss?: number }): void;
+  /** Re-reads the row after a long wait (for a lock), aborting `signal` and throwing once the job is no longer RUNNING. */
+  checkStillRunning(): Promise<void>;
+  /**
+   * Waits for the progress writes, then makes the job SUCCEEDED together with what `record` writes of
+   * its result; false when the job was canceled meanwhile, and the caller discards what it made.
+   */
+  finish(record: (tx: EntityManager) => Promise<void>): Promise<boolean>;
+}
+
+/** One kind of job's own work; the lifecycle around it is the JobRunner's. */
+export interface JobHandler {
+  work(job: Job, run: JobRun): Promise<void>;
+  /** What the user reads when `work` throws `error`: messages of the handler's own failures, nothing internal. */
+  userMessage(error: unknown): string;
+  /** Frees what the handler keeps between jobs (loaded pipelines). */
+  close(): Promise<void>;
+}
+
+/**
+ * Runs the jobs of one handler in this process, each the same way: claim the QUEUED row, run the
+ * handler's work with progress and cancellation, and end in exactly one outcome: finished by the work,
+ * requeued when the worker stops (the queue retries it elsewhere), left as it is when canceled (the
+ * cancel recorded it), or failed with the handler's message for the user.
+ */
+export class JobRunner {
+  readonly #controllers = new Map<string, AbortController>();
+  readonly #settled = new Set<Promise<void>>();
+
+  constructor(
+    private readonly services: Services,
+    private readonly handler: JobHandler,
+  ) {}
+
+  /** Runs job `jobId`; rejects only with WorkerStopping, which hands the job back to the queue. */
+  run(jobId: string): Promise<void> {
+    const run = this.#run(jobId);
+    const settled = run.then(() => {}, () => {});
+    this.#settled.add(settled);
+    void settled.then(() => this.#settled.delete(settled));
+    return run;
+  }
+
+  /** Aborts every running job with WorkerStopping, so each returns to the queue, waits for them, and closes the handler. */
+  async stop(): Promise<void> {
+    for (const controller of this.#controllers.values()) controller.abort(new WorkerStopping('the worker is stopping'));
+    await Promise.all(this.#settled);
+    await this.handler.close();
+  }
+
+  async #run(jobId: string): Promise<void> {
+    const { db, log } = this.services;
+    const job = await claimJob(db, jobId);
+    if (!job) return;
+    const controller = new AbortController();
+    this.#controllers.set(jobId, controller);
+    let written = Promise.resolve();
+    const run: JobRun = {
+      signal: controller.signal,
+      progress: (values) => {
+        written = written
+          .then(async () => {
+            if (controller.signal.aborted) return;
+            if (!(await recordJobProgress(db, jobId, values))) controller.abort(new Error('canceled'));
+          })
+          .catch((error) => log.warn({ err: error, jobId }, 'progress update failed'));
+      },
+      checkStillRunning: async () => {
+        if (!(await isJobRunning(db, jobId))) controller.abort(new Error('canceled'));
+        controller.signal.throwIfAborted();
+      },
+      finish: async (record) => {
+        await written;
+        return finishJob(db, jobId, record);
+      },
+    };
+    try {
+      await this.handler.work(job, run);
+    } catch (error) {
+      if (controller.signal.reason instanceof WorkerStopping) {
+        await requeueJob(db, job);
+        throw controller.signal.reason;
+      }
+      if (controller.signal.aborted) return; // canceled: whoever changed the row has recorded it
+      log.error({ err: error, jobId, type: job.type }, 'job failed');
+      await failRunningJob(db, jobId, this.handler.userMessage(error));
+    } finally {
+      this.#controllers.delete(jobId);
+    }
+  }
+}
