@@ -4,6 +4,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type S3Config } from './config';
+import { KeyCache } from './services/api-keys';
 import { JobEvents } from './services/job-events';
 import { PgBossQueue } from './storage/job-queue';
 import { startWorker } from './worker/worker';
@@ -64,7 +65,9 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
     stack.push(() => queue.stop());
     const events = new JobEvents(databaseUrl, log);
     stack.push(() => events.close());
-    const services: Services = { config, log, db, store, queue, events };
+    const keys = new KeyCache(db, databaseUrl, log);
+    stack.push(() => keys.close());
+    const services: Services = { config, log, db, store, queue, events, keys };
     await ensureBundledBaseModel(db, store);
 
     let url: string | null = null;

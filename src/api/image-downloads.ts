@@ -1,6 +1,5 @@
 import { pipeline } from 'node:stream/promises';
 import { Router, type Response } from 'express';
-import { authenticate } from '../services/api-keys';
 import { AppError } from '../services/errors';
 import { getImage } from '../services/images';
 import type { Services } from '../services/container';
@@ -11,11 +10,11 @@ const STATUS: Partial<Record<AppError['code'], number>> = { UNAUTHENTICATED: 401
  * `GET /images/:id`: a generated PNG streamed from object storage to its owner (or an admin), with
  * the same Bearer key as the API. Others get 404, as if the image did not exist.
  */
-export function imageDownloads({ db, store, log }: Services): Router {
+export function imageDownloads({ db, store, log, keys }: Services): Router {
   const router = Router();
   router.get('/images/:id', async (req, res) => {
     try {
-      const viewer = await authenticate(db, req.headers.authorization);
+      const viewer = await keys.authenticate(req.headers.authorization);
       if (!viewer) return refuse(res, 401, 'UNAUTHENTICATED', 'A valid API key is required');
       const image = await getImage(db, viewer, req.params.id);
       const object = await store.stream(image.objectKey);

@@ -11,7 +11,6 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import { playground } from '../../web/server';
 import { AppError } from '../services/errors';
-import { authenticate } from '../services/api-keys';
 import type { Services } from '../services/container';
 import type { Context } from './context';
 import { createErrorFormatter } from './errors';
@@ -28,7 +27,7 @@ export interface RunningApi {
 
 /** GraphQL over HTTP (Apollo on express) and WebSocket (graphql-ws) on one port. */
 export async function startApiServer(services: Services, schema: GraphQLSchema): Promise<RunningApi> {
-  const { config, log, db } = services;
+  const { config, log, keys } = services;
   const app = express();
   const httpServer = http.createServer(app);
   const formatError = createErrorFormatter(log);
@@ -66,7 +65,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       onConnect: async (ctx) => {
         const header = ctx.connectionParams?.authorization;
         try {
-          ctx.extra.viewer = (await authenticate(db, typeof header === 'string' ? header : undefined)) ?? null;
+          ctx.extra.viewer = (await keys.authenticate(typeof header === 'string' ? header : undefined)) ?? null;
           return true;
         } catch (error) {
           if (error instanceof AppError) return false;
@@ -106,7 +105,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     expressMiddleware(apollo, {
       context: async ({ req }): Promise<Context> => {
         try {
-          return { viewer: (await authenticate(db, req.headers.authorization)) ?? null, services };
+          return { viewer: (await keys.authenticate(req.headers.authorization)) ?? null, services };
         } catch (error) {
           if (!(error instanceof AppError)) throw error;
           throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });

@@ -1,4 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import pg from 'pg';
+import type { Logger } from 'pino';
 import type { DataSource, EntityManager } from 'typeorm';
 import { IsNull } from 'typeorm';
 import { z } from 'zod';
@@ -51,36 +53,169 @@ export function listKeys(db: DataSource, user: User): Promise<ApiKey[]> {
   return db.getRepository(ApiKey).find({ where: { userId: user.id }, order: { createdAt: 'ASC' } });
 }
 
-/** Revokes one of the user's keys; revoking twice keeps the first time. */
-export async function revokeKey(db: DataSource, user: User, id: string): Promise<ApiKey> {
+/** Something that changes what a key authenticates: one key (revoked), or every key of a user (role changed). */
+export type KeyChange = { keyId: string } | { userId: string };
+
+/** The PostgreSQL channel key changes are announced on, so every process's KeyCache drops what it trusted. */
+const KEY_CHANNEL = 'api_key_changes';
+
+/** Announces `change` to every process; inside a transaction it is delivered only on commit. */
+export async function announceKeyChange(db: DataSource | EntityManager, change: KeyChange): Promise<void> {
+  await db.query('SELECT pg_notify($1, $2)', [KEY_CHANNEL, JSON.stringify(change)]);
+}
+
+/** Revokes one of the user's keys; revoking twice keeps the first time. Every process refuses it from then on. */
+export async function revokeKey(db: DataSource, keys: KeyCache, user: User, id: string): Promise<ApiKey> {
   const repo = db.getRepository(ApiKey);
   const apiKey = await repo.findOneBy({ id: parseId(id), userId: user.id });
   if (!apiKey) throw notFound('API key');
   if (!apiKey.revokedAt) {
-    await repo.update({ id: apiKey.id, revokedAt: IsNull() }, { revokedAt: new Date() });
+    await db.transaction(async (tx) => {
+      await tx.getRepository(ApiKey).update({ id: apiKey.id, revokedAt: IsNull() }, { revokedAt: new Date() });
+      await announceKeyChange(tx, { keyId: apiKey.id });
+    });
+    keys.forget({ keyId: apiKey.id }); // this process at once, before the notification comes back
   }
   return repo.findOneByOrFail({ id: apiKey.id });
 }
 
+/** What checking a key found: the user it speaks for, or why it is refused. */
+type Verdict = { user: User; keyId: string; lastUsedAt: number | null } | { refused: string; keyId: string | null };
+
+/** How long a verdict is trusted without asking the database; announced changes apply at once. */
+const TRUST_MS = 60_000;
+/** Verdicts kept (the oldest go first): valid keys in use, and the bad keys a client keeps sending. */
+const MAX_VERDICTS = 10_000;
+const RECONNECT_DELAY_MS = 1000;
+
 /**
- * The user an `Authorization` header value speaks for: undefined when absent; an UNAUTHENTICATED
- * error when malformed, unknown or revoked (a bad key is refused, never treated as anonymous).
+ * Authenticates requests, remembering each key's verdict for a short while in this process, so a
+ * request (with a valid key or a bad one) costs no SQL. Verdicts are trusted only while this process
+ * listens for key changes (revocations, role changes) on PostgreSQL NOTIFY; until then, and after a
+ * lost connection (when everything remembered is dropped), every request asks the database.
  */
-export async function authenticate(db: DataSource, header: string | undefined): Promise<User | undefined> {
-  if (header === undefined || header === '') return undefined;
-  const key = /^Bearer (\S+)$/.exec(header)?.[1];
-  const prefix = key && KEY_PATTERN.exec(key)?.[1];
-  if (!key || !prefix) throw unauthenticated('Malformed API key: expected "Bearer bd_..."');
+export class KeyCache {
+  readonly #verdicts = new Map<string, { verdict: Verdict; at: number }>();
+  /** Counts forgets, so a verdict read before a change is not remembered after it. */
+  #changes = 0;
+  #listener: pg.Client | null = null;
+  #connecting: Promise<void> | null = null;
+  #closed = false;
 
-  const apiKey = await db.getRepository(ApiKey).findOne({ where: { prefix }, relations: { user: true } });
-  const matches =
-    apiKey !== null && timingSafeEqual(Buffer.from(apiKey.secretHash, 'hex'), Buffer.from(hashKey(key), 'hex'));
-  if (!apiKey || !matches || !apiKey.user) throw unauthenticated('Unknown API key');
-  if (apiKey.revokedAt) throw unauthenticated('This API key has been revoked');
+  constructor(
+    private readonly db: DataSource,
+    private readonly databaseUrl: string,
+    private readonly log: Logger,
+  ) {}
 
-  const now = Date.now();
-  if (!apiKey.lastUsedAt || now - apiKey.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
-    await db.getRepository(ApiKey).update(apiKey.id, { lastUsedAt: new Date(now) });
+  /**
+   * The user an `Authorization` header value speaks for: undefined when absent; an UNAUTHENTICATED
+   * error when malformed, unknown or revoked (a bad key is refused, never treated as anonymous).
+   */
+  async authenticate(header: string | undefined): Promise<User | undefined> {
+    if (header === undefined || header === '') return undefined;
+    const key = /^Bearer (\S+)$/.exec(header)?.[1];
+    const prefix = key && KEY_PATTERN.exec(key)?.[1];
+    if (!key || !prefix) throw unauthenticated('Malformed API key: expected "Bearer bd_..."');
+    const hash = hashKey(key);
+    const remembered = this.#verdicts.get(hash);
+    let verdict: Verdict;
+    if (remembered && Date.now() - remembered.at < TRUST_MS) {
+      verdict = remembered.verdict;
+    } else {
+      const changes = this.#changes;
+      verdict = await this.#check(prefix, hash);
+      if (this.#listening() && changes === this.#changes) this.#remember(hash, verdict);
+    }
+    if ('refused' in verdict) throw unauthenticated(verdict.refused);
+    this.#touch(verdict);
+    return verdict.user;
   }
-  return apiKey.user;
+
+  /** Drops what this process trusted about a key or a user's keys. */
+  forget(change: KeyChange): void {
+    this.#changes++;
+    for (const [hash, { verdict }] of this.#verdicts) {
+      const matches = 'keyId' in change ? verdict.keyId === change.keyId : 'user' in verdict && verdict.user.id === change.userId;
+      if (matches) this.#verdicts.delete(hash);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#verdicts.clear();
+    await this.#listener?.end().catch(() => {});
+    this.#listener = null;
+  }
+
+  async #check(prefix: string, hash: string): Promise<Verdict> {
+    const apiKey = await this.db.getRepository(ApiKey).findOne({ where: { prefix }, relations: { user: true } });
+    const matches = apiKey !== null && timingSafeEqual(Buffer.from(apiKey.secretHash, 'hex'), Buffer.from(hash, 'hex'));
+    if (!apiKey || !matches || !apiKey.user) return { refused: 'Unknown API key', keyId: null };
+    if (apiKey.revokedAt) return { refused: 'This API key has been revoked', keyId: apiKey.id };
+    return { user: apiKey.user, keyId: apiKey.id, lastUsedAt: apiKey.lastUsedAt?.getTime() ?? null };
+  }
+
+  #remember(hash: string, verdict: Verdict): void {
+    this.#verdicts.delete(hash);
+    this.#verdicts.set(hash, { verdict, at: Date.now() });
+    for (const oldest of this.#verdicts.keys()) {
+      if (this.#verdicts.size <= MAX_VERDICTS) break;
+      this.#verdicts.delete(oldest);
+    }
+  }
+
+  /** lastUsedAt is a hint for the user, not an audit log: at most one write per key per minute, off the request's path. */
+  #touch(verdict: Extract<Verdict, { user: User }>): void {
+    const now = Date.now();
+    if (verdict.lastUsedAt !== null && now - verdict.lastUsedAt <= LAST_USED_RESOLUTION_MS) return;
+    verdict.lastUsedAt = now;
+    this.db
+      .getRepository(ApiKey)
+      .update(verdict.keyId, { lastUsedAt: new Date(now) })
+      .catch((error) => this.log.warn({ err: error }, 'recording an API key\'s last use failed'));
+  }
+
+  /** True once key changes reach this process; starts listening on first use, and again after a lost connection. */
+  #listening(): boolean {
+    if (this.#listener) return true;
+    if (!this.#connecting && !this.#closed) {
+      this.#connecting = this.#connect().then(
+        () => {
+          this.#connecting = null;
+        },
+        (error) => {
+          this.log.warn({ err: error }, 'listening for API key changes failed; keys are checked in the database meanwhile');
+          setTimeout(() => (this.#connecting = null), RECONNECT_DELAY_MS).unref();
+        },
+      );
+    }
+    return false;
+  }
+
+  async #connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.databaseUrl });
+    client.on('notification', ({ payload }) => {
+      try {
+        this.forget(JSON.parse(payload ?? '') as KeyChange);
+      } catch (error) {
+        this.log.warn({ err: error, payload }, 'ignoring a malformed API key change');
+      }
+    });
+    client.on('error', (error) => {
+      this.log.error({ err: error }, 'API key change listener lost');
+      void client.end().catch(() => {});
+      if (this.#listener !== client) return;
+      this.#listener = null; // verdicts may have missed a change: trust none of them
+      this.#changes++;
+      this.#verdicts.clear();
+    });
+    await client.connect();
+    await client.query(`LISTEN ${KEY_CHANNEL}`);
+    if (this.#closed) {
+      await client.end();
+      return;
+    }
+    this.#listener = client;
+  }
 }

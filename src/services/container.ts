@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { Config } from '../config';
 import type { JobType } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
+import type { KeyCache } from './api-keys';
 import type { JobEvents } from './job-events';
 
 /**
@@ -28,4 +29,6 @@ export interface Services {
   queue: JobQueue;
   /** Job changes from every process, for this process's subscribers. */
   events: JobEvents;
+  /** Authenticates requests, remembering verified keys until a change is announced. */
+  keys: KeyCache;
 }

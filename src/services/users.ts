@@ -1,7 +1,7 @@
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { Role, User } from '../entities';
-import { issueKey, type IssuedKey } from './api-keys';
+import { announceKeyChange, issueKey, type IssuedKey } from './api-keys';
 import { conflict, forbidden } from './errors';
 import { parseInput } from './validate';
 
@@ -34,7 +34,10 @@ export async function createAdmin(db: DataSource, address: string): Promise<NewA
   const users = db.getRepository(User);
   const existing = await users.findOneBy({ email: normalized });
   if (!existing) return createAccount(db, normalized, Role.ADMIN, ADMIN_KEY_NAME);
-  await users.update(existing.id, { role: Role.ADMIN });
+  await db.transaction(async (tx) => {
+    await tx.getRepository(User).update(existing.id, { role: Role.ADMIN });
+    await announceKeyChange(tx, { userId: existing.id });
+  });
   const user = await users.findOneByOrFail({ id: existing.id });
   return { user, ...(await issueKey(db, user, ADMIN_KEY_NAME)) };
 }

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createClient } from 'graphql-ws';
 import { pino } from 'pino';
+import type { DataSource, Logger } from 'typeorm';
 import WebSocket from 'ws';
 import { loadConfig } from '../../src/config';
 import { startPlatform, type RunningPlatform } from '../../src/main';
@@ -140,4 +141,40 @@ export async function registerFixturePack(platform: RunningPlatform, adminKey: s
   );
   if (registered.errors) throw new Error(`registerBaseModel failed: ${JSON.stringify(registered.errors)}`);
   return registered.data!.registerBaseModel as { id: string; architecture: string };
+}
+
+/**
+ * The SQL statements `db` sends while `run` runs: TypeORM hands every statement to its logger before
+ * sending it, so a counting logger in front of the platform's sees them all.
+ */
+export async function sqlDuring(db: DataSource, run: () => Promise<unknown>): Promise<string[]> {
+  const target = db as { logger: Logger };
+  const original = target.logger;
+  const statements: string[] = [];
+  target.logger = new Proxy(original, {
+    get: (logger, property) =>
+      property === 'logQuery'
+        ? (query: string, ...rest: unknown[]) => {
+            statements.push(query);
+            return (logger.logQuery as (...args: unknown[]) => unknown).call(logger, query, ...rest);
+          }
+        : Reflect.get(logger, property),
+  });
+  try {
+    await run();
+  } finally {
+    target.logger = original;
+  }
+  return statements;
+}
+
+/** The platform's embedded services as environment variables, for a second platform sharing them. */
+export function sharedServices(platform: RunningPlatform): Record<string, string> {
+  return {
+    DATABASE_URL: platform.databaseUrl,
+    S3_ENDPOINT: platform.s3.endpoint,
+    S3_BUCKET: platform.s3.bucket,
+    S3_ACCESS_KEY_ID: platform.s3.accessKeyId,
+    S3_SECRET_ACCESS_KEY: platform.s3.secretAccessKey,
+  };
 }

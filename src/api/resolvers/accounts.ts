@@ -50,6 +50,6 @@ export class AccountResolver {
 
   @Mutation(() => ApiKey)
   revokeApiKey(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<ApiKey> {
-    return revokeKey(services.db, requireUser(viewer), id);
+    return revokeKey(services.db, services.keys, requireUser(viewer), id);
   }
 }
