@@ -1,8 +1,14 @@
 import type { Services } from '../services/container';
 import type { Viewer } from '../services/viewer';
+import { createLoaders, type Loaders } from './loaders';
 
-/** Per request (HTTP) or per connection (WebSocket). */
+/** Per request (HTTP) or per operation (WebSocket). */
 export interface Context {
   viewer: Viewer;
   services: Services;
+  loaders: Loaders;
+}
+
+export function createContext(viewer: Viewer, services: Services): Context {
+  return { viewer, services, loaders: createLoaders(services) };
 }

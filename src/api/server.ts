@@ -12,7 +12,7 @@ import { WebSocketServer } from 'ws';
 import { playground } from '../../web/server';
 import { AppError } from '../services/errors';
 import type { Services } from '../services/container';
-import type { Context } from './context';
+import { createContext, type Context } from './context';
 import { createErrorFormatter } from './errors';
 import { imageDownloads } from './image-downloads';
 
@@ -72,7 +72,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
           throw error;
         }
       },
-      context: (ctx): Context => ({ viewer: ctx.extra.viewer ?? null, services }),
+      context: (ctx): Context => createContext(ctx.extra.viewer ?? null, services),
       // graphql-ws, unlike Apollo, leaves request errors without a code: parse and validation errors
       // arrive in onError, variable coercion errors as path-less errors of the result.
       onError: (_ctx, _id, _payload, errors) =>
@@ -105,7 +105,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     expressMiddleware(apollo, {
       context: async ({ req }): Promise<Context> => {
         try {
-          return { viewer: (await keys.authenticate(req.headers.authorization)) ?? null, services };
+          return createContext((await keys.authenticate(req.headers.authorization)) ?? null, services);
         } catch (error) {
           if (!(error instanceof AppError)) throw error;
           throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });

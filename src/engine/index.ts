@@ -8,13 +8,13 @@ export { DEFAULT_LORA_RANK, LoraError, type LoraLayer } from './models/lora';
 export { BUNDLED_TINY_SD, createRandomPack, type PackPreset } from './packs';
 export {
   checkStableDiffusionPack, DreamBoothError, encodePngs, generateClassImages, imageGeometry, ImageInputError, loadStableDiffusion,
-  loadStableDiffusionFrom, loadTrainingImage, packImageGeometry, parseLoraFile, parseUNetWeights, serializeLora, serializeUNet,
-  trainDreamBooth, Txt2ImgError, Txt2ImgPipeline, withUNetWeights,
+  loadStableDiffusionFrom, loadTrainingImage, packImageGeometry, packScheduler, parseLoraFile, parseUNetWeights, serializeLora, serializeUNet,
+  trainDreamBooth, txt2imgProblem, Txt2ImgError, Txt2ImgPipeline, withUNetWeights,
   type DreamBoothProgress, type DreamBoothRequest, type Example, type ImageGeometry, type StableDiffusionModels, type TrainingMethod,
   type TrainingStart, type Txt2ImgProgress, type Txt2ImgRequest,
 } from './pipelines';
 export { ENGINE_DEVICES, EngineRuntimeError, EngineWorker, parseEngineDevice, type EngineDevice } from './runtime';
-export { SAMPLER_NAMES, type SamplerName } from './schedulers';
+export { SAMPLER_NAMES, type SamplerName, type SchedulerName } from './schedulers';
 export { ClipTokenizer, loadClipTokenizerFrom, TokenizerError } from './tokenizer';
 export { WeightBindingError } from './weights/bind';
 export { FolderPackSource, loadPack, PackError, type Pack, type PackSource, type RangedPackSource } from './weights/pack';

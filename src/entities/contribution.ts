@@ -41,7 +41,9 @@ export class Contribution {
   @JoinColumn({ name: 'modelId' })
   model?: Model;
 
+  /** Indexed: every list of a model's concepts looks for withdrawn contributions by concept. */
   @Field(() => ID)
+  @Index()
   @Column({ type: 'uuid' })
   conceptId: string;
 

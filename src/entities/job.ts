@@ -21,6 +21,9 @@ registerEnumType(JobStatus, { name: 'JobStatus' });
 /** A unit of GPU/CPU work a worker runs; the row is the user-facing record, pg-boss carries delivery. */
 @ObjectType()
 @Entity('job')
+// A user's jobs newest first (the `jobs` list), and their active jobs (the queue limit).
+@Index(['ownerId', 'createdAt'])
+@Index(['ownerId', 'status'])
 export class Job {
   @Field(() => ID)
   @PrimaryGeneratedColumn('uuid')
@@ -69,7 +72,6 @@ export class Job {
   warnings: string[];
 
   @Field(() => ID)
-  @Index()
   @Column({ type: 'uuid' })
   ownerId: string;
 

@@ -36,7 +36,9 @@ export class Model {
   @Column({ type: 'varchar', length: 200 })
   name: string;
 
+  /** Indexed: every user's `models` list includes the public (META) ones. */
   @Field(() => ModelKind)
+  @Index()
   @Column({ type: 'enum', enum: ModelKind, enumName: 'model_kind' })
   kind: ModelKind;
 

@@ -1,4 +1,5 @@
 import type { DataSource } from 'typeorm';
+import { In } from 'typeorm';
 import { z } from 'zod';
 import {
   BUNDLED_TINY_SD, checkStableDiffusionPack, createRandomPack, loadPack, loadStableDiffusionFrom, ModelConfigError, PackError, TokenizerError,
@@ -13,6 +14,11 @@ import { parseId, parseInput } from './validate';
 /** Registered pretrained checkpoints: every signed-in user reads them, admins register them. */
 export function listBaseModels(db: DataSource): Promise<BaseModel[]> {
   return db.getRepository(BaseModel).find({ order: { name: 'ASC' } });
+}
+
+/** Base models by id, in one query (for nested fields: every signed-in user reads them). */
+export function getBaseModels(db: DataSource, ids: readonly string[]): Promise<BaseModel[]> {
+  return db.getRepository(BaseModel).findBy({ id: In([...ids]) });
 }
 
 export async function getBaseModel(db: DataSource, id: string): Promise<BaseModel> {

@@ -1,4 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
+import { In } from 'typeorm';
 import { z } from 'zod';
 import type { ClipTokenizer } from '../engine';
 import { Concept, ConceptKind, ContributionStatus, Model, type User } from '../entities';
@@ -14,17 +15,26 @@ import { basePackInfo } from './versions';
  * model offers: not those whose training failed or was reverted.
  */
 export async function listConcepts(db: DataSource, user: User, modelId: string): Promise<Concept[]> {
-  const model = await getModel(db, user, modelId);
+  return listConceptsOfModels(db, [(await getModel(db, user, modelId)).id]);
+}
+
+/** The concepts each model offers, oldest first, in one query; the caller has checked that the user sees the models. */
+export function listConceptsOfModels(db: DataSource, modelIds: readonly string[]): Promise<Concept[]> {
   return db
     .getRepository(Concept)
     .createQueryBuilder('concept')
-    .where('concept.modelId = :modelId', { modelId: model.id })
+    .where('concept.modelId IN (:...modelIds)', { modelIds })
     .andWhere(
       `NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status IN (:...withdrawn))`,
       { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED] },
     )
     .orderBy('concept.createdAt', 'ASC')
     .getMany();
+}
+
+/** Concepts by id, in one query; the caller has checked that the user sees their models. */
+export function getConcepts(db: DataSource, ids: readonly string[]): Promise<Concept[]> {
+  return db.getRepository(Concept).findBy({ id: In([...ids]) });
 }
 
 export async function getConcept(db: DataSource, user: User, id: string): Promise<Concept> {

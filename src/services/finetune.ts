@@ -103,7 +103,7 @@ export async function startFineTune(db: DataSource, store: ObjectStore, queue: J
   const job = await db.transaction(async (tx) => {
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
     await checkMethod(tx, model, request.method);
-    const images = await claimablePhotos(tx, user, imageIds, base.resolution);
+    const images = await claimablePhotos(tx, user, imageIds, base.geometry.nativeSize);
     const token = await identifierFor(tx, base.tokenizer, model.id, request.category, request.token);
 
     const concept = await tx.getRepository(Concept).save(

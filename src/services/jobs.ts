@@ -1,13 +1,15 @@
 import { randomInt } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
-import { SAMPLER_NAMES, type SamplerName } from '../engine';
+import { SAMPLER_NAMES, txt2imgProblem, type SamplerName } from '../engine';
 import { Image, Job, JobType, ModelVersion, type User } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
 import type { JobQueue } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
-import { getModel } from './models';
+import { getModel, getModelBaseModel } from './models';
 import { parseId, parseInput } from './validate';
+import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
 
 /** Jobs are private to their owner (and visible to admins). */
@@ -75,12 +77,15 @@ export interface GenerateParams {
 const GENERATE_EXPIRE_MINUTES = 60;
 
 /**
- * Validates a generation request, pins the model version it runs on (the model's head unless one is
- * named) and queues it. Nothing is written when the request is refused.
+ * Validates a generation request, against its model too (sizes and sampler, by the rule the worker's
+ * pipeline applies), pins the model version it runs on (the model's head unless one is named) and
+ * queues it. Nothing is written when the request is refused.
  */
-export async function generateImages(db: DataSource, queue: JobQueue, user: User, input: GenerateInput): Promise<Job> {
+export async function generateImages(db: DataSource, store: ObjectStore, queue: JobQueue, user: User, input: GenerateInput): Promise<Job> {
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
+  const problem = txt2imgProblem(await basePackInfo(store, await getModelBaseModel(db, model)), request);
+  if (problem) throw badInput(`input: ${problem}`);
   let versionId = model.headVersionId;
   if (request.versionId != null) {
     const version = await db.getRepository(ModelVersion).findOneBy({ id: parseId(request.versionId, 'versionId'), modelId: model.id });

@@ -104,7 +104,3 @@ export async function deleteModel(db: DataSource, store: ObjectStore, user: User
 export function getModelBaseModel(db: DataSource, model: Model): Promise<BaseModel> {
   return db.getRepository(BaseModel).findOneByOrFail({ id: model.baseModelId });
 }
-
-export async function getHeadVersion(db: DataSource, model: Model): Promise<ModelVersion | null> {
-  return model.headVersionId ? db.getRepository(ModelVersion).findOneBy({ id: model.headVersionId }) : null;
-}

@@ -1,5 +1,8 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { loadClipTokenizerFrom, loadPack, packImageGeometry, type ClipTokenizer } from '../engine';
+import { In } from 'typeorm';
+import {
+  loadClipTokenizerFrom, loadPack, packImageGeometry, packScheduler, type ClipTokenizer, type ImageGeometry, type SchedulerName,
+} from '../engine';
 import { BaseModel, FineTuneMethod, Model, ModelVersion, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { S3PackSource } from '../storage/s3-pack-source';
@@ -48,14 +51,19 @@ export async function versionWeights(
   };
 }
 
-/** A model's version history, newest first; the caller has checked that the user sees the model. */
-export function listVersions(db: DataSource, model: Model): Promise<ModelVersion[]> {
-  return db.getRepository(ModelVersion).find({ where: { modelId: model.id }, order: { number: 'DESC' } });
+/** The version histories of models, each newest first, in one query; the caller has checked that the user sees the models. */
+export function listVersionsOfModels(db: DataSource, modelIds: readonly string[]): Promise<ModelVersion[]> {
+  return db.getRepository(ModelVersion).find({ where: { modelId: In([...modelIds]) }, order: { number: 'DESC' } });
 }
 
 /** The version history of a model the user may see, by id. */
 export async function listModelVersions(db: DataSource, user: User, modelId: string): Promise<ModelVersion[]> {
-  return listVersions(db, await getModel(db, user, parseId(modelId, 'modelId')));
+  return listVersionsOfModels(db, [(await getModel(db, user, parseId(modelId, 'modelId'))).id]);
+}
+
+/** Versions by id, in one query; the caller has checked that the user sees their models. */
+export function getVersions(db: DataSource, ids: readonly string[]): Promise<ModelVersion[]> {
+  return db.getRepository(ModelVersion).findBy({ id: In([...ids]) });
 }
 
 export interface NewVersion {
@@ -126,22 +134,25 @@ export async function lockVersions(db: DataSource, modelId: string, signal: Abor
   };
 }
 
+/** What requests are checked against before they are queued. */
 export interface BasePackInfo {
   tokenizer: ClipTokenizer;
-  /** Training images are square, this many pixels a side: the model's native size. */
-  resolution: number;
+  /** Image sizes; training images are square, `nativeSize` pixels a side. */
+  geometry: ImageGeometry;
+  /** The pack's own scheduler, what generation samples with unless the request names one. */
+  scheduler: SchedulerName | undefined;
 }
 
 const packInfo = new Map<string, Promise<BasePackInfo>>();
 
-/** Tokenizer and training size of a base model; base models never change, so this is kept per process. */
+/** Tokenizer, image geometry and scheduler of a base model; base models never change, so this is kept per process. */
 export function basePackInfo(store: ObjectStore, baseModel: BaseModel): Promise<BasePackInfo> {
   const key = `${baseModel.id}:${baseModel.storageLocation}`;
   let info = packInfo.get(key);
   if (!info) {
     info = (async () => {
       const pack = await loadPack(new S3PackSource(store, baseModel.storageLocation));
-      return { tokenizer: await loadClipTokenizerFrom(pack.source), resolution: packImageGeometry(pack).nativeSize };
+      return { tokenizer: await loadClipTokenizerFrom(pack.source), geometry: packImageGeometry(pack), scheduler: packScheduler(pack) };
     })();
     info.catch(() => packInfo.delete(key));
     packInfo.set(key, info);

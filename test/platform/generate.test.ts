@@ -155,7 +155,15 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
       expect(errorCode(response), JSON.stringify(input)).toBe('BAD_USER_INPUT');
     }
     expect(errorCode(await generate({ prompt: 'x', scheduler: 'NOPE' }))).toBe('BAD_USER_INPUT');
-    expect(await jobCount()).toBe(before);
+    // Checked against the model before queueing, by the rule the worker's pipeline applies: the bundled
+    // model's sides are multiples of 32 (VAE factor 8, UNet factor 4); the fixture's, of 4.
+    const bundledId = (await ok(gql(url, '{ baseModels { id name } }', {}, a.key))).baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd').id;
+    const onBundled = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "sizes", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundledId }, a.key))).createModel.id;
+    const tooSmall = await generate({ modelId: onBundled, prompt: 'x', width: 8, height: 8 });
+    expect(errorCode(tooSmall)).toBe('BAD_USER_INPUT');
+    expect(tooSmall.errors![0].message).toBe('input: width 8 must be a multiple of 8 and of 32 for this model');
+    expect(errorCode(await generate({ prompt: 'x', width: 8, height: 8, steps: 1 }))).toBeUndefined();
+    expect(await jobCount()).toBe(before + 1);
   });
 
   it('fails a job whose weights are gone with a safe message', async () => {

@@ -28,7 +28,7 @@ export class ContributionResolver {
 
   /** Runs only on contributions the viewer may see; the concept is visible with the same model. */
   @FieldResolver(() => Concept)
-  concept(@Root() contribution: Contribution, @Ctx() { services }: Context): Promise<Concept> {
-    return services.db.getRepository(Concept).findOneByOrFail({ id: contribution.conceptId });
+  concept(@Root() contribution: Contribution, @Ctx() { loaders }: Context): Promise<Concept> {
+    return loaders.concept.load(contribution.conceptId);
   }
 }

@@ -1,7 +1,6 @@
 import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
 import { SAMPLER_NAMES, type SamplerName } from '../../engine';
 import { Image, Job, JobStatus } from '../../entities';
-import { listJobImages } from '../../services/images';
 import { FINISHED } from '../../services/job-lifecycle';
 import { cancelJob, generateImages, getJob, listJobs, readJobState, type JobState } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
@@ -139,7 +138,7 @@ export class JobResolver {
     @Arg('input', () => GenerateImagesInput) input: GenerateImagesInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Job> {
-    return generateImages(services.db, services.queue, requireUser(viewer), { ...input });
+    return generateImages(services.db, services.store, services.queue, requireUser(viewer), { ...input });
   }
 
   @Mutation(() => Job, { description: 'Cancels a QUEUED or RUNNING job.' })
@@ -157,7 +156,7 @@ export class JobResolver {
 
   /** Runs only on jobs the viewer may see, and images share their job's owner. */
   @FieldResolver(() => [Image])
-  images(@Root() job: Job, @Ctx() { services }: Context): Promise<Image[]> {
-    return listJobImages(services.db, job);
+  images(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Image[]> {
+    return loaders.imagesOfJob.load(job.id);
   }
 }

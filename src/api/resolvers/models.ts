@@ -1,16 +1,6 @@
 import { Arg, Ctx, Field, FieldResolver, ID, InputType, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { BaseModel, Concept, Model, ModelKind, ModelVersion } from '../../entities';
-import { listConcepts } from '../../services/concepts';
-import {
-  createModel,
-  deleteModel,
-  getHeadVersion,
-  getModel,
-  getModelBaseModel,
-  listModels,
-  renameModel,
-} from '../../services/models';
-import { listVersions } from '../../services/versions';
+import { createModel, deleteModel, getModel, listModels, renameModel } from '../../services/models';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
@@ -66,22 +56,22 @@ export class ModelResolver {
   // Field resolvers run only on models the query above already let the viewer see.
 
   @FieldResolver(() => BaseModel)
-  baseModel(@Root() model: Model, @Ctx() { services }: Context): Promise<BaseModel> {
-    return getModelBaseModel(services.db, model);
+  baseModel(@Root() model: Model, @Ctx() { loaders }: Context): Promise<BaseModel> {
+    return loaders.baseModel.load(model.baseModelId);
   }
 
   @FieldResolver(() => ModelVersion, { nullable: true })
-  headVersion(@Root() model: Model, @Ctx() { services }: Context): Promise<ModelVersion | null> {
-    return getHeadVersion(services.db, model);
+  headVersion(@Root() model: Model, @Ctx() { loaders }: Context): Promise<ModelVersion | null> {
+    return model.headVersionId ? loaders.version.load(model.headVersionId) : Promise.resolve(null);
   }
 
   @FieldResolver(() => [ModelVersion], { description: 'Newest first.' })
-  versions(@Root() model: Model, @Ctx() { services }: Context): Promise<ModelVersion[]> {
-    return listVersions(services.db, model);
+  versions(@Root() model: Model, @Ctx() { loaders }: Context): Promise<ModelVersion[]> {
+    return loaders.versionsOfModel.load(model.id);
   }
 
-  @FieldResolver(() => [Concept])
-  concepts(@Root() model: Model, @Ctx() { viewer, services }: Context): Promise<Concept[]> {
-    return listConcepts(services.db, requireUser(viewer), model.id);
+  @FieldResolver(() => [Concept], { description: 'The concepts the model offers (not those whose training failed or was reverted), oldest first.' })
+  concepts(@Root() model: Model, @Ctx() { loaders }: Context): Promise<Concept[]> {
+    return loaders.conceptsOfModel.load(model.id);
   }
 }

@@ -8,9 +8,9 @@ export { ImageInputError, loadTrainingImage, type ImageInputErrorCode, type Trai
 export { loraFromSlots, parseLoraFile, serializeLora, type LoraWeights } from './lora-file';
 export { openGraphSession } from './sessions';
 export {
-  attachWeights, checkStableDiffusionPack, imageGeometry, loadStableDiffusion, loadStableDiffusionFrom, packImageGeometry, parseUNetWeights,
+  attachWeights, checkStableDiffusionPack, imageGeometry, loadStableDiffusion, loadStableDiffusionFrom, packImageGeometry, packScheduler, parseUNetWeights,
   serializeUNet, withUNetWeights, type ImageGeometry, type StableDiffusionModels,
 } from './stable-diffusion';
 export {
-  encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,
+  encodePngs, txt2imgProblem, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,
 } from './txt2img';

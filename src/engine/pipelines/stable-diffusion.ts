@@ -70,7 +70,7 @@ export async function loadStableDiffusion(pack: Pack, tokenizer?: ClipTokenizer)
     textEncoder: await loadTextEncoder(pack),
     unet: await loadUNet(pack),
     vae: await loadVae(pack),
-    scheduler: { config: scheduler.config, name: SCHEDULER_CLASSES[scheduler.className] },
+    scheduler: { config: scheduler.config, name: packScheduler(pack) },
   };
 }
 
@@ -97,6 +97,11 @@ export function imageGeometry({ unet, vae }: {
   const vaeFactor = 2 ** (vae.config.block_out_channels.length - 1);
   const unetFactor = 2 ** (unet.config.blockOutChannels.length - 1);
   return { vaeFactor, sideMultiple: vaeFactor * unetFactor, nativeSize: unet.sampleSize * vaeFactor };
+}
+
+/** The pack's scheduler as one of ours, when we have it. */
+export function packScheduler(pack: Pack): SchedulerName | undefined {
+  return SCHEDULER_CLASSES[pack.component('scheduler').className];
 }
 
 /** A pack's image geometry from its configs alone, reading no weights. */

@@ -10,10 +10,27 @@ import { buildUNet } from '../models/unet';
 import { buildVaeDecoder } from '../models/vae';
 import { Rng } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
-import { createScheduler, SAMPLER_NAMES } from '../schedulers';
+import { createScheduler, SAMPLER_NAMES, type SamplerName, type SchedulerName } from '../schedulers';
 import { describeIssues } from '../validation';
 import { openGraphSession } from './sessions';
-import { attachWeights, imageGeometry, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
+import { attachWeights, imageGeometry, type ImageGeometry, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
+
+/**
+ * Why a request's sampler or image size cannot run on a model (its geometry and its pack's
+ * scheduler), or undefined. The pipeline checks it, and so can a service before queueing the request.
+ */
+export function txt2imgProblem(
+  model: { geometry: ImageGeometry; scheduler: SchedulerName | undefined },
+  request: { scheduler?: SamplerName | null; width?: number | null; height?: number | null },
+): string | undefined {
+  const sampler = request.scheduler ?? model.scheduler;
+  if (!sampler || sampler === 'ddpm') return "the pack's scheduler is not one we sample with: name a scheduler";
+  const { nativeSize, sideMultiple } = model.geometry;
+  for (const [name, size] of [['width', request.width ?? nativeSize], ['height', request.height ?? nativeSize]] as const) {
+    if (size % 8 || size % sideMultiple) return `${name} ${size} must be a multiple of 8 and of ${sideMultiple} for this model`;
+  }
+  return undefined;
+}
 
 /** A txt2img request the pipeline cannot honour; nothing was computed. */
 export class Txt2ImgError extends Error {
@@ -167,16 +184,13 @@ export class Txt2ImgPipeline {
     }
     const r = parsed.data;
     const { unet, scheduler } = this.models;
-    const schedulerName = r.scheduler ?? scheduler.name;
-    if (!schedulerName || schedulerName === 'ddpm') throw new Txt2ImgError('the pack\'s scheduler is not one we sample with: name a scheduler');
-    const { vaeFactor, sideMultiple, nativeSize } = imageGeometry(this.models);
+    const geometry = imageGeometry(this.models);
+    const problem = txt2imgProblem({ geometry, scheduler: scheduler.name }, r);
+    if (problem) throw new Txt2ImgError(problem);
+    const schedulerName = (r.scheduler ?? scheduler.name)!;
+    const { vaeFactor, nativeSize } = geometry;
     const width = r.width ?? nativeSize;
     const height = r.height ?? nativeSize;
-    for (const [name, size] of [['width', width], ['height', height]] as const) {
-      if (size % 8 || size % sideMultiple) {
-        throw new Txt2ImgError(`${name} ${size} must be a multiple of 8 and of ${sideMultiple} for this model`);
-      }
-    }
     const latentCount = r.numImages * unet.config.raw.in_channels * (height / vaeFactor) * (width / vaeFactor);
     if (r.latents && r.latents.length !== latentCount) {
       throw new Txt2ImgError(`latents hold ${r.latents.length} values; ${r.numImages} image(s) of ${width}x${height} need ${latentCount}`);

@@ -1,0 +1,56 @@
+import DataLoader from 'dataloader';
+import type { BaseModel, Concept, Image, ModelVersion } from '../entities';
+import { getBaseModels } from '../services/base-models';
+import { getConcepts, listConceptsOfModels } from '../services/concepts';
+import type { Services } from '../services/container';
+import { listImagesOfJobs } from '../services/images';
+import { getVersions, listVersionsOfModels } from '../services/versions';
+
+/**
+ * Nested fields of a list (each model's versions, each job's images) load through these, so a list of
+ * any length costs one query per field rather than one per row (DataLoader batches the keys asked for
+ * in one tick). Nothing is cached between batches: a subscription's later events read afresh.
+ * Field resolvers run only on parents the viewer may see, so the loaders check nothing themselves.
+ */
+export interface Loaders {
+  baseModel: DataLoader<string, BaseModel>;
+  version: DataLoader<string, ModelVersion>;
+  concept: DataLoader<string, Concept>;
+  versionsOfModel: DataLoader<string, ModelVersion[]>;
+  conceptsOfModel: DataLoader<string, Concept[]>;
+  imagesOfJob: DataLoader<string, Image[]>;
+}
+
+export function createLoaders({ db }: Services): Loaders {
+  return {
+    baseModel: byId((ids) => getBaseModels(db, ids)),
+    version: byId((ids) => getVersions(db, ids)),
+    concept: byId((ids) => getConcepts(db, ids)),
+    versionsOfModel: byParent((ids) => listVersionsOfModels(db, ids), (version) => version.modelId),
+    conceptsOfModel: byParent((ids) => listConceptsOfModels(db, ids), (concept) => concept.modelId),
+    imagesOfJob: byParent((ids) => listImagesOfJobs(db, ids), (image) => image.jobId),
+  };
+}
+
+/** One row per id; a missing row is an error for that key alone. */
+function byId<T extends { id: string }>(rows: (ids: readonly string[]) => Promise<T[]>): DataLoader<string, T> {
+  return new DataLoader(
+    async (ids) => {
+      const found = new Map((await rows(ids)).map((row) => [row.id, row]));
+      return ids.map((id) => found.get(id) ?? new Error(`no row ${id}`));
+    },
+    { cache: false },
+  );
+}
+
+/** The rows of each parent, in the order the query returns them. */
+function byParent<T>(rows: (parentIds: readonly string[]) => Promise<T[]>, parentOf: (row: T) => string): DataLoader<string, T[]> {
+  return new DataLoader(
+    async (parentIds) => {
+      const groups = new Map<string, T[]>(parentIds.map((id) => [id, []]));
+      for (const row of await rows(parentIds)) groups.get(parentOf(row))?.push(row);
+      return parentIds.map((id) => groups.get(id)!);
+    },
+    { cache: false },
+  );
+}

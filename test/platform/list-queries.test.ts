@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FineTuneMethod, Image, Job, JobStatus, JobType } from '../../src/entities';
+import { appendVersion } from '../../src/services/versions';
+import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+
+/**
+ * Lists with nested fields cost a fixed number of SQL statements, however long they are: nested
+ * fields load through batching loaders, not one query per row (N+1).
+ */
+describe('SQL statements per list query', () => {
+  let platform: TestPlatform;
+  let key: string;
+  let userId: string;
+  let baseModelId: string;
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
+
+  /** Adds `count` models, each with a concept and a version, and `count` finished jobs with two images each. */
+  const grow = async (count: number) => {
+    const { db } = platform.services;
+    for (let i = 0; i < count; i++) {
+      const modelId = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, key))).createModel.id;
+      await ok(gql(platform.url, 'mutation($m: ID!) { createConcept(input: { modelId: $m, category: "dog", kind: OBJECT }) { id } }', { m: modelId }, key));
+      await db.transaction((tx) => appendVersion(tx, modelId, null, { weightsKey: null, method: FineTuneMethod.LORA, contributionId: null }));
+      const job = await db.getRepository(Job).save({ type: JobType.GENERATE, ownerId: userId, status: JobStatus.SUCCEEDED, params: {}, steps: 1 });
+      await db.getRepository(Image).insert([0, 1].map((n) => ({ objectKey: `images/${job.id}/${n}.png`, jobId: job.id, seed: n, prompt: 'p', width: 64, height: 64 })));
+    }
+  };
+
+  /** The statements one request sends, once the key's verdict is remembered (authentication costs none). */
+  const statementsOf = async (query: string) => {
+    for (let i = 0; i < 100 && (await sqlDuring(platform.services.db, () => gql(platform.url, '{ me { id } }', {}, key))).length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    let data: Record<string, any> = {};
+    const statements = await sqlDuring(platform.services.db, async () => (data = await ok(gql(platform.url, query, {}, key))));
+    return { statements, data };
+  };
+
+  const LISTS = {
+    models: '{ models { id baseModel { id } headVersion { id } versions { id } concepts { id token } } }',
+    jobs: '{ jobs { id images { id url } } }',
+  };
+
+  beforeAll(async () => {
+    platform = await startTestPlatform({ ROLE: 'api' });
+    ({ key, userId } = await signUp(platform.url, 'lists@example.org'));
+    baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, key))).baseModels[0].id;
+  }, 120_000);
+  afterAll(async () => {
+    await platform?.stop();
+  });
+
+  it('stays the same from 2 rows to 12, one statement per list and nested field', async () => {
+    await grow(2);
+    const few = { models: await statementsOf(LISTS.models), jobs: await statementsOf(LISTS.jobs) };
+    await grow(10);
+    const many = { models: await statementsOf(LISTS.models), jobs: await statementsOf(LISTS.jobs) };
+
+    expect(many.models.data.models).toHaveLength(12);
+    expect(many.models.data.models.every((m: any) => m.baseModel.id === baseModelId && m.versions.length === 1 && m.headVersion.id === m.versions[0].id && m.concepts.length === 1)).toBe(true);
+    expect(many.jobs.data.jobs).toHaveLength(12);
+    expect(many.jobs.data.jobs.every((j: any) => j.images.length === 2)).toBe(true);
+
+    expect(many.models.statements).toHaveLength(few.models.statements.length);
+    expect(many.models.statements.length).toBeLessThanOrEqual(5); // the list, base models, head versions, versions, concepts
+    expect(many.jobs.statements).toHaveLength(few.jobs.statements.length);
+    expect(many.jobs.statements.length).toBeLessThanOrEqual(2); // the list, images
+  });
+});
