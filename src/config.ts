@@ -26,6 +26,8 @@ const EnvSchema = z
     QUERY_MAX_COST: z.coerce.number().int().positive().default(5000),
     ENGINE_DEVICE: z.enum(ENGINE_DEVICES as [EngineDevice, ...EngineDevice[]]).default('cpu'),
     JOB_HEARTBEAT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
+    MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
+    MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
   })
   .superRefine((env, ctx) => {
     // A real S3 needs credentials; the embedded store makes its own.
@@ -64,6 +66,13 @@ export interface Config {
   engineDevice: EngineDevice;
   /** A RUNNING job whose worker showed no life for this long is failed: its worker died. */
   jobHeartbeatTimeoutSeconds: number;
+  jobLimits: JobLimits;
+}
+
+/** How much work one user may ask for: jobs queued or running at once, and jobs submitted per minute. */
+export interface JobLimits {
+  active: number;
+  perMinute: number;
 }
 
 export class ConfigError extends Error {
@@ -103,5 +112,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     queryMaxCost: e.QUERY_MAX_COST,
     engineDevice: e.ENGINE_DEVICE,
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
+    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER },
   };
 }

@@ -20,6 +20,9 @@ export interface JobQueue {
   stop(): Promise<void>;
 }
 
+/** What the services that queue work use: the database, the object store (base packs), the queue and the job limits. */
+export type JobServices = Pick<Services, 'db' | 'store' | 'queue' | 'config'>;
+
 /** The long-lived parts the API and the worker share, built once by main.ts. */
 export interface Services {
   config: Config;

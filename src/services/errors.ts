@@ -3,7 +3,7 @@
  * `extensions.code`); anything else that escapes a service is an internal error and is logged,
  * never shown.
  */
-export type ErrorCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'NOT_FOUND' | 'BAD_USER_INPUT' | 'CONFLICT';
+export type ErrorCode = 'UNAUTHENTICATED' | 'FORBIDDEN' | 'NOT_FOUND' | 'BAD_USER_INPUT' | 'CONFLICT' | 'QUOTA_EXCEEDED' | 'RATE_LIMITED';
 
 export class AppError extends Error {
   constructor(
@@ -20,3 +20,5 @@ export const forbidden = (message = 'Not allowed') => new AppError('FORBIDDEN', 
 export const notFound = (what: string) => new AppError('NOT_FOUND', `${what} not found`);
 export const badInput = (message: string) => new AppError('BAD_USER_INPUT', message);
 export const conflict = (message: string) => new AppError('CONFLICT', message);
+export const quotaExceeded = (message: string) => new AppError('QUOTA_EXCEEDED', message);
+export const rateLimited = (message: string) => new AppError('RATE_LIMITED', message);

@@ -19,10 +19,10 @@ import {
   ModelVersion,
   type User,
 } from '../entities';
-import type { JobQueue } from './container';
-import type { ObjectStore } from '../storage/object-store';
+import type { JobServices } from './container';
 import { badInput, notFound } from './errors';
 import { conceptCategory, identifierFor } from './concepts';
+import { admitJob } from './job-limits';
 import { getModel, getModelToChange } from './models';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
@@ -85,7 +85,8 @@ export interface FineTuneParams {
  * metamodel), a Concept with a rare identifier, the user's staged photos attached to it, a PENDING
  * Contribution and a QUEUED Job, all in one transaction. Anything refused leaves nothing behind.
  */
-export async function startFineTune(db: DataSource, store: ObjectStore, queue: JobQueue, user: User, input: FineTuneInput): Promise<Job> {
+export async function startFineTune(services: JobServices, user: User, input: FineTuneInput): Promise<Job> {
+  const { db, store, queue, config } = services;
   const parsed = FineTuneInput.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -123,6 +124,7 @@ export async function startFineTune(db: DataSource, store: ObjectStore, queue: J
       rank: request.method === FineTuneMethod.LORA ? (request.rank ?? DEFAULT_LORA_RANK) : null,
       seed: randomInt(2 ** 32),
     };
+    await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
     return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: request.steps }));
   });

@@ -3,10 +3,10 @@ import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { SAMPLER_NAMES, txt2imgProblem, type SamplerName } from '../engine';
 import { Image, Job, JobType, ModelVersion, type User } from '../entities';
-import type { ObjectStore } from '../storage/object-store';
-import type { JobQueue } from './container';
+import type { JobQueue, JobServices } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
+import { admitJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
@@ -81,7 +81,8 @@ const GENERATE_EXPIRE_MINUTES = 60;
  * pipeline applies), pins the model version it runs on (the model's head unless one is named) and
  * queues it. Nothing is written when the request is refused.
  */
-export async function generateImages(db: DataSource, store: ObjectStore, queue: JobQueue, user: User, input: GenerateInput): Promise<Job> {
+export async function generateImages(services: JobServices, user: User, input: GenerateInput): Promise<Job> {
+  const { db, store, queue, config } = services;
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
   const problem = txt2imgProblem(await basePackInfo(store, await getModelBaseModel(db, model)), request);
@@ -106,12 +107,15 @@ export async function generateImages(db: DataSource, store: ObjectStore, queue: 
     height: request.height ?? null,
     numImages: request.numImages,
   };
-  const jobs = db.getRepository(Job);
-  const job = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+  const job = await db.transaction(async (tx) => {
+    await admitJob(tx, user, config.jobLimits);
+    const jobs = tx.getRepository(Job);
+    return jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+  });
   try {
     await queue.send(JobType.GENERATE, job.id, GENERATE_EXPIRE_MINUTES);
   } catch (error) {
-    await jobs.delete(job.id);
+    await db.getRepository(Job).delete(job.id);
     throw error;
   }
   return job;

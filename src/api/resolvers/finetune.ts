@@ -49,7 +49,7 @@ class StartFineTuneInput {
 export class FineTuneResolver {
   @Mutation(() => Job, { description: 'Queues a DreamBooth fine-tune; follow it with jobUpdated.' })
   startFineTune(@Arg('input', () => StartFineTuneInput) input: StartFineTuneInput, @Ctx() { viewer, services }: Context): Promise<Job> {
-    return startFineTune(services.db, services.store, services.queue, requireUser(viewer), { ...input });
+    return startFineTune(services, requireUser(viewer), { ...input });
   }
 
   @Query(() => [ModelVersion], { description: "A model's version history, newest first." })

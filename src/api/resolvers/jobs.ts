@@ -138,7 +138,7 @@ export class JobResolver {
     @Arg('input', () => GenerateImagesInput) input: GenerateImagesInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Job> {
-    return generateImages(services.db, services.store, services.queue, requireUser(viewer), { ...input });
+    return generateImages(services, requireUser(viewer), { ...input });
   }
 
   @Mutation(() => Job, { description: 'Cancels a QUEUED or RUNNING job.' })

@@ -1,0 +1,48 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errorCode, gql, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+
+/** Per-user limits on work: jobs queued or running at once, and jobs started per minute. No worker runs, so jobs stay QUEUED. */
+describe('job limits per user', () => {
+  let platform: TestPlatform;
+  let modelOf: Record<string, string>;
+  const keys: Record<string, string> = {};
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
+  const generate = (who: string) =>
+    gql(platform.url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1 }) { id } }', { m: modelOf[who] }, keys[who]);
+
+  beforeAll(async () => {
+    platform = await startTestPlatform({ ROLE: 'api', MAX_ACTIVE_JOBS_PER_USER: '5', MAX_JOBS_PER_MINUTE_PER_USER: '8' });
+    modelOf = {};
+    for (const who of ['a', 'b']) {
+      keys[who] = (await signUp(platform.url, `${who}@limits.example.org`)).key;
+      const baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, keys[who]))).baseModels[0].id;
+      modelOf[who] = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, keys[who]))).createModel.id;
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await platform?.stop();
+  });
+
+  it('admits exactly the limit of concurrent submissions, then QUOTA_EXCEEDED, then RATE_LIMITED', async () => {
+    const burst = await Promise.all(Array.from({ length: 10 }, () => generate('a')));
+    const admitted = burst.filter((r) => !r.errors).map((r) => r.data!.generateImages.id as string);
+    expect(admitted).toHaveLength(5);
+    expect(burst.filter((r) => r.errors).map(errorCode)).toEqual(Array(5).fill('QUOTA_EXCEEDED'));
+    expect(errorCode(await generate('b'))).toBeUndefined(); // another user's limits are their own
+
+    const cancel = (id: string) => ok(gql(platform.url, 'mutation($id: ID!) { cancelJob(id: $id) { status } }', { id }, keys.a));
+    for (const id of admitted.slice(0, 3)) await cancel(id);
+    const more = await Promise.all(Array.from({ length: 3 }, () => generate('a')));
+    expect(more.map(errorCode)).toEqual([undefined, undefined, undefined]); // 5 active again, 8 started this minute
+    expect(errorCode(await generate('a'))).toBe('QUOTA_EXCEEDED');
+    await cancel(admitted[3]);
+    const refused = await generate('a');
+    expect(errorCode(refused)).toBe('RATE_LIMITED');
+    expect(refused.errors![0].message).toMatch(/8 jobs in the last minute/);
+  });
+});
