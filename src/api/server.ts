@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginCacheControlDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { expressMiddleware } from '@as-integrations/express5';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
@@ -92,6 +93,9 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     includeStacktraceInErrorResponses: false,
     plugins: [
       ...protection.plugins,
+      // Apollo's default cache-control plugin wraps every field's resolver to compute cache hints no one
+      // reads here (no CDN in front): a quarter of a long list's CPU time.
+      ApolloServerPluginCacheControlDisabled(),
       ApolloServerPluginDrainHttpServer({ httpServer }),
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
     ],
