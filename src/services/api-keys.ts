@@ -128,7 +128,7 @@ export class KeyCache {
       if (this.#listening() && changes === this.#changes) this.#remember(hash, verdict);
     }
     if ('refused' in verdict) throw unauthenticated(verdict.refused);
-    this.#touch(verdict);
+    await this.#touch(verdict);
     return verdict.user;
   }
 
@@ -165,15 +165,15 @@ export class KeyCache {
     }
   }
 
-  /** lastUsedAt is a hint for the user, not an audit log: at most one write per key per minute, off the request's path. */
-  #touch(verdict: Extract<Verdict, { user: User }>): void {
+  /**
+   * lastUsedAt is a hint for the user, not an audit log: at most one write per key per minute. It is
+   * written before the request runs, so the request itself (listing its keys) sees it.
+   */
+  async #touch(verdict: Extract<Verdict, { user: User }>): Promise<void> {
     const now = Date.now();
     if (verdict.lastUsedAt !== null && now - verdict.lastUsedAt <= LAST_USED_RESOLUTION_MS) return;
     verdict.lastUsedAt = now;
-    this.db
-      .getRepository(ApiKey)
-      .update(verdict.keyId, { lastUsedAt: new Date(now) })
-      .catch((error) => this.log.warn({ err: error }, 'recording an API key\'s last use failed'));
+    await this.db.getRepository(ApiKey).update(verdict.keyId, { lastUsedAt: new Date(now) });
   }
 
   /** True once key changes reach this process; starts listening on first use, and again after a lost connection. */
