@@ -13,6 +13,7 @@ import { embeddedPostgresUrl } from '../src/storage/embedded-postgres';
 
 const DURATION = Number(process.env.DURATION ?? 10);
 const ROWS = 50;
+const JOBS = 10_000;
 
 const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bd-bench-api-'));
 const profile = process.env.CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF}`] : [];
@@ -67,7 +68,7 @@ try {
     return body.data;
   };
 
-  // A user with 50 models (a concept each) and 50 finished generation jobs (two images each).
+  // A user with 50 models (a concept each) and 10,000 finished generation jobs (two images each).
   const { secret: key, user } = (await gql('mutation { signUp(email: "bench@example.org") { secret user { id } } }')).signUp;
   const baseModelId = (await gql('{ baseModels { id } }', {}, key)).baseModels[0].id;
   let modelId = '';
@@ -83,7 +84,7 @@ try {
        SELECT 'GENERATE', 'SUCCEEDED', '{}', $1, 20, 20, 1 FROM generate_series(1, $2) RETURNING id)
      INSERT INTO image ("objectKey", "jobId", seed, prompt, width, height)
      SELECT 'images/' || jobs.id || '/' || n || '.png', jobs.id, n, 'a dog', 64, 64 FROM jobs, generate_series(0, 1) AS n`,
-    [user.id, ROWS],
+    [user.id, JOBS],
   );
   await db.end();
   const revoked = (await gql('mutation { createApiKey(name: "revoked") { secret apiKey { id } } }', {}, key)).createApiKey;
@@ -100,7 +101,13 @@ try {
       key,
       expect: 200,
     },
-    { name: `\`jobs\` with their images (${ROWS} jobs)`, connections: 50, query: '{ jobs { id status images { id url } } }', key, expect: 200 },
+    {
+      name: `first ${ROWS} of ${JOBS.toLocaleString('en')} \`jobs\` with their images`,
+      connections: 50,
+      query: `{ jobs(first: ${ROWS}) { nodes { id status images { id url } } pageInfo { endCursor } totalCount } }`,
+      key,
+      expect: 200,
+    },
     { name: 'unknown key (401)', connections: 50, query: '{ me { id } }', key: unknownKey, expect: 401 },
     { name: 'revoked key (401)', connections: 50, query: '{ me { id } }', key: revoked.secret, expect: 401 },
     { name: 'malformed key (401)', connections: 50, query: '{ me { id } }', key: 'not-a-key', expect: 401 },

@@ -3,15 +3,15 @@ import { In } from 'typeorm';
 import { Image, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
+import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 import { isAdmin } from './viewer';
 
-/** Generated images belong to the owner of the job that made them. */
-export function listImages(db: DataSource, user: User): Promise<Image[]> {
-  return db.getRepository(Image).find({
-    where: isAdmin(user) ? {} : { job: { ownerId: user.id } },
-    order: { createdAt: 'DESC' },
-  });
+/** A page of the user's generated images (an admin's: everyone's), newest first; images belong to the owner of the job that made them. */
+export function listImages(db: DataSource, user: User, page: PageRequest): Promise<Page<Image>> {
+  const query = db.getRepository(Image).createQueryBuilder('image');
+  if (!isAdmin(user)) query.innerJoin('image.job', 'job').andWhere('job.ownerId = :owner', { owner: user.id });
+  return pageOf(query, page);
 }
 
 /** The images jobs made, each job's in the order it made them, in one query; callers have checked the jobs are visible. */

@@ -2,19 +2,29 @@ import { randomInt } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { SAMPLER_NAMES, txt2imgProblem, type SamplerName } from '../engine';
-import { Image, Job, JobType, ModelVersion, type User } from '../entities';
+import { Image, Job, type JobStatus, JobType, ModelVersion, type User } from '../entities';
 import type { JobQueue, JobServices } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
 import { admitJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
+import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
 
-/** Jobs are private to their owner (and visible to admins). */
-export function listJobs(db: DataSource, user: User): Promise<Job[]> {
-  return db.getRepository(Job).find({ where: isAdmin(user) ? {} : { ownerId: user.id }, order: { createdAt: 'DESC' } });
+export interface JobFilter {
+  status?: JobStatus | null;
+  type?: JobType | null;
+}
+
+/** A page of the user's jobs (an admin's: everyone's), newest first. */
+export function listJobs(db: DataSource, user: User, filter: JobFilter, page: PageRequest): Promise<Page<Job>> {
+  const query = db.getRepository(Job).createQueryBuilder('job');
+  if (!isAdmin(user)) query.andWhere('job.ownerId = :owner', { owner: user.id });
+  if (filter.status) query.andWhere('job.status = :status', { status: filter.status });
+  if (filter.type) query.andWhere('job.type = :type', { type: filter.type });
+  return pageOf(query, page);
 }
 
 export async function getJob(db: DataSource, user: User, id: string): Promise<Job> {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FineTuneMethod, Image, Job, JobStatus, JobType } from '../../src/entities';
 import { appendVersion } from '../../src/services/versions';
-import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
 /**
  * Lists with nested fields cost a fixed number of SQL statements, however long they are: nested
@@ -43,7 +43,7 @@ describe('SQL statements per list query', () => {
 
   const LISTS = {
     models: '{ models { id baseModel { id } headVersion { id } versions { id } concepts { id token } } }',
-    jobs: '{ jobs { id images { id url } } }',
+    jobs: '{ jobs(first: 100) { nodes { id images { id url } } } }',
   };
 
   beforeAll(async () => {
@@ -63,12 +63,70 @@ describe('SQL statements per list query', () => {
 
     expect(many.models.data.models).toHaveLength(12);
     expect(many.models.data.models.every((m: any) => m.baseModel.id === baseModelId && m.versions.length === 1 && m.headVersion.id === m.versions[0].id && m.concepts.length === 1)).toBe(true);
-    expect(many.jobs.data.jobs).toHaveLength(12);
-    expect(many.jobs.data.jobs.every((j: any) => j.images.length === 2)).toBe(true);
+    expect(many.jobs.data.jobs.nodes).toHaveLength(12);
+    expect(many.jobs.data.jobs.nodes.every((j: any) => j.images.length === 2)).toBe(true);
 
     expect(many.models.statements).toHaveLength(few.models.statements.length);
     expect(many.models.statements.length).toBeLessThanOrEqual(5); // the list, base models, head versions, versions, concepts
     expect(many.jobs.statements).toHaveLength(few.jobs.statements.length);
-    expect(many.jobs.statements.length).toBeLessThanOrEqual(2); // the list, images
+    expect(many.jobs.statements.length).toBeLessThanOrEqual(3); // the count, the page, images
+  });
+});
+
+/** Growing lists come in pages: newest first, cursors that stay valid while rows arrive, filters, a total. */
+describe('paginated lists', () => {
+  let platform: TestPlatform;
+  let key: string;
+  let userId: string;
+
+  beforeAll(async () => {
+    platform = await startTestPlatform({ ROLE: 'api' });
+    ({ key, userId } = await signUp(platform.url, 'pages@example.org'));
+    const jobs = platform.services.db.getRepository(Job);
+    for (let i = 0; i < 25; i++) {
+      await jobs.save({ type: i % 5 === 0 ? JobType.FINETUNE : JobType.GENERATE, ownerId: userId, status: i % 2 ? JobStatus.SUCCEEDED : JobStatus.FAILED, params: { i }, steps: 1 });
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await platform?.stop();
+  });
+
+  const page = async (variables: Record<string, unknown>) => {
+    const response = await gql(
+      platform.url,
+      'query($first: Int, $after: String, $status: JobStatus, $type: JobType) { jobs(first: $first, after: $after, status: $status, type: $type) { edges { cursor node { params } } nodes { params } pageInfo { hasNextPage endCursor } totalCount } }',
+      variables,
+      key,
+    );
+    if (response.errors) return response;
+    return response.data!.jobs;
+  };
+
+  it('walks every job once, newest first, and stays put while new jobs arrive', async () => {
+    const seen: number[] = [];
+    let after: string | null = null;
+    for (;;) {
+      const { nodes, edges, pageInfo, totalCount } = await page({ first: 10, after });
+      expect(totalCount).toBe(after === null ? 25 : 26); // the count is live
+      expect(edges.map((e: any) => e.node)).toEqual(nodes);
+      seen.push(...nodes.map((n: any) => n.params.i));
+      if (after === null) {
+        // A job created after the first page does not shift the pages after it.
+        await platform.services.db.getRepository(Job).save({ type: JobType.GENERATE, ownerId: userId, status: JobStatus.QUEUED, params: { i: 99 }, steps: 1 });
+      }
+      if (!pageInfo.hasNextPage) break;
+      after = pageInfo.endCursor;
+    }
+    expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => 24 - i));
+  });
+
+  it('filters by status and type, and refuses bad page arguments', async () => {
+    const failedFineTunes = await page({ status: 'FAILED', type: 'FINETUNE', first: 100 });
+    expect(failedFineTunes.nodes.map((n: any) => n.params.i)).toEqual([20, 10, 0]);
+    expect(failedFineTunes.totalCount).toBe(3);
+    expect((await page({ first: 20 })).nodes).toHaveLength(20);
+    for (const bad of [{ first: 0 }, { first: 101 }, { after: 'not-a-cursor' }]) {
+      expect(errorCode(await page(bad)), JSON.stringify(bad)).toBe('BAD_USER_INPUT');
+    }
   });
 });

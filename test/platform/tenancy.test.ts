@@ -196,17 +196,17 @@ describe('tenancy', () => {
 
   it('lists none of A’s private objects to B', async () => {
     const lists = await ok(
-      gql(url, '{ models { id } jobs { id } images { id } contributions { id } apiKeys { id } }', {}, b.key),
+      gql(url, '{ models { id } jobs { nodes { id } totalCount } images { nodes { id } totalCount } contributions { id } apiKeys { id } }', {}, b.key),
     );
     expect(lists.models.map((m: { id: string }) => m.id)).toEqual([publicModelId]);
-    expect(lists.jobs).toEqual([]);
-    expect(lists.images).toEqual([]);
+    expect(lists.jobs).toEqual({ nodes: [], totalCount: 0 });
+    expect(lists.images).toEqual({ nodes: [], totalCount: 0 });
     expect(lists.contributions).toEqual([]);
     expect(lists.apiKeys.map((k: { id: string }) => k.id)).not.toContain(owned.apiKeyId);
-    const ownLists = await ok(gql(url, '{ models { id } jobs { id } images { id seed } }', {}, a.key));
+    const ownLists = await ok(gql(url, '{ models { id } jobs { nodes { id } } images { nodes { id seed } } }', {}, a.key));
     expect(ownLists.models).toHaveLength(3);
-    expect(ownLists.jobs.map((j: { id: string }) => j.id)).toEqual([owned.jobId]);
-    expect(ownLists.images).toEqual([{ id: owned.imageId, seed: 4_000_000_000 }]);
+    expect(ownLists.jobs.nodes.map((j: { id: string }) => j.id)).toEqual([owned.jobId]);
+    expect(ownLists.images.nodes).toEqual([{ id: owned.imageId, seed: 4_000_000_000 }]);
   });
 
   it('shows every signed-in user the public metamodel and its contributions, but only admins change it', async () => {

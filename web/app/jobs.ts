@@ -1,4 +1,4 @@
-// The viewer's jobs, newest first.
+// The viewer's latest jobs, newest first.
 import { gql } from './api';
 import { act, byId, textRow } from './dom';
 
@@ -15,9 +15,9 @@ interface JobRow {
 export function setUpJobs(): { reload: () => Promise<void> } {
   const error = byId('jobs-error');
   const reload = async () => {
-    const { jobs } = await gql<{ jobs: JobRow[] }>('{ jobs { createdAt type status step steps loss error } }');
+    const { jobs } = await gql<{ jobs: { nodes: JobRow[] } }>('{ jobs(first: 50) { nodes { createdAt type status step steps loss error } } }');
     byId('job-rows').replaceChildren(
-      ...jobs.map((j) =>
+      ...jobs.nodes.map((j) =>
         textRow([new Date(j.createdAt).toLocaleString(), j.type, j.status, `${j.step} / ${j.steps}`, j.loss?.toFixed(4), j.error]),
       ),
     );

@@ -1,14 +1,21 @@
-import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { Image } from '../../entities';
 import { deleteImage, getImage, imagePath, listImages } from '../../services/images';
 import { requireUser } from '../../services/viewer';
+import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const ImageConnection = connectionType(Image, 'Image');
 
 @Resolver(() => Image)
 export class ImageResolver {
-  @Query(() => [Image], { description: 'Your generated images, newest first.' })
-  images(@Ctx() { viewer, services }: Context): Promise<Image[]> {
-    return listImages(services.db, requireUser(viewer));
+  @Query(() => ImageConnection, { description: 'Your generated images, newest first.' })
+  async images(
+    @Arg('first', () => Int, { nullable: true, description: FIRST_DESCRIPTION }) first: number | null,
+    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Connection<Image>> {
+    return toConnection(await listImages(services.db, requireUser(viewer), { first, after }));
   }
 
   @Query(() => Image)

@@ -1,10 +1,13 @@
 import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
 import { SAMPLER_NAMES, type SamplerName } from '../../engine';
-import { Image, Job, JobStatus } from '../../entities';
+import { Image, Job, JobStatus, JobType } from '../../entities';
 import { FINISHED } from '../../services/job-lifecycle';
 import { cancelJob, generateImages, getJob, listJobs, readJobState, type JobState } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
+import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const JobConnection = connectionType(Job, 'Job');
 
 /** The engine's samplers by their GraphQL names (`dpmpp_2m` is DPMPP_2M); the values are the engine's names. */
 const Scheduler = Object.fromEntries(SAMPLER_NAMES.map((name) => [name.toUpperCase(), name])) as Record<Uppercase<SamplerName>, SamplerName>;
@@ -123,9 +126,15 @@ async function* followJob(
 
 @Resolver(() => Job)
 export class JobResolver {
-  @Query(() => [Job], { description: 'Newest first.' })
-  jobs(@Ctx() { viewer, services }: Context): Promise<Job[]> {
-    return listJobs(services.db, requireUser(viewer));
+  @Query(() => JobConnection, { description: 'Your jobs (an admin’s: everyone’s), newest first.' })
+  async jobs(
+    @Arg('first', () => Int, { nullable: true, description: FIRST_DESCRIPTION }) first: number | null,
+    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Arg('status', () => JobStatus, { nullable: true }) status: JobStatus | null,
+    @Arg('type', () => JobType, { nullable: true }) type: JobType | null,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Connection<Job>> {
+    return toConnection(await listJobs(services.db, requireUser(viewer), { status, type }, { first, after }));
   }
 
   @Query(() => Job)

@@ -1,0 +1,59 @@
+import { Field, Int, ObjectType, type ClassType } from 'type-graphql';
+import { MAX_PAGE_SIZE, type Page } from '../services/pagination';
+
+/** Lists that grow without bound are pages (Relay-style connections): `first` and `after` pick one. */
+export const FIRST_DESCRIPTION = `Page size, 1-${MAX_PAGE_SIZE}; default 20.`;
+export const AFTER_DESCRIPTION = 'The endCursor of the page before; absent: from the newest.';
+
+@ObjectType()
+export class PageInfo {
+  @Field(() => Boolean)
+  hasNextPage: boolean;
+
+  @Field(() => String, { nullable: true, description: "Pass as `after` for the next page; null on an empty page." })
+  endCursor: string | null;
+}
+
+export interface Connection<T> {
+  edges: { cursor: string; node: T }[];
+  nodes: T[];
+  pageInfo: PageInfo;
+  totalCount: number;
+}
+
+/** The `<Name>Connection` and `<Name>Edge` types of a node type. */
+export function connectionType<T extends object>(Node: ClassType<T>, name: string): ClassType<Connection<T>> {
+  @ObjectType(`${name}Edge`)
+  class Edge {
+    @Field(() => String)
+    cursor: string;
+
+    @Field(() => Node)
+    node: T;
+  }
+
+  @ObjectType(`${name}Connection`, { description: 'Newest first.' })
+  class NodeConnection implements Connection<T> {
+    @Field(() => [Edge])
+    edges: Edge[];
+
+    @Field(() => [Node], { description: 'The edges’ nodes, for clients that need no cursors.' })
+    nodes: T[];
+
+    @Field(() => PageInfo)
+    pageInfo: PageInfo;
+
+    @Field(() => Int, { description: 'In the whole list, every page, filters applied.' })
+    totalCount: number;
+  }
+  return NodeConnection;
+}
+
+export function toConnection<T>({ nodes, cursors, hasNextPage, totalCount }: Page<T>): Connection<T> {
+  return {
+    edges: nodes.map((node, i) => ({ cursor: cursors[i], node })),
+    nodes,
+    pageInfo: { hasNextPage, endCursor: cursors.at(-1) ?? null },
+    totalCount,
+  };
+}
