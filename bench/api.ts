@@ -44,6 +44,17 @@ readline.createInterface({ input: server.stdout! }).on('line', (line) => {
   }
 });
 
+/**
+ * CPU time the server process has used, in ms (user + system, from /proc): per request, it says what a
+ * request costs even when other processes share the cores and throughput moves with them.
+ */
+async function serverCpuMs(): Promise<number> {
+  const fields = (await fs.readFile(`/proc/${server.pid}/stat`, 'utf8')).split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+/** Linux's USER_HZ, the unit of /proc/<pid>/stat's times, is 100 on every common build. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
 async function waitForLog(msg: string): Promise<Record<string, any>> {
   for (let i = 0; i < 1200; i++) {
     const entry = logged.get(msg);
@@ -122,9 +133,10 @@ try {
   ];
 
   console.log(`\nAPI under load: ${DURATION} s per scenario, ${os.cpus().length} CPUs (${os.cpus()[0].model}), Node ${process.version}\n`);
-  console.log('| request | connections | req/s | p50 | p99 | unexpected responses | server errors |');
-  console.log('|---|---|---|---|---|---|---|');
+  console.log('| request | connections | req/s | p50 | p99 | server CPU per request | unexpected responses | server errors |');
+  console.log('|---|---|---|---|---|---|---|---|');
   for (const scenario of scenarios.filter((s) => !process.env.ONLY || s.name.includes(process.env.ONLY))) {
+    const cpuBefore = await serverCpuMs();
     const result = await autocannon({
       url,
       method: 'POST',
@@ -133,6 +145,7 @@ try {
       headers: { 'content-type': 'application/json', authorization: `Bearer ${scenario.key}` },
       body: JSON.stringify({ query: scenario.query, variables: scenario.variables ?? {} }),
     });
+    const cpuPerRequest = ((await serverCpuMs()) - cpuBefore) / result.requests.total;
     const errors = [...serverErrors.values()].reduce((sum, n) => sum + n, 0);
     if (errors) console.error([...serverErrors.keys()].join('\n'));
     serverErrors.clear();
@@ -140,7 +153,7 @@ try {
       .filter(([status]) => Number(status) !== scenario.expect)
       .reduce((sum, [, stats]) => sum + (stats as { count: number }).count, 0) + result.errors + result.timeouts;
     console.log(
-      `| ${scenario.name} | ${scenario.connections} | ${Math.round(result.requests.average)} | ${result.latency.p50} ms | ${result.latency.p99} ms | ${unexpected} | ${errors} |`,
+      `| ${scenario.name} | ${scenario.connections} | ${Math.round(result.requests.average)} | ${result.latency.p50} ms | ${result.latency.p99} ms | ${cpuPerRequest.toFixed(2)} ms | ${unexpected} | ${errors} |`,
     );
   }
 } finally {
