@@ -17,7 +17,9 @@ const JOBS = 10_000;
 
 const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bd-bench-api-'));
 const profile = process.env.CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF}`] : [];
-const server = spawn(process.execPath, [...profile, '--import', 'tsx', 'src/main.ts'], {
+// The node arguments of `npm start` ("exec node <args>"), so the bench runs what users run.
+const startArgs = (JSON.parse(await fs.readFile('package.json', 'utf8')).scripts.start as string).split(' ').slice(2);
+const server = spawn(process.execPath, [...profile, ...startArgs], {
   env: {
     ...process.env,
     DATA_DIR: dataDir,
