@@ -34,6 +34,15 @@ const MAX_INSTANCE_IMAGES = 20;
 /** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
 const FINETUNE_EXPIRE_MINUTES = 12 * 60;
 
+/**
+ * What a fine-tune runs with when the request leaves steps or learning rate out, by method: the
+ * original BIG system's code defaults for full fine-tunes, diffusers' DreamBooth-LoRA example for LoRA.
+ */
+export const TRAINING_DEFAULTS: Record<FineTuneMethod, { steps: number; learningRate: number }> = {
+  [FineTuneMethod.FULL]: { steps: 200, learningRate: 5e-6 },
+  [FineTuneMethod.LORA]: { steps: 500, learningRate: 1e-4 },
+};
+
 const FineTuneInput = z
   .object({
     target: z.enum(ModelKind),
@@ -48,8 +57,8 @@ const FineTuneInput = z
       .min(1, 'needs at least one photo')
       .max(MAX_INSTANCE_IMAGES, `takes at most ${MAX_INSTANCE_IMAGES} photos`)
       .refine((ids) => new Set(ids).size === ids.length, 'must not repeat a photo'),
-    steps: z.number().int().min(1, 'must be at least 1').max(MAX_STEPS, `must be at most ${MAX_STEPS}`),
-    learningRate: z.number().gt(0, 'must be positive').max(1e-2, 'must be at most 1e-2'),
+    steps: z.number().int().min(1, 'must be at least 1').max(MAX_STEPS, `must be at most ${MAX_STEPS}`).nullish(),
+    learningRate: z.number().gt(0, 'must be positive').max(1e-2, 'must be at most 1e-2').nullish(),
     method: z.enum(FineTuneMethod),
     rank: z.number().int().min(1, 'must be at least 1').max(128, 'must be at most 128').nullish(),
   })
@@ -118,15 +127,15 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
       modelId: model.id,
       conceptId: concept.id,
       contributionId: contribution.id,
-      steps: request.steps,
-      learningRate: request.learningRate,
+      steps: request.steps ?? TRAINING_DEFAULTS[request.method].steps,
+      learningRate: request.learningRate ?? TRAINING_DEFAULTS[request.method].learningRate,
       method: request.method,
       rank: request.method === FineTuneMethod.LORA ? (request.rank ?? DEFAULT_LORA_RANK) : null,
       seed: randomInt(2 ** 32),
     };
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
-    return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: request.steps }));
+    return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
   });
   try {
     await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);

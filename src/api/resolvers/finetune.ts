@@ -1,7 +1,7 @@
 import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
 import { DEFAULT_LORA_RANK } from '../../engine';
 import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../../entities';
-import { startFineTune } from '../../services/finetune';
+import { startFineTune, TRAINING_DEFAULTS } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
@@ -32,11 +32,17 @@ class StartFineTuneInput {
   @Field(() => [ID], { description: 'Your staged photos (uploadInstanceImage without conceptId).' })
   instanceImageIds: string[];
 
-  @Field(() => Int, { description: 'Training steps; also the number of prior-preservation images.' })
-  steps: number;
+  @Field(() => Int, {
+    nullable: true,
+    description: `Training steps, also the number of prior-preservation images; default ${TRAINING_DEFAULTS.LORA.steps} for LORA, ${TRAINING_DEFAULTS.FULL.steps} for FULL (up to 600 for objects and styles, 1200 for faces).`,
+  })
+  steps?: number | null;
 
-  @Field(() => Float, { description: 'Around 1e-4 for LORA, 1e-6 for FULL.' })
-  learningRate: number;
+  @Field(() => Float, {
+    nullable: true,
+    description: `Default ${TRAINING_DEFAULTS.LORA.learningRate} for LORA, ${TRAINING_DEFAULTS.FULL.learningRate} for FULL (1e-6 is the original's recommendation across styles and objects).`,
+  })
+  learningRate?: number | null;
 
   @Field(() => FineTuneMethod)
   method: FineTuneMethod;
