@@ -4,7 +4,7 @@
  * platform, so the engine can reorganise its modules freely.
  */
 export { ModelConfigError } from './models/config';
-export { DEFAULT_LORA_RANK, LoraError, type LoraLayer } from './models/lora';
+export { DEFAULT_LORA_RANK, LoraError, loraRank, type LoraLayer } from './models/lora';
 export { BUNDLED_TINY_SD, createRandomPack, type PackPreset } from './packs';
 export {
   checkStableDiffusionPack, DreamBoothError, encodePngs, generateClassImages, imageGeometry, ImageInputError, loadStableDiffusion,
@@ -18,3 +18,4 @@ export { SAMPLER_NAMES, type SamplerName, type SchedulerName } from './scheduler
 export { ClipTokenizer, loadClipTokenizerFrom, TokenizerError } from './tokenizer';
 export { WeightBindingError } from './weights/bind';
 export { FolderPackSource, loadPack, PackError, type Pack, type PackSource, type RangedPackSource } from './weights/pack';
+export { readSafetensorsHeader } from './weights/safetensors';

@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
-import { DEFAULT_LORA_RANK } from '../engine';
+import { DEFAULT_LORA_RANK, loraRank, readSafetensorsHeader } from '../engine';
 import {
   BaseModel,
   Concept,
@@ -19,6 +19,7 @@ import {
   ModelVersion,
   type User,
 } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
 import type { JobServices } from './container';
 import { badInput, notFound } from './errors';
 import { conceptCategory, identifierFor } from './concepts';
@@ -112,7 +113,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
 
   const job = await db.transaction(async (tx) => {
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
-    await checkMethod(tx, model, request.method);
+    const { method, rank } = await trainingMethod(tx, store, model, request);
     const images = await claimablePhotos(tx, user, imageIds, base.geometry.nativeSize);
     const token = await identifierFor(tx, base.tokenizer, model.id, request.category, request.token);
 
@@ -129,8 +130,8 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
       contributionId: contribution.id,
       steps: request.steps ?? TRAINING_DEFAULTS[request.method].steps,
       learningRate: request.learningRate ?? TRAINING_DEFAULTS[request.method].learningRate,
-      method: request.method,
-      rank: request.method === FineTuneMethod.LORA ? (request.rank ?? DEFAULT_LORA_RANK) : null,
+      method,
+      rank,
       seed: randomInt(2 ** 32),
     };
     await admitJob(tx, user, config.jobLimits);
@@ -185,20 +186,42 @@ function lockModel(tx: EntityManager, id: string): Promise<Model> {
 }
 
 /**
- * A model's versions share one method, so each is one weights object over the base: a LoRA cannot be
- * stacked on a full UNet here, nor a UNet trained over a LoRA.
+ * The method (and a LoRA's rank) of the fine-tune a request starts on `model`: a model's versions share
+ * one method, so each is one weights object over the base (a LoRA cannot be stacked on a full UNet, nor
+ * a UNet trained over a LoRA), and a LoRA continues at its own rank. What the model's versions and its
+ * waiting fine-tunes established is inherited when the request leaves it out, refused when it differs.
  */
-async function checkMethod(tx: EntityManager, model: Model, method: FineTuneMethod): Promise<void> {
+async function trainingMethod(
+  tx: EntityManager,
+  store: ObjectStore,
+  model: Model,
+  request: Pick<z.output<typeof FineTuneInput>, 'method' | 'rank'>,
+): Promise<{ method: FineTuneMethod; rank: number | null }> {
   const first = await tx.getRepository(ModelVersion).findOne({ where: { modelId: model.id }, order: { number: 'ASC' } });
-  const queued = await tx
-    .getRepository(Job)
-    .createQueryBuilder('job')
-    .where(`job.type = :type AND job.params->>'modelId' = :modelId`, { type: JobType.FINETUNE, modelId: model.id })
-    .andWhere('job.status IN (:...waiting)', { waiting: [JobStatus.QUEUED, JobStatus.RUNNING] })
-    .orderBy('job.createdAt', 'ASC')
-    .getOne();
-  const established = first?.method ?? (queued?.params as FineTuneParams | undefined)?.method;
-  if (established && established !== method) throw badInput(`method: this model is fine-tuned with ${established}`);
+  const waiting = (
+    await tx
+      .getRepository(Job)
+      .createQueryBuilder('job')
+      .where(`job.type = :type AND job.params->>'modelId' = :modelId`, { type: JobType.FINETUNE, modelId: model.id })
+      .andWhere('job.status IN (:...waiting)', { waiting: [JobStatus.QUEUED, JobStatus.RUNNING] })
+      .orderBy('job.createdAt', 'ASC')
+      .getOne()
+  )?.params as FineTuneParams | undefined;
+  const method = first?.method ?? waiting?.method;
+  if (method && method !== request.method) throw badInput(`method: this model is fine-tuned with ${method}`);
+  if (request.method !== FineTuneMethod.LORA) return { method: request.method, rank: null };
+
+  const head = model.headVersionId ? await tx.getRepository(ModelVersion).findOneByOrFail({ id: model.headVersionId }) : null;
+  const rank = (head?.weightsKey && (await storedLoraRank(store, head.weightsKey))) || waiting?.rank;
+  if (rank && request.rank != null && request.rank !== rank) {
+    throw badInput(`rank: this model's LoRA has rank ${rank}; leave rank out to continue it`);
+  }
+  return { method: request.method, rank: rank ?? request.rank ?? DEFAULT_LORA_RANK };
+}
+
+/** The rank of a stored LoRA, from its safetensors header alone. */
+async function storedLoraRank(store: ObjectStore, key: string): Promise<number | undefined> {
+  return loraRank(await readSafetensorsHeader((start, end) => store.getRange(key, start, end)));
 }
 
 /** The user's own photos not yet part of a concept, large enough to train on. */

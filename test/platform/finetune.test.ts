@@ -170,9 +170,15 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     const untrained = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "plain", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
     expect(tuned.equals(await generate(undefined, untrained))).toBe(false);
 
+    // The model's LoRA has rank 2: another rank is refused at submission, none inherits it.
+    const otherRank = await gql(url, START, { input: { ...input, rank: 8, category: 'cat', instanceImageIds: [await stage(a.key, 10)] } }, a.key);
+    expect(errorCode(otherRank)).toBe('BAD_USER_INPUT');
+    expect(otherRank.errors![0].message).toBe("rank: this model's LoRA has rank 2; leave rank out to continue it");
+
     // A second concept of another category replays the first one's photos in its prior images.
     const more = [await stage(a.key, 7), await stage(a.key, 8)];
-    const second = (await ok(gql(url, START, { input: { ...input, category: 'cat', token: 'brc', steps: 4, instanceImageIds: more } }, a.key))).startFineTune;
+    const second = (await ok(gql(url, START, { input: { ...input, rank: undefined, category: 'cat', token: 'brc', steps: 4, instanceImageIds: more } }, a.key))).startFineTune;
+    expect(second.params.rank).toBe(2);
     expect((await follow(url, a.key, second.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
     const c2 = await contributionOf(second.id, a.key);
     expect(c2.priorSplit).toEqual({

@@ -77,6 +77,15 @@ export function parseUNetLora(stored: ReadonlyMap<string, StoredTensor>): Map<st
   return layers;
 }
 
+/** The rank of a LoRA file from its tensors' shapes alone (the header is enough): its A matrices are [rank, in]. */
+export function loraRank(tensors: ReadonlyMap<string, { shape: readonly number[] }>): number | undefined {
+  for (const [key, { shape }] of tensors) {
+    const groups = KEY.exec(key)?.groups;
+    if (groups && (groups.old === 'down' || groups.peft === 'A')) return shape[0];
+  }
+  return undefined;
+}
+
 /** The LoRA slots of one graph: pass `linear` to buildUNet, serialize with `weightsAsInputs: names()`. */
 export class LoraSlots {
   readonly layers = new Map<string, { inFeatures: number; outFeatures: number }>();

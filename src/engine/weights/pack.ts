@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, normalize, sep } from 'node:path';
-import { parseSafetensors, parseSafetensorsHeader, safetensorsHeaderLength, type StoredTensor, type TensorHeader } from './safetensors';
+import { parseSafetensors, readSafetensorsHeader, SafetensorsError, type StoredTensor, type TensorHeader } from './safetensors';
 
 /** Where a pack's files come from: a folder here, object storage in the platform. Paths use `/`. */
 export interface PackSource {
@@ -146,12 +146,9 @@ async function readJson(source: PackSource, path: string): Promise<Record<string
  * enough to check a checkpoint against its config without reading its data.
  */
 export function readWeightHeaders(source: RangedPackSource, component: PackComponent): Promise<Map<string, TensorHeader>> {
-  return readWeights(source, component.name, component.weightsFile, async (path) => {
-    const prefix = (await source.readRange(path, 0, 8)).bytes;
-    const headerLength = asPackFile(path, () => safetensorsHeaderLength(prefix));
-    const { bytes, size } = await source.readRange(path, 8, 8 + headerLength);
-    return asPackFile(path, () => parseSafetensorsHeader(bytes, headerLength, size));
-  });
+  return readWeights(source, component.name, component.weightsFile, (path) =>
+    asPackFile(path, () => readSafetensorsHeader((start, end) => source.readRange(path, start, end))),
+  );
 }
 
 /** Each tensor of a component's weights file, `read` from it, or from the shards it indexes. */
@@ -162,15 +159,16 @@ function readWeights<T>(source: PackSource, component: string, weightsFile: stri
 
 async function readTensors(source: PackSource, path: string): Promise<Map<string, StoredTensor>> {
   const bytes = await source.read(path);
-  return asPackFile(path, () => parseSafetensors(bytes));
+  return asPackFile(path, async () => parseSafetensors(bytes));
 }
 
-/** A file whose bytes do not parse is a PackError naming the file. */
-function asPackFile<T>(path: string, parse: () => T): T {
+/** A file that is not valid safetensors is a PackError naming the file. */
+async function asPackFile<T>(path: string, parse: () => Promise<T>): Promise<T> {
   try {
-    return parse();
+    return await parse();
   } catch (error) {
-    throw new PackError('INVALID_FILE', `pack file ${path}: ${(error as Error).message}`);
+    if (error instanceof SafetensorsError) throw new PackError('INVALID_FILE', `pack file ${path}: ${error.message}`);
+    throw error;
   }
 }
 

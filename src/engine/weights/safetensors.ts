@@ -59,12 +59,28 @@ export function parseSafetensorsHeader(json: Uint8Array, headerLength: number, f
   const tensors = new Map<string, TensorHeader>();
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    const { dtype, shape, data_offsets: [begin, end] } = entry as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
+    const { dtype, shape, data_offsets: offsets } = entry as { dtype: SafetensorsDType; shape: number[]; data_offsets: [number, number] };
+    if (!Array.isArray(shape) || !Array.isArray(offsets) || offsets.length !== 2) {
+      throw new SafetensorsError(`safetensors: tensor ${name} has no shape and data_offsets`);
+    }
+    const [begin, end] = offsets;
     checkTensorBytes(name, dtype, shape, end - begin);
     if (8 + headerLength + end > fileSize) throw new SafetensorsError(`safetensors: tensor ${name} runs past the end of the file`);
     tensors.set(name, { dtype, shape, begin, end });
   }
   return tensors;
+}
+
+/**
+ * A file's tensors as its header describes them, from two ranged reads (the length prefix, then the
+ * JSON header): `readRange(start, end)` gives bytes [start, end) and the file's size. No data is read.
+ */
+export async function readSafetensorsHeader(
+  readRange: (start: number, end: number) => Promise<{ bytes: Uint8Array; size: number }>,
+): Promise<Map<string, TensorHeader>> {
+  const headerLength = safetensorsHeaderLength((await readRange(0, 8)).bytes);
+  const { bytes, size } = await readRange(8, 8 + headerLength);
+  return parseSafetensorsHeader(bytes, headerLength, size);
 }
 
 /**
