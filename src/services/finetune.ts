@@ -23,6 +23,7 @@ import type { ObjectStore } from '../storage/object-store';
 import type { JobServices } from './container';
 import { badInput, notFound } from './errors';
 import { conceptCategory, identifierFor } from './concepts';
+import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
 import { getModel, getModelToChange } from './models';
 import { basePackInfo } from './versions';
@@ -30,8 +31,6 @@ import { parseId } from './validate';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
-/** DreamBooth needs a handful of photos; more than this is a sign of the wrong tool. */
-const MAX_INSTANCE_IMAGES = 20;
 /** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
 const FINETUNE_EXPIRE_MINUTES = 12 * 60;
 
@@ -230,10 +229,8 @@ async function claimablePhotos(tx: EntityManager, user: User, ids: string[], res
   if (photos.length !== ids.length) throw notFound('Instance image');
   const used = photos.filter((p) => p.conceptId !== null);
   if (used.length) throw badInput(`instanceImageIds: ${used.map((p) => p.id).join(', ')} already belong to a concept`);
-  const small = photos.filter((p) => Math.min(p.width, p.height) < resolution);
-  if (small.length) {
-    throw badInput(`instanceImageIds: ${small.map((p) => p.id).join(', ')} are smaller than ${resolution}x${resolution}, the model's training size`);
-  }
+  const small = photos.filter((p) => photoSizeProblem(p, resolution));
+  if (small.length) throw badInput(`instanceImageIds: ${small.map((p) => p.id).join(', ')} ${small.length > 1 ? 'are' : 'is'} ${photoSizeProblem(small[0], resolution)}`);
   return photos;
 }
 

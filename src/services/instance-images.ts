@@ -5,12 +5,24 @@ import { IsNull } from 'typeorm';
 import { InstanceImage, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { badInput, forbidden, notFound } from './errors';
-import { canChangeModel } from './models';
+import { canChangeModel, getModelBaseModel } from './models';
 import { getConcept } from './concepts';
 import { parseId } from './validate';
+import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
 
 const ACCEPTED_FORMATS = new Set(['jpeg', 'png', 'webp']);
+/** DreamBooth needs a handful of photos of a concept; more than this is a sign of the wrong tool. */
+export const MAX_INSTANCE_IMAGES = 20;
+
+/**
+ * Why a photo cannot train a model whose training size is `nativeSize` pixels a side, or undefined:
+ * the one rule for photos staged for a fine-tune and photos added to a concept later, so a photo that
+ * a metamodel replays for everyone's training can always be used.
+ */
+export function photoSizeProblem(photo: { width: number; height: number }, nativeSize: number): string | undefined {
+  return Math.min(photo.width, photo.height) < nativeSize ? `smaller than ${nativeSize}x${nativeSize}, the model's training size` : undefined;
+}
 
 /**
  * Training photos stay private to their uploader, even for a concept of the public metamodel.
@@ -55,6 +67,15 @@ export async function addInstanceImage(
     .catch(() => undefined);
   if (!metadata?.format || !ACCEPTED_FORMATS.has(metadata.format) || !metadata.width || !metadata.height) {
     throw badInput('file: must be a JPEG, PNG or WebP image');
+  }
+  if (concept) {
+    // A staged photo is checked when a fine-tune claims it; one added to a concept, here.
+    const { geometry } = await basePackInfo(store, await getModelBaseModel(db, concept.model!));
+    const problem = photoSizeProblem({ width: metadata.width, height: metadata.height }, geometry.nativeSize);
+    if (problem) throw badInput(`file: the photo is ${problem}`);
+    if ((await db.getRepository(InstanceImage).countBy({ conceptId: concept.id })) >= MAX_INSTANCE_IMAGES) {
+      throw badInput(`conceptId: the concept has ${MAX_INSTANCE_IMAGES} photos, the most it may have`);
+    }
   }
   const objectKey = `instance-images/${user.id}/${randomUUID()}.${metadata.format}`;
   await store.put(objectKey, bytes, `image/${metadata.format}`);

@@ -1,4 +1,5 @@
-import { generateClassImages, loadTrainingImage, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels } from '../engine';
+import { generateClassImages, ImageInputError, loadTrainingImage, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels } from '../engine';
+import { isMissing } from '../storage/object-store';
 import { InstanceImage } from '../entities';
 import type { PriorSplit } from './big-split';
 import type { Services } from './container';
@@ -21,20 +22,46 @@ export function classImageKey(baseModelId: string, category: string, index: numb
  * concepts the model learned before.
  */
 export class TrainingImages {
+  /** Why the prior images are fewer than the split planned: replayed photos that could not be used. */
+  readonly warnings: string[] = [];
+
   constructor(
     private readonly services: Pick<Services, 'db' | 'store'>,
     private readonly engine: EngineWorker,
     private readonly resolution: number,
   ) {}
 
-  /** A concept's stored photos as training examples, cycled to `count` when given. */
-  async photos(conceptId: string, prompt: string, count?: number): Promise<Example[]> {
-    const { db, store } = this.services;
-    const photos = await db.getRepository(InstanceImage).find({ where: { conceptId }, order: { createdAt: 'ASC' } });
+  /** The photos of the concept being trained, as training examples; one that cannot be used fails the training. */
+  async photos(conceptId: string, prompt: string): Promise<Example[]> {
+    const photos = await this.#stored(conceptId);
     if (photos.length === 0) throw new FineTuneFailure('The concept has no photos to train on');
-    const pixels = await Promise.all(photos.map(async (p) => loadTrainingImage(await store.get(p.objectKey), this.resolution)));
-    const n = count ?? pixels.length;
-    return Array.from({ length: n }, (_, i) => ({ pixels: pixels[i % pixels.length], prompt }));
+    return Promise.all(photos.map(async (p) => ({ pixels: await loadTrainingImage(await this.services.store.get(p.objectKey), this.resolution), prompt })));
+  }
+
+  /**
+   * `count` examples of an earlier concept's photos (cycled), replayed in the prior images. A photo that
+   * cannot be used (gone from the store, or one an older version let in) is skipped with a warning: it
+   * must never fail the training of whoever contributes next.
+   */
+  async #replayed(conceptId: string, prompt: string, count: number): Promise<Example[]> {
+    const usable: Example['pixels'][] = [];
+    for (const photo of await this.#stored(conceptId)) {
+      try {
+        usable.push(await loadTrainingImage(await this.services.store.get(photo.objectKey), this.resolution));
+      } catch (error) {
+        if (!(error instanceof ImageInputError) && !isMissing(error)) throw error;
+        this.warnings.push(`A stored photo of "${prompt}" cannot be replayed and was skipped (${isMissing(error) ? 'it is gone from storage' : (error as Error).message}).`);
+      }
+    }
+    if (usable.length === 0) {
+      this.warnings.push(`"${prompt}" has no usable photo left to replay; its ${count} prior images are left out.`);
+      return [];
+    }
+    return Array.from({ length: count }, (_, i) => ({ pixels: usable[i % usable.length], prompt }));
+  }
+
+  #stored(conceptId: string): Promise<InstanceImage[]> {
+    return this.services.db.getRepository(InstanceImage).find({ where: { conceptId }, order: { createdAt: 'ASC' } });
   }
 
   /** The split's parts as examples: cached class images of each category, replayed photos of learned concepts. */
@@ -45,7 +72,7 @@ export class TrainingImages {
       for (const part of split.parts) {
         if (part.images === 0) continue;
         if (part.source === 'instance') {
-          examples.push(...(await this.photos(part.conceptId, `a ${part.token} ${part.category}`, part.images)));
+          examples.push(...(await this.#replayed(part.conceptId, `a ${part.token} ${part.category}`, part.images)));
           continue;
         }
         const generator = () => (pipeline ??= new Txt2ImgPipeline(models, this.engine));

@@ -32,11 +32,11 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     if (r.errors) throw new Error(JSON.stringify(r.errors));
     return r.data!;
   };
-  const contribute = async (key: string, category: string) => {
+  const contribute = async (key: string, category: string, steps = 3) => {
     const png = await sharp({ create: { width: 36, height: 36, channels: 3, background: { r: 40 * ++seed, g: 120, b: 60 } } }).png().toBuffer();
     const photo = (await ok(gqlUpload(url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
     const job = (await ok(gql(url, START, { input: {
-      target: 'META', modelId: metaModelId, category, kind: 'OBJECT', instanceImageIds: [photo], steps: 3, learningRate: 1e-4, method: 'LORA',
+      target: 'META', modelId: metaModelId, category, kind: 'OBJECT', instanceImageIds: [photo], steps, learningRate: 1e-4, method: 'LORA',
     } }, key))).startFineTune;
     return { jobId: job.id as string, contributionId: job.params.contributionId as string, conceptId: job.params.conceptId as string, photo };
   };
@@ -154,6 +154,27 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     expect(owl.status).toBe('MERGED');
     expect(owl.priorSplit.parts).toEqual([{ source: 'class', category: 'owl', images: 2 }, { source: 'class', category: 'cow', images: 1 }]);
     expect(owl.priorSplit.warnings).toEqual([expect.stringMatching(/cow" has no stored photos left to replay/)]);
+
+    // One user's photo never breaks another's contribution: a photo too small to train on is refused
+    // when added to a concept, and a stored one that cannot be used (an older version let it in) is
+    // skipped from replay with a warning.
+    const tiny = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#fff' } }).png().toBuffer();
+    const added = await gqlUpload(url, 'mutation($file: Upload!, $c: ID!) { uploadInstanceImage(file: $file, conceptId: $c) { id } }', { c: after.conceptId }, { bytes: tiny, name: 't.png', type: 'image/png' }, a.key);
+    expect(errorCode(added)).toBe('BAD_USER_INPUT');
+    expect(added.errors![0].message).toBe("file: the photo is smaller than 32x32, the model's training size");
+    const [owlPhoto] = await platform.services.db.query('SELECT "objectKey" FROM instance_image WHERE id = $1', [after.photo]);
+    await platform.services.store.put(owlPhoto.objectKey, tiny, 'image/png');
+    const pig = await contribute(b.key, 'pig', 8); // enough prior images for every part, the owl's photo among them
+    await runners[1].run(pig.jobId);
+    const merged = await contribution(pig.contributionId);
+    expect(merged.status).toBe('MERGED');
+    expect(merged.priorSplit.warnings).toEqual([
+      expect.stringMatching(/cow" has no stored photos left to replay/),
+      expect.stringMatching(/^A stored photo of "a \w+ owl" cannot be replayed and was skipped \(the image is 16x16/),
+      expect.stringMatching(/owl" has no usable photo left to replay; its 1 prior images are left out/),
+    ]);
+    const job = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { warnings } }', { id: pig.jobId }, b.key))).job;
+    expect(job.warnings).toEqual(merged.priorSplit.warnings);
   }, 300_000);
 
   it('leaves nothing behind when the queue refuses a job', async () => {

@@ -27,10 +27,10 @@ describe('instance image uploads', () => {
   afterAll(() => platform?.stop());
 
   it('stores the bytes in S3 with their hash and size', async () => {
-    const jpeg = new Uint8Array(await sharp({ create: { width: 64, height: 48, channels: 3, background: '#39c' } }).jpeg().toBuffer());
+    const jpeg = new Uint8Array(await sharp({ create: { width: 80, height: 64, channels: 3, background: '#39c' } }).jpeg().toBuffer());
     const response = await gqlUpload(url, UPLOAD, { c: conceptId }, { bytes: jpeg, name: 'dog.jpg', type: 'image/jpeg' }, key);
     const image = response.data!.uploadInstanceImage;
-    expect(image).toMatchObject({ width: 64, height: 48, sha256: createHash('sha256').update(jpeg).digest('hex') });
+    expect(image).toMatchObject({ width: 80, height: 64, sha256: createHash('sha256').update(jpeg).digest('hex') });
     const [row] = await platform.services.db.query('SELECT "objectKey" FROM instance_image WHERE id = $1', [image.id]);
     expect(Buffer.compare(Buffer.from(await platform.services.store.get(row.objectKey)), Buffer.from(jpeg))).toBe(0);
 
@@ -38,6 +38,15 @@ describe('instance image uploads', () => {
     expect(listed.data?.instanceImages).toEqual([{ id: image.id }]);
     expect((await gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: image.id }, key)).data).toEqual({ deleteInstanceImage: image.id });
     await expect(platform.services.store.get(row.objectKey)).rejects.toThrow();
+  });
+
+  it('refuses a photo smaller than the model trains at, storing nothing', async () => {
+    const before = await count();
+    const small = new Uint8Array(await sharp({ create: { width: 64, height: 48, channels: 3, background: '#39c' } }).png().toBuffer());
+    const response = await gqlUpload(url, UPLOAD, { c: conceptId }, { bytes: small, name: 'small.png', type: 'image/png' }, key);
+    expect(errorCode(response)).toBe('BAD_USER_INPUT');
+    expect(response.errors?.[0].message).toBe("file: the photo is smaller than 64x64, the model's training size");
+    expect(await count()).toBe(before);
   });
 
   it('refuses a file that is not an image, storing nothing', async () => {

@@ -6,7 +6,7 @@ import {
 } from '../../engine';
 import { BaseModel, Concept, Contribution, ContributionStatus, FineTuneMethod, InstanceImage, Job, Model, ModelKind, ModelVersion } from '../../entities';
 import { loadBaseModelPack } from '../../services/base-models';
-import { splitPriorImages } from '../../services/big-split';
+import { splitPriorImages, type PriorSplit } from '../../services/big-split';
 import type { Services } from '../../services/container';
 import { FineTuneFailure, learnedConcepts, type FineTuneParams } from '../../services/finetune';
 import { TrainingImages } from '../../services/training-images';
@@ -77,15 +77,14 @@ export class FineTuneHandler implements JobHandler {
       learned: learned.map((c) => ({ conceptId: c.id, token: c.token, category: c.category, replayable: withPhotos.has(c.id) })),
       meta: model.kind !== ModelKind.PRIVATE,
     });
-    await db.getRepository(Contribution).update(params.contributionId, { priorSplit: { ...split } });
-    // On the job too: the contribution's record is not where a user watching the run looks.
-    await db.getRepository(Job).update(jobId, { warnings: split.warnings });
+    await this.#recordSplit(jobId, params.contributionId, split);
 
     const models = await loadBaseModelPack(store, baseModel.storageLocation);
     const resolution = imageGeometry(models).nativeSize;
     const images = new TrainingImages(this.services, this.engine, resolution);
     const instance = await images.photos(concept.id, `a ${concept.token} ${concept.category}`);
     const prior = await images.prior(split, baseModel.id, models, run.signal);
+    if (images.warnings.length) await this.#recordSplit(jobId, params.contributionId, { ...split, warnings: [...split.warnings, ...images.warnings] });
 
     const rank = params.rank ?? DEFAULT_LORA_RANK;
     const result = await trainDreamBooth(
@@ -106,6 +105,13 @@ export class FineTuneHandler implements JobHandler {
     const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
     await store.put(weightsKey, bytes);
     return { weightsKey, fromVersionId: head?.id ?? null };
+  }
+
+  /** The split on the contribution, and its warnings on the job too: the contribution's record is not where a user watching the run looks. */
+  async #recordSplit(jobId: string, contributionId: string, split: PriorSplit): Promise<void> {
+    const { db } = this.services;
+    await db.getRepository(Contribution).update(contributionId, { priorSplit: { ...split } });
+    await db.getRepository(Job).update(jobId, { warnings: split.warnings });
   }
 
   /** The head's weights, where this training continues from. */
