@@ -69,6 +69,18 @@ export function splitPriorImages(request: SplitRequest): PriorSplit {
         `${starved} get none. Train at least ${parts.length} steps to replay every earlier concept.`,
     );
   }
+  // The one-image floor of many small parts is paid by the largest, the current category's own; below
+  // its share by more than rounding (under one image a part), the model learns the new category less.
+  const own = parts.filter((part) => part.category === category);
+  const others = parts.length - own.length;
+  const intended = Math.floor(others > 0 ? p / 2 : p);
+  const current = own.reduce((total, part) => total + part.images, 0);
+  if (current < intended - own.length) {
+    warnings.push(
+      `"${category}" gets ${current} of ${p} prior images instead of ${intended}: the other categories' ${others} parts ` +
+        `take one image each. Train at least ${2 * others} steps to give it its half.`,
+    );
+  }
   return { parts, warnings };
 }
 

@@ -79,7 +79,8 @@ describe('BIG prior-preservation split', () => {
     const split = splitPriorImages({ priorImages: 81, category: 'dog', learned, meta: true });
     expect(split.parts).toHaveLength(81);
     expect(split.parts.every((part) => part.images === 1)).toBe(true);
-    expect(split.warnings).toEqual([]);
+    // Paid for by the category being trained, which the job is told.
+    expect(split.warnings).toEqual(['"dog" gets 1 of 81 prior images instead of 40: the other categories\' 80 parts take one image each. Train at least 160 steps to give it its half.']);
     // The original's floor(P / 2 / |O| / 2) would give each of these categories 0 images.
     expect(Math.floor(81 / 2 / 40 / 2)).toBe(0);
   });
@@ -101,12 +102,18 @@ describe('BIG prior-preservation split', () => {
       expect(sum(split.parts)).toBe(request.priorImages);
       const others = new Set(request.learned.map((c) => c.category).filter((c) => c !== request.category)).size;
       expect(split.parts).toHaveLength(1 + others + request.learned.length);
+      const squeezed = split.warnings.filter((warning) => / instead of /.test(warning));
       if (request.priorImages >= split.parts.length) {
         expect(split.parts.every((part) => part.images >= 1)).toBe(true);
-        expect(split.warnings).toEqual([]);
+        expect(split.warnings).toEqual(squeezed);
       } else {
-        expect(split.warnings).toHaveLength(split.parts.some((part) => part.images === 0) ? 1 : 0);
+        expect(split.warnings).toHaveLength((split.parts.some((part) => part.images === 0) ? 1 : 0) + squeezed.length);
       }
+      // The current category is told when the floor, not rounding, took its images.
+      const own = split.parts.filter((part) => part.category === request.category);
+      const owned = own.reduce((total, part) => total + part.images, 0);
+      const half = Math.floor(split.parts.length > own.length ? request.priorImages / 2 : request.priorImages);
+      expect(squeezed).toHaveLength(owned < half - own.length ? 1 : 0);
       // Where no part needs the one-image floor, each is within one image of its exact share.
       const quotas = split.parts.map((part) => exactQuota(request, part));
       if (quotas.every((q) => q >= 1)) {
