@@ -61,6 +61,8 @@ const FineTuneInput = z
     learningRate: z.number().gt(0, 'must be positive').max(1e-2, 'must be at most 1e-2').nullish(),
     method: z.enum(FineTuneMethod),
     rank: z.number().int().min(1, 'must be at least 1').max(128, 'must be at most 128').nullish(),
+    /** Unsigned 32-bit; drawn here when absent, so the job records what reproduces it. */
+    seed: z.number().int().min(0, 'must not be negative').max(2 ** 32 - 1, 'must fit 32 bits').nullish(),
   })
   .superRefine((input, ctx) => {
     if (input.rank != null && input.method !== FineTuneMethod.LORA) {
@@ -131,7 +133,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
       learningRate: request.learningRate ?? TRAINING_DEFAULTS[request.method].learningRate,
       method,
       rank,
-      seed: randomInt(2 ** 32),
+      seed: request.seed ?? randomInt(2 ** 32),
     };
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);

@@ -256,4 +256,19 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     const seen = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { userId status } }', { m: metaModelId }, a.key))).contributions;
     expect(seen).toEqual([{ userId: b.userId, status: 'MERGED' }]);
   }, 300_000);
+
+  it('trains the same weights from the same seed, photos and settings, and other weights from another seed', async () => {
+    const weightsOf = async (seed: number) => {
+      const job = (await ok(gql(url, START, { input: {
+        target: 'PRIVATE', baseModelId, category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 21)], steps: 2, learningRate: 1e-3, method: 'LORA', seed,
+      } }, b.key))).startFineTune;
+      expect(job.params.seed).toBe(seed);
+      expect((await follow(url, b.key, job.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+      const [version] = await platform.services.db.query('SELECT "weightsKey" FROM model_version WHERE "modelId" = $1', [job.params.modelId]);
+      return Buffer.from(await platform.services.store.get(version.weightsKey));
+    };
+    const first = await weightsOf(2 ** 32 - 1);
+    expect(first.equals(await weightsOf(2 ** 32 - 1))).toBe(true);
+    expect(first.equals(await weightsOf(5))).toBe(false);
+  }, 120_000);
 });

@@ -157,7 +157,12 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
     expect(errorCode(await generate({ prompt: 'x', scheduler: 'NOPE' }))).toBe('BAD_USER_INPUT');
     // Checked against the model before queueing, by the rule the worker's pipeline applies: the bundled
     // model's sides are multiples of 32 (VAE factor 8, UNet factor 4); the fixture's, of 4.
-    const bundledId = (await ok(gql(url, '{ baseModels { id name } }', {}, a.key))).baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd').id;
+    const baseModels = (await ok(gql(url, '{ baseModels { id name resolution sizeMultiple } }', {}, a.key))).baseModels;
+    expect(baseModels.map(({ name, resolution, sizeMultiple }: any) => ({ name, resolution, sizeMultiple }))).toEqual([
+      { name: 'bundled-tiny-sd', resolution: 64, sizeMultiple: 32 },
+      { name: 'tiny-sd15', resolution: 32, sizeMultiple: 4 },
+    ]);
+    const bundledId = baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd').id;
     const onBundled = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "sizes", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundledId }, a.key))).createModel.id;
     const tooSmall = await generate({ modelId: onBundled, prompt: 'x', width: 8, height: 8 });
     expect(errorCode(tooSmall)).toBe('BAD_USER_INPUT');

@@ -1,6 +1,7 @@
-import { Arg, Ctx, Field, ID, InputType, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Ctx, Field, FieldResolver, ID, InputType, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { BaseModel } from '../../entities';
 import { getBaseModel, listBaseModels, registerBaseModel } from '../../services/base-models';
+import { basePackInfo } from '../../services/versions';
 import { requireAdmin, requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
@@ -13,7 +14,7 @@ class RegisterBaseModelInput {
   storageLocation: string;
 }
 
-@Resolver()
+@Resolver(() => BaseModel)
 export class BaseModelResolver {
   @Query(() => [BaseModel])
   baseModels(@Ctx() { viewer, services }: Context): Promise<BaseModel[]> {
@@ -34,5 +35,17 @@ export class BaseModelResolver {
   ): Promise<BaseModel> {
     requireAdmin(viewer);
     return registerBaseModel(services.db, services.store, { ...input });
+  }
+
+  @FieldResolver(() => Int, {
+    description: 'Pixels a side that images are made and trained at by default; training photos must be at least this large.',
+  })
+  async resolution(@Root() baseModel: BaseModel, @Ctx() { services }: Context): Promise<number> {
+    return (await basePackInfo(services.store, baseModel)).geometry.nativeSize;
+  }
+
+  @FieldResolver(() => Int, { description: 'Image sides must be multiples of this and of 8.' })
+  async sizeMultiple(@Root() baseModel: BaseModel, @Ctx() { services }: Context): Promise<number> {
+    return (await basePackInfo(services.store, baseModel)).geometry.sideMultiple;
   }
 }

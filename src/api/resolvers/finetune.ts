@@ -47,6 +47,12 @@ class StartFineTuneInput {
   @Field(() => FineTuneMethod)
   method: FineTuneMethod;
 
+  @Field(() => Float, {
+    nullable: true,
+    description: 'Unsigned 32-bit; random when absent (Job.params.seed records it). The same seed, photos, base model and settings train the same weights.',
+  })
+  seed?: number | null;
+
   @Field(() => Int, { nullable: true, description: `LoRA rank, default ${DEFAULT_LORA_RANK}.` })
   rank?: number | null;
 }
