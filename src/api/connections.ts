@@ -18,7 +18,7 @@ export interface Connection<T> {
   edges: { cursor: string; node: T }[];
   nodes: T[];
   pageInfo: PageInfo;
-  totalCount: number;
+  totalCount: number | Promise<number>;
 }
 
 /** The `<Name>Connection` and `<Name>Edge` types of a node type. */
@@ -43,17 +43,20 @@ export function connectionType<T extends object>(Node: ClassType<T>, name: strin
     @Field(() => PageInfo)
     pageInfo: PageInfo;
 
-    @Field(() => Int, { description: 'In the whole list, every page, filters applied.' })
-    totalCount: number;
+    @Field(() => Int, { description: 'In the whole list, every page, filters applied; counted only when asked for.' })
+    totalCount: number | Promise<number>;
   }
   return NodeConnection;
 }
 
-export function toConnection<T>({ nodes, cursors, hasNextPage, totalCount }: Page<T>): Connection<T> {
+export function toConnection<T>({ nodes, cursors, hasNextPage, countAll }: Page<T>): Connection<T> {
   return {
     edges: nodes.map((node, i) => ({ cursor: cursors[i], node })),
     nodes,
     pageInfo: { hasNextPage, endCursor: cursors.at(-1) ?? null },
-    totalCount,
+    // A getter: fields are read off the object only when the query selects them.
+    get totalCount() {
+      return countAll();
+    },
   };
 }

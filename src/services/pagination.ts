@@ -16,8 +16,8 @@ export interface Page<T> {
   /** Each node's cursor, for a client that resumes after any of them. */
   cursors: string[];
   hasNextPage: boolean;
-  /** Rows in the whole list (all pages, filters applied). */
-  totalCount: number;
+  /** Rows in the whole list (all pages, filters applied): counted only when asked for, a page costs no count. */
+  countAll(): Promise<number>;
 }
 
 export const MAX_PAGE_SIZE = 100;
@@ -42,11 +42,11 @@ export async function pageOf<T extends ObjectLiteral & { id: string }>(query: Se
   const first = parseInput(pageSize, request.first ?? DEFAULT_PAGE_SIZE, 'first');
   const alias = query.alias;
   const table = query.expressionMap.mainAlias!.metadata.tableName;
-  const totalCount = await query.clone().getCount();
+  const counting = query.clone();
   if (request.after != null) {
     query.andWhere(`(${alias}."createdAt", ${alias}.id) < (SELECT "createdAt", id FROM "${table}" WHERE id = :after)`, { after: fromCursor(request.after) });
   }
   const rows = await query.orderBy(`${alias}.createdAt`, 'DESC').addOrderBy(`${alias}.id`, 'DESC').limit(first + 1).getMany();
   const nodes = rows.slice(0, first);
-  return { nodes, cursors: nodes.map((node) => toCursor(node.id)), hasNextPage: rows.length > first, totalCount };
+  return { nodes, cursors: nodes.map((node) => toCursor(node.id)), hasNextPage: rows.length > first, countAll: () => counting.getCount() };
 }

@@ -45,7 +45,7 @@ describe('tenancy', () => {
     a = await signUp(url, 'a@example.org');
     b = await signUp(url, 'b@example.org');
     png = new Uint8Array(
-      await sharp({ create: { width: 8, height: 6, channels: 3, background: '#c33' } }).png().toBuffer(),
+      await sharp({ create: { width: 80, height: 64, channels: 3, background: '#c33' } }).png().toBuffer(),
     );
 
     // The bundled base model, registered at start.
@@ -235,7 +235,7 @@ describe('tenancy', () => {
       const seen = await ok(gql(url, query, vars, key));
       expect(seen.model.headVersion).toEqual({ number: 2 });
       expect(seen.model.versions).toEqual([{ number: 2 }, { number: 1 }]);
-      expect(seen.instanceImage).toMatchObject({ width: 8, height: 6 });
+      expect(seen.instanceImage).toMatchObject({ width: 80, height: 64 });
       expect(seen.job.images).toEqual([{ prompt: 'a sks dog' }]);
     }
     const canceled = await ok(gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { status finishedAt } }', { id: owned.jobId }, a.key));
