@@ -1,32 +1,71 @@
-import { EventEmitter, on } from 'node:events';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { DataSource, EntityManager } from 'typeorm';
-
-/** The PostgreSQL channel every job change is announced on. */
-const CHANNEL = 'job_events';
-
-/** What changed: the row's status, its progress, or its images. Listeners re-read the row. */
-export type JobEventKind = 'status' | 'progress' | 'images';
+import { AppError } from './errors';
+import { FINISHED } from './job-lifecycle';
+import { JOB_STATE_JSON, JOB_STATES_CHANNEL, type JobState } from './job-state';
 
 /**
- * Announces a change of Job `jobId` to every API process. The payload stays tiny (NOTIFY's limit is
- * 8000 bytes); inside a transaction it is delivered only on commit, so listeners read committed rows.
+ * How many states a subscriber may fall behind before its stream ends with FellBehind. States are
+ * shared objects, so the bound caps memory at a few kilobytes per subscriber; a consumer that reads
+ * as fast as its socket allows stays within a handful.
  */
-export async function publishJobEvent(db: DataSource | EntityManager, jobId: string, kind: JobEventKind): Promise<void> {
-  await db.query('SELECT pg_notify($1, $2)', [CHANNEL, JSON.stringify({ id: jobId, kind })]);
-}
+const MAX_BUFFERED_STATES = 1000;
 
 const RECONNECT_DELAY_MS = 1000;
 
+/** Ends a subscription that fell MAX_BUFFERED_STATES behind: it is told, rather than silently skipping states. */
+export class FellBehind extends AppError {
+  constructor() {
+    super('CONFLICT', `This subscription fell ${MAX_BUFFERED_STATES} states behind its job and was ended; subscribe again`);
+  }
+}
+
+/** What a notification carries (publishJobState): a new state, and the id of the transaction that made it. */
+interface JobEvent {
+  xid: bigint;
+  state: JobState;
+}
+
+/** The job's state, and the snapshot it was read in, in one statement. */
+const READ_STATE = `SELECT pg_current_snapshot()::text AS snapshot, (SELECT ${JOB_STATE_JSON} FROM job WHERE job.id = $1) AS state`;
+
 /**
- * Job events of the whole cluster for this process's subscribers: one LISTEN connection, opened on
- * the first subscription (processes that never serve one, like workers, never open it), fanned out by
- * job id. After a lost connection it reconnects and nudges every subscriber, which re-reads its job,
- * so nothing missed in between stays missed.
+ * The transactions a read saw (`pg_current_snapshot()`, "xmin:xmax:in-progress,..."): a committed
+ * transaction is in it exactly when it committed before the read.
+ */
+class ReadSnapshot {
+  readonly #xmin: bigint;
+  readonly #xmax: bigint;
+  readonly #inProgress: Set<bigint>;
+
+  constructor(text: string) {
+    const [xmin, xmax, inProgress] = text.split(':');
+    this.#xmin = BigInt(xmin);
+    this.#xmax = BigInt(xmax);
+    this.#inProgress = new Set(inProgress ? inProgress.split(',').map(BigInt) : []);
+  }
+
+  saw(xid: bigint): boolean {
+    return xid < this.#xmin || (xid < this.#xmax && !this.#inProgress.has(xid));
+  }
+}
+
+/**
+ * Job states of the whole cluster for this process's subscribers. One LISTEN connection, opened on the
+ * first subscription (processes that never serve one, like workers, never open it), receives every
+ * job's states in commit order; each state is parsed once and the same object goes to every subscriber
+ * of its job. The connection also reads a job's current state once, when the job gets its first
+ * subscriber in this process: later subscribers start from the latest state the feed holds, and no
+ * subscriber ever takes a connection from the pool the workers write through.
+ *
+ * A read and the notifications race: a notification may arrive before or after a read that already
+ * saw its change. Each read therefore takes its snapshot along, and a notification whose transaction
+ * the snapshot saw is dropped; every other one is newer than the read, so the states sent are in
+ * commit order, with none skipped or repeated. After a lost connection it reconnects and reads every
+ * followed job again the same way: states committed while it was away are lost, the latest is not.
  */
 export class JobEvents {
-  readonly #emitter = new EventEmitter();
+  readonly #feeds = new Map<string, JobFeed>();
   #client: Promise<pg.Client> | null = null;
   #connected: pg.Client | null = null;
   #closed = false;
@@ -34,23 +73,32 @@ export class JobEvents {
   constructor(
     private readonly databaseUrl: string,
     private readonly log: Logger,
-  ) {
-    this.#emitter.setMaxListeners(0);
-  }
+  ) {}
 
   /**
-   * Changes of one job, as they come, until `signal` aborts. Listening starts before this resolves,
-   * so a caller that reads the job afterwards misses nothing.
+   * Job `jobId`'s states for one subscriber: its current state, then every state committed after it,
+   * in order; the stream ends after a finished state, at once when there is no such job, and with
+   * FellBehind when its reader lags MAX_BUFFERED_STATES behind.
    */
-  async changes(jobId: string, signal: AbortSignal): Promise<AsyncIterator<unknown>> {
-    const iterator = on(this.#emitter, jobId, { signal });
-    try {
-      await this.#listen();
-    } catch (error) {
-      await iterator.return?.();
-      throw error;
+  async follow(jobId: string): Promise<AsyncIterableIterator<JobState>> {
+    let feed = this.#feeds.get(jobId);
+    if (!feed) {
+      const created = new JobFeed();
+      this.#feeds.set(jobId, created);
+      created.ready = this.#read(jobId, created).catch((error: unknown) => {
+        if (this.#feeds.get(jobId) === created) this.#feeds.delete(jobId);
+        throw error;
+      });
+      feed = created;
     }
-    return iterator;
+    await feed.ready;
+    const joined = feed;
+    const stream = new StateStream(() => {
+      joined.streams.delete(stream);
+      if (joined.streams.size === 0 && this.#feeds.get(jobId) === joined) this.#feeds.delete(jobId);
+    });
+    joined.join(stream);
+    return stream;
   }
 
   async close(): Promise<void> {
@@ -58,6 +106,14 @@ export class JobEvents {
     const client = this.#client;
     this.#client = null;
     if (client) await (await client.catch(() => null))?.end();
+  }
+
+  /** Reads the job's state on the listening connection and hands it to the feed, with the snapshot it was read in. */
+  async #read(jobId: string, feed: JobFeed): Promise<void> {
+    feed.hold();
+    const client = await this.#listen();
+    const { rows } = await client.query<{ snapshot: string; state: JobState | null }>(READ_STATE, [jobId]);
+    feed.read(rows[0].state, new ReadSnapshot(rows[0].snapshot));
   }
 
   #listen(): Promise<pg.Client> {
@@ -72,15 +128,18 @@ export class JobEvents {
   async #connect(): Promise<pg.Client> {
     const client = new pg.Client({ connectionString: this.databaseUrl });
     client.on('notification', ({ payload }) => {
+      let event: JobEvent;
       try {
-        const { id } = JSON.parse(payload ?? '') as { id: string };
-        this.#emitter.emit(id, payload);
+        const { xid, state } = JSON.parse(payload ?? '') as { xid: string; state: JobState };
+        event = { xid: BigInt(xid), state };
       } catch (error) {
-        this.log.warn({ err: error, payload }, 'ignoring a malformed job event');
+        this.log.warn({ err: error, payload }, 'ignoring a malformed job state');
+        return;
       }
+      this.#feeds.get(event.state.jobId)?.receive(event);
     });
     client.on('error', (error) => {
-      this.log.error({ err: error }, 'job event connection lost');
+      this.log.error({ err: error }, 'job state connection lost');
       void client.end().catch(() => {});
       if (this.#closed || client !== this.#connected) return;
       this.#connected = null;
@@ -88,18 +147,125 @@ export class JobEvents {
       setTimeout(() => this.#reconnect(), RECONNECT_DELAY_MS).unref();
     });
     await client.connect();
-    await client.query(`LISTEN ${CHANNEL}`);
+    await client.query(`LISTEN ${JOB_STATES_CHANNEL}`);
     this.#connected = client;
     return client;
   }
 
+  /** Listens again and reads every followed job again; a read that fails waits for the next reconnection. */
   #reconnect(): void {
-    if (this.#closed || this.#emitter.eventNames().length === 0) return;
+    if (this.#closed || this.#feeds.size === 0) return;
     this.#listen().then(
       () => {
-        for (const id of this.#emitter.eventNames()) this.#emitter.emit(id, 'reconnected');
+        for (const [jobId, feed] of this.#feeds) {
+          this.#read(jobId, feed).catch((error: unknown) => this.log.warn({ err: error, jobId }, 'job state read failed after reconnecting'));
+        }
       },
       () => setTimeout(() => this.#reconnect(), RECONNECT_DELAY_MS).unref(),
     );
+  }
+}
+
+/** One job's subscribers in this process, and the latest state they were sent. */
+class JobFeed {
+  readonly streams = new Set<StateStream>();
+  /** The first read of the job; its subscribers wait for it. */
+  ready!: Promise<void>;
+  /** The latest state: where a new subscriber starts; null once the job is gone, undefined before the first read. */
+  #latest: JobState | null | undefined;
+  /** The snapshot of the latest read: notifications of transactions it saw are not news. */
+  #seen: ReadSnapshot | undefined;
+  /** Notifications that came while a read was on its way, applied once it is back; null while no read is. */
+  #held: JobEvent[] | null = null;
+
+  /** A read starts: notifications wait for it, since it may have seen them. */
+  hold(): void {
+    this.#held ??= [];
+  }
+
+  read(state: JobState | null, snapshot: ReadSnapshot): void {
+    const held = this.#held ?? [];
+    this.#held = null;
+    this.#seen = snapshot;
+    this.#send(state);
+    for (const event of held) this.receive(event);
+  }
+
+  receive(event: JobEvent): void {
+    if (this.#held) this.#held.push(event);
+    else if (!this.#seen!.saw(event.xid)) this.#send(event.state);
+  }
+
+  join(stream: StateStream): void {
+    this.streams.add(stream);
+    stream.push(this.#latest!);
+  }
+
+  /** A read after reconnecting may find the state that was already sent: it is not sent twice. */
+  #send(state: JobState | null): void {
+    if (this.#latest !== undefined && JSON.stringify(state) === JSON.stringify(this.#latest)) return;
+    this.#latest = state;
+    for (const stream of this.streams) stream.push(state);
+  }
+}
+
+/**
+ * One subscriber's states, in order. The feed pushes without waiting, so a slow reader holds up no one;
+ * states wait here for it, up to MAX_BUFFERED_STATES, then the stream ends with FellBehind (after the
+ * states already buffered) rather than skip states or grow without bound. Not an async generator:
+ * `return()` (the client unsubscribed or left) must end it at once, even while `next()` waits.
+ */
+class StateStream implements AsyncIterableIterator<JobState> {
+  readonly #buffer: JobState[] = [];
+  #reader: { resolve: (result: IteratorResult<JobState>) => void; reject: (error: Error) => void } | null = null;
+  #ended = false;
+  #error: Error | null = null;
+
+  constructor(private readonly leave: () => void) {}
+
+  /** The next state, or null: the job is gone. The stream ends after a finished state. */
+  push(state: JobState | null): void {
+    if (this.#ended) return;
+    if (state === null) return this.#end();
+    if (this.#reader) {
+      this.#reader.resolve({ value: state, done: false });
+      this.#reader = null;
+    } else if (this.#buffer.length === MAX_BUFFERED_STATES) {
+      return this.#end(new FellBehind());
+    } else {
+      this.#buffer.push(state);
+    }
+    if (FINISHED.includes(state.status)) this.#end();
+  }
+
+  async next(): Promise<IteratorResult<JobState>> {
+    const state = this.#buffer.shift();
+    if (state) return { value: state, done: false };
+    if (this.#error) throw this.#error;
+    if (this.#ended) return { value: undefined, done: true };
+    return new Promise((resolve, reject) => (this.#reader = { resolve, reject }));
+  }
+
+  async return(): Promise<IteratorResult<JobState>> {
+    this.#buffer.length = 0;
+    this.#error = null;
+    this.#end();
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<JobState> {
+    return this;
+  }
+
+  /** No more states come; a waiting reader learns it now, a busy one once the buffer is read. */
+  #end(error?: Error): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = error ?? null;
+    this.leave();
+    const reader = this.#reader;
+    this.#reader = null;
+    if (reader && error) reader.reject(error);
+    else reader?.resolve({ value: undefined, done: true });
   }
 }

@@ -4,14 +4,15 @@ import type { Logger } from 'pino';
 import { Contribution, ContributionStatus, Job, JobStatus, JobType } from '../entities';
 import { withdrawContribution } from './contributions';
 import type { FineTuneParams } from './finetune';
-import { publishJobEvent } from './job-events';
+import { publishJobState } from './job-state';
 
 /**
  * A job's life as its row records it: QUEUED, then RUNNING once a worker claims it, then SUCCEEDED,
  * FAILED or CANCELED; back to QUEUED when its worker stops and hands it back. Every transition is
  * conditional on the status it leaves, so racing writers (a cancel, a sweep, the worker finishing)
- * end in one outcome, and each announces the change to subscribers. A fine-tune's contribution
- * follows its job: withdrawn when the job fails or is canceled, PENDING again when it is requeued.
+ * end in one outcome, and each announces the new state to subscribers from inside the transaction that
+ * makes it (publishJobState says why). A fine-tune's contribution follows its job: withdrawn when the
+ * job fails or is canceled, PENDING again when it is requeued.
  */
 
 export const FINISHED: readonly JobStatus[] = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED];
@@ -28,10 +29,12 @@ const LAST_SIGN_OF_LIFE = 'GREATEST("heartbeatAt", "startedAt")';
  * (canceled while queued, or already run by another delivery), and then nothing runs.
  */
 export async function claimJob(db: DataSource, jobId: string): Promise<Job | null> {
-  const { affected } = await db.getRepository(Job).update({ id: jobId, status: JobStatus.QUEUED }, { status: JobStatus.RUNNING, startedAt: new Date() });
-  if (!affected) return null;
-  await publishJobEvent(db, jobId, 'status');
-  return db.getRepository(Job).findOneByOrFail({ id: jobId });
+  return db.transaction(async (tx) => {
+    const { affected } = await tx.getRepository(Job).update({ id: jobId, status: JobStatus.QUEUED }, { status: JobStatus.RUNNING, startedAt: new Date() });
+    if (!affected) return null;
+    await publishJobState(tx, jobId);
+    return tx.getRepository(Job).findOneByOrFail({ id: jobId });
+  });
 }
 
 /** A step done (and a fine-tune's loss); false when the job is no longer RUNNING, so its worker stops. */
@@ -40,11 +43,13 @@ export async function recordJobProgress(
   jobId: string,
   { step, steps, loss }: { step: number; steps: number; loss?: number },
 ): Promise<boolean> {
-  const { affected } = await db
-    .getRepository(Job)
-    .update({ id: jobId, status: JobStatus.RUNNING }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
-  if (affected) await publishJobEvent(db, jobId, 'progress');
-  return Boolean(affected);
+  return db.transaction(async (tx) => {
+    const { affected } = await tx
+      .getRepository(Job)
+      .update({ id: jobId, status: JobStatus.RUNNING }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
+    if (affected) await publishJobState(tx, jobId);
+    return Boolean(affected);
+  });
 }
 
 export async function isJobRunning(db: DataSource, jobId: string): Promise<boolean> {
@@ -62,7 +67,7 @@ export async function finishJob(db: DataSource, jobId: string, record: (tx: Enti
       .update({ id: jobId, status: JobStatus.RUNNING }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
     if (!affected) return false;
     await record(tx);
-    await publishJobEvent(tx, jobId, 'status');
+    await publishJobState(tx, jobId);
     return true;
   });
 }
@@ -77,7 +82,7 @@ export async function requeueJob(db: DataSource, job: Job): Promise<void> {
     if (job.type === JobType.FINETUNE) {
       await tx.getRepository(Contribution).update(fineTuneParams(job).contributionId, { status: ContributionStatus.PENDING });
     }
-    await publishJobEvent(tx, job.id, 'status');
+    await publishJobState(tx, job.id);
   });
 }
 
@@ -89,13 +94,16 @@ export async function cancelJobRow(db: DataSource, job: Job): Promise<boolean> {
       .update({ id: job.id, status: In(CANCELABLE) }, { status: JobStatus.CANCELED, finishedAt: new Date() });
     if (!affected) return false;
     await releaseContribution(tx, job);
-    await publishJobEvent(tx, job.id, 'status');
+    await publishJobState(tx, job.id);
     return true;
   });
 }
 
+/** The longest message a failed job keeps, so its state fits in a notification (publishJobState); the log keeps the whole error. */
+const MAX_ERROR_LENGTH = 1000;
+
 /**
- * RUNNING to FAILED with `message` (fit for the user). With `staleSeconds`, only if the job's worker
+ * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH). With `staleSeconds`, only if the job's worker
  * has not shown life for that long, so a sweep never fails a job whose worker just beat. False when the
  * job no longer qualifies (finished, canceled, or alive after all).
  */
@@ -104,13 +112,13 @@ export async function failRunningJob(db: DataSource, jobId: string, message: str
     const update = tx
       .createQueryBuilder()
       .update(Job)
-      .set({ status: JobStatus.FAILED, error: message, finishedAt: () => 'now()' })
+      .set({ status: JobStatus.FAILED, error: message.slice(0, MAX_ERROR_LENGTH), finishedAt: () => 'now()' })
       .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING });
     if (staleSeconds !== undefined) update.andWhere(`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds });
     const { affected } = await update.execute();
     if (!affected) return false;
     await releaseContribution(tx, await tx.getRepository(Job).findOneByOrFail({ id: jobId }));
-    await publishJobEvent(tx, jobId, 'status');
+    await publishJobState(tx, jobId);
     return true;
   });
 }

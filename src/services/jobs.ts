@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { SAMPLER_NAMES, txt2imgProblem, type SamplerName } from '../engine';
-import { Image, Job, type JobStatus, JobType, ModelVersion, type User } from '../entities';
+import { Job, type JobStatus, JobType, ModelVersion, type User } from '../entities';
 import type { JobQueue, JobServices } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
@@ -129,18 +129,4 @@ export async function generateImages(services: JobServices, user: User, input: G
     throw error;
   }
   return job;
-}
-
-/** One state of a job as its subscribers see it. */
-export interface JobState {
-  job: Job;
-  imageIds: string[];
-}
-
-/** The job's current row and images; null once it is gone (deleted with its owner). */
-export async function readJobState(db: DataSource, jobId: string): Promise<JobState | null> {
-  const job = await db.getRepository(Job).findOneBy({ id: jobId });
-  if (!job) return null;
-  const images = await db.getRepository(Image).find({ where: { jobId }, select: { id: true }, order: { objectKey: 'ASC' } });
-  return { job, imageIds: images.map((image) => image.id) };
 }

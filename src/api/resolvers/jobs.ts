@@ -1,8 +1,8 @@
 import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
 import { SAMPLER_NAMES, type SamplerName } from '../../engine';
 import { Image, Job, JobStatus, JobType } from '../../entities';
-import { FINISHED } from '../../services/job-lifecycle';
-import { cancelJob, generateImages, getJob, listJobs, readJobState, type JobState } from '../../services/jobs';
+import type { JobState } from '../../services/job-state';
+import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
 import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
@@ -49,9 +49,9 @@ class GenerateImagesInput {
   numImages?: number;
 }
 
-/** A job's state as it changes, pushed to subscribers. */
+/** A job's state as it changes, pushed to subscribers (a JobState, services/job-state.ts). */
 @ObjectType()
-class JobUpdate {
+class JobUpdate implements JobState {
   @Field(() => ID)
   jobId: string;
 
@@ -77,51 +77,14 @@ class JobUpdate {
   imageIds: string[];
 }
 
-const toUpdate = ({ job, imageIds }: JobState): JobUpdate => ({
-  jobId: job.id,
-  status: job.status,
-  progress: job.progress,
-  step: job.step,
-  steps: job.steps,
-  loss: job.loss,
-  error: job.error,
-  imageIds,
-});
-
 /**
- * The job's current state, then each change, ending after a finished state. Authorized like the `job`
- * query; events only say "look again", so a subscriber never sees another job's data.
+ * The job's current state, then every state it takes, ending after a finished state. Authorized like
+ * the `job` query, before the stream starts, so a refusal is this operation's error, not a broken
+ * stream; the stream carries only this job's states.
  */
-async function jobUpdates({ viewer, services }: Context, jobId: string): Promise<AsyncGenerator<JobUpdate>> {
-  // Authorized before the stream starts, so a refusal is this operation's error, not a broken stream.
+async function jobUpdates({ viewer, services }: Context, jobId: string): Promise<AsyncIterableIterator<JobState>> {
   const job = await getJob(services.db, requireUser(viewer), jobId);
-  const stop = new AbortController();
-  const changes = await services.events.changes(job.id, stop.signal);
-  return followJob(services, job.id, changes, stop);
-}
-
-async function* followJob(
-  services: Context['services'],
-  jobId: string,
-  changes: AsyncIterator<unknown>,
-  stop: AbortController,
-): AsyncGenerator<JobUpdate> {
-  try {
-    let last = '';
-    for (;;) {
-      const state = await readJobState(services.db, jobId);
-      if (!state) return;
-      const update = toUpdate(state);
-      const seen = JSON.stringify(update);
-      if (seen !== last) yield update; // several events may have led to one state
-      last = seen;
-      if (FINISHED.includes(update.status)) return;
-      if ((await changes.next()).done) return;
-    }
-  } finally {
-    stop.abort();
-    await changes.return?.();
-  }
+  return services.events.follow(job.id);
 }
 
 @Resolver(() => Job)
@@ -159,7 +122,7 @@ export class JobResolver {
     description: "The job's state now, then on every change until it finishes. Owner or admin.",
     subscribe: ({ args, context }) => jobUpdates(context as Context, args.jobId as string),
   })
-  jobUpdated(@Root() update: JobUpdate, @Arg('jobId', () => ID) _jobId: string): JobUpdate {
+  jobUpdated(@Root() update: JobState, @Arg('jobId', () => ID) _jobId: string): JobUpdate {
     return update;
   }
 

@@ -1,0 +1,50 @@
+import type { EntityManager } from 'typeorm';
+import type { JobStatus } from '../entities';
+
+/** The PostgreSQL channel every job's new state is announced on. */
+export const JOB_STATES_CHANNEL = 'job_states';
+
+/** A job's state as its subscribers see it: the row and its images as one committed transaction left them. */
+export interface JobState {
+  jobId: string;
+  status: JobStatus;
+  progress: number;
+  step: number;
+  steps: number;
+  loss: number | null;
+  error: string | null;
+  /** The images made, in order; written only in the transaction that makes the job SUCCEEDED. */
+  imageIds: string[];
+}
+
+/**
+ * The state (a JobState as JSON) of the `job` row in scope. One expression reads the row and its image
+ * ids, so both come from one snapshot: read in two queries, a RUNNING row could meet the images of the
+ * transaction that finished it in between, a state that never existed.
+ */
+export const JOB_STATE_JSON = `json_build_object(
+  'jobId', job.id, 'status', job.status, 'progress', job.progress, 'step', job.step, 'steps', job.steps,
+  'loss', job.loss, 'error', job.error,
+  'imageIds', ARRAY(SELECT image.id FROM image WHERE image."jobId" = job.id ORDER BY image."objectKey"))`;
+
+/**
+ * Announces job `jobId`'s state to every process's subscribers, from inside the transaction `tx` that
+ * changed the job, after the change. That placement gives subscribers every state, in order, each one
+ * that existed:
+ * - the state travels in the notification, so no listener has to read the row again later, when it
+ *   may have moved on (and skipped a state);
+ * - `tx` holds the job row's lock from its update to its commit, and images are only written under
+ *   it (finishJob), so the state read here is exactly what commits;
+ * - NOTIFY delivers at commit, and PostgreSQL queues notifications in commit order;
+ * - the transaction's id travels too, so a listener can tell whether its own read of the job already
+ *   saw this state (JobEvents).
+ * The payload fits NOTIFY's 8000 bytes: at most 8 image ids, numbers, and a user message of at most
+ * 1000 characters (failRunningJob) make under 7000 even with every character JSON-escaped.
+ */
+export async function publishJobState(tx: EntityManager, jobId: string): Promise<void> {
+  if (!tx.queryRunner?.isTransactionActive) throw new Error('publishJobState runs inside the transaction that changed the job');
+  await tx.query(
+    `SELECT pg_notify($1, json_build_object('xid', pg_current_xact_id()::text, 'state', ${JOB_STATE_JSON})::text) FROM job WHERE job.id = $2`,
+    [JOB_STATES_CHANNEL, jobId],
+  );
+}
