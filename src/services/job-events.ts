@@ -13,6 +13,9 @@ const MAX_BUFFERED_STATES = 1000;
 
 const RECONNECT_DELAY_MS = 1000;
 
+/** The listening connection's name in pg_stat_activity. */
+export const JOB_STATES_LISTENER = 'bigdiffusion job states';
+
 /** Ends a subscription that fell MAX_BUFFERED_STATES behind: it is told, rather than silently skipping states. */
 export class FellBehind extends AppError {
   constructor() {
@@ -126,7 +129,7 @@ export class JobEvents {
   }
 
   async #connect(): Promise<pg.Client> {
-    const client = new pg.Client({ connectionString: this.databaseUrl });
+    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: JOB_STATES_LISTENER });
     client.on('notification', ({ payload }) => {
       let event: JobEvent;
       try {

@@ -1,0 +1,136 @@
+import { createClient } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Job } from '../../src/entities';
+import { JOB_STATES_LISTENER } from '../../src/services/job-events';
+import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+
+interface Update {
+  jobId: string;
+  status: string;
+  progress: number;
+  step: number;
+  steps: number;
+  error: string | null;
+  imageIds: string[];
+}
+
+const UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { jobId status progress step steps error imageIds } }';
+const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }';
+const CANCEL = 'mutation($id: ID!) { cancelJob(id: $id) { status } }';
+
+/** A graphql-ws subscriber to one job: `first` once its first state came, `done` with all of them once the server completes. */
+function subscribe(url: string, key: string, jobId: string): { first: Promise<void>; done: Promise<Update[]> } {
+  const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
+  const updates: Update[] = [];
+  let firstCame!: () => void;
+  const first = new Promise<void>((resolve) => (firstCame = resolve));
+  const done = new Promise<Update[]>((resolve, reject) => {
+    client.subscribe<{ jobUpdated: Update }>(
+      { query: UPDATES, variables: { id: jobId } },
+      {
+        next: ({ data, errors }) => {
+          if (errors) return reject(new Error(JSON.stringify(errors)));
+          updates.push(data!.jobUpdated);
+          firstCame();
+        },
+        error: (error) => reject(Array.isArray(error) ? new Error(JSON.stringify(error)) : error),
+        complete: () => resolve(updates),
+      },
+    );
+  }).finally(() => client.dispose());
+  return { first, done };
+}
+
+describe('jobUpdated fan-out', () => {
+  let platform: TestPlatform;
+  let url: string;
+  let key: string;
+  let modelId: string;
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
+  const generate = async (input: Record<string, unknown>): Promise<string> =>
+    (await ok(gql(url, GENERATE, { input: { modelId, prompt: 'a sks dog', ...input } }, key))).generateImages.id;
+  const statusOf = async (id: string) => (await platform.services.db.getRepository(Job).findOneByOrFail({ id })).status;
+  const until = async (what: () => Promise<boolean>) => {
+    while (!(await what())) await new Promise((resolve) => setTimeout(resolve, 20));
+  };
+  /** A long job the worker (one job at a time) is busy with, so the next one waits QUEUED while subscribers gather. */
+  const occupyWorker = async () => {
+    const id = await generate({ steps: 200, width: 64, height: 64, numImages: 4 });
+    await until(async () => (await statusOf(id)) === 'RUNNING');
+    return id;
+  };
+
+  beforeAll(async () => {
+    platform = await startTestPlatform();
+    url = platform.url;
+    key = (await signUp(url, 'subscriber@example.org')).key;
+    const bundled = (await ok(gql(url, '{ baseModels { id name } }', {}, key))).baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd');
+    modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundled.id }, key))).createModel.id;
+  }, 120_000);
+  afterAll(() => platform?.stop());
+
+  it('sends every subscriber of a generation the same full sequence of states that existed, and reads nothing per state from the shared pool', async () => {
+    const SUBSCRIBERS = 200;
+    const STEPS = 20;
+    const blocker = await occupyWorker();
+    const jobId = await generate({ steps: STEPS, numImages: 4, seed: 1 });
+    const subscribers = Array.from({ length: SUBSCRIBERS }, () => subscribe(url, key, jobId));
+    await Promise.all(subscribers.map((s) => s.first));
+
+    // From here the job runs: the blocker is canceled, the worker claims the job, steps, finishes.
+    let received: Update[][] = [];
+    const statements = await sqlDuring(platform.services.db, async () => {
+      await ok(gql(url, CANCEL, { id: blocker }, key));
+      received = await Promise.all(subscribers.map((s) => s.done));
+    });
+
+    const sequence = received[0];
+    for (const other of received) expect(other).toEqual(sequence);
+    // Every state, in order: queued, claimed, each step once, then done with its images (the only
+    // state with any: they are written in the transaction that makes the job SUCCEEDED).
+    const total = sequence.at(-1)!.steps; // the engine counts the decoding as a step of its own
+    expect(total).toBeGreaterThanOrEqual(STEPS);
+    expect(sequence.map((u) => [u.status, u.step, u.imageIds.length])).toEqual([
+      ['QUEUED', 0, 0],
+      ['RUNNING', 0, 0],
+      ...Array.from({ length: total }, (_, i) => ['RUNNING', i + 1, 0]),
+      ['SUCCEEDED', total, 4],
+    ]);
+    for (const u of sequence) expect(u).toMatchObject({ jobId, error: null });
+
+    // Subscribers read nothing from the pool the worker writes through. What it carried is the run's
+    // own work: one transaction per state (START TRANSACTION, UPDATE, notify, COMMIT), and once each
+    // the cancel, the claim's read, the model lookups and the images' insert (about a dozen, and a
+    // heartbeat or two); a read per subscriber and state, as before, would be thousands.
+    expect(statements.length, statements.join('\n')).toBeLessThanOrEqual(4 * sequence.length + 20);
+  }, 120_000);
+
+  it('reads the job again after losing its listening connection, and follows it from there', async () => {
+    const blocker = await occupyWorker();
+    const jobId = await generate({ steps: 2 });
+    const subscriber = subscribe(url, key, jobId);
+    await subscriber.first;
+
+    // The connection drops; while it is gone (reconnecting takes a second) the job is canceled, so
+    // only the read after reconnecting can tell the subscriber.
+    const rows = await platform.services.db.query(
+      'SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity WHERE application_name = $1',
+      [JOB_STATES_LISTENER],
+    );
+    expect(rows).toEqual([{ terminated: true }]);
+    await ok(gql(url, CANCEL, { id: jobId }, key));
+    expect((await subscriber.done).map((u) => u.status)).toEqual(['QUEUED', 'CANCELED']);
+
+    // And notifications flow again.
+    const next = subscribe(url, key, blocker);
+    await next.first;
+    await ok(gql(url, CANCEL, { id: blocker }, key));
+    expect((await next.done).at(-1)!.status).toBe('CANCELED');
+  }, 60_000);
+});
