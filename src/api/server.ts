@@ -14,6 +14,7 @@ import { playground } from '../../web/server';
 import { AppError } from '../services/errors';
 import type { Services } from '../services/container';
 import { createContext, type Context } from './context';
+import { subscribeSharingEvents } from './shared-events';
 import { createErrorFormatter } from './errors';
 import { imageDownloads } from './image-downloads';
 
@@ -48,6 +49,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     {
       schema,
       isProd: true,
+      subscribe: subscribeSharingEvents,
       // Parse and validate here rather than through graphql-ws's hooks, where a syntax error would
       // close the socket: returned errors reach the client as this operation's errors.
       onSubscribe: (_ctx, _id, payload) => {
