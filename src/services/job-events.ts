@@ -11,6 +11,9 @@ import { JOB_STATE_JSON, JOB_STATES_CHANNEL, type JobState } from './job-state';
  */
 const MAX_BUFFERED_STATES = 1000;
 
+/** Readers woken per turn of the event loop (Waker): a few milliseconds of socket writes. */
+const WAKE_BATCH = 50;
+
 const RECONNECT_DELAY_MS = 1000;
 
 /** The listening connection's name in pg_stat_activity. */
@@ -69,6 +72,7 @@ class ReadSnapshot {
  */
 export class JobEvents {
   readonly #feeds = new Map<string, JobFeed>();
+  readonly #waker = new Waker();
   #client: Promise<pg.Client> | null = null;
   #connected: pg.Client | null = null;
   #closed = false;
@@ -96,7 +100,7 @@ export class JobEvents {
     }
     await feed.ready;
     const joined = feed;
-    const stream = new StateStream(() => {
+    const stream = new StateStream(this.#waker, () => {
       joined.streams.delete(stream);
       if (joined.streams.size === 0 && this.#feeds.get(jobId) === joined) this.#feeds.delete(jobId);
     });
@@ -213,6 +217,25 @@ class JobFeed {
 }
 
 /**
+ * Hands states to waiting readers a batch at a time, one batch per turn of the event loop. A state
+ * for a thousand subscribers becomes a thousand socket writes; done in one go they would hold up
+ * everything else on this thread for as long, and in a process that also runs a worker (ROLE=all)
+ * that is the engine waiting for its next step.
+ */
+class Waker {
+  readonly #due: StateStream[] = [];
+
+  wake(stream: StateStream): void {
+    if (this.#due.push(stream) === 1) setImmediate(() => this.#wakeSome());
+  }
+
+  #wakeSome(): void {
+    for (const stream of this.#due.splice(0, WAKE_BATCH)) stream.hand();
+    if (this.#due.length) setImmediate(() => this.#wakeSome());
+  }
+}
+
+/**
  * One subscriber's states, in order. The feed pushes without waiting, so a slow reader holds up no one;
  * states wait here for it, up to MAX_BUFFERED_STATES, then the stream ends with FellBehind (after the
  * states already buffered) rather than skip states or grow without bound. Not an async generator:
@@ -224,29 +247,35 @@ class StateStream implements AsyncIterableIterator<JobState> {
   #ended = false;
   #error: Error | null = null;
 
-  constructor(private readonly leave: () => void) {}
+  constructor(
+    private readonly waker: Waker,
+    private readonly leave: () => void,
+  ) {}
 
   /** The next state, or null: the job is gone. The stream ends after a finished state. */
   push(state: JobState | null): void {
     if (this.#ended) return;
     if (state === null) return this.#end();
-    if (this.#reader) {
-      this.#reader.resolve({ value: state, done: false });
-      this.#reader = null;
-    } else if (this.#buffer.length === MAX_BUFFERED_STATES) {
-      return this.#end(new FellBehind());
-    } else {
-      this.#buffer.push(state);
-    }
+    if (this.#buffer.length === MAX_BUFFERED_STATES) return this.#end(new FellBehind());
+    this.#buffer.push(state);
+    if (this.#reader && this.#buffer.length === 1) this.waker.wake(this);
     if (FINISHED.includes(state.status)) this.#end();
   }
 
-  async next(): Promise<IteratorResult<JobState>> {
+  next(): Promise<IteratorResult<JobState>> {
     const state = this.#buffer.shift();
-    if (state) return { value: state, done: false };
-    if (this.#error) throw this.#error;
-    if (this.#ended) return { value: undefined, done: true };
+    if (state) return Promise.resolve({ value: state, done: false });
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#ended) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => (this.#reader = { resolve, reject }));
+  }
+
+  /** The Waker's turn for this stream: its waiting reader gets the oldest state. */
+  hand(): void {
+    const state = this.#reader && this.#buffer.shift();
+    if (!state) return;
+    this.#reader!.resolve({ value: state, done: false });
+    this.#reader = null;
   }
 
   async return(): Promise<IteratorResult<JobState>> {
@@ -260,15 +289,15 @@ class StateStream implements AsyncIterableIterator<JobState> {
     return this;
   }
 
-  /** No more states come; a waiting reader learns it now, a busy one once the buffer is read. */
+  /** No more states come; a waiting reader with nothing left to read learns it now. */
   #end(error?: Error): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#error = error ?? null;
     this.leave();
-    const reader = this.#reader;
+    if (!this.#reader || this.#buffer.length) return;
+    if (error) this.#reader.reject(error);
+    else this.#reader.resolve({ value: undefined, done: true });
     this.#reader = null;
-    if (reader && error) reader.reject(error);
-    else reader?.resolve({ value: undefined, done: true });
   }
 }
