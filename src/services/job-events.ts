@@ -153,8 +153,13 @@ export class JobEvents {
       this.#client = null;
       setTimeout(() => this.#reconnect(), RECONNECT_DELAY_MS).unref();
     });
-    await client.connect();
-    await client.query(`LISTEN ${JOB_STATES_CHANNEL}`);
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${JOB_STATES_CHANNEL}`);
+    } catch (error) {
+      await client.end().catch(() => {});
+      throw error;
+    }
     this.#connected = client;
     return client;
   }
@@ -289,15 +294,17 @@ class StateStream implements AsyncIterableIterator<JobState> {
     return this;
   }
 
-  /** No more states come; a waiting reader with nothing left to read learns it now. */
+  /** No more states come: the feed forgets the stream, and a waiting reader with nothing left to read learns it now. */
   #end(error?: Error): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#error = error ?? null;
-    this.leave();
-    if (!this.#reader || this.#buffer.length) return;
-    if (error) this.#reader.reject(error);
-    else this.#reader.resolve({ value: undefined, done: true });
+    if (!this.#ended) {
+      this.#ended = true;
+      this.#error = error ?? null;
+      this.leave();
+    }
+    const reader = this.#buffer.length ? null : this.#reader;
+    if (!reader) return;
     this.#reader = null;
+    if (this.#error) reader.reject(this.#error);
+    else reader.resolve({ value: undefined, done: true });
   }
 }

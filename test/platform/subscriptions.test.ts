@@ -1,8 +1,10 @@
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { Job } from '../../src/entities';
-import { JOB_STATES_LISTENER } from '../../src/services/job-events';
+import { Job, JobStatus, JobType } from '../../src/entities';
+import { FellBehind, JOB_STATES_LISTENER } from '../../src/services/job-events';
+import { failRunningJob, recordJobProgress } from '../../src/services/job-lifecycle';
+import type { JobState } from '../../src/services/job-state';
 import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
 interface Update {
@@ -46,6 +48,7 @@ describe('jobUpdated fan-out', () => {
   let platform: TestPlatform;
   let url: string;
   let key: string;
+  let userId: string;
   let modelId: string;
 
   const ok = async (response: Promise<GraphQLResponse>) => {
@@ -69,7 +72,7 @@ describe('jobUpdated fan-out', () => {
   beforeAll(async () => {
     platform = await startTestPlatform();
     url = platform.url;
-    key = (await signUp(url, 'subscriber@example.org')).key;
+    ({ key, userId } = await signUp(url, 'subscriber@example.org'));
     const bundled = (await ok(gql(url, '{ baseModels { id name } }', {}, key))).baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd');
     modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundled.id }, key))).createModel.id;
   }, 120_000);
@@ -132,5 +135,31 @@ describe('jobUpdated fan-out', () => {
     await next.first;
     await ok(gql(url, CANCEL, { id: blocker }, key));
     expect((await next.done).at(-1)!.status).toBe('CANCELED');
+  }, 60_000);
+
+  it('ends a subscriber that falls 1,000 states behind with FellBehind, and keeps the others going', async () => {
+    const { db, events } = platform.services;
+    const job = await db.getRepository(Job).save({ type: JobType.GENERATE, ownerId: userId, params: {}, status: JobStatus.RUNNING, steps: 2000 });
+    const slow = await events.follow(job.id); // never read until the end
+    const steady = await events.follow(job.id);
+    const steadyStates: JobState[] = [];
+    const steadyDone = (async () => {
+      for await (const state of steady) steadyStates.push(state);
+    })();
+
+    for (let step = 1; step <= 1001; step++) await recordJobProgress(db, job.id, { step, steps: 2000 });
+    // A message too long for a notification is cut to 1,000 characters in the row, and so in the state.
+    await failRunningJob(db, job.id, 'x'.repeat(10_000));
+    await steadyDone;
+    expect(steadyStates.map((s) => s.step)).toEqual([...Array.from({ length: 1002 }, (_, i) => i), 1001]);
+    expect(steadyStates.at(-1)).toMatchObject({ status: 'FAILED', error: 'x'.repeat(1000) });
+
+    const slowStates: JobState[] = [];
+    await expect(
+      (async () => {
+        for await (const state of slow) slowStates.push(state);
+      })(),
+    ).rejects.toBeInstanceOf(FellBehind);
+    expect(slowStates.map((s) => s.step)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
   }, 60_000);
 });
