@@ -133,8 +133,10 @@ async function main() {
       const jobId = await generate(JOB);
       subscribers.send({ url, key, jobId, count } satisfies Follow);
       await answer(); // every subscriber has the QUEUED state
+      const cpuBefore = process.cpuUsage();
       await ok(gql(url, 'mutation($id: ID!) { cancelJob(id: $id) { id } }', { id: blocker }, key));
       const received = await answer();
+      const cpu = process.cpuUsage(cpuBefore);
       if (received.ready) throw new Error('the subscriber process answered out of turn');
       const job = await row(jobId);
       const finishedAt = job.finishedAt!.getTime();
@@ -143,6 +145,7 @@ async function main() {
       const invented = new Set(sequences.flatMap((states) => states.filter((state) => !existed.includes(state))));
       return {
         jobSeconds: (finishedAt - job.startedAt!.getTime()) / 1000,
+        cpuMs: (cpu.user + cpu.system) / 1000,
         complete: sequences.filter((states) => states.join('\n') === existed.join('\n')).length,
         invented: [...invented],
         lastFinalMs: Math.max(...received.lastAt) - finishedAt,
@@ -152,21 +155,26 @@ async function main() {
 
     await run(1); // warms the pipeline up
     console.log(`one generation (${JOB.numImages} images x ${JOB.steps} steps, bundled-tiny-sd), ${RUNS} runs each; job time = its row's finishedAt - startedAt`);
-    const jobSeconds = new Map<number, number[]>();
+    const runs = new Map<number, Awaited<ReturnType<typeof run>>[]>();
     for (const count of [1, SUBSCRIBERS]) {
-      jobSeconds.set(count, []);
+      runs.set(count, []);
       for (let i = 0; i < RUNS; i++) {
         const r = await run(count);
-        jobSeconds.get(count)!.push(r.jobSeconds);
+        runs.get(count)!.push(r);
         console.log(
           `${String(count).padStart(5)} subscribers: job ${r.jobSeconds.toFixed(3)} s; ${r.complete}/${count} got all ${r.states} states in order; ` +
-            `states that never existed: ${r.invented.length ? r.invented.join(', ') : 'none'}; last final state ${r.lastFinalMs} ms after the job's end`,
+            `states that never existed: ${r.invented.length ? r.invented.join(', ') : 'none'}; last final state ${r.lastFinalMs} ms after the job's end; ` +
+            `platform CPU ${r.cpuMs.toFixed(0)} ms`,
         );
       }
     }
-    const alone = median(jobSeconds.get(1)!);
-    const crowded = median(jobSeconds.get(SUBSCRIBERS)!);
+    const medianOf = (count: number, of: (r: Awaited<ReturnType<typeof run>>) => number) => median(runs.get(count)!.map(of));
+    const alone = medianOf(1, (r) => r.jobSeconds);
+    const crowded = medianOf(SUBSCRIBERS, (r) => r.jobSeconds);
     console.log(`median job time: ${alone.toFixed(3)} s alone (1 subscriber), ${crowded.toFixed(3)} s with ${SUBSCRIBERS} (${(crowded / alone).toFixed(2)}x)`);
+    // CPU time holds when other processes share the cores, where wall times do not.
+    const perState = ((medianOf(SUBSCRIBERS, (r) => r.cpuMs) - medianOf(1, (r) => r.cpuMs)) * 1000) / ((SUBSCRIBERS - 1) * runs.get(1)![0].states);
+    console.log(`platform CPU per state delivered to a subscriber (median CPU with ${SUBSCRIBERS} - alone, over the extra deliveries): ${perState.toFixed(1)} us`);
   } finally {
     subscribers.kill();
     await platform.stop();
