@@ -103,9 +103,9 @@ export async function cancelJobRow(db: DataSource, job: Job): Promise<boolean> {
 const MAX_ERROR_LENGTH = 1000;
 
 /**
- * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH). With `staleSeconds`, only if the job's worker
- * has not shown life for that long, so a sweep never fails a job whose worker just beat. False when the
- * job no longer qualifies (finished, canceled, or alive after all).
+ * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH). With `staleSeconds`,
+ * only if the job's worker has not shown life for that long, so a sweep never fails a job whose worker
+ * just beat. False when the job no longer qualifies (finished, canceled, or alive after all).
  */
 export async function failRunningJob(db: DataSource, jobId: string, message: string, staleSeconds?: number): Promise<boolean> {
   return db.transaction(async (tx) => {
