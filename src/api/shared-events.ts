@@ -1,4 +1,6 @@
-import { createSourceEventStream, execute, print, type ExecutionArgs, type ExecutionResult } from 'graphql';
+import {
+  createSourceEventStream, execute, getOperationAST, Kind, locatedError, print, type ExecutionArgs, type ExecutionResult, type FieldNode, type FragmentDefinitionNode,
+} from 'graphql';
 import type { Context } from './context';
 
 /** Each event's results, by viewer and operation (its text and variables); gone with the event. */
@@ -28,10 +30,23 @@ export async function subscribeSharingEvents(args: ExecutionArgs): Promise<Async
     return result;
   };
 
+  // A stream that fails (a subscriber too far behind: FellBehind) ends with its error as the last
+  // result, located at the subscription's field as graphql-js locates a resolver's, so the client gets
+  // the error's own code; thrown instead, graphql-ws would report it without a path, as an internal error.
+  const field = rootField(args);
+  let failed = false;
+
   // Not an async generator: `return()` (the client left) must reach the source at once, even while `next()` waits on it.
   const stream: AsyncIterableIterator<ExecutionResult> = {
     next: async () => {
-      const next = await source.next();
+      if (failed) return { value: undefined, done: true };
+      let next: IteratorResult<unknown>;
+      try {
+        next = await source.next();
+      } catch (error) {
+        failed = true;
+        return { value: { data: null, errors: [locatedError(error, [field], [field.alias?.value ?? field.name.value])] }, done: false };
+      }
       return next.done ? next : { value: await resultOf(next.value), done: false };
     },
     return: async () => {
@@ -41,4 +56,16 @@ export async function subscribeSharingEvents(args: ExecutionArgs): Promise<Async
     [Symbol.asyncIterator]: () => stream,
   };
   return stream;
+}
+
+/** The one root field of a subscription (validation allows it behind fragments). */
+function rootField({ document, operationName }: ExecutionArgs): FieldNode {
+  const fragments = document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION);
+  let [selection] = getOperationAST(document, operationName)!.selectionSet.selections;
+  while (selection.kind !== Kind.FIELD) {
+    const spread = selection;
+    const fragment = spread.kind === Kind.FRAGMENT_SPREAD ? fragments.find((f) => f.name.value === spread.name.value)! : spread;
+    [selection] = fragment.selectionSet.selections;
+  }
+  return selection;
 }

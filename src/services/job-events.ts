@@ -20,7 +20,7 @@ const RECONNECT_DELAY_MS = 1000;
 export const JOB_STATES_LISTENER = 'bigdiffusion job states';
 
 /** Ends a subscription that fell MAX_BUFFERED_STATES behind: it is told, rather than silently skipping states. */
-export class FellBehind extends AppError {
+class FellBehind extends AppError {
   constructor() {
     super('CONFLICT', `This subscription fell ${MAX_BUFFERED_STATES} states behind its job and was ended; subscribe again`);
   }
