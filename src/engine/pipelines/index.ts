@@ -12,5 +12,5 @@ export {
   type StableDiffusionModels,
 } from './stable-diffusion';
 export {
-  encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,
+  encodePngs, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgPipelineOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,
 } from './txt2img';
