@@ -3,12 +3,15 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
-import { type Graph as EngineGraph, Graph, serialize } from '../../src/engine/graph';
+import { gradients } from '../../src/engine/autodiff';
+import { type Graph as EngineGraph, Graph, mul, reduceSum, serialize } from '../../src/engine/graph';
+import { scaledDotProductAttention } from '../../src/engine/models/layers';
 import { buildClipTextEncoder, parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { LoraSlots } from '../../src/engine/models/lora';
 import { FLOAT32, type Precision, precisionFor } from '../../src/engine/models/precision';
 import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
 import { buildVaeDecoder, parseVaeConfig } from '../../src/engine/models/vae';
+import { Rng } from '../../src/engine/random';
 import { readSafetensors, type StoredTensor, toFloat32, toIntegers } from '../../src/engine/weights/safetensors';
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
 import { bindStored, runGraph } from '../helpers/models';
@@ -123,5 +126,27 @@ describe.skipIf(!hasFixtures)('float16 graphs (run on CUDA; their structure is c
     expect(float16Ops(g)).not.toContain('Softmax');
     expect(g.nodes.filter((n) => n.op === 'LayerNormalization').every((n) => n.inputs[0]!.dtype === 'float16')).toBe(true);
     expect([lastHiddenState.dtype, pooledOutput.dtype]).toEqual(['float32', 'float32']);
+  });
+});
+
+describe('MultiHeadAttention gradient (probabilities recomputed in the backward)', () => {
+  it('matches the decomposed attention\'s gradients for query, key and value', async () => {
+    const shapes = { q: [2, 6, 12], k: [2, 5, 12], v: [2, 5, 12] };
+    const rng = new Rng(7);
+    const values = Object.fromEntries(Object.entries({ ...shapes, w: [2, 6, 12] }).map(([name, dims]) =>
+      [name, new ort.Tensor('float32', rng.normalFloat32(dims.reduce((a, b) => a * b, 1)), dims)]));
+    const grads = async (fused: boolean) => {
+      const g = new Graph('attention_grad');
+      const [q, k, v] = (['q', 'k', 'v'] as const).map((name) => g.input(name, 'float32', shapes[name]));
+      const out = scaledDotProductAttention(q, k, v, 3, { fused });
+      const loss = reduceSum(mul(out, g.input('w', 'float32', [2, 6, 12])), [0, 1, 2], false);
+      gradients(g, loss, [q, k, v]).forEach((grad, i) => g.output(grad, `grad_${'qkv'[i]}`));
+      expect(opsOf(g).has('MultiHeadAttention')).toBe(fused);
+      return runGraph(g, values);
+    };
+    const [fused, decomposed] = [await grads(true), await grads(false)];
+    for (const name of ['grad_q', 'grad_k', 'grad_v']) {
+      expect(relativeL2(fused[name].data as Float32Array, decomposed[name].data as Float32Array)).toBeLessThan(1e-5);
+    }
   });
 });

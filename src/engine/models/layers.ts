@@ -31,8 +31,8 @@ export function layerNormLayer(p: Params, x: Tensor, features: number, eps: numb
 /**
  * softmax(q k^T / sqrt(head_dim) + mask) v over `heads` heads, on projections [batch, tokens, heads * head_dim]:
  * torch's scaled_dot_product_attention as diffusers' and transformers' attention modules call it. `fused` makes it
- * one com.microsoft MultiHeadAttention (inference graphs: it has no gradient rule and takes no mask here); the
- * decomposed form computes the softmax in float32 whatever the model's dtype, as diffusers' `upcast_softmax` does.
+ * one com.microsoft MultiHeadAttention (no mask here; float32 and float16 kernels only); the decomposed form
+ * computes the softmax in float32 whatever the model's dtype, as diffusers' `upcast_softmax` does.
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, heads: number, { fused = false, mask }: { fused?: boolean; mask?: Tensor } = {}): Tensor {
   const [batch, tokens, width] = q.shape;

@@ -122,7 +122,7 @@ export type LinearBuilder = (p: Params, x: Tensor, inFeatures: number, outFeatur
 
 export interface UNetOptions {
   linear?: LinearBuilder;
-  /** float32 and decomposed attention unless given (training graphs need both). */
+  /** FLOAT32 (standard operators only, float64-capable) unless given. */
   precision?: Precision;
 }
 
