@@ -5,7 +5,8 @@
  *
  *   node .gpu-stage/gpu.js parity    every fixture check on ENGINE_DEVICE (default cuda); run it with and
  *                                    without NVIDIA_TF32_OVERRIDE=0
- *   node .gpu-stage/gpu.js speed     timings (RUNS, WARMUP, LATENT=64, BENCH_SCALE=sd15|tiny), models kept in MODELS_DIR;
+ *   node .gpu-stage/gpu.js speed     timings (RUNS, WARMUP, LATENT=64, BENCH_SCALE=sd15|tiny, TRAIN=0 skips the train
+ *                                    step), models kept in MODELS_DIR;
  *                                    with DIFFUSERS_JSON (diffusers_bench.py's output from the same call), each row
  *                                    beside diffusers' figure and the issue's target
  *   node .gpu-stage/gpu.js profile   onnxruntime's per-operator profile of the models `speed` left in MODELS_DIR
@@ -75,6 +76,7 @@ async function timings(): Promise<void> {
       log,
       memory,
       device,
+      train: process.env.TRAIN !== '0',
       direct: { onnxruntimeModule: onnxruntimeModule ?? 'onnxruntime-node', device },
     };
     log(`device ${device}, TF32 ${tf32}, ${JSON.stringify({ ...options, log: undefined, memory: undefined, direct: undefined })}`);

@@ -34,6 +34,8 @@ export interface SpeedOptions {
   dir: string;
   log: (line: string) => void;
   memory: GpuMemorySampler;
+  /** Also time the LoRA train step (most of the bench's time: its session and external data). */
+  train: boolean;
   /** Sets the precision timed beside float32: the device's own (`precisionFor`). */
   device: EngineDevice;
   /** Also time the UNet on onnxruntime directly on this thread, to see what the engine worker adds. */
@@ -185,7 +187,7 @@ export async function speed(worker: EngineWorker, options: SpeedOptions): Promis
   }
 
   // DreamBooth-LoRA train step: loss = mse(instance) + mse(prior), forward + backward + AdamW in one session
-  {
+  if (options.train) {
     let start = performance.now();
     const g = new Graph('sd15_lora_train');
     const slots = new LoraSlots(g, 4);
