@@ -4,7 +4,7 @@ import { buildGradientGraph, compile, compileTrainStep } from '../../src/engine/
 import { add, chunk, Graph, mul, reduceMean, serialize, sub, type Tensor } from '../../src/engine/graph';
 import { buildClipTextEncoder, clipTextKeyPrefix, parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { LoraSlots, parseUNetLora } from '../../src/engine/models/lora';
-import { FLOAT32, type Precision, TRAINING } from '../../src/engine/models/precision';
+import { FLOAT32, type Precision } from '../../src/engine/models/precision';
 import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig } from '../../src/engine/models/vae';
 import { attachWeights, loadStableDiffusion, Txt2ImgPipeline } from '../../src/engine/pipelines';
@@ -159,7 +159,7 @@ export async function parityChecks(worker: EngineWorker, ref: Reference, log: (l
     const noisyInput = g.input('noisy_latents', 'float32', shape);
     const noiseInput = g.input('noise', 'float32', shape);
     const pred = buildUNet(g, unetConfig, noisyInput, g.input('timesteps', 'int64', [shape[0]]),
-      g.input('encoder_hidden_states', 'float32', stored(ref, 'train.encoder_hidden_states').shape), { linear: slots?.linear, precision: TRAINING });
+      g.input('encoder_hidden_states', 'float32', stored(ref, 'train.encoder_hidden_states').shape), slots ? { linear: slots.linear } : {});
     const mse = (a: Tensor, b: Tensor) => reduceMean(mul(sub(a, b), sub(a, b)), [0, 1, 2, 3], false);
     const [predInstance, predPrior] = chunk(pred, 2, 0);
     const [noiseInstance, noisePrior] = chunk(noiseInput, 2, 0);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { buildTrainStep, saveBuilt, Trainer } from '../../src/engine/autodiff';
 import { add, chunk, Graph, mul, reduceMean, saveWithExternalData, serialize, sub, type Tensor } from '../../src/engine/graph';
 import { LoraSlots } from '../../src/engine/models/lora';
-import { FLOAT32, precisionFor, TRAINING } from '../../src/engine/models/precision';
+import { FLOAT32, precisionFor } from '../../src/engine/models/precision';
 import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
 import { buildVaeDecoder, parseVaeConfig } from '../../src/engine/models/vae';
 import { Rng } from '../../src/engine/random';
@@ -194,7 +194,7 @@ export async function speed(worker: EngineWorker, options: SpeedOptions): Promis
     const noisy = g.input('noisy_latents', 'float32', [BATCH, 4, latent, latent]);
     const noise = g.input('noise', 'float32', [BATCH, 4, latent, latent]);
     const pred = buildUNet(g, unetConfig(options.scale), noisy, g.input('timesteps', 'int64', [BATCH]),
-      g.input('encoder_hidden_states', 'float32', [BATCH, TOKENS, 768]), { linear: slots.linear, precision: TRAINING });
+      g.input('encoder_hidden_states', 'float32', [BATCH, TOKENS, 768]), { linear: slots.linear });
     const mse = (a: Tensor, b: Tensor) => reduceMean(mul(sub(a, b), sub(a, b)), [0, 1, 2, 3], false);
     const [predInstance, predPrior] = chunk(pred, 2, 0);
     const [noiseInstance, noisePrior] = chunk(noise, 2, 0);

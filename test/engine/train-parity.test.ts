@@ -5,7 +5,6 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { buildGradientGraph, compile, compileTrainStep } from '../../src/engine/autodiff';
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../../src/engine/graph';
 import { LoraSlots, parseUNetLora } from '../../src/engine/models/lora';
-import { TRAINING } from '../../src/engine/models/precision';
 import { expectedWeights } from '../../src/engine/models/params';
 import { buildUNet, parseUNetConfig, type UNetOptions } from '../../src/engine/models/unet';
 import { createScheduler } from '../../src/engine/schedulers';
@@ -20,8 +19,7 @@ const json = (path: string) => JSON.parse(readFileSync(join(PACK, path), 'utf8')
 /**
  * DreamBooth with prior preservation on one batch: row 0 the instance, row 1 the class prompt, epsilon target,
  * loss = mse(instance) + prior_loss_weight * mse(prior). Inputs: the noisy latents (DDPM forward process, computed
- * on the host as the trainer does), timesteps, encoder hidden states and the noise. The UNet computes as train steps
- * build it (TRAINING: fused attention, whose gradient recomputes the probabilities).
+ * on the host as the trainer does), timesteps, encoder hidden states and the noise.
  */
 function dreamboothLoss(priorLossWeight: number, options: UNetOptions = {}, slotsFor?: (g: Graph) => LoraSlots) {
   const g = new Graph('dreambooth');
@@ -29,7 +27,7 @@ function dreamboothLoss(priorLossWeight: number, options: UNetOptions = {}, slot
   const noisy = g.input('noisy_latents', 'float32', [2, 4, 16, 16]);
   const noise = g.input('noise', 'float32', [2, 4, 16, 16]);
   const pred = buildUNet(g, parseUNetConfig(json('unet/config.json')), noisy, g.input('timesteps', 'int64', [2]),
-    g.input('encoder_hidden_states', 'float32', [2, 77, 32]), { precision: TRAINING, ...options, linear: slots?.linear });
+    g.input('encoder_hidden_states', 'float32', [2, 77, 32]), slots ? { linear: slots.linear } : options);
   const mse = (a: Tensor, b: Tensor) => reduceMean(mul(sub(a, b), sub(a, b)), [0, 1, 2, 3], false);
   const [predInstance, predPrior] = chunk(pred, 2, 0);
   const [noiseInstance, noisePrior] = chunk(noise, 2, 0);

@@ -9,17 +9,15 @@ export interface Precision {
   /** Element type of the weights and activations (GroupNorm's weight and bias stay float32). */
   dtype: 'float32' | 'float16';
   /**
-   * Attention as one onnxruntime MultiHeadAttention instead of matmuls and a softmax; its gradient recomputes the
-   * probabilities, so a train step keeps no [batch, heads, tokens, tokens] map per layer for the backward pass.
+   * Attention as one onnxruntime MultiHeadAttention instead of matmuls and a softmax. Train steps keep the decomposed
+   * form: differentiated, the fused one missed the LoRA-gradient bound on CUDA with TF32 off (1.4e-3 against 1e-4;
+   * 3e-6 on the CPU), the CUDA kernel's float32 path being less exact than the cuBLAS matmuls.
    */
   fusedAttention: boolean;
 }
 
-/** Every operator standard ONNX: what any provider runs, float64 included (the gradient checks). */
+/** Every operator standard ONNX: what any provider runs, float64 included (the gradient checks); train steps use it. */
 export const FLOAT32: Precision = { dtype: 'float32', fusedAttention: false };
-
-/** Train steps: float32, fused attention (a 512 px SD 1.5 step kept five 1 GiB probability maps for its backward). */
-export const TRAINING: Precision = { dtype: 'float32', fusedAttention: true };
 
 /**
  * What a device runs best: float16 with fused attention on CUDA (onnxruntime's CUDA provider has fp16 kernels for

@@ -7,7 +7,6 @@ import {
 } from '../autodiff';
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../graph';
 import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
-import { TRAINING } from '../models/precision';
 import { buildUNet } from '../models/unet';
 import { INLINE_WEIGHT_BYTES, initializerBytes } from './sessions';
 import { type StableDiffusionModels } from './stable-diffusion';
@@ -62,7 +61,7 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
   const target = g.input('target', 'float32', latentShape);
   const timesteps = g.input('timesteps', 'int64', [rows]);
   const states = g.input('encoder_hidden_states', 'float32', [rows, models.tokenizer.maxLength, config.crossAttentionDim[0]]);
-  const pred = buildUNet(g, config, noisy, timesteps, states, { linear: slots?.linear, precision: TRAINING });
+  const pred = buildUNet(g, config, noisy, timesteps, states, slots ? { linear: slots.linear } : {});
   let loss: Tensor;
   if (shape.prior) {
     const [predInstance, predPrior] = chunk(pred, 2, 0);

@@ -27,7 +27,7 @@ export const multiHeadAttention = (q: Tensor, k: Tensor, v: Tensor, heads: numbe
 
 // The probabilities are recomputed here rather than kept from the forward pass, which holds only q, k, v and the
 // output: one layer's [B, heads, S, L] maps live at a time during the backward, instead of every layer's from the
-// forward on. With P = softmax(q k^T * scale) per head and O = P v: dv = P^T dO, dP = dO v^T, and the softmax
+// forward on (train steps do not differentiate through it yet: see Precision.fusedAttention). With P = softmax(q k^T * scale) per head and O = P v: dv = P^T dO, dP = dO v^T, and the softmax
 // gradient dS = P * (dP - rowsum(dO * O)) (rowsum(dP * P) = rowsum(dO * O), as FlashAttention's backward uses);
 // dq = dS k * scale, dk = dS^T q * scale.
 MULTI_HEAD_ATTENTION.grad = ({ inputs: [q, k, v], outputs: [o], attrs }, [dy], [wq, wk, wv]) => {
