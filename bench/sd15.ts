@@ -1,5 +1,6 @@
 import { type Graph } from '../src/engine/graph';
 import { expectedWeights } from '../src/engine/models/params';
+import { attachWeights } from '../src/engine/pipelines/stable-diffusion';
 
 /** runwayml/stable-diffusion-v1-5 unet/config.json, the keys that shape the model. */
 export const SD15_UNET_CONFIG = {
@@ -61,9 +62,8 @@ export function randomWeightValues(
   return values;
 }
 
-/** `randomWeightValues` for every weight `g` declares, attached to the graph. */
+/** `randomWeightValues` for every weight `g` declares, attached to the graph (rounded to float16 in a float16 model). */
 export function randomWeights(g: Graph, values: Map<string, Float32Array> = new Map()): Map<string, Float32Array> {
-  randomWeightValues(expectedWeights(g), values);
-  for (const [name, weight] of g.weights) weight.data = values.get(name);
+  attachWeights(g, randomWeightValues(expectedWeights(g), values));
   return values;
 }

@@ -4,9 +4,10 @@ import { buildGradientGraph, compile, compileTrainStep } from '../../src/engine/
 import { add, chunk, Graph, mul, reduceMean, serialize, sub, type Tensor } from '../../src/engine/graph';
 import { buildClipTextEncoder, clipTextKeyPrefix, parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { LoraSlots, parseUNetLora } from '../../src/engine/models/lora';
+import { FLOAT32, type Precision } from '../../src/engine/models/precision';
 import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
 import { buildVaeDecoder, buildVaeEncoder, parseVaeConfig } from '../../src/engine/models/vae';
-import { loadStableDiffusion, Txt2ImgPipeline } from '../../src/engine/pipelines';
+import { attachWeights, loadStableDiffusion, Txt2ImgPipeline } from '../../src/engine/pipelines';
 import { type EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { createScheduler } from '../../src/engine/schedulers';
 import { loadClipTokenizer } from '../../src/engine/tokenizer';
@@ -122,7 +123,7 @@ export async function parityChecks(worker: EngineWorker, ref: Reference, log: (l
   // The 10-step txt2img pipelines, as test/engine/txt2img.test.ts runs them
   {
     const models = await loadStableDiffusion(await loadPack(new FolderPackSource(pack)), await loadClipTokenizer(join(pack, 'tokenizer')));
-    const pipeline = new Txt2ImgPipeline(models, worker);
+    const pipeline = new Txt2ImgPipeline(models, worker, { precision: FLOAT32 });
     try {
       for (const settings of ref.json.pipeline as { scheduler: 'pndm' | 'ddim' | 'euler' | 'dpmpp_2m'; prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number }[]) {
         const expected = stored(ref, `pipeline.${settings.scheduler}.image`);
@@ -222,3 +223,71 @@ export async function parityChecks(worker: EngineWorker, ref: Reference, log: (l
   return checks;
 }
 
+
+/** How far a float16 model lands from the float64 reference: measured and reported, with no bound to meet. */
+export interface Measured {
+  name: string;
+  error: number;
+}
+
+type PipelineSettings = { scheduler: 'pndm' | 'ddim' | 'euler' | 'dpmpp_2m'; prompt: string; negative_prompt: string; guidance_scale: number; num_inference_steps: number };
+
+/**
+ * The fixture's text encoder, UNet, VAE decode and 10-step pipelines computed at `precision` (float16 on CUDA),
+ * each as its relative L2 distance from the float64 reference.
+ */
+export async function precisionErrors(worker: EngineWorker, ref: Reference, precision: Precision, log: (line: string) => void): Promise<Measured[]> {
+  const measured: Measured[] = [];
+  const record = (name: string, error: number) => {
+    measured.push({ name, error });
+    log(`${precision.dtype} ${name.padEnd(30)} rel L2 ${error.toExponential(2)}`);
+  };
+  const pack = join(ref.dir, 'pack');
+  const config = (component: string) => JSON.parse(readFileSync(join(pack, component, 'config.json'), 'utf8'));
+  const models = await loadStableDiffusion(await loadPack(new FolderPackSource(pack)), await loadClipTokenizer(join(pack, 'tokenizer')));
+  {
+    const ids = stored(ref, 'text_encoder.input_ids');
+    const g = new Graph('clip_text');
+    const { lastHiddenState } = buildClipTextEncoder(g, parseClipTextConfig(config('text_encoder')), g.input('input_ids', 'int64', ids.shape),
+      { prefix: models.textEncoder.keyPrefix, precision });
+    g.output(lastHiddenState, 'last_hidden_state');
+    attachWeights(g, models.textEncoder.weights);
+    const out = await runOnce(worker, serialize(g), { input_ids: i64(toIntegers(ids), ids.shape) });
+    record('text encoder', relativeL2(output(out, 'last_hidden_state'), toFloat32(stored(ref, 'text_encoder.last_hidden_state'))));
+  }
+  {
+    const sample = stored(ref, 'unet.sample').shape;
+    const g = new Graph('unet');
+    g.output(buildUNet(g, models.unet.config, g.input('sample', 'float32', sample), g.input('timesteps', 'int64', [sample[0]]),
+      g.input('encoder_hidden_states', 'float32', stored(ref, 'unet.encoder_hidden_states').shape), { precision }), 'out');
+    attachWeights(g, models.unet.weights);
+    const out = await runOnce(worker, serialize(g), {
+      sample: storedF32(ref, 'unet.sample'),
+      timesteps: i64(toIntegers(stored(ref, 'unet.timesteps')), stored(ref, 'unet.timesteps').shape),
+      encoder_hidden_states: storedF32(ref, 'unet.encoder_hidden_states'),
+    });
+    record('UNet out', relativeL2(output(out, 'out'), toFloat32(stored(ref, 'unet.out'))));
+  }
+  {
+    const g = new Graph('vae_decoder');
+    g.output(buildVaeDecoder(g, models.vae.config, g.input('latents', 'float32', stored(ref, 'vae.latents').shape), { precision }), 'decoded');
+    attachWeights(g, models.vae.weights);
+    const out = await runOnce(worker, serialize(g), { latents: storedF32(ref, 'vae.latents') });
+    record('VAE decode', relativeL2(output(out, 'decoded'), toFloat32(stored(ref, 'vae.decoded'))));
+  }
+  const pipeline = new Txt2ImgPipeline(models, worker, { precision });
+  try {
+    for (const settings of ref.json.pipeline as PipelineSettings[]) {
+      const expected = stored(ref, `pipeline.${settings.scheduler}.image`);
+      const result = await pipeline.generate({
+        prompt: settings.prompt, negativePrompt: settings.negative_prompt, guidanceScale: settings.guidance_scale,
+        steps: settings.num_inference_steps, scheduler: settings.scheduler, schedulerConfig: ref.json.schedulers[settings.scheduler].config,
+        latents: toFloat32(stored(ref, `pipeline.${settings.scheduler}.latents`)), width: expected.shape[2], height: expected.shape[1],
+      });
+      record(`pipeline ${settings.scheduler} 10 steps`, relativeL2(result.images, toFloat32(expected)));
+    }
+  } finally {
+    await pipeline.close();
+  }
+  return measured;
+}

@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import { buildTrainStep, saveBuilt, Trainer } from '../../src/engine/autodiff';
 import { add, chunk, Graph, mul, reduceMean, saveWithExternalData, serialize, sub, type Tensor } from '../../src/engine/graph';
 import { LoraSlots } from '../../src/engine/models/lora';
+import { FLOAT32, precisionFor } from '../../src/engine/models/precision';
 import { buildUNet, parseUNetConfig } from '../../src/engine/models/unet';
 import { buildVaeDecoder, parseVaeConfig } from '../../src/engine/models/vae';
 import { Rng } from '../../src/engine/random';
-import { type EngineWorker, type TensorData } from '../../src/engine/runtime';
+import { type EngineDevice, type EngineWorker, type TensorData } from '../../src/engine/runtime';
+import { relativeL2 } from '../../test/helpers/relative-l2';
 import { type GpuMemorySampler } from './gpu-memory';
 import { randomWeights, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../sd15';
 
@@ -32,6 +34,10 @@ export interface SpeedOptions {
   dir: string;
   log: (line: string) => void;
   memory: GpuMemorySampler;
+  /** Also time the LoRA train step (most of the bench's time: its session and external data). */
+  train: boolean;
+  /** Sets the precision timed beside float32: the device's own (`precisionFor`). */
+  device: EngineDevice;
   /** Also time the UNet on onnxruntime directly on this thread, to see what the engine worker adds. */
   direct?: { onnxruntimeModule: string; device: string };
 }
@@ -95,69 +101,93 @@ export async function speed(worker: EngineWorker, options: SpeedOptions): Promis
   const weights = new Map<string, Float32Array>();
   const seconds = (since: number) => +((performance.now() - since) / 1000).toFixed(2);
 
-  // Guided UNet step: cond + uncond rows in one batch
-  {
+  // Guided UNet step (cond + uncond rows in one batch), then the VAE decode of one image (latent x 8 pixels), each
+  // in float32 (TF32 unless NVIDIA_TF32_OVERRIDE=0) and in the device's float16: timings, and the float16 output's
+  // distance from the float32 one on the same weights and feeds.
+  const precisions = [...new Set([FLOAT32, precisionFor(options.device)])];
+  const unetFeeds = randomFeeds([
+    { name: 'sample', dtype: 'float32', dims: [BATCH, 4, latent, latent] },
+    { name: 'timesteps', dtype: 'int64', dims: [BATCH] },
+    { name: 'encoder_hidden_states', dtype: 'float32', dims: [BATCH, TOKENS, 768] },
+  ], rng);
+  const unetOutputs: Float32Array[] = [];
+  for (const precision of precisions) {
+    const tag = precision.dtype === 'float16' ? 'fp16' : 'fp32';
     let start = performance.now();
-    const g = new Graph('sd15_unet');
+    const g = new Graph(`sd15_unet_${tag}`);
     g.output(buildUNet(g, unetConfig(options.scale), g.input('sample', 'float32', [BATCH, 4, latent, latent]),
-      g.input('timesteps', 'int64', [BATCH]), g.input('encoder_hidden_states', 'float32', [BATCH, TOKENS, 768])), 'out');
+      g.input('timesteps', 'int64', [BATCH]), g.input('encoder_hidden_states', 'float32', [BATCH, TOKENS, 768]), { precision }), 'out');
     randomWeights(g, weights);
-    log(`unet: build + random weights ${seconds(start)} s`);
+    log(`unet ${tag}: build + random weights ${seconds(start)} s`);
     start = performance.now();
-    const path = join(dir, 'unet.onnx');
+    const path = join(dir, `unet-${tag}.onnx`);
     const key = saveWithExternalData(g, path);
-    feedSpecs.unet = specOf(g);
-    log(`unet: external data written in ${seconds(start)} s`);
+    feedSpecs[`unet-${tag}`] = specOf(g);
+    log(`unet ${tag}: external data written in ${seconds(start)} s`);
     memory.reset();
     const before = memory.current();
     start = performance.now();
     const session = await worker.createSession({ path }, { key });
-    results.unet_session_create_s = seconds(start);
-    const feeds = randomFeeds(feedSpecs.unet, rng);
+    results[`unet_${tag}_session_create_s`] = seconds(start);
+    let out: Float32Array | undefined;
     const timing = await time(options.warmup, options.runs, async () => {
-      const out = await worker.run(session, copies(feeds));
-      if (!Number.isFinite((out.out.data as Float32Array)[0])) throw new Error('the UNet produced non-finite values');
+      out = (await worker.run(session, copies(unetFeeds))).out.data as Float32Array;
+      if (!out.every(Number.isFinite)) throw new Error(`the ${tag} UNet produced non-finite values`);
     });
-    results.unet_step_cfg_b2_ms = timing;
-    results.unet_gpu_mib = { before, peak: memory.peak() };
-    log(`unet: session ${results.unet_session_create_s} s, guided step median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)}, ${timing.runs} runs), GPU MiB ${before} -> peak ${memory.peak()}`);
+    unetOutputs.push(out!);
+    results[`unet_step_cfg_b2_${tag}_ms`] = timing;
+    results[`unet_${tag}_gpu_mib`] = { before, peak: memory.peak() };
+    log(`unet ${tag}: session ${results[`unet_${tag}_session_create_s`]} s, guided step median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)}, ${timing.runs} runs), GPU MiB ${before} -> peak ${memory.peak()}`);
     await worker.release(session);
-    if (options.direct) {
+    if (options.direct && precision !== FLOAT32) {
       const ort = createRequire(import.meta.url)(options.direct.onnxruntimeModule);
       const direct = await ort.InferenceSession.create(path, { executionProviders: [options.direct.device], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
       const directTiming = await time(options.warmup, options.runs, async () => {
-        await direct.run(Object.fromEntries(Object.entries(copies(feeds)).map(([name, t]) => [name, new ort.Tensor(t.dtype, t.data, t.dims)])));
+        await direct.run(Object.fromEntries(Object.entries(copies(unetFeeds)).map(([name, t]) => [name, new ort.Tensor(t.dtype, t.data, t.dims)])));
       });
       await direct.release();
-      results.unet_step_cfg_b2_direct_ort_ms = directTiming;
-      log(`unet: same model on onnxruntime directly, no worker: median ${directTiming.median.toFixed(1)} ms (${directTiming.min.toFixed(1)}-${directTiming.max.toFixed(1)})`);
+      results[`unet_step_cfg_b2_${tag}_direct_ort_ms`] = directTiming;
+      log(`unet ${tag}: same model on onnxruntime directly, no worker: median ${directTiming.median.toFixed(1)} ms (${directTiming.min.toFixed(1)}-${directTiming.max.toFixed(1)})`);
     }
   }
+  if (unetOutputs.length === 2) {
+    results.unet_fp16_vs_fp32_rel_l2 = relativeL2(unetOutputs[1], unetOutputs[0]);
+    log(`unet: fp16 output vs fp32, relative L2 ${(results.unet_fp16_vs_fp32_rel_l2 as number).toExponential(2)}`);
+  }
 
-  // VAE decode of one image (latent x 8 pixels)
-  {
-    const g = new Graph('sd15_vae_decoder');
-    g.output(buildVaeDecoder(g, vaeConfig(options.scale), g.input('latents', 'float32', [1, 4, latent, latent])), 'decoded');
-    randomWeights(g);
-    feedSpecs.vae = specOf(g);
+  const vaeFeeds = randomFeeds([{ name: 'latents', dtype: 'float32', dims: [1, 4, latent, latent] }], rng);
+  const vaeOutputs: Float32Array[] = [];
+  const vaeWeights = new Map<string, Float32Array>();
+  for (const precision of precisions) {
+    const tag = precision.dtype === 'float16' ? 'fp16' : 'fp32';
+    const g = new Graph(`sd15_vae_decoder_${tag}`);
+    g.output(buildVaeDecoder(g, vaeConfig(options.scale), g.input('latents', 'float32', [1, 4, latent, latent]), { precision }), 'decoded');
+    randomWeights(g, vaeWeights);
+    feedSpecs[`vae-${tag}`] = specOf(g);
     const model = serialize(g);
-    writeFileSync(join(dir, 'vae.onnx'), model);
-    let start = performance.now();
+    writeFileSync(join(dir, `vae-${tag}.onnx`), model);
+    const start = performance.now();
     memory.reset();
     const session = await worker.createSession(model);
-    results.vae_session_create_s = seconds(start);
-    const feeds = randomFeeds(feedSpecs.vae, rng);
+    results[`vae_${tag}_session_create_s`] = seconds(start);
+    let out: Float32Array | undefined;
     const timing = await time(options.warmup, options.runs, async () => {
-      await worker.run(session, copies(feeds));
+      out = (await worker.run(session, copies(vaeFeeds))).decoded.data as Float32Array;
     });
-    results.vae_decode_ms = timing;
-    results.vae_gpu_mib_peak = memory.peak();
-    log(`vae: session ${results.vae_session_create_s} s, decode ${latent * 8} px median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)})`);
+    if (!out!.every(Number.isFinite)) throw new Error(`the ${tag} VAE decoder produced non-finite values`);
+    vaeOutputs.push(out!);
+    results[`vae_decode_${tag}_ms`] = timing;
+    results[`vae_${tag}_gpu_mib_peak`] = memory.peak();
+    log(`vae ${tag}: session ${results[`vae_${tag}_session_create_s`]} s, decode ${latent * 8} px median ${timing.median.toFixed(1)} ms (${timing.min.toFixed(1)}-${timing.max.toFixed(1)})`);
     await worker.release(session);
+  }
+  if (vaeOutputs.length === 2) {
+    results.vae_fp16_vs_fp32_rel_l2 = relativeL2(vaeOutputs[1], vaeOutputs[0]);
+    log(`vae: fp16 output vs fp32, relative L2 ${(results.vae_fp16_vs_fp32_rel_l2 as number).toExponential(2)}`);
   }
 
   // DreamBooth-LoRA train step: loss = mse(instance) + mse(prior), forward + backward + AdamW in one session
-  {
+  if (options.train) {
     let start = performance.now();
     const g = new Graph('sd15_lora_train');
     const slots = new LoraSlots(g, 4);

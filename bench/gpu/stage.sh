@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .gpu-stage
-grep -qx '/.gpu-stage/' .git/info/exclude || echo '/.gpu-stage/' >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude) # .git is a file in a worktree
+grep -qx '/.gpu-stage/' "$exclude" || echo '/.gpu-stage/' >> "$exclude"
 node_modules/.bin/esbuild bench/gpu.ts --bundle --platform=node --format=esm --target=node20 \
   --alias:sharp=./bench/gpu/sharp-absent.ts --outfile=.gpu-stage/gpu.js --log-level=warning \
   --banner:js="import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);"

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { gradients } from '../../src/engine/autodiff';
 import {
   abs, add, cast, concat, conv, convTranspose, cos, div, erf, exp, expand, gather, gelu, gemm, Graph, groupNorm, IDENTITY,
-  layerNorm, log, matmul, mul, neg, OPS, pad, pow, reciprocal, reduceMax, reduceMean, reduceSum, reshape, serialize, type Shape,
+  layerNorm, log, matmul, mul, multiHeadAttention, neg, OPS, pad, pow, reciprocal, reduceMax, reduceMean, reduceSum, reshape, serialize, type Shape,
   sigmoid, silu, sin, sizeOf, slice, softmax, split, sqrt, squeeze, sub, tanh, type Tensor, transpose, unsqueeze,
   upsampleNearest, where,
 } from '../../src/engine/graph';
@@ -119,6 +119,11 @@ const CASES: Case[] = [
   { name: 'Where broadcasting', dtype: 'float64', shapes: (r) => { const b = r.int(2, 4); return [[d(r) + 1, b], [b]]; }, build: ([a, b], r) => where(bools(a.graph, r, a.shape), a, b) },
   { name: 'Gather rows with repeated indices', dtype: 'float64', shapes: (r) => [[r.int(3, 5), 3]], build: ([x], r) => gather(x, indices(x.graph, [2, 4], x.shape[0], r), 0) },
   { name: 'Gather on axis 1', dtype: 'float64', shapes: (r) => [[2, r.int(3, 5), 2]], build: ([x], r) => gather(x, indices(x.graph, [3], x.shape[1], r), 1) },
+  {
+    name: 'MultiHeadAttention (com.microsoft), cross-attention shapes', dtype: 'float32', curvature: 8,
+    shapes: (r) => { const [batch, width, length] = [d(r), 2 * r.int(1, 3), r.int(2, 4)]; return [[batch, r.int(2, 4), width], [batch, length, width], [batch, length, 4]]; },
+    build: ([q, k, v]) => multiHeadAttention(q, k, v, 2, 0.7),
+  },
   { name: 'Resize nearest x2', dtype: 'float32', linear: true, shapes: (r) => [[1, 2, r.int(2, 3), r.int(2, 3)]], build: ([x]) => upsampleNearest(x, [1, 1, 2, 2]) },
   { name: 'Resize nearest x3 by x1', dtype: 'float32', linear: true, shapes: () => [[2, 1, 2, 3]], build: ([x]) => upsampleNearest(x, [1, 1, 3, 1]) },
   ...[

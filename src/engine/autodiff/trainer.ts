@@ -47,7 +47,9 @@ export class Trainer {
         throw new TrainerError(`initial value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
       }
     }
-    const trainer = new Trainer(worker, await worker.createSession(sessionModel(compiled), { key: compiled.hash }), compiled);
+    // Unfolded: the frozen weights' transposed copies would double them (see CreateSessionOptions.foldConstants).
+    const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false });
+    const trainer = new Trainer(worker, session, compiled);
     for (const p of compiled.params) {
       const param = zerosLike(p);
       param.data.set(initial[p.name]);

@@ -45,6 +45,8 @@ export class Tensor {
 
 export interface Node {
   readonly op: string;
+  /** The operator set `op` belongs to: '' for standard ONNX, `com.microsoft` for onnxruntime's contrib operators. */
+  readonly domain: string;
   readonly inputs: readonly (Tensor | undefined)[];
   readonly outputs: readonly Tensor[];
   readonly attrs: Attrs;
@@ -65,6 +67,7 @@ export type OutputSpec = { dtype: DType; shape: Shape };
  */
 export interface OpDef {
   readonly type: string;
+  readonly domain: string;
   readonly infer: (inputs: readonly (Tensor | undefined)[], attrs: Attrs) => OutputSpec[];
   grad?: GradientRule;
 }
@@ -153,8 +156,8 @@ export class Graph {
       const shapes = inputs.map((t) => (t ? `${t.dtype}${formatShape(t.shape)}` : '-')).join(', ');
       throw new GraphError(`${op.type}(${shapes}): ${(error as Error).message}`);
     }
-    const node: { op: string; inputs: (Tensor | undefined)[]; outputs: Tensor[]; attrs: Attrs } = {
-      op: op.type, inputs: [...inputs], outputs: [], attrs,
+    const node: { op: string; domain: string; inputs: (Tensor | undefined)[]; outputs: Tensor[]; attrs: Attrs } = {
+      op: op.type, domain: op.domain, inputs: [...inputs], outputs: [], attrs,
     };
     node.outputs = specs.map((spec, i) =>
       new Tensor(this, outputNames?.[i] ? this.claim(outputNames[i]) : this.fresh(op.type), spec.dtype, [...spec.shape], node));
@@ -166,9 +169,9 @@ export class Graph {
 /** Registry of every operator, by ONNX type, so autodiff can find gradient rules. */
 export const OPS = new Map<string, OpDef>();
 
-export function defineOp(type: string, infer: OpDef['infer']): OpDef {
+export function defineOp(type: string, infer: OpDef['infer'], domain = ''): OpDef {
   if (OPS.has(type)) throw new Error(`operator ${type} defined twice`);
-  const def: OpDef = { type, infer };
+  const def: OpDef = { type, domain, infer };
   OPS.set(type, def);
   return def;
 }

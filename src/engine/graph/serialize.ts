@@ -10,6 +10,8 @@ const { onnx } = onnxProto;
 
 /** The opset every graph is built for; operator semantics in `ops/` follow it. */
 const OPSET = 18;
+/** onnxruntime's contrib operators (MultiHeadAttention, GroupNorm) are all at version 1 of their domain. */
+const CONTRIB_DOMAIN = 'com.microsoft';
 const IR_VERSION = 8;
 
 export interface SerializeOptions {
@@ -84,11 +86,12 @@ function modelProto(graph: Graph, nodes: Node[], inputs: Tensor[], initializers:
   return onnx.ModelProto.create({
     irVersion: IR_VERSION,
     producerName: 'bigdiffusion-engine',
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [{ domain: '', version: OPSET }, ...(nodes.some((n) => n.domain === CONTRIB_DOMAIN) ? [{ domain: CONTRIB_DOMAIN, version: 1 }] : [])],
     graph: {
       name: graph.name,
       node: nodes.map((node) => ({
         opType: node.op,
+        domain: node.domain,
         name: node.outputs[0].name,
         input: trimTrailingEmpty(node.inputs.map((i) => i?.name ?? '')),
         output: node.outputs.map((o) => o.name),

@@ -1,11 +1,11 @@
 import { z } from 'zod';
 import {
-  add, cast, equal, gather, gelu, type Graph, matmul, mul, quickGelu, reduceMax, reshape, slice, softmax, sub,
-  type Tensor, transpose, unsqueeze,
+  add, cast, equal, gather, gelu, type Graph, matmul, mul, quickGelu, reduceMax, reshape, slice, sub, type Tensor, unsqueeze,
 } from '../graph';
 import { parseModelConfig } from './config';
-import { layerNormLayer, linearLayer } from './layers';
+import { layerNormLayer, linearLayer, scaledDotProductAttention } from './layers';
 import { Params } from './params';
+import { FLOAT32, type Precision } from './precision';
 
 /** The fields of transformers' CLIPTextConfig (`text_encoder/config.json`) that shape the graph. */
 const CLIP_TEXT_CONFIG = z.object({
@@ -59,18 +59,16 @@ function causalMask(g: Graph, sequence: number): Tensor {
   return g.constant('float32', [sequence, sequence], mask);
 }
 
-/** CLIPAttention: multi-head self-attention, queries scaled by 1/sqrt(head_dim) before the product. */
+/**
+ * CLIPAttention: multi-head causal self-attention, queries scaled by 1/sqrt(head_dim) before the product. Always
+ * decomposed: 77 tokens cost little, and the float32 mask needs the float32 softmax.
+ */
 function selfAttention(p: Params, x: Tensor, config: ClipTextConfig, mask: Tensor): Tensor {
-  const [batch, sequence, hidden] = x.shape;
-  const heads = config.num_attention_heads;
-  const headDim = hidden / heads;
-  const split = (t: Tensor) => transpose(reshape(t, [batch, sequence, heads, headDim]), [0, 2, 1, 3]);
-  const q = split(mul(linearLayer(p.child('q_proj'), x, hidden, hidden), headDim ** -0.5));
-  const k = split(linearLayer(p.child('k_proj'), x, hidden, hidden));
-  const v = split(linearLayer(p.child('v_proj'), x, hidden, hidden));
-  const weights = softmax(add(matmul(q, transpose(k, [0, 1, 3, 2])), mask), -1);
-  const merged = reshape(transpose(matmul(weights, v), [0, 2, 1, 3]), [batch, sequence, hidden]);
-  return linearLayer(p.child('out_proj'), merged, hidden, hidden);
+  const hidden = x.shape[2];
+  const q = linearLayer(p.child('q_proj'), x, hidden, hidden);
+  const k = linearLayer(p.child('k_proj'), x, hidden, hidden);
+  const v = linearLayer(p.child('v_proj'), x, hidden, hidden);
+  return linearLayer(p.child('out_proj'), scaledDotProductAttention(q, k, v, config.num_attention_heads, { mask }), hidden, hidden);
 }
 
 function mlp(p: Params, x: Tensor, config: ClipTextConfig): Tensor {
@@ -109,16 +107,17 @@ function firstEosSelector(g: Graph, inputIds: Tensor, config: ClipTextConfig): T
 
 /**
  * transformers' CLIPTextModel on int64 token ids [batch, sequence] (sequence <= max_position_embeddings).
- * Weights are named by checkpoint key under `prefix` (see `clipTextKeyPrefix`).
+ * Weights are named by checkpoint key under `prefix` (see `clipTextKeyPrefix`); outputs are float32 whatever
+ * `precision` computes in (the text encoder has no attention worth fusing).
  */
 export function buildClipTextEncoder(
-  g: Graph, config: ClipTextConfig, inputIds: Tensor, { prefix = 'text_model' } = {},
+  g: Graph, config: ClipTextConfig, inputIds: Tensor, { prefix = 'text_model', precision = FLOAT32 }: { prefix?: string; precision?: Precision } = {},
 ): ClipTextOutputs {
   const [batch, sequence] = inputIds.shape;
   if (inputIds.rank !== 2 || sequence > config.max_position_embeddings) {
     throw new RangeError(`input ids ${inputIds.toString()} must be [batch, <= ${config.max_position_embeddings}]`);
   }
-  const p = new Params(g, prefix);
+  const p = new Params(g, prefix, precision.dtype);
   const hidden = config.hidden_size;
   const embeddings = p.child('embeddings');
   const tokens = gather(embeddings.weight('token_embedding.weight', [config.vocab_size, hidden]), inputIds);
@@ -126,7 +125,7 @@ export function buildClipTextEncoder(
   let h = add(tokens, positions);
   const mask = causalMask(g, sequence);
   for (let i = 0; i < config.num_hidden_layers; i++) h = encoderLayer(p.child('encoder.layers').child(i), h, config, mask);
-  const lastHiddenState = layerNormLayer(p.child('final_layer_norm'), h, hidden, config.layer_norm_eps);
+  const lastHiddenState = cast(layerNormLayer(p.child('final_layer_norm'), h, hidden, config.layer_norm_eps), 'float32');
   const pooledOutput = reshape(matmul(firstEosSelector(g, inputIds, config), lastHiddenState), [batch, hidden]);
   return { lastHiddenState, pooledOutput };
 }

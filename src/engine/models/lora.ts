@@ -1,4 +1,4 @@
-import { add, type Graph, linear, mul, sizeOf, type Tensor } from '../graph';
+import { add, cast, type Graph, linear, mul, sizeOf, type Tensor } from '../graph';
 import { type TensorData } from '../runtime';
 import { toFloat32, type StoredTensor } from '../weights/safetensors';
 import { linearLayer } from './layers';
@@ -96,14 +96,17 @@ export class LoraSlots {
     this.scale = graph.input(LORA_SCALE_INPUT, 'float32', []);
   }
 
-  /** Builds the base layer and, when its name ends with a target, adds scale * B (A x) beside it. */
+  /**
+   * Builds the base layer and, when its name ends with a target, adds scale * B (A x) beside it. The slots are fed
+   * (or trained) in float32, and cast to the model's dtype in a float16 model.
+   */
   readonly linear: LinearBuilder = (p, x, inFeatures, outFeatures, bias) => {
     const base = linearLayer(p, x, inFeatures, outFeatures, bias);
     if (!this.targets.some((target) => p.prefix === target || p.prefix.endsWith(`.${target}`))) return base;
     this.layers.set(p.prefix, { inFeatures, outFeatures });
-    const a = p.weight('lora_A.weight', [this.rank, inFeatures]);
-    const b = p.weight('lora_B.weight', [outFeatures, this.rank]);
-    return add(base, mul(linear(linear(x, a), b), this.scale));
+    const a = cast(p.weight('lora_A.weight', [this.rank, inFeatures], 'float32'), x.dtype);
+    const b = cast(p.weight('lora_B.weight', [outFeatures, this.rank], 'float32'), x.dtype);
+    return add(base, mul(linear(linear(x, a), b), cast(this.scale, x.dtype)));
   };
 
   /** The graph weights of the slots (peft names `<module>.lora_A.weight`), fed as inputs or trained. */

@@ -1,22 +1,23 @@
-import { type Graph, type Shape, type Tensor } from '../graph';
+import { type DType, type Graph, type Shape, type Tensor } from '../graph';
 
 /**
  * Names parameters the way checkpoints do: `new Params(g, 'down_blocks.0').child('resnets.1').weight('conv1.weight', ...)`
  * creates the graph weight `down_blocks.0.resnets.1.conv1.weight`, so weights bind by name with no translation table.
+ * `dtype` is the element type of the weights it creates (float16 in a float16 model), unless a layer names another.
  */
 export class Params {
-  constructor(readonly graph: Graph, readonly prefix = '') {}
+  constructor(readonly graph: Graph, readonly prefix = '', readonly dtype: DType = 'float32') {}
 
   child(name: string | number): Params {
-    return new Params(this.graph, this.path(String(name)));
+    return new Params(this.graph, this.path(String(name)), this.dtype);
   }
 
   path(name: string): string {
     return this.prefix ? `${this.prefix}.${name}` : name;
   }
 
-  weight(name: string, shape: Shape): Tensor {
-    return this.graph.weight(this.path(name), shape);
+  weight(name: string, shape: Shape, dtype = this.dtype): Tensor {
+    return this.graph.weight(this.path(name), shape, undefined, dtype);
   }
 }
 

@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import {
-  add, cast, chunk, concat, conv, cos, div, expand, gelu, type Graph, GraphError, matmul, mul, reshape, silu, sin, softmax,
-  type Tensor, transpose, upsampleNearest,
+  add, cast, chunk, concat, conv, cos, div, expand, gelu, type Graph, GraphError, mul, reshape, silu, sin, type Tensor,
+  transpose, upsampleNearest,
 } from '../graph';
 import { ModelConfigError, parseModelConfig } from './config';
-import { conv2dLayer, groupNormLayer, layerNormLayer, linearLayer } from './layers';
+import { conv2dLayer, groupNormLayer, layerNormLayer, linearLayer, scaledDotProductAttention } from './layers';
 import { Params } from './params';
+import { FLOAT32, type Precision } from './precision';
 
 /**
  * diffusers' UNet2DConditionModel as Stable Diffusion 1.x and 2.x use it, built from `unet/config.json`.
@@ -121,6 +122,8 @@ export type LinearBuilder = (p: Params, x: Tensor, inFeatures: number, outFeatur
 
 export interface UNetOptions {
   linear?: LinearBuilder;
+  /** FLOAT32 (standard operators only, float64-capable) unless given. */
+  precision?: Precision;
 }
 
 /** What every block needs besides its own channels. */
@@ -131,6 +134,7 @@ interface Context {
   eps: number;
   useLinearProjection: boolean;
   linear: LinearBuilder;
+  fusedAttention: boolean;
 }
 
 /**
@@ -161,11 +165,11 @@ function timeEmbedding(p: Params, x: Tensor, inFeatures: number, dim: number): T
 }
 
 function resnetBlock2D(p: Params, x: Tensor, inChannels: number, outChannels: number, c: Context, outputScaleFactor = 1): Tensor {
-  let h = silu(groupNormLayer(p.child('norm1'), x, c.groups, inChannels, c.eps));
+  let h = groupNormLayer(p.child('norm1'), x, c.groups, inChannels, c.eps, { silu: true });
   h = conv2dLayer(p.child('conv1'), h, inChannels, outChannels, 3, { padding: 1 });
   const timeEmb = linearLayer(p.child('time_emb_proj'), silu(c.temb), c.temb.shape[1], outChannels);
   h = add(h, reshape(timeEmb, [0, 0, 1, 1]));
-  h = silu(groupNormLayer(p.child('norm2'), h, c.groups, outChannels, c.eps));
+  h = groupNormLayer(p.child('norm2'), h, c.groups, outChannels, c.eps, { silu: true });
   h = conv2dLayer(p.child('conv2'), h, outChannels, outChannels, 3, { padding: 1 });
   const shortcut = inChannels === outChannels ? x : conv2dLayer(p.child('conv_shortcut'), x, inChannels, outChannels, 1);
   const out = add(shortcut, h);
@@ -174,19 +178,14 @@ function resnetBlock2D(p: Params, x: Tensor, inChannels: number, outChannels: nu
 
 /**
  * diffusers' Attention with AttnProcessor2_0: softmax(q k^T / sqrt(head_dim)) v over heads. `upcast_attention`
- * (scores in float32 under fp16) changes nothing here: the engine computes in float32 throughout.
+ * (scores in float32 under fp16) changes nothing here: the decomposed softmax is always float32.
  */
 function attention(p: Params, x: Tensor, context: Tensor, dim: number, heads: number, c: Context): Tensor {
-  const headDim = dim / heads;
-  const [batch, tokens] = x.shape;
   const contextDim = context.shape[2];
-  const splitHeads = (t: Tensor) => transpose(reshape(t, [batch, -1, heads, headDim]), [0, 2, 1, 3]);
-  const q = splitHeads(c.linear(p.child('to_q'), x, dim, dim, false));
-  const k = splitHeads(c.linear(p.child('to_k'), context, contextDim, dim, false));
-  const v = splitHeads(c.linear(p.child('to_v'), context, contextDim, dim, false));
-  const scores = matmul(mul(q, 1 / Math.sqrt(headDim)), transpose(k, [0, 1, 3, 2]));
-  const perHead = matmul(softmax(scores, -1), v);
-  const merged = reshape(transpose(perHead, [0, 2, 1, 3]), [batch, tokens, dim]);
+  const q = c.linear(p.child('to_q'), x, dim, dim, false);
+  const k = c.linear(p.child('to_k'), context, contextDim, dim, false);
+  const v = c.linear(p.child('to_v'), context, contextDim, dim, false);
+  const merged = scaledDotProductAttention(q, k, v, heads, { fused: c.fusedAttention });
   return c.linear(p.child('to_out').child(0), merged, dim, dim, true);
 }
 
@@ -313,27 +312,31 @@ function checkUNetInputs(config: UNetConfig, sample: Tensor, encoderHiddenStates
 
 /**
  * The noise prediction of UNet2DConditionModel(sample [B, in_channels, H, W], timesteps (scalar, [1] or [B], any
- * numeric dtype), encoderHiddenStates [B, tokens, cross_attention_dim]) -> [B, out_channels, H, W].
+ * numeric dtype), encoderHiddenStates [B, tokens, cross_attention_dim]) -> [B, out_channels, H, W], float32 in and
+ * out whatever `options.precision` computes in.
  */
 export function buildUNet(
   g: Graph, config: UNetConfig, sample: Tensor, timesteps: Tensor, encoderHiddenStates: Tensor, options: UNetOptions = {},
 ): Tensor {
   checkUNetInputs(config, sample, encoderHiddenStates);
   const { raw, blockOutChannels: channels } = config;
+  const { dtype, fusedAttention } = options.precision ?? FLOAT32;
   const levels = channels.length;
   const batch = sample.shape[0];
-  const p = new Params(g);
-  const tEmb = timeProj(g, timesteps, batch, channels[0], raw.flip_sin_to_cos, raw.freq_shift);
+  const p = new Params(g, '', dtype);
+  // The sinusoids stay float32: timesteps up to 1000 times frequencies lose their phase in fp16.
+  const tEmb = cast(timeProj(g, timesteps, batch, channels[0], raw.flip_sin_to_cos, raw.freq_shift), dtype);
   const c: Context = {
     temb: timeEmbedding(p.child('time_embedding'), tEmb, channels[0], config.timeEmbedDim),
-    encoderHiddenStates,
+    encoderHiddenStates: cast(encoderHiddenStates, dtype),
     groups: raw.norm_num_groups,
     eps: raw.norm_eps,
     useLinearProjection: raw.use_linear_projection,
     linear: options.linear ?? linearLayer,
+    fusedAttention,
   };
 
-  let h = raw.center_input_sample ? add(mul(sample, 2), -1) : sample;
+  let h = raw.center_input_sample ? add(mul(cast(sample, dtype), 2), -1) : cast(sample, dtype);
   h = conv2dLayer(p.child('conv_in'), h, raw.in_channels, channels[0], raw.conv_in_kernel, { padding: (raw.conv_in_kernel - 1) / 2 });
 
   const skips: Tensor[] = [h];
@@ -362,6 +365,7 @@ export function buildUNet(
     }, c);
   });
 
-  h = silu(groupNormLayer(p.child('conv_norm_out'), h, raw.norm_num_groups, channels[0], raw.norm_eps));
-  return conv2dLayer(p.child('conv_out'), h, channels[0], raw.out_channels, raw.conv_out_kernel, { padding: (raw.conv_out_kernel - 1) / 2 });
+  h = groupNormLayer(p.child('conv_norm_out'), h, raw.norm_num_groups, channels[0], raw.norm_eps, { silu: true });
+  const out = conv2dLayer(p.child('conv_out'), h, channels[0], raw.out_channels, raw.conv_out_kernel, { padding: (raw.conv_out_kernel - 1) / 2 });
+  return cast(out, 'float32');
 }

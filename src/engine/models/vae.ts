@@ -1,10 +1,9 @@
 import { z } from 'zod';
-import {
-  add, chunk, clamp, conv, type Graph, matmul, mul, reshape, silu, softmax, type Tensor, transpose, upsampleNearest,
-} from '../graph';
+import { add, cast, chunk, clamp, conv, type Graph, reshape, type Tensor, transpose, upsampleNearest } from '../graph';
 import { parseModelConfig } from './config';
-import { conv2dLayer, groupNormLayer, linearLayer } from './layers';
+import { conv2dLayer, groupNormLayer, linearLayer, scaledDotProductAttention } from './layers';
 import { Params } from './params';
+import { FLOAT32, type Precision } from './precision';
 
 /** The fields of diffusers' AutoencoderKL config (`vae/config.json`) that shape the graph. */
 const VAE_CONFIG = z.object({
@@ -49,9 +48,9 @@ const EPS = 1e-6;
 
 /** ResnetBlock2D without a time embedding: two norm-SiLU-conv stages, a 1x1 conv on the skip when widths differ. */
 function resnet(p: Params, x: Tensor, inChannels: number, outChannels: number, groups: number): Tensor {
-  let h = silu(groupNormLayer(p.child('norm1'), x, groups, inChannels, EPS));
+  let h = groupNormLayer(p.child('norm1'), x, groups, inChannels, EPS, { silu: true });
   h = conv2dLayer(p.child('conv1'), h, inChannels, outChannels, 3, { padding: 1 });
-  h = silu(groupNormLayer(p.child('norm2'), h, groups, outChannels, EPS));
+  h = groupNormLayer(p.child('norm2'), h, groups, outChannels, EPS, { silu: true });
   h = conv2dLayer(p.child('conv2'), h, outChannels, outChannels, 3, { padding: 1 });
   const skip = inChannels === outChannels ? x : conv2dLayer(p.child('conv_shortcut'), x, inChannels, outChannels, 1);
   return add(skip, h);
@@ -61,23 +60,22 @@ function resnet(p: Params, x: Tensor, inChannels: number, outChannels: number, g
  * The mid block's Attention: one head as wide as the channels, over the H*W pixels as tokens, with
  * to_q/to_k/to_v/to_out.0 Linear layers and a residual connection.
  */
-function attention(p: Params, x: Tensor, channels: number, groups: number): Tensor {
+function attention(p: Params, x: Tensor, channels: number, groups: number, fused: boolean): Tensor {
   const [batch, , height, width] = x.shape;
   const normed = groupNormLayer(p.child('group_norm'), x, groups, channels, EPS);
   const tokens = transpose(reshape(normed, [batch, channels, height * width]), [0, 2, 1]);
-  const q = mul(linearLayer(p.child('to_q'), tokens, channels, channels), channels ** -0.5);
+  const q = linearLayer(p.child('to_q'), tokens, channels, channels);
   const k = linearLayer(p.child('to_k'), tokens, channels, channels);
   const v = linearLayer(p.child('to_v'), tokens, channels, channels);
-  const attended = matmul(softmax(matmul(q, transpose(k, [0, 2, 1])), -1), v);
-  const out = linearLayer(p.child('to_out').child(0), attended, channels, channels);
+  const out = linearLayer(p.child('to_out').child(0), scaledDotProductAttention(q, k, v, 1, { fused }), channels, channels);
   return add(x, reshape(transpose(out, [0, 2, 1]), x.shape));
 }
 
 /** UNetMidBlock2D without time embedding: resnet, (attention), resnet at the lowest resolution. */
-function midBlock(p: Params, x: Tensor, channels: number, config: VaeConfig): Tensor {
+function midBlock(p: Params, x: Tensor, channels: number, config: VaeConfig, fusedAttention = false): Tensor {
   const groups = config.norm_num_groups;
   let h = resnet(p.child('resnets.0'), x, channels, channels, groups);
-  if (config.mid_block_add_attention) h = attention(p.child('attentions.0'), h, channels, groups);
+  if (config.mid_block_add_attention) h = attention(p.child('attentions.0'), h, channels, groups, fusedAttention);
   return resnet(p.child('resnets.1'), h, channels, channels, groups);
 }
 
@@ -118,7 +116,7 @@ export function buildVaeEncoder(g: Graph, config: VaeConfig, image: Tensor): Vae
   });
   const deepest = channels[channels.length - 1];
   h = midBlock(p.child('mid_block'), h, deepest, config);
-  h = silu(groupNormLayer(p.child('conv_norm_out'), h, groups, deepest, EPS));
+  h = groupNormLayer(p.child('conv_norm_out'), h, groups, deepest, EPS, { silu: true });
   const moments = 2 * config.latent_channels;
   h = conv2dLayer(p.child('conv_out'), h, deepest, moments, 3, { padding: 1 });
   if (config.use_quant_conv) h = conv2dLayer(new Params(g, 'quant_conv'), h, moments, moments, 1);
@@ -128,18 +126,19 @@ export function buildVaeEncoder(g: Graph, config: VaeConfig, image: Tensor): Vae
 
 /**
  * AutoencoderKL.decode on latents [batch, latent_channels, h, w] already divided by `scaling_factor`:
- * images [batch, out_channels, h * 2^(levels-1), w * 2^(levels-1)], nominally in [-1, 1].
+ * images [batch, out_channels, h * 2^(levels-1), w * 2^(levels-1)], nominally in [-1, 1]; float32 in and out
+ * whatever `precision` computes in.
  */
-export function buildVaeDecoder(g: Graph, config: VaeConfig, latents: Tensor): Tensor {
+export function buildVaeDecoder(g: Graph, config: VaeConfig, latents: Tensor, { precision = FLOAT32 }: { precision?: Precision } = {}): Tensor {
   const latentChannels = config.latent_channels;
-  let h = config.use_post_quant_conv
-    ? conv2dLayer(new Params(g, 'post_quant_conv'), latents, latentChannels, latentChannels, 1)
-    : latents;
-  const p = new Params(g, 'decoder');
+  const { dtype, fusedAttention } = precision;
+  let h = cast(latents, dtype);
+  if (config.use_post_quant_conv) h = conv2dLayer(new Params(g, 'post_quant_conv', dtype), h, latentChannels, latentChannels, 1);
+  const p = new Params(g, 'decoder', dtype);
   const reversed = [...config.block_out_channels].reverse();
   const groups = config.norm_num_groups;
   h = conv2dLayer(p.child('conv_in'), h, latentChannels, reversed[0], 3, { padding: 1 });
-  h = midBlock(p.child('mid_block'), h, reversed[0], config);
+  h = midBlock(p.child('mid_block'), h, reversed[0], config, fusedAttention);
   let inChannels = reversed[0];
   reversed.forEach((outChannels, i) => {
     const block = p.child('up_blocks').child(i);
@@ -151,6 +150,6 @@ export function buildVaeDecoder(g: Graph, config: VaeConfig, latents: Tensor): T
     inChannels = outChannels;
   });
   const shallowest = reversed[reversed.length - 1];
-  h = silu(groupNormLayer(p.child('conv_norm_out'), h, groups, shallowest, EPS));
-  return conv2dLayer(p.child('conv_out'), h, shallowest, config.out_channels, 3, { padding: 1 });
+  h = groupNormLayer(p.child('conv_norm_out'), h, groups, shallowest, EPS, { silu: true });
+  return cast(conv2dLayer(p.child('conv_out'), h, shallowest, config.out_channels, 3, { padding: 1 }), 'float32');
 }

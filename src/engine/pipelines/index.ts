@@ -12,5 +12,6 @@ export {
   serializeUNet, withUNetWeights, type ImageGeometry, type StableDiffusionModels,
 } from './stable-diffusion';
 export {
-  encodePngs, txt2imgProblem, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgProgress, type Txt2ImgRequest, type Txt2ImgResult,
+  encodePngs, txt2imgProblem, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgPipelineOptions, type Txt2ImgProgress, type Txt2ImgRequest,
+  type Txt2ImgResult,
 } from './txt2img';

@@ -1,12 +1,14 @@
 import { Graph, sizeOf } from '../graph';
 import { buildClipTextEncoder, type ClipTextConfig, clipTextKeyPrefix, dropClipTextBuffers, parseClipTextConfig } from '../models/clip-text';
 import { declaredTextEncoderWeights, declaredUNetWeights, declaredVaeWeights } from '../models/declared-weights';
+import { FLOAT32, type Precision } from '../models/precision';
 import { parseUNetConfig, type UNetConfig } from '../models/unet';
 import { parseVaeConfig, renameLegacyVaeKeys, type VaeConfig } from '../models/vae';
 import { type SchedulerName } from '../schedulers';
 import { type ClipTokenizer, loadClipTokenizerFrom } from '../tokenizer';
 import { bindWeights, WeightBindingError, weightProblems } from '../weights/bind';
 import { loadPack, readWeightHeaders, type Pack, type PackSource, type RangedPackSource } from '../weights/pack';
+import { float32ArrayToFloat16 } from '../weights/dtype';
 import { fromFloat32, parseSafetensors, serializeSafetensors } from '../weights/safetensors';
 
 /** A Stable Diffusion pack with configs parsed and every component's weights checked and widened to float32. */
@@ -162,21 +164,26 @@ export function parseUNetWeights(models: StableDiffusionModels, bytes: Uint8Arra
   return bindWeights(declaredUNetWeights(models.unet.config), parseSafetensors(bytes));
 }
 
-/** Gives each weight a graph declares the data loaded for it, but for those fed at run time (`fed`). */
+/**
+ * Gives each weight a graph declares the data loaded for it, but for those fed at run time (`fed`), rounded to
+ * float16 where the graph declares the weight float16 (a float16 model).
+ */
 export function attachWeights(g: Graph, weights: ReadonlyMap<string, Float32Array>, fed: ReadonlySet<string> = new Set()): void {
   for (const [name, weight] of g.weights) {
     if (fed.has(name)) continue;
     const data = weights.get(name);
     if (!data) throw new Error(`no loaded weight for ${name}`);
-    weight.data = data;
+    weight.data = weight.tensor.dtype === 'float16' ? float32ArrayToFloat16(data) : data;
   }
 }
 
 /** The frozen text encoder on input_ids [batch, sequence], weights attached; output `last_hidden_state`. */
-export function textEncoderGraph(models: Pick<StableDiffusionModels, 'textEncoder'>, batch: number, sequence: number): Graph {
+export function textEncoderGraph(
+  models: Pick<StableDiffusionModels, 'textEncoder'>, batch: number, sequence: number, precision: Precision = FLOAT32,
+): Graph {
   const { config, keyPrefix, weights } = models.textEncoder;
   const g = new Graph('text_encoder');
-  const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [batch, sequence]), { prefix: keyPrefix });
+  const { lastHiddenState } = buildClipTextEncoder(g, config, g.input('input_ids', 'int64', [batch, sequence]), { prefix: keyPrefix, precision });
   g.output(lastHiddenState, 'last_hidden_state');
   attachWeights(g, weights);
   return g;

@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { z } from 'zod';
 import { add, chunk, clamp, concat, div, Graph, mul, sizeOf, sub, transpose } from '../graph';
 import { type LoraLayer, LoraSlots } from '../models/lora';
+import { type Precision, precisionFor } from '../models/precision';
 import { buildUNet } from '../models/unet';
 import { buildVaeDecoder } from '../models/vae';
 import { Rng } from '../random';
@@ -77,6 +78,11 @@ export interface Txt2ImgProgress {
   timestep: number;
 }
 
+export interface Txt2ImgPipelineOptions {
+  /** How the graphs compute; by default what the worker's device runs best (`precisionFor`): float16 on CUDA. */
+  precision?: Precision;
+}
+
 export interface Txt2ImgOptions {
   onStep?: (progress: Txt2ImgProgress) => void;
   /** Checked before every step and before decoding; an aborted run rejects with the signal's reason. */
@@ -104,8 +110,11 @@ export class Txt2ImgPipeline {
   /** The LoRA slots of each compiled LoRA denoiser, by session key. */
   readonly #slots = new Map<string, LoraSlots>();
   #scratch: Promise<string> | undefined;
+  readonly precision: Precision;
 
-  constructor(readonly models: StableDiffusionModels, readonly worker: EngineWorker) {}
+  constructor(readonly models: StableDiffusionModels, readonly worker: EngineWorker, options: Txt2ImgPipelineOptions = {}) {
+    this.precision = options.precision ?? precisionFor(worker.device);
+  }
 
   async generate(request: Txt2ImgRequest, { onStep, signal }: Txt2ImgOptions = {}): Promise<Txt2ImgResult> {
     const r = this.#validate(request);
@@ -153,7 +162,7 @@ export class Txt2ImgPipeline {
     const { tokenizer } = this.models;
     const sequence = tokenizer.maxLength;
     const ids = BigInt64Array.from(prompts.flatMap((text) => tokenizer.encodePadded(text)), BigInt);
-    const { last_hidden_state: encoded } = await this.#run(`text:${prompts.length}`, () => textEncoderGraph(this.models, prompts.length, sequence), {
+    const { last_hidden_state: encoded } = await this.#run(`text:${prompts.length}`, () => textEncoderGraph(this.models, prompts.length, sequence, this.precision), {
       input_ids: { dtype: 'int64', dims: [prompts.length, sequence], data: ids },
     });
     const rowSize = encoded.data.length / prompts.length;
@@ -256,7 +265,7 @@ export class Txt2ImgPipeline {
     const timestep = g.input('timestep', 'float32', [1]);
     const states = g.input('encoder_hidden_states', 'float32', statesShape);
     const sample = guided ? concat([latents, latents], 0) : latents;
-    let noise = buildUNet(g, config, sample, timestep, states, slots && { linear: slots.linear });
+    let noise = buildUNet(g, config, sample, timestep, states, { linear: slots?.linear, precision: this.precision });
     if (guided) {
       const [uncond, cond] = chunk(noise, 2, 0);
       noise = add(uncond, mul(g.input('guidance_scale', 'float32', [1]), sub(cond, uncond)));
@@ -271,7 +280,7 @@ export class Txt2ImgPipeline {
   #decoderGraph(latentShape: number[]): Graph {
     const { config, weights } = this.models.vae;
     const g = new Graph('vae_decoder');
-    const decoded = buildVaeDecoder(g, config, div(g.input('latents', 'float32', latentShape), config.scaling_factor));
+    const decoded = buildVaeDecoder(g, config, div(g.input('latents', 'float32', latentShape), config.scaling_factor), { precision: this.precision });
     g.output(transpose(clamp(add(div(decoded, 2), 0.5), 0, 1), [0, 2, 3, 1]), 'image');
     attachWeights(g, weights);
     return g;

@@ -26,6 +26,12 @@ export interface EngineWorkerOptions {
 export interface CreateSessionOptions {
   /** A content key (e.g. the graph builder's hash) that spares hashing the bytes. */
   key?: string;
+  /**
+   * false keeps onnxruntime from folding constant subgraphs into new initializers. A train step wants that: its
+   * backward pass transposes and flips the frozen weights, and folding stores those copies beside the originals
+   * (a second 3.4 GB for an SD 1.5 UNet, and most of a minute of session creation). Default true.
+   */
+  foldConstants?: boolean;
 }
 
 /** A session opened by `createSession`; valid until passed to `release`. */
@@ -47,7 +53,7 @@ interface CachedSession {
  */
 export class EngineWorker {
   readonly device: EngineDevice;
-  readonly #options: WorkerSessionOptions;
+  readonly #options: Omit<WorkerSessionOptions, 'foldConstants'>;
   readonly #worker: Worker;
   readonly #pending = new Map<number, { resolve: (value: any) => void; reject: (error: Error) => void }>();
   readonly #sessions = new Map<string, CachedSession>();
@@ -82,7 +88,8 @@ export class EngineWorker {
     const key = options.key ?? (await modelKey(model));
     let cached = this.#sessions.get(key);
     if (!cached) {
-      cached = { refs: 0, created: this.#request({ type: 'create', key, model, options: this.#options }) };
+      const sessionOptions = { ...this.#options, foldConstants: options.foldConstants ?? true };
+      cached = { refs: 0, created: this.#request({ type: 'create', key, model, options: sessionOptions }) };
       this.#sessions.set(key, cached);
       const attempt = cached;
       attempt.created.catch(() => {

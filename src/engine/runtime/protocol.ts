@@ -10,6 +10,7 @@ export interface WorkerSessionOptions {
   device: EngineDevice;
   graphOptimizationLevel: GraphOptimizationLevel;
   intraOpThreads?: number;
+  foldConstants: boolean;
 }
 
 export type WorkerRequest =

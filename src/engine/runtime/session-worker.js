@@ -29,6 +29,7 @@ async function create({ key, model, options }) {
     logSeverityLevel: 3,
   };
   if (options.intraOpThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpThreads;
+  if (!options.foldConstants) sessionOptions.extra = { optimization: { disable_specified_optimizers: 'ConstantFolding' } };
   try {
     // A path lets onnxruntime find external data files (models over 2 GB) beside the model.
     const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : model.path, sessionOptions);

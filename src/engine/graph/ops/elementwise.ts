@@ -1,3 +1,4 @@
+import { float32ToFloat16Bits } from '../../weights/dtype';
 import { type DType, isFloat } from '../dtype';
 import { attr, check, defineOp, type Graph, type OpDef, Tensor } from '../graph';
 import { broadcastShapes, formatShape } from '../shape';
@@ -8,6 +9,7 @@ export function scalar(graph: Graph, value: number, dtype: DType = 'float32'): T
   switch (dtype) {
     case 'float32': return graph.constant(dtype, [], Float32Array.of(value));
     case 'float64': return graph.constant(dtype, [], Float64Array.of(value));
+    case 'float16': return graph.constant(dtype, [], Uint16Array.of(float32ToFloat16Bits(value)));
     case 'int64': return graph.constant(dtype, [], BigInt64Array.of(BigInt(value)));
     case 'int32': return graph.constant(dtype, [], Int32Array.of(value));
     default: throw new Error(`scalar constants of ${dtype} are not supported`);

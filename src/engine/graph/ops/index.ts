@@ -1,3 +1,4 @@
+export * from './attention';
 export * from './constants';
 export * from './conv';
 export * from './elementwise';

@@ -1,0 +1,28 @@
+import { type EngineDevice } from '../runtime';
+
+/**
+ * How an inference graph computes. Its inputs and outputs are float32 either way (the schedulers and the pipeline
+ * stay in float32 in JS); a float16 model casts at its edges and keeps float32 where fp16 loses accuracy: GroupNorm
+ * and LayerNorm statistics, the softmax, the timestep embedding.
+ */
+export interface Precision {
+  /** Element type of the weights and activations (GroupNorm's weight and bias stay float32). */
+  dtype: 'float32' | 'float16';
+  /**
+   * Attention as one onnxruntime MultiHeadAttention instead of matmuls and a softmax. Train steps keep the decomposed
+   * form: differentiated, the fused one missed the LoRA-gradient bound on CUDA with TF32 off (1.4e-3 against 1e-4;
+   * 3e-6 on the CPU), the CUDA kernel's float32 path being less exact than the cuBLAS matmuls.
+   */
+  fusedAttention: boolean;
+}
+
+/** Every operator standard ONNX: what any provider runs, float64 included (the gradient checks); train steps use it. */
+export const FLOAT32: Precision = { dtype: 'float32', fusedAttention: false };
+
+/**
+ * What a device runs best: float16 with fused attention on CUDA (onnxruntime's CUDA provider has fp16 kernels for
+ * every operator the models use, and the contrib GroupNorm), float32 elsewhere (its CPU has few fp16 kernels).
+ */
+export function precisionFor(device: EngineDevice): Precision {
+  return device === 'cuda' ? { dtype: 'float16', fusedAttention: true } : FLOAT32;
+}
