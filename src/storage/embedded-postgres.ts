@@ -46,12 +46,13 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   await pg.start();
   if (!initialised) await pg.createDatabase(DATABASE);
   log.info({ dataDir, port }, 'embedded PostgreSQL started');
-  const pidFile = path.join(dataDir, 'postmaster.pid');
+  const postmaster = Number((await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
   return {
     url: embeddedPostgresUrl(port),
     // A terminal's Ctrl-C also reaches PostgreSQL, which may exit before pg.stop() listens for its
-    // exit (and would then wait forever); PostgreSQL removes postmaster.pid as its last act.
-    stop: () => Promise.race([pg.stop(), until(async () => !(await exists(pidFile)))]),
+    // exit (and would then wait forever), so the process itself is watched too. Not postmaster.pid:
+    // PostgreSQL removes it a moment before its process ends, and a caller must find it gone.
+    stop: () => Promise.race([pg.stop(), until(async () => !alive(postmaster))]),
   };
 }
 
@@ -62,6 +63,15 @@ async function until(condition: () => Promise<boolean>): Promise<void> {
 /** The URL of the embedded cluster listening on `port` (for a second process sharing it). */
 export function embeddedPostgresUrl(port: number): string {
   return `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The port from postmaster.pid (4th line) when its process is alive. */
@@ -75,12 +85,7 @@ async function runningClusterPort(dataDir: string): Promise<number | undefined> 
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
   if (!pid || !port) return undefined;
-  try {
-    process.kill(pid, 0);
-    return port;
-  } catch {
-    return undefined; // stale file from a crash: PostgreSQL itself cleans it up on start
-  }
+  return alive(pid) ? port : undefined; // else a stale file from a crash: PostgreSQL itself cleans it up on start
 }
 
 /**
