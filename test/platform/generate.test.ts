@@ -8,33 +8,22 @@ import { Job } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
 import { createAdmin } from '../../src/services/users';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, registerFixturePack, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, registerFixturePack, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform, JOB_UPDATES, type JobUpdate } from './helpers';
 
-interface Update {
-  jobId: string;
-  status: string;
-  progress: number;
-  step: number;
-  steps: number;
-  error: string | null;
-  imageIds: string[];
-}
-
-const UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { jobId status progress step steps error imageIds } }';
 const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id status } }';
 
 /** Every update of a job's subscription until the server completes it; `onUpdate` sees each as it comes. */
-function follow(url: string, key: string | undefined, jobId: string, onUpdate: (u: Update) => void = () => {}): Promise<Update[]> {
+function follow(url: string, key: string | undefined, jobId: string, onUpdate: (u: JobUpdate) => void = () => {}): Promise<JobUpdate[]> {
   const client = createClient({
     url: url.replace(/^http/, 'ws'),
     webSocketImpl: WebSocket,
     connectionParams: key ? { authorization: `Bearer ${key}` } : {},
     retryAttempts: 0,
   });
-  const updates: Update[] = [];
-  return new Promise<Update[]>((resolve, reject) => {
-    client.subscribe<{ jobUpdated: Update }>(
-      { query: UPDATES, variables: { id: jobId } },
+  const updates: JobUpdate[] = [];
+  return new Promise<JobUpdate[]>((resolve, reject) => {
+    client.subscribe<{ jobUpdated: JobUpdate }>(
+      { query: JOB_UPDATES, variables: { id: jobId } },
       {
         next: ({ data, errors }) => {
           if (errors) return reject(Object.assign(new Error(errors[0].message), { errors }));

@@ -178,3 +178,16 @@ export function sharedServices(platform: RunningPlatform): Record<string, string
     S3_SECRET_ACCESS_KEY: platform.s3.secretAccessKey,
   };
 }
+
+/** One state of a job as `jobUpdated` streams it, and the subscription that asks for all of its fields. */
+export interface JobUpdate {
+  jobId: string;
+  status: string;
+  progress: number;
+  step: number;
+  steps: number;
+  error: string | null;
+  imageIds: string[];
+}
+
+export const JOB_UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { jobId status progress step steps error imageIds } }';

@@ -10,31 +10,20 @@ import { subscribeSharingEvents } from '../../src/api/shared-events';
 import { Job, JobStatus, JobType, User } from '../../src/entities';
 import { JOB_STATES_LISTENER } from '../../src/services/job-events';
 import { failRunningJob, recordJobProgress } from '../../src/services/job-lifecycle';
-import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform, JOB_UPDATES, type JobUpdate } from './helpers';
 
-interface Update {
-  jobId: string;
-  status: string;
-  progress: number;
-  step: number;
-  steps: number;
-  error: string | null;
-  imageIds: string[];
-}
-
-const UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { jobId status progress step steps error imageIds } }';
 const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }';
 const CANCEL = 'mutation($id: ID!) { cancelJob(id: $id) { status } }';
 
 /** A graphql-ws subscriber to one job: `first` once its first state came, `done` with all of them once the server completes. */
-function subscribe(url: string, key: string, jobId: string): { first: Promise<void>; done: Promise<Update[]> } {
+function subscribe(url: string, key: string, jobId: string): { first: Promise<void>; done: Promise<JobUpdate[]> } {
   const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
-  const updates: Update[] = [];
+  const updates: JobUpdate[] = [];
   let firstCame!: () => void;
   const first = new Promise<void>((resolve) => (firstCame = resolve));
-  const done = new Promise<Update[]>((resolve, reject) => {
-    client.subscribe<{ jobUpdated: Update }>(
-      { query: UPDATES, variables: { id: jobId } },
+  const done = new Promise<JobUpdate[]>((resolve, reject) => {
+    client.subscribe<{ jobUpdated: JobUpdate }>(
+      { query: JOB_UPDATES, variables: { id: jobId } },
       {
         next: ({ data, errors }) => {
           if (errors) return reject(new Error(JSON.stringify(errors)));
@@ -93,7 +82,7 @@ describe('jobUpdated fan-out', () => {
 
     // From here the job runs: the blocker is canceled, the worker claims the job, steps, finishes.
     await ok(gql(url, CANCEL, { id: blocker }, key));
-    let received: Update[][] = [];
+    let received: JobUpdate[][] = [];
     const statements = await sqlDuring(platform.services.db, async () => {
       received = await Promise.all(subscribers.map((s) => s.done));
     });
@@ -150,13 +139,13 @@ describe('jobUpdated fan-out', () => {
     // The server's own subscribe, as graphql-ws calls it for each subscriber, without the sockets (whose
     // buffers would take far more than 1,000 states before a reader that stopped held anything up).
     const subscribeInProcess = async () =>
-      (await subscribeSharingEvents({ schema, document: parse(UPDATES), variableValues: { id: job.id }, contextValue: createContext(viewer, platform.services) })) as AsyncIterableIterator<ExecutionResult>;
+      (await subscribeSharingEvents({ schema, document: parse(JOB_UPDATES), variableValues: { id: job.id }, contextValue: createContext(viewer, platform.services) })) as AsyncIterableIterator<ExecutionResult>;
     const collect = async (stream: AsyncIterableIterator<ExecutionResult>) => {
       const results: ExecutionResult[] = [];
       for await (const result of stream) results.push(result);
       return results;
     };
-    const stepsOf = (results: ExecutionResult[]) => results.map((r) => (r.data as { jobUpdated: Update }).jobUpdated.step);
+    const stepsOf = (results: ExecutionResult[]) => results.map((r) => (r.data as { jobUpdated: JobUpdate }).jobUpdated.step);
     const slow = await subscribeInProcess(); // not read until the end
     const steady = collect(await subscribeInProcess());
 
