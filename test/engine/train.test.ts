@@ -139,6 +139,28 @@ describe('train step', () => {
     await trainer.dispose();
   });
 
+  it('continues from a checkpoint exactly where an uninterrupted run would be', async () => {
+    const { g, loss, w0, b0, x } = quadratic('float32');
+    const step = compileTrainStep({ graph: g, loss, trainable: ['w', 'b'] });
+    const batch = { x: { dtype: 'float32', dims: [5], data: Float32Array.from(x) } } as Record<string, TensorData>;
+    const lrs = [0.1, 0.05, 0.2, 0.02, 0.1];
+    const straight = await Trainer.create(worker, step, { w: Float32Array.from(w0), b: Float32Array.from(b0) });
+    for (const lr of lrs) await straight.step(batch, lr);
+    const first = await Trainer.create(worker, step, { w: Float32Array.from(w0), b: Float32Array.from(b0) });
+    for (const lr of lrs.slice(0, 2)) await first.step(batch, lr);
+    const checkpoint = first.checkpoint();
+    await first.step(batch, 1); // the checkpoint is a copy: later steps do not reach it
+    expect(checkpoint.steps).toBe(2);
+    const resumed = await Trainer.create(worker, step, checkpoint);
+    expect(resumed.steps).toBe(2);
+    for (const lr of lrs.slice(2)) await resumed.step(batch, lr);
+    expect(Array.from(resumed.param('w'))).toEqual(Array.from(straight.param('w')));
+    expect(Array.from(resumed.param('b'))).toEqual(Array.from(straight.param('b')));
+    const { m, ...lacking } = checkpoint;
+    await expect(Trainer.create(worker, step, { ...lacking, m: { w: m.w } })).rejects.toThrow(/checkpoint value of b must be a float32 array of 2/);
+    await Promise.all([straight, first, resumed].map((t) => t.dispose()));
+  });
+
   it('keeps its state when onnxruntime rejects a step', async () => {
     const g = new Graph('embedding');
     const table = g.weight('table', [4, 3], uniform(12, 5));

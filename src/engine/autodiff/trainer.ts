@@ -13,11 +13,27 @@ export interface StepResult {
   gradNorm: number;
 }
 
+type FloatArray = Float32Array | Float64Array;
+
+/** Everything a train step carries from one step to the next: enough to continue a run exactly. */
+export interface TrainerCheckpoint {
+  /** Steps taken so far (AdamW's bias correction depends on it). */
+  steps: number;
+  params: Record<string, FloatArray>;
+  /** AdamW's first and second moments, by parameter name. */
+  m: Record<string, FloatArray>;
+  v: Record<string, FloatArray>;
+}
+
 function zerosLike({ dtype, shape }: TensorSpec): FloatData {
   const size = sizeOf(shape);
   if (dtype === 'float32') return { dtype, dims: [...shape], data: new Float32Array(size) };
   if (dtype === 'float64') return { dtype, dims: [...shape], data: new Float64Array(size) };
   throw new TrainerError(`trainable weights must be float32 or float64, got ${dtype}`);
+}
+
+function isCheckpoint(value: Record<string, FloatArray> | TrainerCheckpoint): value is TrainerCheckpoint {
+  return typeof value.steps === 'number';
 }
 
 /**
@@ -36,26 +52,48 @@ export class Trainer {
     private readonly compiled: CompiledGraph | SavedGraph,
   ) {}
 
-  /** Opens the step's session; `initial` holds every trainable weight's starting values. */
+  /**
+   * Opens the step's session; `initial` holds every trainable weight's starting values, or a checkpoint
+   * (from `checkpoint()`) continues a run where it stopped, moments and step count included.
+   */
   static async create(
-    worker: EngineWorker, compiled: CompiledGraph | SavedGraph, initial: Record<string, Float32Array | Float64Array>,
+    worker: EngineWorker, compiled: CompiledGraph | SavedGraph, initial: Record<string, FloatArray> | TrainerCheckpoint,
   ): Promise<Trainer> {
+    const resumed = isCheckpoint(initial) ? initial : undefined;
+    const values = resumed ? resumed.params : initial as Record<string, FloatArray>;
     for (const p of compiled.params) {
-      const values = initial[p.name];
       const expected = sizeOf(p.shape);
-      if (!values || values.length !== expected || (p.dtype === 'float32') !== values instanceof Float32Array) {
-        throw new TrainerError(`initial value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
+      const fits = (array: FloatArray | undefined) => array?.length === expected && (p.dtype === 'float32') === array instanceof Float32Array;
+      if (!fits(values[p.name]) || (resumed && (!fits(resumed.m[p.name]) || !fits(resumed.v[p.name])))) {
+        throw new TrainerError(`${resumed ? 'checkpoint' : 'initial'} value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
       }
     }
     // Unfolded: the frozen weights' transposed copies would double them (see CreateSessionOptions.foldConstants).
     const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false });
     const trainer = new Trainer(worker, session, compiled);
     for (const p of compiled.params) {
-      const param = zerosLike(p);
-      param.data.set(initial[p.name]);
-      trainer.#state.set(p.name, { param, m: zerosLike(p), v: zerosLike(p) });
+      const [param, m, v] = [zerosLike(p), zerosLike(p), zerosLike(p)];
+      param.data.set(values[p.name]);
+      if (resumed) {
+        m.data.set(resumed.m[p.name]);
+        v.data.set(resumed.v[p.name]);
+      }
+      trainer.#state.set(p.name, { param, m, v });
     }
+    trainer.#steps = resumed?.steps ?? 0;
     return trainer;
+  }
+
+  /** A copy of the run's state; `Trainer.create` with it continues bit for bit where this trainer is now. */
+  checkpoint(): TrainerCheckpoint {
+    if (this.#running) throw new TrainerError('a step is running: await it before taking a checkpoint');
+    const checkpoint: TrainerCheckpoint = { steps: this.#steps, params: {}, m: {}, v: {} };
+    for (const [name, { param, m, v }] of this.#state) {
+      checkpoint.params[name] = param.data.slice();
+      checkpoint.m[name] = m.data.slice();
+      checkpoint.v[name] = v.data.slice();
+    }
+    return checkpoint;
   }
 
   /** Steps taken so far. */
