@@ -16,5 +16,5 @@ export {
   type Txt2ImgResult,
 } from './txt2img';
 export {
-  type PretrainStep, TEXT_ENCODER_PREFIX, textToImageTrainStep, type TextToImageStepShape, vaeTrainStep, type VaeStepShape,
+  type PretrainStep, TEXT_ENCODER_PREFIX, textToImageLoss, textToImageTrainStep, type TextToImageStepShape, vaeTrainStep, type VaeStepShape,
 } from './pretrain';
