@@ -57,13 +57,24 @@ async function run({ key, feeds, outputNames }) {
   const outputs = {};
   const transfer = new Set();
   for (const [name, tensor] of Object.entries(results)) {
+    const values = float16Bits(tensor);
     // Move whole buffers to the main thread; copy a view first so nothing else rides along.
-    const whole = tensor.data.byteOffset === 0 && tensor.data.byteLength === tensor.data.buffer.byteLength;
-    const data = whole ? tensor.data : tensor.data.slice();
+    const whole = values.byteOffset === 0 && values.byteLength === values.buffer.byteLength;
+    const data = whole ? values : values.slice();
     outputs[name] = { dtype: tensor.type, dims: [...tensor.dims], data };
     transfer.add(data.buffer);
   }
   return { value: outputs, transfer: [...transfer] };
+}
+
+/**
+ * A tensor's data, float16 as its bits (a Uint16Array, `TensorArrays` in tensor.ts) on every Node: where
+ * Node has a Float16Array (24 on), onnxruntime hands float16 outputs out as one, of values, over the same
+ * bytes. Inputs need nothing: onnxruntime takes float16 bits in a Uint16Array everywhere.
+ */
+function float16Bits(tensor) {
+  const { type, data } = tensor;
+  return type === 'float16' && !(data instanceof Uint16Array) ? new Uint16Array(data.buffer, data.byteOffset, data.length) : data;
 }
 
 async function release({ key }) {
