@@ -31,21 +31,13 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     return { url: embeddedPostgresUrl(running), stop: async () => {} };
   }
 
-  const { binaries, version } = await installedBinaries();
-  let runAs: OsUser | undefined;
-  let placed = { binaries, dir: path.resolve(dataDir) };
-  if (process.getuid?.() === 0) {
-    runAs = await postgresUser();
-    const { dir, moved } = await clusterDirFor(runAs, path.resolve(dataDir));
-    if (moved) log.info({ dataDir, cluster: dir }, 'the postgres user cannot reach the data folder: its cluster lives in a folder of the platform, linked from it');
-    placed = { binaries: await binariesFor(runAs, binaries, version), dir };
-  }
-
-  if (!(await exists(path.join(placed.dir, 'PG_VERSION')))) {
-    await initCluster(placed.binaries, placed.dir, { user: USER, password: PASSWORD }, runAs, log);
+  const runAs = process.getuid?.() === 0 ? await postgresUser() : undefined;
+  const { binaries, dir } = await placement(path.resolve(dataDir), runAs, log);
+  if (!(await exists(path.join(dir, 'PG_VERSION')))) {
+    await initCluster(binaries, dir, { user: USER, password: PASSWORD }, runAs, log);
   }
   const port = await freePort();
-  const server = await startServer(placed.binaries, placed.dir, port, runAs, log);
+  const server = await startServer(binaries, dir, port, runAs, log);
   try {
     await createDatabase(port);
   } catch (error) {
@@ -65,6 +57,15 @@ export function embeddedPostgresUrl(port: number): string {
 export async function removeEmbeddedPostgres(dataDir: string): Promise<void> {
   await removeMovedCluster(dataDir);
   await fs.rm(dataDir, { recursive: true, force: true });
+}
+
+/** The binaries to run and the cluster's folder: as installed and `dataDir`, or what the postgres user can reach. */
+async function placement(dataDir: string, runAs: OsUser | undefined, log: Logger): Promise<{ binaries: PostgresBinaries; dir: string }> {
+  const { binaries, version } = await installedBinaries();
+  if (!runAs) return { binaries, dir: dataDir };
+  const { dir, moved } = await clusterDirFor(runAs, dataDir);
+  if (moved) log.info({ dataDir, cluster: dir }, 'the postgres user cannot reach the data folder: its cluster lives in a folder of the platform, linked from it');
+  return { binaries: await binariesFor(runAs, binaries, version), dir };
 }
 
 /** Our database, created when missing (on a new cluster, or one whose first start ended before it). */

@@ -33,7 +33,7 @@ export async function postgresUser(): Promise<OsUser> {
 }
 
 /**
- * The binaries, reachable by `user`: hard links (copies across file systems) of the installation's folder in
+ * The binaries, reachable by `user`: hard links (copies where links cannot be made) of the installation's folder in
  * ROOT_HOME/postgres-<version>, made once per version. Built under a temporary name and renamed into place,
  * so processes starting together neither see a half-made folder nor make two.
  */
@@ -57,8 +57,8 @@ export async function binariesFor(user: OsUser, installation: PostgresBinaries, 
 /**
  * The folder the cluster of `dataDir` lives in. That is `dataDir` itself when `user` can reach it. When it
  * cannot and no cluster is there yet, the cluster lives in ROOT_HOME/clusters/<id>/data and `dataDir` becomes a
- * link to it (the link goes first, so no cluster folder is ever without one). An existing cluster out of reach
- * stops the start with one line that says why and what to do.
+ * link to it (the link first: a start that stops midway leaves a link the next one follows). An existing
+ * cluster out of reach stops the start with one line that says why and what to do.
  */
 export async function clusterDirFor(user: OsUser, dataDir: string): Promise<{ dir: string; moved: boolean }> {
   await fs.mkdir(path.dirname(dataDir), { recursive: true });
@@ -120,7 +120,7 @@ async function ownFolder(dir: string): Promise<void> {
   for (let made = dir; made.length >= created.length; made = path.dirname(made)) await fs.chmod(made, 0o755);
 }
 
-/** `from`'s tree as hard links in `to` (copies where it lies on another file system), its symlinks as symlinks. */
+/** `from`'s tree as hard links in `to` (copies where links cannot be made), its symlinks as symlinks. */
 async function linkTree(from: string, to: string): Promise<void> {
   await fs.mkdir(to);
   await fs.chmod(to, 0o755);
@@ -131,7 +131,7 @@ async function linkTree(from: string, to: string): Promise<void> {
     else if (entry.isSymbolicLink()) await fs.symlink(await fs.readlink(source), target);
     else {
       await fs.link(source, target).catch((error: NodeJS.ErrnoException) => {
-        if (error.code !== 'EXDEV') throw error;
+        if (error.code !== 'EXDEV' && error.code !== 'EPERM') throw error; // another file system, or one without links
         return fs.copyFile(source, target);
       });
     }

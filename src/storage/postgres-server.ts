@@ -49,7 +49,6 @@ export async function initCluster(
 }
 
 export interface PostgresServer {
-  pid: number;
   /** Fast shutdown (SIGINT); resolves once the postmaster has exited, at once when it already has. */
   stop(): Promise<void>;
 }
@@ -67,25 +66,25 @@ export async function startServer(
 ): Promise<PostgresServer> {
   const child = spawn(binaries.postgres, ['-D', dir, '-p', String(port)], { ...runAs, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = collect(child.stdout, child.stderr, log);
-  let failure: Error | undefined;
+  const shutDown = () => child.kill('SIGINT');
+  process.on('exit', shutDown);
+  let ended = false;
+  let failure: Error | undefined; // the program could not be started at all
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
     child.once('error', (error) => {
       failure = error;
       resolve();
     });
+  }).then(() => {
+    ended = true;
+    process.off('exit', shutDown);
   });
-  let ended = false;
-  void exited.then(() => (ended = true));
-  const shutDown = () => child.kill('SIGINT');
-  process.on('exit', shutDown);
-  void exited.then(() => process.off('exit', shutDown));
 
   // postmaster.pid's 8th line turns to "ready" once connections are accepted (whatever language it logs in).
   while (!ended && (await clusterStatus(dir, child.pid)) !== 'ready') await new Promise((resolve) => setTimeout(resolve, 50));
   if (ended) throw new Error(`PostgreSQL stopped before accepting connections: ${failure?.message ?? output.tail()}`);
   return {
-    pid: child.pid!,
     stop: async () => {
       if (!ended) child.kill('SIGINT');
       await exited;
