@@ -102,6 +102,7 @@ export class BigDiffusionClient {
    * Resolves with the last state of a SUCCEEDED job; rejects with JobFailedError for FAILED or CANCELED.
    */
   async followJob(jobId: string, options: FollowOptions = {}): Promise<JobUpdate> {
+    options.signal?.throwIfAborted();
     let last: JobUpdate | undefined;
     for (;;) {
       try {
@@ -141,11 +142,15 @@ export class BigDiffusionClient {
     if (!subscriptions) return Promise.resolve(undefined);
     return new Promise((resolve, reject) => {
       let last: JobUpdate | undefined;
+      const fail = (error: unknown) => {
+        stop();
+        reject(error);
+      };
       const stop = subscriptions.subscribe<JobUpdatedSubscription>(
         { query: print(JobUpdatedDocument), variables: { jobId } },
         {
           next: ({ data, errors }) => {
-            if (errors?.length) return reject(ApiError.fromErrors(errors as GraphQLErrorBody[]));
+            if (errors?.length) return fail(ApiError.fromErrors(errors as GraphQLErrorBody[]));
             if (data) onUpdate?.((last = data.jobUpdated));
           },
           // An array: the API refused the operation; anything else is the socket's failure, and polling takes over.
@@ -153,7 +158,7 @@ export class BigDiffusionClient {
           complete: () => resolve(last),
         },
       );
-      signal?.addEventListener('abort', () => (stop(), reject(signal.reason)), { once: true });
+      signal?.addEventListener('abort', () => fail(signal.reason), { once: true });
     });
   }
 

@@ -83,6 +83,30 @@ describe('@bigdiffusion/client', () => {
     for (const { png } of images) expect(await sharp(png).metadata()).toMatchObject({ format: 'png', width: 64, height: 64 });
   });
 
+  it('follows with the runtime’s own WebSocket where it has one (Node 22+, browsers), else by polling', async () => {
+    const runtime = globalThis as { WebSocket?: new (...args: any[]) => object };
+    const native = runtime.WebSocket;
+    let opened = 0;
+    if (native) {
+      runtime.WebSocket = class extends native {
+        constructor(...args: any[]) {
+          super(...args);
+          opened++;
+        }
+      };
+    }
+    try {
+      const plain = new BigDiffusionClient({ url: platform.url, apiKey: secret });
+      const { createModel } = await plain.request(CreateModelDocument, { input: { name: 'plain', kind: 'PRIVATE', baseModelId: (await plain.defaultBaseModel()).id } });
+      const job = await plain.generateImages({ modelId: createModel.id, prompt: 'a toy', steps: 1 });
+      expect(await plain.followJob(job.id)).toMatchObject({ jobId: job.id, status: 'SUCCEEDED' });
+      await plain.close();
+    } finally {
+      runtime.WebSocket = native;
+    }
+    expect(opened).toBe(native ? 1 : 0);
+  });
+
   it('polls when the WebSocket cannot connect', async () => {
     const behindProxy = new BigDiffusionClient({ url: platform.url, apiKey: secret, webSocketImpl: UnreachableWebSocket, pollIntervalMs: 50 });
     const { createModel } = await behindProxy.request(CreateModelDocument, {
@@ -106,6 +130,7 @@ describe('@bigdiffusion/client', () => {
     // A job that ends other than SUCCEEDED rejects with its last state.
     const model = (await live.request(CreateModelDocument, { input: { name: 'canceled', kind: 'PRIVATE', baseModelId } })).createModel;
     const job = await live.generateImages({ modelId: model.id, prompt: 'a toy', steps: 200 });
+    await expect(live.followJob(job.id, { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ name: 'TimeoutError' });
     await live.request(CancelJobDocument, { id: job.id });
     const failure = await live.followJob(job.id).then(() => undefined, (e: unknown) => e);
     expect(failure).toBeInstanceOf(JobFailedError);
