@@ -37,7 +37,8 @@ export class Job {
   @Column({ type: 'enum', enum: JobStatus, enumName: 'job_status', default: JobStatus.QUEUED })
   status: JobStatus;
 
-  @Field(() => GraphQLJSONObject)
+  /** The request as the worker runs it (FineTuneParams, GenerateParams); the API shows it typed as Job.fineTune and Job.generation. */
+  @Field(() => GraphQLJSONObject, { deprecationReason: 'Read the typed fineTune or generation.' })
   @Column({ type: 'jsonb', default: {} })
   params: Record<string, unknown>;
 
