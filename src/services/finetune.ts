@@ -31,8 +31,6 @@ import { parseId } from './validate';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
-/** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
-const FINETUNE_EXPIRE_MINUTES = 12 * 60;
 
 /**
  * What a fine-tune runs with when the request leaves steps or learning rate out, by method: the
@@ -140,7 +138,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
   });
   try {
-    await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);
+    await queue.send(JobType.FINETUNE, job.id);
   } catch (error) {
     await undoStart(db, job, !existing);
     throw error;

@@ -2,13 +2,15 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import type { Logger } from 'pino';
 import { Contribution, ContributionStatus, Job, JobStatus, JobType } from '../entities';
+import type { JobQueue } from './container';
 import { withdrawContribution } from './contributions';
 import type { FineTuneParams } from './finetune';
 import { publishJobState } from './job-state';
 
 /**
  * A job's life as its row records it: QUEUED, then RUNNING once a worker claims it, then SUCCEEDED,
- * FAILED or CANCELED; back to QUEUED when its worker stops and hands it back. Every transition is
+ * FAILED or CANCELED; back to QUEUED when its worker stops and hands it back, or dies (up to a retry
+ * limit; a fine-tune then continues from its newest checkpoint). Every transition is
  * conditional on the status it leaves, so racing writers (a cancel, a sweep, the worker finishing)
  * end in one outcome, and each announces the new state to subscribers from inside the transaction that
  * makes it (publishJobState says why). A fine-tune's contribution follows its job: withdrawn when the
@@ -72,17 +74,30 @@ export async function finishJob(db: DataSource, jobId: string, record: (tx: Enti
   });
 }
 
-/** RUNNING back to QUEUED, as if never started, when its worker stops: the queue gives it to another. */
-export async function requeueJob(db: DataSource, job: Job): Promise<void> {
-  await db.transaction(async (tx) => {
-    const { affected } = await tx
-      .getRepository(Job)
-      .update({ id: job.id, status: JobStatus.RUNNING }, { status: JobStatus.QUEUED, startedAt: null, step: 0, progress: 0, loss: null });
-    if (!affected) return;
+/**
+ * RUNNING back to QUEUED, delivered again in the same transaction, so any worker takes it up (a fine-tune
+ * from its newest checkpoint). Without `staleSeconds` the job's own worker hands it back as it stops; with
+ * it, a sweep takes it from a worker that showed no life for that long (it died), and that counts as one
+ * of the job's retries. False when the job no longer qualifies (finished, canceled, or alive after all).
+ */
+export async function requeueJob(db: DataSource, queue: JobQueue, jobId: string, staleSeconds?: number): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const died = staleSeconds !== undefined;
+    const update = tx
+      .createQueryBuilder()
+      .update(Job)
+      .set({ status: JobStatus.QUEUED, startedAt: null, heartbeatAt: null, step: 0, progress: 0, loss: null, ...(died ? { retries: () => 'retries + 1' } : {}) })
+      .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING });
+    if (died) update.andWhere(`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds });
+    const { affected } = await update.execute();
+    if (!affected) return false;
+    const job = await tx.getRepository(Job).findOneByOrFail({ id: jobId });
     if (job.type === JobType.FINETUNE) {
       await tx.getRepository(Contribution).update(fineTuneParams(job).contributionId, { status: ContributionStatus.PENDING });
     }
+    await queue.requeue(tx, job.type, job.id);
     await publishJobState(tx, job.id);
+    return true;
   });
 }
 
@@ -129,22 +144,31 @@ export async function recordHeartbeat(db: DataSource, jobId: string): Promise<vo
 }
 
 /**
- * Fails the RUNNING jobs whose worker has shown no life for `timeoutSeconds`: their process is gone
- * (a retry claims only QUEUED rows, so nothing else would end them). Any worker may run it, at once.
+ * Takes back the RUNNING jobs whose worker has shown no life for `timeoutSeconds`: their process is gone
+ * (a delivery claims only QUEUED rows, so nothing else would end them). Each is requeued, or failed once
+ * it has been requeued `maxRetries` times. Any worker may run it, at once.
  */
-export async function sweepStalledJobs(db: DataSource, log: Logger, timeoutSeconds: number): Promise<string[]> {
+export async function sweepStalledJobs(
+  db: DataSource, queue: JobQueue, log: Logger, { timeoutSeconds, maxRetries }: { timeoutSeconds: number; maxRetries: number },
+): Promise<{ requeued: string[]; failed: string[] }> {
   const stalled = await db
     .getRepository(Job)
     .createQueryBuilder('job')
-    .select('job.id')
+    .select(['job.id', 'job.retries'])
     .where(`job.status = :running AND ${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :timeoutSeconds)`, { running: JobStatus.RUNNING, timeoutSeconds })
     .getMany();
+  const requeued: string[] = [];
   const failed: string[] = [];
-  for (const { id } of stalled) {
-    if (await failRunningJob(db, id, WORKER_STOPPED_MESSAGE, timeoutSeconds)) failed.push(id);
+  for (const { id, retries } of stalled) {
+    if (retries < maxRetries) {
+      if (await requeueJob(db, queue, id, timeoutSeconds)) requeued.push(id);
+    } else if (await failRunningJob(db, id, WORKER_STOPPED_MESSAGE, timeoutSeconds)) {
+      failed.push(id);
+    }
   }
-  if (failed.length) log.warn({ jobIds: failed }, 'failed jobs whose worker stopped');
-  return failed;
+  if (requeued.length) log.warn({ jobIds: requeued }, 'requeued jobs whose worker stopped');
+  if (failed.length) log.warn({ jobIds: failed, maxRetries }, 'failed jobs whose worker stopped, out of retries');
+  return { requeued, failed };
 }
 
 /** A fine-tune that will not merge gives its contribution up (see `withdrawContribution`). */
