@@ -17,16 +17,16 @@ export interface RunningPostgres {
 /**
  * Starts PostgreSQL on `dataDir`, initialising the cluster on first use. When another process of ours
  * already runs a cluster on that directory (e.g. `npm start` while `admin:create` runs), connects to it
- * instead and leaves it running on stop().
+ * instead and leaves it running on stop(). `port` (default: a free one) lets a restart keep its URL.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<RunningPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, log: Logger, port?: number): Promise<RunningPostgres> {
   const running = await runningClusterPort(dataDir);
   if (running) {
     log.info({ dataDir, port: running }, 'using the embedded PostgreSQL another process runs');
     return { url: embeddedPostgresUrl(running), stop: async () => {} };
   }
 
-  const port = await freePort();
+  port ??= await freePort();
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
