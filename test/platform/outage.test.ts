@@ -26,6 +26,7 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
   let platform: TestPlatform;
   let key: string;
   let modelId: string;
+  let imageUrl: string;
 
   const startPostgres = async () => (postgres = await startEmbeddedPostgres(path.join(data.dir, 'postgres'), log, pgPort));
   const startS3 = async () => (s3 = await startEmbeddedS3(path.join(data.dir, 's3'), 'bigdiffusion', log, s3Port));
@@ -60,8 +61,9 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
   });
 
   it('answers SERVICE_UNAVAILABLE while PostgreSQL is down, writes nothing, and carries on once it is back', async () => {
-    const before = (await finished((await gql(platform.url, GENERATE, { m: modelId, seed: 1 }, key)).data!.generateImages.id)).status;
-    expect(before).toBe('SUCCEEDED');
+    const before = await finished((await gql(platform.url, GENERATE, { m: modelId, seed: 1 }, key)).data!.generateImages.id);
+    expect(before.status).toBe('SUCCEEDED');
+    imageUrl = new URL(before.images[0].url, platform.url).href;
     const jobsBefore = await platform.services.db.getRepository(Job).count();
 
     await postgres.stop();
@@ -103,6 +105,8 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
     const upload = await gqlUpload(platform.url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: photo, name: 'p.png', type: 'image/png' }, key);
     expect(errorCode(upload)).toBe('SERVICE_UNAVAILABLE');
     expect(await platform.services.db.getRepository(InstanceImage).count()).toBe(photosBefore);
+    const download = await fetch(imageUrl, { headers: { authorization: `Bearer ${key}` } });
+    expect([download.status, ((await download.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code]).toEqual([503, 'SERVICE_UNAVAILABLE']);
 
     // Every step done, the PNG cannot be stored: the worker holds the job (neither failed nor finished) until S3 answers.
     await until(async () => {
