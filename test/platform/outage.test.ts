@@ -6,6 +6,8 @@ import { InstanceImage, Job } from '../../src/entities';
 import { startEmbeddedPostgres, type RunningPostgres } from '../../src/storage/embedded-postgres';
 import { startEmbeddedS3, type RunningS3 } from '../../src/storage/embedded-s3';
 import { freePort } from '../../src/storage/free-port';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
 import { errorCode, gql, gqlUpload, signUp, startTestPlatform, tempDir, type TestPlatform } from './helpers';
 
 const log = pino({ level: 'silent' });
@@ -82,8 +84,16 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
     expect((await finished(after)).status).toBe('SUCCEEDED');
   }, 120_000);
 
-  it('a job running when PostgreSQL goes away finishes after it is back', async () => {
+  it('a job running when PostgreSQL goes away finishes after it is back, and its subscriber sees it finish', async () => {
     const id = (await gql(platform.url, GENERATE.replace('steps: 20', 'steps: 200'), { m: modelId, seed: 4 }, key)).data!.generateImages.id;
+    const client = createClient({ url: platform.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
+    const statuses: string[] = [];
+    const streamed = new Promise<void>((resolve, reject) => {
+      client.subscribe<{ jobUpdated: { status: string } }>(
+        { query: 'subscription($id: ID!) { jobUpdated(jobId: $id) { status } }', variables: { id } },
+        { next: ({ data }) => statuses.push(data!.jobUpdated.status), error: reject, complete: resolve },
+      );
+    });
     await until(async () => (await platform.services.db.getRepository(Job).findOneByOrFail({ id })).step >= 2);
     await postgres.stop();
     await sleep(3000);
@@ -91,6 +101,9 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
     const done = await finished(id);
     expect(done.status).toBe('SUCCEEDED');
     expect(done.images).toHaveLength(1);
+    // The job-state listener reconnected and read the job again: the stream ends on its final state.
+    await streamed.finally(() => client.dispose());
+    expect(statuses.at(-1)).toBe('SUCCEEDED');
   }, 120_000);
 
   it('answers SERVICE_UNAVAILABLE while S3 is down, writes nothing; a job whose images cannot be stored waits and finishes once it is back', async () => {
