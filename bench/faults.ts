@@ -111,6 +111,9 @@ async function killedFineTunes(): Promise<void> {
     const all = await jobs.find({ where: { type: 'FINETUNE' as Job['type'] } });
     const versions = await platform.services.db.getRepository(ModelVersion).countBy({ modelId });
     const merged = await platform.services.db.getRepository(Contribution).countBy({ modelId, status: 'MERGED' as Contribution['status'] });
+    // A job's checkpoints go just after its version is recorded: give the last job's a moment.
+    const waitUntil = Date.now() + 10_000;
+    await until(async () => (await platform.services.store.list('checkpoints/')).length === 0 || Date.now() > waitUntil, 200);
     const leftCheckpoints = (await platform.services.store.list('checkpoints/')).length;
     console.log(`\n## Fine-tunes with workers killed at random steps (${FINETUNES} fine-tunes x ${STEPS} steps, checkpoint every ${CHECKPOINT_STEPS})`);
     console.log('| fine-tunes | killed at steps | versions appended | jobs lost | retries | extra training steps | checkpoints left | wall time |');

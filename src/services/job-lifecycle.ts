@@ -27,6 +27,22 @@ export const WORKER_STOPPED_MESSAGE = 'The worker running this job stopped';
 const LAST_SIGN_OF_LIFE = 'GREATEST("heartbeatAt", "startedAt")';
 
 /**
+ * Which run of a RUNNING job a write is for. A worker names its own claim (`claimedAt`, the `startedAt` its
+ * claimJob set), so a worker that lost its job (taken back by a sweep while it could not reach the
+ * database, then claimed by another) changes nothing of the new run; a sweep names how long the worker
+ * must have been silent (`staleSeconds`), so it never takes a job whose worker just beat.
+ */
+export type RunCondition = { claimedAt: Date } | { staleSeconds: number };
+
+/** The WHERE clause of `condition` on a job row, with its parameters. */
+function runCondition(condition: RunCondition | undefined): [string, Record<string, unknown>] | undefined {
+  if (!condition) return undefined;
+  return 'claimedAt' in condition
+    ? ['"startedAt" = :claimedAt', { claimedAt: condition.claimedAt }]
+    : [`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds: condition.staleSeconds }];
+}
+
+/**
  * QUEUED to RUNNING for the worker that got the job from the queue; null when the row is not QUEUED
  * (canceled while queued, or already run by another delivery), and then nothing runs.
  */
@@ -39,34 +55,35 @@ export async function claimJob(db: DataSource, jobId: string): Promise<Job | nul
   });
 }
 
-/** A step done (and a fine-tune's loss); false when the job is no longer RUNNING, so its worker stops. */
+/** A step done (and a fine-tune's loss); false when the job is no longer RUNNING (as `claimedAt`'s run), so its worker stops. */
 export async function recordJobProgress(
   db: DataSource,
   jobId: string,
   { step, steps, loss }: { step: number; steps: number; loss?: number },
+  claimedAt?: Date,
 ): Promise<boolean> {
   return db.transaction(async (tx) => {
     const { affected } = await tx
       .getRepository(Job)
-      .update({ id: jobId, status: JobStatus.RUNNING }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
+      .update({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
     if (affected) await publishJobState(tx, jobId);
     return Boolean(affected);
   });
 }
 
-export async function isJobRunning(db: DataSource, jobId: string): Promise<boolean> {
-  return db.getRepository(Job).existsBy({ id: jobId, status: JobStatus.RUNNING });
+export async function isJobRunning(db: DataSource, jobId: string, claimedAt?: Date): Promise<boolean> {
+  return db.getRepository(Job).existsBy({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) });
 }
 
 /**
  * RUNNING to SUCCEEDED, together with what `record` writes of the result (images, a new version), in
  * one transaction; false, with nothing written, when the job was canceled or failed meanwhile.
  */
-export async function finishJob(db: DataSource, jobId: string, record: (tx: EntityManager) => Promise<void>): Promise<boolean> {
+export async function finishJob(db: DataSource, jobId: string, record: (tx: EntityManager) => Promise<void>, claimedAt?: Date): Promise<boolean> {
   return db.transaction(async (tx) => {
     const { affected } = await tx
       .getRepository(Job)
-      .update({ id: jobId, status: JobStatus.RUNNING }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
+      .update({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
     if (!affected) return false;
     await record(tx);
     await publishJobState(tx, jobId);
@@ -76,19 +93,20 @@ export async function finishJob(db: DataSource, jobId: string, record: (tx: Enti
 
 /**
  * RUNNING back to QUEUED, delivered again in the same transaction, so any worker takes it up (a fine-tune
- * from its newest checkpoint). Without `staleSeconds` the job's own worker hands it back as it stops; with
- * it, a sweep takes it from a worker that showed no life for that long (it died), and that counts as one
- * of the job's retries. False when the job no longer qualifies (finished, canceled, or alive after all).
+ * from its newest checkpoint): handed back by the worker of run `claimedAt` (it stops, or a store went
+ * away under it), or taken by a sweep from a worker silent for `staleSeconds` (it died), which counts as
+ * one of the job's retries. False when the job no longer qualifies (finished, canceled, another run, or
+ * alive after all).
  */
-export async function requeueJob(db: DataSource, queue: JobQueue, jobId: string, staleSeconds?: number): Promise<boolean> {
+export async function requeueJob(db: DataSource, queue: JobQueue, jobId: string, condition: RunCondition): Promise<boolean> {
   return db.transaction(async (tx) => {
-    const died = staleSeconds !== undefined;
+    const died = 'staleSeconds' in condition;
     const update = tx
       .createQueryBuilder()
       .update(Job)
       .set({ status: JobStatus.QUEUED, startedAt: null, heartbeatAt: null, step: 0, progress: 0, loss: null, ...(died ? { retries: () => 'retries + 1' } : {}) })
-      .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING });
-    if (died) update.andWhere(`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds });
+      .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING })
+      .andWhere(...runCondition(condition)!);
     const { affected } = await update.execute();
     if (!affected) return false;
     const job = await tx.getRepository(Job).findOneByOrFail({ id: jobId });
@@ -118,18 +136,19 @@ export async function cancelJobRow(db: DataSource, job: Job): Promise<boolean> {
 const MAX_ERROR_LENGTH = 1000;
 
 /**
- * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH). With `staleSeconds`,
- * only if the job's worker has not shown life for that long, so a sweep never fails a job whose worker
- * just beat. False when the job no longer qualifies (finished, canceled, or alive after all).
+ * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH), only as `condition` says
+ * when given (see RunCondition). False when the job no longer qualifies (finished, canceled, another run,
+ * or alive after all).
  */
-export async function failRunningJob(db: DataSource, jobId: string, message: string, staleSeconds?: number): Promise<boolean> {
+export async function failRunningJob(db: DataSource, jobId: string, message: string, condition?: RunCondition): Promise<boolean> {
   return db.transaction(async (tx) => {
     const update = tx
       .createQueryBuilder()
       .update(Job)
       .set({ status: JobStatus.FAILED, error: message.slice(0, MAX_ERROR_LENGTH), finishedAt: () => 'now()' })
       .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING });
-    if (staleSeconds !== undefined) update.andWhere(`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds });
+    const only = runCondition(condition);
+    if (only) update.andWhere(...only);
     const { affected } = await update.execute();
     if (!affected) return false;
     await releaseContribution(tx, await tx.getRepository(Job).findOneByOrFail({ id: jobId }));
@@ -161,8 +180,8 @@ export async function sweepStalledJobs(
   const failed: string[] = [];
   for (const { id, retries } of stalled) {
     if (retries < maxRetries) {
-      if (await requeueJob(db, queue, id, timeoutSeconds)) requeued.push(id);
-    } else if (await failRunningJob(db, id, WORKER_STOPPED_MESSAGE, timeoutSeconds)) {
+      if (await requeueJob(db, queue, id, { staleSeconds: timeoutSeconds })) requeued.push(id);
+    } else if (await failRunningJob(db, id, WORKER_STOPPED_MESSAGE, { staleSeconds: timeoutSeconds })) {
       failed.push(id);
     }
   }

@@ -77,6 +77,9 @@ export class JobRunner {
     const { db, log, queue } = this.services;
     const job = await claimJob(db, jobId);
     if (!job) return;
+    // Every write of this run is for this claim only: should a sweep take the job back meanwhile and another
+    // worker claim it, nothing here changes the new run.
+    const claimedAt = job.startedAt!;
     const controller = new AbortController();
     this.#controllers.set(jobId, controller);
     let written = Promise.resolve();
@@ -87,24 +90,24 @@ export class JobRunner {
         written = written
           .then(async () => {
             if (controller.signal.aborted) return;
-            if (!(await recordJobProgress(db, jobId, values))) controller.abort(new Error('canceled'));
+            if (!(await recordJobProgress(db, jobId, values, claimedAt))) controller.abort(new Error('canceled'));
           })
           .catch((error) => log.warn({ err: error, jobId }, 'progress update failed'));
       },
       checkStillRunning: async () => {
-        if (!(await isJobRunning(db, jobId))) controller.abort(new Error('canceled'));
+        if (!(await isJobRunning(db, jobId, claimedAt))) controller.abort(new Error('canceled'));
         controller.signal.throwIfAborted();
       },
       finish: async (record) => {
         await written;
-        return finishJob(db, jobId, record);
+        return finishJob(db, jobId, record, claimedAt);
       },
     };
     try {
       await this.handler.work(job, run);
     } catch (error) {
       if (controller.signal.reason instanceof WorkerStopping) {
-        await requeueJob(db, queue, jobId);
+        await requeueJob(db, queue, jobId, { claimedAt });
         log.info({ jobId }, 'handed a job back as the worker stops');
         return;
       }
@@ -114,11 +117,11 @@ export class JobRunner {
         log.warn({ err: error, jobId }, 'a store went away under a job; waiting for it to hand the job back');
         await untilServicesAnswer(this.services, this.#stopping.signal).catch(() => {});
         // Should the stores still be away (the worker stopped waiting), the row stays RUNNING and a sweep takes it back.
-        await requeueJob(db, queue, jobId).catch((err) => log.warn({ err, jobId }, 'could not hand the job back; a sweep will'));
+        await requeueJob(db, queue, jobId, { claimedAt }).catch((err) => log.warn({ err, jobId }, 'could not hand the job back; a sweep will'));
         return;
       }
       log.error({ err: error, jobId, type: job.type }, 'job failed');
-      await failRunningJob(db, jobId, this.handler.userMessage(error));
+      await failRunningJob(db, jobId, this.handler.userMessage(error), { claimedAt });
     } finally {
       this.#controllers.delete(jobId);
     }

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Job, ModelVersion } from '../../src/entities';
+import { claimJob, failRunningJob, finishJob, recordJobProgress, requeueJob } from '../../src/services/job-lifecycle';
 import { createAdmin } from '../../src/services/users';
 import { startWorker, type RunningWorker } from '../../src/worker/worker';
 import { checkpointPrefix } from '../../src/worker/checkpoints';
@@ -106,11 +107,32 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     await inProcess.stop();
     inProcess = undefined;
   }, 300_000);
-  afterAll(async () => {
+  afterEach(async () => {
     await inProcess?.stop();
+    inProcess = undefined;
+  });
+  afterAll(async () => {
     for (const child of children) await child.signal('SIGKILL');
     await platform?.stop();
     await workerData?.remove();
+  });
+
+  it('a worker whose job was taken back and claimed by another changes nothing of the new run', async () => {
+    const { db, queue } = platform.services;
+    const generate = 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "a dog", steps: 2 }) { id } }';
+    const jobId = (await ok(gql(platform.url, generate, { m: referenceModelId }, user.key))).generateImages.id;
+    const lost = (await claimJob(db, jobId))!;
+    await sleep(10);
+    expect(await requeueJob(db, queue, jobId, { staleSeconds: 0 })).toBe(true); // as a sweep does when the worker went silent
+    const current = (await claimJob(db, jobId))!;
+    expect(current.startedAt).not.toEqual(lost.startedAt);
+    expect(await recordJobProgress(db, jobId, { step: 1, steps: 2 }, lost.startedAt!)).toBe(false);
+    expect(await finishJob(db, jobId, async () => {}, lost.startedAt!)).toBe(false);
+    expect(await failRunningJob(db, jobId, 'from the lost run', { claimedAt: lost.startedAt! })).toBe(false);
+    expect(await requeueJob(db, queue, jobId, { claimedAt: lost.startedAt! })).toBe(false);
+    expect(await row(jobId)).toMatchObject({ status: 'RUNNING', step: 0, retries: 1, startedAt: current.startedAt });
+    expect(await recordJobProgress(db, jobId, { step: 1, steps: 2 }, current.startedAt!)).toBe(true);
+    await ok(gql(platform.url, 'mutation($id: ID!) { cancelJob(id: $id) { id } }', { id: jobId }, user.key));
   });
 
   it('requeues a fine-tune whose worker was SIGKILLed; another worker resumes from its newest checkpoint to the same weights bit for bit', async () => {
@@ -129,15 +151,13 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     const done = await row(jobId);
     expect(done).toMatchObject({ status: 'SUCCEEDED', retries: 1 });
     expect(Buffer.from(await weightsOf(jobId)).equals(Buffer.from(reference))).toBe(true);
-    expect(await checkpoints(jobId)).toEqual([]);
+    await until(async () => (await checkpoints(jobId)).length === 0); // deleted once the version is recorded
 
     // Back to QUEUED once, then the second run's first step is the one after the newest checkpoint.
     const seen = await states;
     const requeued = seen.findIndex((state, i) => i > 0 && state.status === 'QUEUED');
     expect(requeued).toBeGreaterThan(0);
     expect(seen.slice(requeued).find((state) => state.step > 0)!.step).toBe(newest + 1);
-    await inProcess.stop();
-    inProcess = undefined;
   }, 300_000);
 
   it('a worker stopped by SIGTERM checkpoints where it stands and hands the job back, unretried; another finishes it to the same weights', async () => {
@@ -160,9 +180,7 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     expect(seen.at(-1)!.status).toBe('SUCCEEDED');
     expect(seen.find((s) => s.step > 0)!.step).toBe(newest + 1);
     expect(Buffer.from(await weightsOf(jobId)).equals(Buffer.from(reference))).toBe(true);
-    expect(await checkpoints(jobId)).toEqual([]);
-    await inProcess.stop();
-    inProcess = undefined;
+    await until(async () => (await checkpoints(jobId)).length === 0); // deleted once the version is recorded
   }, 300_000);
 
   it('retries a generation whose worker was SIGKILLed, from the start, to its images', async () => {
@@ -177,7 +195,5 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     expect(await row(jobId)).toMatchObject({ status: 'SUCCEEDED', retries: 1 });
     const images = (await ok(gql(platform.url, 'query($id: ID!) { job(id: $id) { images { id } } }', { id: jobId }, user.key))).job.images;
     expect(images).toHaveLength(1);
-    await inProcess.stop();
-    inProcess = undefined;
   }, 300_000);
 });
