@@ -190,6 +190,14 @@ export async function sweepStalledJobs(
   return { requeued, failed };
 }
 
+/** Of `jobIds`, those no longer queued or running (finished, or gone): nothing will resume them. */
+export async function endedJobs(db: DataSource, jobIds: string[]): Promise<string[]> {
+  if (jobIds.length === 0) return [];
+  const active = await db.getRepository(Job).find({ select: { id: true }, where: { id: In(jobIds), status: In(CANCELABLE) } });
+  const live = new Set(active.map((job) => job.id));
+  return jobIds.filter((id) => !live.has(id));
+}
+
 /** A fine-tune that will not merge gives its contribution up (see `withdrawContribution`). */
 async function releaseContribution(tx: EntityManager, job: Job): Promise<void> {
   if (job.type === JobType.FINETUNE) await withdrawContribution(tx, fineTuneParams(job).contributionId);

@@ -2,8 +2,11 @@ import { parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint, type DreamBoo
 import type { CheckpointConfig } from '../config';
 import type { Services } from '../services/container';
 
+const CHECKPOINTS = 'checkpoints/';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /** Where a job's checkpoints live: one folder per job, then per version the training started from. */
-export const checkpointPrefix = (jobId: string) => `checkpoints/${jobId}/`;
+export const checkpointPrefix = (jobId: string) => `${CHECKPOINTS}${jobId}/`;
 
 /**
  * The checkpoints of one fine-tune job in the object store, so any worker can continue the job where
@@ -42,5 +45,11 @@ export class JobCheckpoints {
   /** Deletes every checkpoint of the job (it finished, failed or was canceled). */
   static async clear(store: Services['store'], jobId: string): Promise<void> {
     for (const key of await store.list(checkpointPrefix(jobId))) await store.delete(key);
+  }
+
+  /** The jobs that have checkpoints (by their folders' names; anything else there is not ours to judge). */
+  static async jobIds(store: Services['store']): Promise<string[]> {
+    const folders = (await store.list(CHECKPOINTS)).map((key) => key.slice(CHECKPOINTS.length).split('/')[0]);
+    return [...new Set(folders)].filter((id) => UUID.test(id));
   }
 }

@@ -196,4 +196,13 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     const images = (await ok(gql(platform.url, 'query($id: ID!) { job(id: $id) { images { id } } }', { id: jobId }, user.key))).job.images;
     expect(images).toHaveLength(1);
   }, 300_000);
+
+  it('deletes the checkpoints of a fine-tune canceled mid-training', async () => {
+    inProcess = await startWorker(platform.services);
+    const jobId = await submit();
+    await until(async () => (await checkpoints(jobId)).length > 0);
+    await ok(gql(platform.url, 'mutation($id: ID!) { cancelJob(id: $id) { id } }', { id: jobId }, user.key));
+    await until(async () => (await checkpoints(jobId)).length === 0); // by the worker's sweep
+    expect((await row(jobId)).status).toBe('CANCELED');
+  }, 120_000);
 });

@@ -9,7 +9,6 @@ import { loadBaseModelPack } from '../../services/base-models';
 import { splitPriorImages, type PriorSplit } from '../../services/big-split';
 import type { Services } from '../../services/container';
 import { FineTuneFailure, learnedConcepts, type FineTuneParams } from '../../services/finetune';
-import { isServiceOutage } from '../../services/availability';
 import { TrainingImages } from '../../services/training-images';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { JobCheckpoints } from '../checkpoints';
@@ -31,35 +30,30 @@ export class FineTuneHandler implements JobHandler {
   async work(job: Job, run: JobRun): Promise<void> {
     const { db, store } = this.services;
     const params = job.params as unknown as FineTuneParams;
+    const unlock = await lockVersions(db, params.modelId, run.signal);
+    let finished = false;
     try {
-      const unlock = await lockVersions(db, params.modelId, run.signal);
+      await run.checkStillRunning();
+      await db.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
+      const result = await this.#train(job.id, params, run);
       try {
-        await run.checkStillRunning();
-        await db.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
-        const result = await this.#train(job.id, params, run);
-        let finished = false;
-        try {
-          finished = await run.finish(async (tx) => {
-            const version = await appendVersion(tx, params.modelId, result.fromVersionId, {
-              weightsKey: result.weightsKey,
-              method: params.method,
-              contributionId: params.contributionId,
-            });
-            await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.MERGED, resultingVersionId: version.id });
+        finished = await run.finish(async (tx) => {
+          const version = await appendVersion(tx, params.modelId, result.fromVersionId, {
+            weightsKey: result.weightsKey,
+            method: params.method,
+            contributionId: params.contributionId,
           });
-        } finally {
-          // Weights no version names (canceled meanwhile, or the transaction failed) would never be read.
-          if (!finished) await store.delete(result.weightsKey).catch(() => {});
-        }
+          await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.MERGED, resultingVersionId: version.id });
+        });
       } finally {
-        await unlock();
+        // Weights no version names (canceled meanwhile, or the transaction failed) would never be read.
+        if (!finished) await store.delete(result.weightsKey).catch(() => {});
       }
-    } catch (error) {
-      // Handed back (the worker stops, a store went away): the checkpoints are how the next worker continues.
-      if (!run.stopping.aborted && !isServiceOutage(error)) await JobCheckpoints.clear(store, job.id).catch(() => {});
-      throw error;
+    } finally {
+      await unlock();
     }
-    await JobCheckpoints.clear(store, job.id);
+    // Otherwise the job may go on elsewhere from them; the sweep deletes those of jobs that ended.
+    if (finished) await JobCheckpoints.clear(store, job.id);
   }
 
   userMessage(error: unknown): string {
