@@ -31,8 +31,6 @@ import { parseId } from './validate';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
-/** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
-const FINETUNE_EXPIRE_MINUTES = 12 * 60;
 
 /**
  * What a fine-tune runs with when the request leaves steps or learning rate out, by method: the
@@ -149,7 +147,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     return { job, model, concept, contribution };
   });
   try {
-    await queue.send(JobType.FINETUNE, started.job.id, FINETUNE_EXPIRE_MINUTES);
+    await queue.send(JobType.FINETUNE, started.job.id);
   } catch (error) {
     await undoStart(db, started.job, !existing);
     throw error;

@@ -81,7 +81,8 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
 
   beforeAll(async () => {
     // Jobs run in a separate worker process only, so killing it kills the job.
-    platform = await startTestPlatform({ ROLE: 'api', JOB_HEARTBEAT_TIMEOUT_SECONDS: HEARTBEAT_TIMEOUT_SECONDS });
+    // No retries: a job whose worker dies fails at once (resume.test.ts covers requeueing).
+    platform = await startTestPlatform({ ROLE: 'api', JOB_HEARTBEAT_TIMEOUT_SECONDS: HEARTBEAT_TIMEOUT_SECONDS, JOB_MAX_RETRIES: '0' });
     workerData = await tempDir('bd-worker-');
     child = startWorkerProcess(platform, workerData.dir);
     url = platform.url;
@@ -112,7 +113,7 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     expect(done.warnings).toEqual(contribution.priorSplit.warnings);
   }, 300_000);
 
-  it('fails a fine-tune whose worker was killed mid-job, withdrawing its contribution, from another worker', async () => {
+  it('fails a fine-tune whose worker was killed mid-job past its retries, withdrawing its contribution, from another worker', async () => {
     const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "crash", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
     const input = { target: 'PRIVATE_META', modelId, kind: 'OBJECT', learningRate: 1e-2, method: 'LORA', rank: 2 };
     const first = (await ok(gql(url, START, { input: { ...input, steps: 2, category: 'dog', instanceImageIds: [await stage(3)] } }, user.key))).startFineTune.job;
