@@ -93,8 +93,8 @@ async function killedFineTunes(): Promise<void> {
     for (let i = 0; i < FINETUNES; i++) {
       const photo = new Uint8Array(await sharp({ create: { width: base.resolution, height: base.resolution, channels: 3, background: { r: (i * 53) % 256, g: 90, b: 200 } } }).png().toBuffer());
       const input = { target: 'PRIVATE_META', modelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [await upload(url, photo, key)], method: 'LORA', rank: 2, steps: STEPS, learningRate: 1e-3, seed: i };
-      const started = await gql(url, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }', { input }, key);
-      const jobId = started.data!.startFineTune.id;
+      const started = await gql(url, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }', { input }, key);
+      const jobId = started.data!.startFineTune.job.id;
       const killAt = 1 + Math.floor(rng.nextUniform() * (STEPS - 1));
       await until(async () => (await jobs.findOneByOrFail({ id: jobId })).step >= killAt);
       await worker.kill();

@@ -10,7 +10,7 @@ import { startWorker, type RunningWorker } from '../../src/worker/worker';
 import { checkpointPrefix } from '../../src/worker/checkpoints';
 import { gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
 
-const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
+const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
 const UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { status step } }';
 
@@ -77,7 +77,7 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     const ids = [];
     for (const seed of [1, 2]) ids.push((await ok(gqlUpload(platform.url, UPLOAD, {}, { bytes: await photo(seed), name: 'p.png', type: 'image/png' }, user.key))).uploadInstanceImage.id);
     const input = { target: 'PRIVATE', baseModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: ids, method: 'LORA', rank: 2, steps: STEPS, learningRate: 1e-2, seed: 7 };
-    return (await ok(gql(platform.url, START, { input }, user.key))).startFineTune.id;
+    return (await ok(gql(platform.url, START, { input }, user.key))).startFineTune.job.id;
   };
   const row = (id: string) => platform.services.db.getRepository(Job).findOneByOrFail({ id });
   const until = async (condition: () => Promise<boolean>) => {
