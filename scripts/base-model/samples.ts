@@ -123,7 +123,9 @@ async function main() {
     await writeFile(join(out, 'evaluation.json'), `${JSON.stringify(evaluation, null, 2)}\n`);
     console.log(JSON.stringify(evaluation, null, 2));
     if (OPTIONS.log) {
-      const entries = (await readFile(OPTIONS.log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { stage: string; step: number; loss: number });
+      // A log may hold a step twice (a run resumed from an earlier checkpoint than its last line): the later line wins.
+      const lines = (await readFile(OPTIONS.log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { stage: string; step: number; loss: number });
+      const entries = [...new Map(lines.map((e) => [`${e.stage}:${e.step}`, e])).values()].sort((a, b) => a.step - b.step);
       const series = (stage: string, label: string, color: string) => ({ label, color, points: entries.filter((e) => e.stage === stage).map((e): [number, number] => [e.step, e.loss]) });
       await writeFile(join(out, 'loss.png'), await lineChart([series('unet', 'text encoder + UNet: min-SNR weighted ε-MSE', '#c0392b')], { title: 'Pretraining loss (mean of 50 steps)', xLabel: 'step', yLabel: 'loss' }));
       await writeFile(join(out, 'vae-loss.png'), await lineChart([series('vae', 'VAE: L1 + KL', '#2c3e50')], { title: 'VAE pretraining loss (mean of 50 steps)', xLabel: 'step', yLabel: 'loss' }));
