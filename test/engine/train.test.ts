@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  type AdamWOptions, buildTrainStep, compileGradients, compileTrainStep, gradients, saveBuilt, Trainer, TrainerError,
+  type AdamWOptions, buildTrainStep, compile, compileGradients, compileTrainStep, FlatLayout, gradients, saveBuilt, Trainer, TrainerError,
 } from '../../src/engine/autodiff';
 import {
   add, gather, Graph, GraphError, linear, mul, reduceMean, reduceSum, scatterAdd, slice, sub, tanh, type Tensor,
 } from '../../src/engine/graph';
+import { formatShape } from '../../src/engine/graph/shape';
 import { EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { convAttentionNet } from '../helpers/conv-attention';
 import { uniform } from '../helpers/random';
@@ -111,9 +112,36 @@ describe('train step', () => {
     expect(a.params.map((p) => p.name)).toEqual(['w']);
     expect(a.batch.map((p) => p.name)).toEqual(['x']);
     const { g, loss } = quadratic('float32');
-    compileTrainStep({ graph: g, loss, trainable: ['w'] });
-    expect(g.outputs.map((t) => t.name)).toEqual(['new.w', 'new_m.w', 'new_v.w', 'loss', 'grad_norm']);
-    expect(g.inputs.map((t) => t.name)).toEqual(['x', 'step', 'lr', 'm.w', 'v.w']);
+    compileTrainStep({ graph: g, loss, trainable: ['b', 'w'] });
+    expect(g.outputs.map((t) => t.name)).toEqual(['new_params', 'new_m', 'new_v', 'loss', 'grad_norm']);
+    expect(g.inputs.map((t) => `${t.name}${formatShape(t.shape)}`)).toEqual(['x[5]', 'params[7]', 'step[]', 'lr[]', 'm[7]', 'v[7]']);
+    expect([...g.weights.keys()]).toEqual([]);
+  });
+
+  it('packs the trainable weights in order: one Split forward, one Concat of gradients, the optimizer on whole vectors', async () => {
+    const g = new Graph('packed');
+    const x = g.input('x', 'float32', [3, 4]);
+    const init = { 'fc.weight': uniform(8, 1), 'fc.bias': uniform(2, 2), frozen: uniform(2, 3) };
+    const h = linear(x, g.weight('fc.weight', [2, 4]), g.weight('fc.bias', [2]));
+    const out = mul(h, g.weight('frozen', [2], init.frozen));
+    const built = buildTrainStep({ graph: g, loss: reduceMean(mul(out, out), [0, 1], false), trainable: ['fc.weight', 'fc.bias'], optimizer: { maxGradNorm: 1 } });
+    const count = (op: string) => g.nodes.filter((n) => n.op === op).length;
+    expect([count('Split'), count('Concat'), count('Sqrt')]).toEqual([1, 1, 3]);
+    expect(count('Identity')).toBe(5);
+    expect(built.packed!.map((p) => p.name)).toEqual(['fc.weight', 'fc.bias']);
+    expect([...g.weights.keys()]).toEqual(['frozen']);
+    const layout = new FlatLayout(built.packed!);
+    const flat = layout.pack({ 'fc.weight': init['fc.weight'], 'fc.bias': init['fc.bias'] });
+    expect(Array.from(flat)).toEqual([...init['fc.weight'], ...init['fc.bias']]);
+    expect(layout.unpack(flat)).toEqual({ 'fc.weight': init['fc.weight'], 'fc.bias': init['fc.bias'] });
+    const trainer = await Trainer.create(worker, compile(built), { 'fc.weight': init['fc.weight'], 'fc.bias': init['fc.bias'] });
+    await trainer.step({ x: { dtype: 'float32', dims: [3, 4], data: uniform(12, 4) } }, 0.1);
+    // Adam's first step moves every element by about lr, each weight in its own slice.
+    for (const name of ['fc.weight', 'fc.bias'] as const) {
+      trainer.param(name).forEach((value, i) => expect(Math.abs(Math.abs(value - init[name][i]) - 0.1)).toBeLessThan(0.02));
+    }
+    expect(() => trainer.param('frozen')).toThrow(/frozen is not a trainable weight/);
+    await trainer.dispose();
   });
 
   it('rejects unknown trainable names and malformed batches with typed errors, changing nothing', async () => {
