@@ -48,8 +48,8 @@ export class FlatLayout {
       start = end;
     }
     this.size = start;
-    const { dtype } = specs[0];
-    check(dtype === 'float32' || dtype === 'float64', `trainable weights must be float32 or float64, got ${dtype}`);
+    const dtype = specs[0]?.dtype;
+    check(dtype === 'float32' || dtype === 'float64', `trainable weights must be float32 or float64, got ${dtype ?? 'none'}`);
     this.dtype = dtype;
   }
 
