@@ -8,6 +8,7 @@ import { FineTuneResolver } from './resolvers/finetune';
 import { HealthResolver } from './resolvers/health';
 import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
+import { JobSettingsResolver } from './resolvers/job-settings';
 import { JobResolver } from './resolvers/jobs';
 import { ModelResolver } from './resolvers/models';
 
@@ -37,6 +38,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       FineTuneResolver,
       InstanceImageResolver,
       JobResolver,
+      JobSettingsResolver,
       ImageResolver,
     ],
     // Inputs are validated by the services (zod), next to the rules they serve.

@@ -31,8 +31,6 @@ import { parseId } from './validate';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
-/** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
-const FINETUNE_EXPIRE_MINUTES = 12 * 60;
 
 /**
  * What a fine-tune runs with when the request leaves steps or learning rate out, by method: the
@@ -91,12 +89,20 @@ export interface FineTuneParams {
   seed: number;
 }
 
+/** What a queued fine-tune made: its job, the model it trains (new or existing), the concept with its identifier, the contribution. */
+export interface StartedFineTune {
+  job: Job;
+  model: Model;
+  concept: Concept;
+  contribution: Contribution;
+}
+
 /**
  * Validates a fine-tune request and queues it: the target model (new for PRIVATE, or an existing
  * metamodel), a Concept with a rare identifier, the user's staged photos attached to it, a PENDING
  * Contribution and a QUEUED Job, all in one transaction. Anything refused leaves nothing behind.
  */
-export async function startFineTune(services: JobServices, user: User, input: FineTuneInput): Promise<Job> {
+export async function startFineTune(services: JobServices, user: User, input: FineTuneInput): Promise<StartedFineTune> {
   const { db, store, queue, config } = services;
   const parsed = FineTuneInput.safeParse(input);
   if (!parsed.success) {
@@ -112,7 +118,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
   if (!baseModel) throw badInput('baseModelId: no such base model');
   const base = await basePackInfo(store, baseModel);
 
-  const job = await db.transaction(async (tx) => {
+  const started = await db.transaction(async (tx): Promise<StartedFineTune> => {
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
     const { method, rank } = await trainingMethod(tx, store, model, request);
     const images = await claimablePhotos(tx, user, imageIds, base.geometry.nativeSize);
@@ -137,15 +143,16 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     };
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
-    return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    return { job, model, concept, contribution };
   });
   try {
-    await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);
+    await queue.send(JobType.FINETUNE, started.job.id);
   } catch (error) {
-    await undoStart(db, job, !existing);
+    await undoStart(db, started.job, !existing);
     throw error;
   }
-  return job;
+  return started;
 }
 
 /** The metamodel a request names, checked for the user; undefined when the request makes a new model. */

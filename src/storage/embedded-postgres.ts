@@ -23,8 +23,9 @@ export interface RunningPostgres {
  * already runs a cluster on that directory (e.g. `npm start` while `admin:create` runs), connects to it
  * instead and leaves it running on stop(). As root, PostgreSQL runs as the `postgres` OS user, from
  * binaries and (when it cannot reach `dataDir`) a cluster in a folder of the platform's own (postgres-as-root.ts).
+ * `port` (default: a free one) lets a restart keep its URL.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<RunningPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, log: Logger, port?: number): Promise<RunningPostgres> {
   const running = await runningClusterPort(dataDir);
   if (running) {
     log.info({ dataDir, port: running }, 'using the embedded PostgreSQL another process runs');
@@ -36,7 +37,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   if (!(await exists(path.join(dir, 'PG_VERSION')))) {
     await initCluster(binaries, dir, { user: USER, password: PASSWORD }, runAs, log);
   }
-  const port = await freePort();
+  port ??= await freePort();
   const server = await startServer(binaries, dir, port, runAs, log);
   try {
     await createDatabase(port);

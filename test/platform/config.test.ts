@@ -12,6 +12,8 @@ describe('loadConfig', () => {
     expect(config.s3).toBeUndefined();
     expect(config.signupEnabled).toBe(true);
     expect(config.jobHeartbeatTimeoutSeconds).toBe(600);
+    expect(config.jobMaxRetries).toBe(3);
+    expect(config.checkpoints).toEqual({ every: 100, kept: 2 });
   });
 
   it('uses external services when configured', () => {
@@ -35,6 +37,9 @@ describe('loadConfig', () => {
     [{ S3_ENDPOINT: 'http://minio:9000' }, 'S3_ACCESS_KEY_ID'],
     [{ SIGNUP_ENABLED: 'maybe' }, 'SIGNUP_ENABLED'],
     [{ JOB_HEARTBEAT_TIMEOUT_SECONDS: '0' }, 'JOB_HEARTBEAT_TIMEOUT_SECONDS'],
+    [{ JOB_MAX_RETRIES: '-1' }, 'JOB_MAX_RETRIES'],
+    [{ FINETUNE_CHECKPOINT_STEPS: 'often' }, 'FINETUNE_CHECKPOINT_STEPS'],
+    [{ FINETUNE_CHECKPOINTS_KEPT: '0' }, 'FINETUNE_CHECKPOINTS_KEPT'],
   ])('rejects %o naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(variable);

@@ -10,7 +10,7 @@ import type { Context } from '../context';
 const JobConnection = connectionType(Job, 'Job');
 
 /** The engine's samplers by their GraphQL names (`dpmpp_2m` is DPMPP_2M); the values are the engine's names. */
-const Scheduler = Object.fromEntries(SAMPLER_NAMES.map((name) => [name.toUpperCase(), name])) as Record<Uppercase<SamplerName>, SamplerName>;
+export const Scheduler = Object.fromEntries(SAMPLER_NAMES.map((name) => [name.toUpperCase(), name])) as Record<Uppercase<SamplerName>, SamplerName>;
 registerEnumType(Scheduler, { name: 'Scheduler' });
 
 @InputType()
