@@ -16,7 +16,7 @@ import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type PretrainStep, textToImageTrainStep, vaeTrainStep } from '../../src/engine/pipelines';
-import { Trainer } from '../../src/engine/autodiff';
+import { FlatLayout, Trainer } from '../../src/engine/autodiff';
 import { Graph, serialize } from '../../src/engine/graph';
 import { parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { declaredTextEncoderWeights } from '../../src/engine/models/declared-weights';
@@ -352,8 +352,9 @@ async function profileStep({ compiled }: PretrainStep): Promise<string> {
   if (!('model' in compiled)) throw new Error('profiling needs an in-memory step');
   const path = join(RUN, 'profiled-step.onnx');
   await writeFile(path, compiled.model);
+  const { size } = new FlatLayout(compiled.params);
   const spec: FeedSpec = [
-    ...compiled.params.flatMap(({ name, shape }) => ['', 'm.', 'v.'].map((prefix) => ({ name: `${prefix}${name}`, dtype: 'float32' as const, dims: shape }))),
+    ...['params', 'm', 'v'].map((name) => ({ name, dtype: 'float32' as const, dims: [size] })),
     ...compiled.batch.map(({ name, dtype, shape }) => ({ name, dtype: dtype as 'float32' | 'int64', dims: shape })),
     { name: 'step', dtype: 'int64', dims: [] },
     { name: 'lr', dtype: 'float32', dims: [] },
