@@ -28,6 +28,10 @@ const EnvSchema = z
     JOB_HEARTBEAT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
     MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
     MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: boolean.default(false),
+    WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+    WEBHOOK_RETRY_BASE_SECONDS: z.coerce.number().positive().default(5),
+    IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().positive().default(24),
   })
   .superRefine((env, ctx) => {
     // A real S3 needs credentials; the embedded store makes its own.
@@ -67,6 +71,19 @@ export interface Config {
   /** A RUNNING job whose worker showed no life for this long is failed: its worker died. */
   jobHeartbeatTimeoutSeconds: number;
   jobLimits: JobLimits;
+  webhooks: WebhookConfig;
+  /** How long a retry with an idempotency key still returns the first request's object. */
+  idempotencyKeyTtlHours: number;
+}
+
+/** How webhooks are delivered (services/webhook-delivery.ts). */
+export interface WebhookConfig {
+  /** Allows URLs on loopback and private networks: for tests and closed deployments, never on a shared server (SSRF). */
+  allowPrivateNetworks: boolean;
+  /** Attempts before a delivery is FAILED. */
+  maxAttempts: number;
+  /** The wait after the first failed attempt; each later one waits 4 times longer (at most 6 hours). */
+  retryBaseSeconds: number;
 }
 
 /** How much work one user may ask for: jobs queued or running at once, and jobs submitted per minute. */
@@ -113,5 +130,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     engineDevice: e.ENGINE_DEVICE,
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
     jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER },
+    webhooks: {
+      allowPrivateNetworks: e.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
+      retryBaseSeconds: e.WEBHOOK_RETRY_BASE_SECONDS,
+    },
+    idempotencyKeyTtlHours: e.IDEMPOTENCY_KEY_TTL_HOURS,
   };
 }

@@ -10,6 +10,7 @@ import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
 import { JobResolver } from './resolvers/jobs';
 import { ModelResolver } from './resolvers/models';
+import { WebhookResolver } from './resolvers/webhooks';
 
 /**
  * type-graphql requires a PubSub once a subscription exists, though ours each bring their own
@@ -38,6 +39,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       InstanceImageResolver,
       JobResolver,
       ImageResolver,
+      WebhookResolver,
     ],
     // Inputs are validated by the services (zod), next to the rules they serve.
     validate: false,

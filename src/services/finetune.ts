@@ -28,6 +28,7 @@ import { admitJob } from './job-limits';
 import { getModel, getModelToChange } from './models';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
+import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
@@ -63,6 +64,7 @@ const FineTuneInput = z
     rank: z.number().int().min(1, 'must be at least 1').max(128, 'must be at most 128').nullish(),
     /** Unsigned 32-bit; drawn here when absent, so the job records what reproduces it. */
     seed: z.number().int().min(0, 'must not be negative').max(2 ** 32 - 1, 'must fit 32 bits').nullish(),
+    webhook: WebhookTargetInput.nullish(),
   })
   .superRefine((input, ctx) => {
     if (input.rank != null && input.method !== FineTuneMethod.LORA) {
@@ -111,6 +113,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
   });
   if (!baseModel) throw badInput('baseModelId: no such base model');
   const base = await basePackInfo(store, baseModel);
+  const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
 
   const job = await db.transaction(async (tx) => {
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
@@ -137,7 +140,9 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     };
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
-    return jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    const created = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    await attachJobWebhook(tx, created.id, user.id, webhook);
+    return created;
   });
   try {
     await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);

@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { JobStatus } from '../entities';
+import { enqueueJobWebhookEvents } from './webhooks';
 
 /** The PostgreSQL channel every job's new state is announced on. */
 export const JOB_STATES_CHANNEL = 'job_states';
@@ -40,6 +41,7 @@ export const JOB_STATE_JSON = `json_build_object(
  *   saw this state (JobEvents).
  * The payload fits NOTIFY's 8000 bytes: at most 8 image ids, numbers, and a user message of at most
  * 1000 characters (failRunningJob) make under 7000 even with every character JSON-escaped.
+ * The job's webhook events go into the outbox in the same transaction, for the same reasons.
  */
 export async function publishJobState(tx: EntityManager, jobId: string): Promise<void> {
   if (!tx.queryRunner?.isTransactionActive) throw new Error('publishJobState runs inside the transaction that changed the job');
@@ -47,4 +49,5 @@ export async function publishJobState(tx: EntityManager, jobId: string): Promise
     `SELECT pg_notify($1, json_build_object('xid', pg_current_xact_id()::text, 'state', ${JOB_STATE_JSON})::text) FROM job WHERE job.id = $2`,
     [JOB_STATES_CHANNEL, jobId],
   );
+  await enqueueJobWebhookEvents(tx, jobId);
 }

@@ -12,6 +12,7 @@ import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
+import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
 export interface JobFilter {
   status?: JobStatus | null;
@@ -62,6 +63,7 @@ const GenerateInput = z.object({
   width: side.nullish(),
   height: side.nullish(),
   numImages: z.number().int().min(1, 'must be at least 1').max(8, 'must be at most 8').default(1),
+  webhook: WebhookTargetInput.nullish(),
 });
 
 export type GenerateInput = z.input<typeof GenerateInput>;
@@ -95,6 +97,7 @@ export async function generateImages(services: JobServices, user: User, input: G
   const { db, store, queue, config } = services;
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
+  const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
   const problem = txt2imgProblem(await basePackInfo(store, await getModelBaseModel(db, model)), request);
   if (problem) throw badInput(`input: ${problem}`);
   let versionId = model.headVersionId;
@@ -120,7 +123,9 @@ export async function generateImages(services: JobServices, user: User, input: G
   const job = await db.transaction(async (tx) => {
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
-    return jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    const created = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    await attachJobWebhook(tx, created.id, user.id, webhook);
+    return created;
   });
   try {
     await queue.send(JobType.GENERATE, job.id, GENERATE_EXPIRE_MINUTES);

@@ -12,6 +12,8 @@ describe('loadConfig', () => {
     expect(config.s3).toBeUndefined();
     expect(config.signupEnabled).toBe(true);
     expect(config.jobHeartbeatTimeoutSeconds).toBe(600);
+    expect(config.webhooks).toEqual({ allowPrivateNetworks: false, maxAttempts: 8, retryBaseSeconds: 5 });
+    expect(config.idempotencyKeyTtlHours).toBe(24);
   });
 
   it('uses external services when configured', () => {
@@ -35,6 +37,8 @@ describe('loadConfig', () => {
     [{ S3_ENDPOINT: 'http://minio:9000' }, 'S3_ACCESS_KEY_ID'],
     [{ SIGNUP_ENABLED: 'maybe' }, 'SIGNUP_ENABLED'],
     [{ JOB_HEARTBEAT_TIMEOUT_SECONDS: '0' }, 'JOB_HEARTBEAT_TIMEOUT_SECONDS'],
+    [{ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS'],
+    [{ WEBHOOK_MAX_ATTEMPTS: '0' }, 'WEBHOOK_MAX_ATTEMPTS'],
   ])('rejects %o naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(variable);

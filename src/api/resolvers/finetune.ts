@@ -5,6 +5,7 @@ import { startFineTune, TRAINING_DEFAULTS } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
+import { WebhookInput } from './webhooks';
 
 @InputType()
 class StartFineTuneInput {
@@ -55,6 +56,9 @@ class StartFineTuneInput {
 
   @Field(() => Int, { nullable: true, description: `LoRA rank, default ${DEFAULT_LORA_RANK}.` })
   rank?: number | null;
+
+  @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
+  webhook?: WebhookInput | null;
 }
 
 @Resolver()

@@ -6,6 +6,7 @@ import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs
 import { requireUser } from '../../services/viewer';
 import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+import { WebhookInput } from './webhooks';
 
 const JobConnection = connectionType(Job, 'Job');
 
@@ -47,6 +48,9 @@ class GenerateImagesInput {
 
   @Field(() => Int, { nullable: true, description: '1-8; default 1.' })
   numImages?: number;
+
+  @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
+  webhook?: WebhookInput | null;
 }
 
 /** A job's state as it changes, pushed to subscribers (a JobState, services/job-state.ts). */
