@@ -68,7 +68,7 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
     stack.push(() => events.close());
     const keys = new KeyCache(db, databaseUrl, log);
     stack.push(() => keys.close());
-    const webhooks = new WebhookDispatcher(db, log, config.webhooks);
+    const webhooks = new WebhookDispatcher(databaseUrl, log, config.webhooks);
     webhooks.start();
     stack.push(() => webhooks.stop());
     const services: Services = { config, log, db, store, queue, events, keys };

@@ -41,13 +41,16 @@ export const JOB_STATE_JSON = `json_build_object(
  *   saw this state (JobEvents).
  * The payload fits NOTIFY's 8000 bytes: at most 8 image ids, numbers, and a user message of at most
  * 1000 characters (failRunningJob) make under 7000 even with every character JSON-escaped.
- * The job's webhook events go into the outbox in the same transaction, for the same reasons.
+ * The job's webhook events, if it has a webhook, go into the outbox in the same transaction, for the
+ * same reasons.
  */
 export async function publishJobState(tx: EntityManager, jobId: string): Promise<void> {
   if (!tx.queryRunner?.isTransactionActive) throw new Error('publishJobState runs inside the transaction that changed the job');
-  await tx.query(
-    `SELECT pg_notify($1, json_build_object('xid', pg_current_xact_id()::text, 'state', ${JOB_STATE_JSON})::text) FROM job WHERE job.id = $2`,
+  const [{ hooked }]: { hooked: boolean }[] = await tx.query(
+    `SELECT pg_notify($1, json_build_object('xid', pg_current_xact_id()::text, 'state', ${JOB_STATE_JSON})::text),
+            EXISTS (SELECT 1 FROM job_webhook WHERE "jobId" = job.id) AS hooked
+       FROM job WHERE job.id = $2`,
     [JOB_STATES_CHANNEL, jobId],
   );
-  await enqueueJobWebhookEvents(tx, jobId);
+  if (hooked) await enqueueJobWebhookEvents(tx, jobId);
 }

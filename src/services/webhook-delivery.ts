@@ -2,11 +2,14 @@ import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import pg from 'pg';
 import type { Logger } from 'pino';
-import type { DataSource } from 'typeorm';
 import type { WebhookConfig } from '../config';
-import { WebhookDelivery, WebhookDeliveryStatus } from '../entities';
+import { WebhookDeliveryStatus } from '../entities';
 import { isPublicAddress, publicOnlyLookup } from './webhook-urls';
+
+/** The dispatcher's connection's name in pg_stat_activity. */
+const WEBHOOK_DISPATCHER = 'bigdiffusion webhooks';
 
 /** How often an idle dispatcher looks for due deliveries. */
 const POLL_MS = 500;
@@ -47,18 +50,24 @@ interface Claimed {
  * share the table, each claiming rows with SKIP LOCKED and a lease: a claimed row is due again
  * LEASE_SECONDS later, so an attempt lost with its process is made again, and the outcome of an
  * attempt is written only if no later claim took the row meanwhile. Delivery is at least once: the
- * `webhook-id` (the delivery's id, the same on every attempt) lets receivers drop repeats.
+ * `webhook-id` (the delivery's id, the same on every attempt) lets receivers drop repeats. Its polls
+ * and writes go through a connection of its own, never taking one from the pool the API and workers
+ * share.
  */
 export class WebhookDispatcher {
+  readonly #pool: pg.Pool;
   #timer: NodeJS.Timeout | null = null;
   #running: Promise<void> | null = null;
   #stopped = false;
 
   constructor(
-    private readonly db: DataSource,
+    databaseUrl: string,
     private readonly log: Logger,
     private readonly config: WebhookConfig,
-  ) {}
+  ) {
+    this.#pool = new pg.Pool({ connectionString: databaseUrl, max: 1, application_name: WEBHOOK_DISPATCHER });
+    this.#pool.on('error', (error) => log.warn({ err: error }, 'webhook dispatcher connection lost'));
+  }
 
   start(): void {
     this.#schedule(0);
@@ -69,6 +78,7 @@ export class WebhookDispatcher {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     await this.#running;
+    await this.#pool.end();
   }
 
   #schedule(ms: number): void {
@@ -86,7 +96,7 @@ export class WebhookDispatcher {
 
   /** Sends one batch of due deliveries; true when the batch was full (more may be due). */
   async #sendDue(): Promise<boolean> {
-    const claimed: Claimed[] = await this.db.query(
+    const { rows: claimed } = await this.#pool.query<Claimed>(
       `UPDATE webhook_delivery d
           SET attempts = d.attempts + 1, "lastAttemptAt" = now(), "nextAttemptAt" = now() + make_interval(secs => $3)
          FROM webhook_settings s
@@ -95,7 +105,7 @@ export class WebhookDispatcher {
           AND s."userId" = d."ownerId"
         RETURNING d.id, d.url, d.body, d.attempts, s.secret`,
       [WebhookDeliveryStatus.PENDING, BATCH, LEASE_SECONDS],
-    ).then(([rows]: [Claimed[]]) => rows);
+    );
     await Promise.all(claimed.map((delivery) => this.#attempt(delivery)));
     return claimed.length === BATCH;
   }
@@ -112,19 +122,15 @@ export class WebhookDispatcher {
     const delivered = error === null;
     const exhausted = !delivered && delivery.attempts >= this.config.maxAttempts;
     const wait = delivered || exhausted ? 0 : retryDelaySeconds(this.config, delivery.attempts);
-    await this.db
-      .getRepository(WebhookDelivery)
-      .createQueryBuilder()
-      .update()
-      .set({
-        status: delivered ? WebhookDeliveryStatus.DELIVERED : exhausted ? WebhookDeliveryStatus.FAILED : WebhookDeliveryStatus.PENDING,
-        responseStatus,
-        lastError: error,
-        deliveredAt: delivered ? () => 'now()' : undefined,
-        nextAttemptAt: () => `now() + make_interval(secs => ${wait})`,
-      })
-      .where('id = :id AND attempts = :attempts AND status = :pending', { id: delivery.id, attempts: delivery.attempts, pending: WebhookDeliveryStatus.PENDING })
-      .execute();
+    const status = delivered ? WebhookDeliveryStatus.DELIVERED : exhausted ? WebhookDeliveryStatus.FAILED : WebhookDeliveryStatus.PENDING;
+    // Only if no later claim took the row meanwhile (this attempt outlived its lease).
+    await this.#pool.query(
+      `UPDATE webhook_delivery
+          SET status = $3, "responseStatus" = $4, "lastError" = $5, "nextAttemptAt" = now() + make_interval(secs => $6),
+              "deliveredAt" = CASE WHEN $8::boolean THEN now() END
+        WHERE id = $1 AND attempts = $2 AND status = $7`,
+      [delivery.id, delivery.attempts, status, responseStatus, error, wait, WebhookDeliveryStatus.PENDING, delivered],
+    );
     if (!delivered) this.log.info({ deliveryId: delivery.id, attempt: delivery.attempts, error, exhausted }, 'webhook attempt failed');
   }
 

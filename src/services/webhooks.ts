@@ -101,11 +101,10 @@ interface WebhookEventBody {
  * publishJobState): `job.started` when it starts running (again, after a requeue); `job.progress`
  * once the webhook's step or time interval has passed since the last; on success one `job.image` per
  * image, in order; and `job.completed` when it finishes. The job's webhook row remembers the status
- * and progress it last told, so each change is told once. Jobs without a webhook cost one lookup.
+ * and progress it last told, so each change is told once.
  */
 export async function enqueueJobWebhookEvents(tx: EntityManager, jobId: string): Promise<void> {
-  const hook = await tx.getRepository(JobWebhook).findOneBy({ jobId });
-  if (!hook) return;
+  const hook = await tx.getRepository(JobWebhook).findOneByOrFail({ jobId });
   const [{ ownerId, now, state }]: { ownerId: string; now: Date; state: JobState }[] = await tx.query(
     `SELECT job."ownerId", now() AS now, ${JOB_STATE_JSON} AS state FROM job WHERE job.id = $1`,
     [jobId],
