@@ -25,9 +25,9 @@ export class IdempotencyKey {
   @Column({ type: 'char', length: 64 })
   requestHash: string;
 
-  /** The id of the object the request made. */
-  @Column({ type: 'uuid' })
-  resultId: string;
+  /** The id of the object the request made; null while the request is being made. */
+  @Column({ type: 'uuid', nullable: true })
+  resultId: string | null;
 
   @CreateDateColumn({ type: 'timestamptz' })
   createdAt: Date;

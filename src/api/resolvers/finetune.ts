@@ -3,6 +3,8 @@ import { DEFAULT_LORA_RANK } from '../../engine';
 import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../../entities';
 import { startFineTune, TRAINING_DEFAULTS } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
+import { getJob } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 import { WebhookInput } from './webhooks';
@@ -59,13 +61,24 @@ class StartFineTuneInput {
 
   @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
   webhook?: WebhookInput | null;
+
+  @Field(() => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION })
+  idempotencyKey?: string | null;
 }
 
 @Resolver()
 export class FineTuneResolver {
   @Mutation(() => Job, { description: 'Queues a DreamBooth fine-tune; follow it with jobUpdated.' })
   startFineTune(@Arg('input', () => StartFineTuneInput) input: StartFineTuneInput, @Ctx() { viewer, services }: Context): Promise<Job> {
-    return startFineTune(services, requireUser(viewer), { ...input });
+    const user = requireUser(viewer);
+    const { idempotencyKey, ...request } = input;
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'startFineTune', request },
+      () => startFineTune(services, user, request),
+      (id) => getJob(services.db, user, id),
+    );
   }
 
   @Query(() => [ModelVersion], { description: "A model's version history, newest first." })

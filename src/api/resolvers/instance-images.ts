@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FileUpload } from 'graphql-upload/processRequest.mjs';
 import GraphQLUpload from 'graphql-upload/GraphQLUpload.mjs';
 import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
@@ -9,6 +10,7 @@ import {
   getInstanceImage,
   listInstanceImages,
 } from '../../services/instance-images';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
@@ -34,11 +36,20 @@ export class InstanceImageResolver {
   async uploadInstanceImage(
     @Arg('conceptId', () => ID, { nullable: true }) conceptId: string | null,
     @Arg('file', () => GraphQLUpload) file: Promise<FileUpload>,
+    @Arg('idempotencyKey', () => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION }) idempotencyKey: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<InstanceImage> {
     const user = requireUser(viewer);
     const bytes = await readUpload(await file);
-    return addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes);
+    // The same photo again under the same key is a retry; another photo, a new request.
+    const request = { conceptId, sha256: createHash('sha256').update(bytes).digest('hex') };
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'uploadInstanceImage', request },
+      () => addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes),
+      (id) => getInstanceImage(services.db, user, id),
+    );
   }
 
   @Mutation(() => ID)

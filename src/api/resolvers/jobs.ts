@@ -3,6 +3,7 @@ import { SAMPLER_NAMES, type SamplerName } from '../../engine';
 import { Image, Job, JobStatus, JobType } from '../../entities';
 import type { JobState } from '../../services/job-state';
 import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
 import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
@@ -51,6 +52,9 @@ class GenerateImagesInput {
 
   @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
   webhook?: WebhookInput | null;
+
+  @Field(() => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION })
+  idempotencyKey?: string | null;
 }
 
 /** A job's state as it changes, pushed to subscribers (a JobState, services/job-state.ts). */
@@ -114,7 +118,15 @@ export class JobResolver {
     @Arg('input', () => GenerateImagesInput) input: GenerateImagesInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Job> {
-    return generateImages(services, requireUser(viewer), { ...input });
+    const user = requireUser(viewer);
+    const { idempotencyKey, ...request } = input;
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'generateImages', request },
+      () => generateImages(services, user, request),
+      (id) => getJob(services.db, user, id),
+    );
   }
 
   @Mutation(() => Job, { description: 'Cancels a QUEUED or RUNNING job.' })

@@ -1,6 +1,7 @@
 import { Arg, Ctx, Field, FieldResolver, ID, InputType, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { BaseModel, Concept, Model, ModelKind, ModelVersion } from '../../entities';
 import { createModel, deleteModel, getModel, listModels, renameModel } from '../../services/models';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
@@ -14,6 +15,9 @@ class CreateModelInput {
 
   @Field(() => ID)
   baseModelId: string;
+
+  @Field(() => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION })
+  idempotencyKey?: string | null;
 }
 
 @Resolver(() => Model)
@@ -36,7 +40,15 @@ export class ModelResolver {
     @Arg('input', () => CreateModelInput) input: CreateModelInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Model> {
-    return createModel(services.db, requireUser(viewer), { ...input });
+    const user = requireUser(viewer);
+    const { idempotencyKey, ...request } = input;
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'createModel', request },
+      () => createModel(services.db, user, request),
+      (id) => getModel(services.db, user, id),
+    );
   }
 
   @Mutation(() => Model)

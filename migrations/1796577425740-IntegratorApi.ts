@@ -1,10 +1,10 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
-export class IntegratorApi1796576164144 implements MigrationInterface {
-  name = 'IntegratorApi1796576164144';
+export class IntegratorApi1796577425740 implements MigrationInterface {
+  name = 'IntegratorApi1796577425740';
 
   async up(runner: QueryRunner): Promise<void> {
-    await runner.query("CREATE TABLE \"idempotency_key\" (\"userId\" uuid NOT NULL, \"key\" character varying(255) NOT NULL, \"operation\" text NOT NULL, \"requestHash\" character(64) NOT NULL, \"resultId\" uuid NOT NULL, \"createdAt\" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), \"expiresAt\" TIMESTAMP WITH TIME ZONE NOT NULL, CONSTRAINT \"PK_703de5e39cfcdf2dee29ca4cd53\" PRIMARY KEY (\"userId\", \"key\"))");
+    await runner.query("CREATE TABLE \"idempotency_key\" (\"userId\" uuid NOT NULL, \"key\" character varying(255) NOT NULL, \"operation\" text NOT NULL, \"requestHash\" character(64) NOT NULL, \"resultId\" uuid, \"createdAt\" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), \"expiresAt\" TIMESTAMP WITH TIME ZONE NOT NULL, CONSTRAINT \"PK_703de5e39cfcdf2dee29ca4cd53\" PRIMARY KEY (\"userId\", \"key\"))");
     await runner.query("CREATE INDEX \"IDX_b518f26ab85e77017f0ff4054b\" ON \"idempotency_key\" (\"expiresAt\") ");
     await runner.query("CREATE TABLE \"job_loss\" (\"jobId\" uuid NOT NULL, \"step\" integer NOT NULL, \"loss\" real NOT NULL, CONSTRAINT \"PK_bc763c27f8c514f1c9247018d84\" PRIMARY KEY (\"jobId\", \"step\"))");
     await runner.query("CREATE TABLE \"webhook_settings\" (\"userId\" uuid NOT NULL, \"secret\" text NOT NULL, \"defaultTarget\" jsonb, \"updatedAt\" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), CONSTRAINT \"PK_f00ca13967d92a97aa0fdc646a0\" PRIMARY KEY (\"userId\"))");
