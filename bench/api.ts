@@ -110,7 +110,7 @@ try {
     {
       name: `\`models\` with baseModel, versions, concepts (${ROWS} models)`,
       connections: 50,
-      query: '{ models { id name baseModel { id name } headVersion { id } versions { id number } concepts { id token category } } }',
+      query: `{ models(first: ${ROWS}) { nodes { id name baseModel { id name } headVersion { id } versions { nodes { id number } } concepts { id token category } } } }`,
       key,
       expect: 200,
     },

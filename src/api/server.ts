@@ -17,6 +17,7 @@ import { createContext, type Context } from './context';
 import { subscribeSharingEvents } from './shared-events';
 import { createErrorFormatter } from './errors';
 import { imageDownloads } from './image-downloads';
+import { queryCostError } from './query-cost';
 
 export const GRAPHQL_PATH = '/graphql';
 /** Instance photos are the only uploads; one request carries one. */
@@ -35,7 +36,8 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
   const formatError = createErrorFormatter(log);
   const armor = new ApolloArmor({
     maxDepth: { n: config.queryMaxDepth },
-    costLimit: { maxCost: config.queryMaxCost },
+    // Our own cost limit counts page sizes (query-cost.ts); armor's would count a connection once.
+    costLimit: { enabled: false },
     maxAliases: { n: 15 },
     maxDirectives: { n: 20 },
     maxTokens: { n: 2000 },
@@ -62,6 +64,8 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
         }
         const errors = validate(schema, document, [...specifiedRules, ...protection.validationRules]);
         if (errors.length) return errors;
+        const tooCostly = queryCostError(schema, document, payload.variables, payload.operationName, config.queryMaxCost);
+        if (tooCostly) return [tooCostly];
         return { schema, document, variableValues: payload.variables, operationName: payload.operationName };
       },
       // The key comes once, in connection_init; a bad one closes the socket (4403 Forbidden).
@@ -99,6 +103,14 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       // reads here (no CDN in front): a quarter of a long list's CPU time.
       ApolloServerPluginCacheControlDisabled(),
       ApolloServerPluginDrainHttpServer({ httpServer }),
+      {
+        requestDidStart: async () => ({
+          didResolveOperation: async ({ document, request, operationName }) => {
+            const tooCostly = queryCostError(schema, document, request.variables, operationName, config.queryMaxCost);
+            if (tooCostly) throw tooCostly;
+          },
+        }),
+      },
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
     ],
   });

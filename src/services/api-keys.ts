@@ -6,6 +6,7 @@ import { IsNull } from 'typeorm';
 import { z } from 'zod';
 import { ApiKey, type User } from '../entities';
 import { notFound, unauthenticated } from './errors';
+import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 
 /**
@@ -49,8 +50,9 @@ export async function issueKey(db: DataSource | EntityManager, user: User, name:
   return { apiKey, secret: key };
 }
 
-export function listKeys(db: DataSource, user: User): Promise<ApiKey[]> {
-  return db.getRepository(ApiKey).find({ where: { userId: user.id }, order: { createdAt: 'ASC' } });
+/** A page of the user's keys, revoked ones too, newest first. */
+export function listKeys(db: DataSource, user: User, page: PageRequest): Promise<Page<ApiKey>> {
+  return pageOf(db.getRepository(ApiKey).createQueryBuilder('key').where('key.userId = :user', { user: user.id }), page);
 }
 
 /** Something that changes what a key authenticates: one key (revoked), or every key of a user (role changed). */

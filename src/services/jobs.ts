@@ -8,20 +8,23 @@ import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
 import { admitJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
-import { pageOf, type Page, type PageRequest } from './pagination';
+import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
 import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
-export interface JobFilter {
+export interface JobFilter extends CreatedFilter {
   status?: JobStatus | null;
   type?: JobType | null;
+  /** Jobs on this model (generations with it, fine-tunes of it). */
+  modelId?: string | null;
 }
 
-/** A page of the user's jobs (an admin's: everyone's), newest first. */
-export function listJobs(db: DataSource, user: User, filter: JobFilter, page: PageRequest): Promise<Page<Job>> {
-  const query = db.getRepository(Job).createQueryBuilder('job');
+/** A page of the user's jobs (an admin's: everyone's), newest first; a model filter names a model the user sees. */
+export async function listJobs(db: DataSource, user: User, filter: JobFilter, page: PageRequest): Promise<Page<Job>> {
+  const query = whereCreated(db.getRepository(Job).createQueryBuilder('job'), filter);
+  if (filter.modelId != null) query.andWhere(`job.params->>'modelId' = :modelId`, { modelId: (await getModel(db, user, parseId(filter.modelId, 'modelId'))).id });
   if (!isAdmin(user)) query.andWhere('job.ownerId = :owner', { owner: user.id });
   if (filter.status) query.andWhere('job.status = :status', { status: filter.status });
   if (filter.type) query.andWhere('job.type = :type', { type: filter.type });

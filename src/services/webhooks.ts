@@ -2,15 +2,12 @@ import { randomBytes } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { z } from 'zod';
 import type { WebhookConfig } from '../config';
-import { JobStatus, JobWebhook, WebhookDelivery, WebhookDeliveryStatus, WebhookEvent, WebhookSettings, type User, type WebhookTarget } from '../entities';
-import { conflict, notFound } from './errors';
+import { JobStatus, JobWebhook, WebhookDelivery, WebhookEvent, WebhookSettings, type User, type WebhookTarget } from '../entities';
 import { imagePath } from './images';
 import { FINISHED } from './job-lifecycle';
 import { JOB_STATE_JSON, type JobState } from './job-state';
-import { pageOf, type Page, type PageRequest } from './pagination';
-import { parseId, parseInput } from './validate';
+import { parseInput } from './validate';
 import { checkWebhookUrl } from './webhook-urls';
-import { isAdmin } from './viewer';
 
 /**
  * Webhooks tell a URL what happens to a job, as Standard Webhooks do: each event is a delivery in an
@@ -140,33 +137,4 @@ function progressDue(target: WebhookTarget, stepsSince: number, lastAt: Date | n
   if (stepsSince <= 0) return false;
   if (target.progressEverySteps && stepsSince >= target.progressEverySteps) return true;
   return Boolean(target.progressEverySeconds && (!lastAt || now.getTime() - lastAt.getTime() >= target.progressEverySeconds * 1000));
-}
-
-export interface DeliveryFilter {
-  jobId?: string | null;
-  status?: WebhookDeliveryStatus | null;
-}
-
-/** A page of the user's deliveries (an admin's: everyone's), newest first. */
-export function listWebhookDeliveries(db: DataSource, user: User, filter: DeliveryFilter, page: PageRequest): Promise<Page<WebhookDelivery>> {
-  const query = db.getRepository(WebhookDelivery).createQueryBuilder('delivery');
-  if (!isAdmin(user)) query.andWhere('delivery.ownerId = :owner', { owner: user.id });
-  if (filter.jobId != null) query.andWhere('delivery.jobId = :jobId', { jobId: parseId(filter.jobId, 'jobId') });
-  if (filter.status) query.andWhere('delivery.status = :status', { status: filter.status });
-  return pageOf(query, page);
-}
-
-/** Sends a finished delivery again (same id and body), with a fresh round of attempts. */
-export async function redeliverWebhook(db: DataSource, user: User, id: string): Promise<WebhookDelivery> {
-  const deliveries = db.getRepository(WebhookDelivery);
-  const delivery = await deliveries.findOneBy({ id: parseId(id) });
-  if (!delivery || (delivery.ownerId !== user.id && !isAdmin(user))) throw notFound('Webhook delivery');
-  const { affected } = await deliveries
-    .createQueryBuilder()
-    .update()
-    .set({ status: WebhookDeliveryStatus.PENDING, attempts: 0, nextAttemptAt: () => 'now()' })
-    .where('id = :id AND status <> :pending', { id: delivery.id, pending: WebhookDeliveryStatus.PENDING })
-    .execute();
-  if (!affected) throw conflict('This delivery is still being attempted');
-  return deliveries.findOneByOrFail({ id: delivery.id });
 }

@@ -1,4 +1,4 @@
-import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
 import { DEFAULT_LORA_RANK } from '../../engine';
 import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../../entities';
 import { startFineTune, TRAINING_DEFAULTS } from '../../services/finetune';
@@ -6,6 +6,7 @@ import { listModelVersions } from '../../services/versions';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { getJob } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
+import { ModelVersionConnection, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
 import { WebhookInput } from './webhooks';
 
@@ -81,8 +82,12 @@ export class FineTuneResolver {
     );
   }
 
-  @Query(() => [ModelVersion], { description: "A model's version history, newest first." })
-  modelVersions(@Arg('modelId', () => ID) modelId: string, @Ctx() { viewer, services }: Context): Promise<ModelVersion[]> {
-    return listModelVersions(services.db, requireUser(viewer), modelId);
+  @Query(() => ModelVersionConnection, { description: "A model's version history, newest first." })
+  async modelVersions(
+    @Arg('modelId', () => ID) modelId: string,
+    @Args(() => PageArgs) page: PageArgs,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Connection<ModelVersion>> {
+    return toConnection(await listModelVersions(services.db, requireUser(viewer), modelId, page));
   }
 }

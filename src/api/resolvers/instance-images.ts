@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FileUpload } from 'graphql-upload/processRequest.mjs';
 import GraphQLUpload from 'graphql-upload/GraphQLUpload.mjs';
-import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Args, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
 import { InstanceImage } from '../../entities';
 import { badInput } from '../../services/errors';
 import {
@@ -12,16 +12,20 @@ import {
 } from '../../services/instance-images';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
+import { connectionType, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const InstanceImageConnection = connectionType(InstanceImage, 'InstanceImage');
 
 @Resolver()
 export class InstanceImageResolver {
-  @Query(() => [InstanceImage], { description: 'Your training photos of a concept; without one, those staged for a fine-tune.' })
-  instanceImages(
+  @Query(() => InstanceImageConnection, { description: 'Your training photos of a concept; without one, those staged for a fine-tune. Newest first.' })
+  async instanceImages(
+    @Args(() => PageArgs) page: PageArgs,
     @Arg('conceptId', () => ID, { nullable: true }) conceptId: string | null,
     @Ctx() { viewer, services }: Context,
-  ): Promise<InstanceImage[]> {
-    return listInstanceImages(services.db, requireUser(viewer), conceptId ?? null);
+  ): Promise<Connection<InstanceImage>> {
+    return toConnection(await listInstanceImages(services.db, requireUser(viewer), conceptId ?? null, page));
   }
 
   @Query(() => InstanceImage)

@@ -1,11 +1,11 @@
-import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
+import { Arg, Args, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
 import { SAMPLER_NAMES, type SamplerName } from '../../engine';
 import { Image, Job, JobStatus, JobType } from '../../entities';
 import type { JobState } from '../../services/job-state';
 import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
-import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
+import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
 import { WebhookInput } from './webhooks';
 
@@ -99,13 +99,14 @@ async function jobUpdates({ viewer, services }: Context, jobId: string): Promise
 export class JobResolver {
   @Query(() => JobConnection, { description: 'Your jobs (an admin’s: everyone’s), newest first.' })
   async jobs(
-    @Arg('first', () => Int, { nullable: true, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Args(() => PageArgs) page: PageArgs,
+    @Args(() => CreatedArgs) created: CreatedArgs,
     @Arg('status', () => JobStatus, { nullable: true }) status: JobStatus | null,
     @Arg('type', () => JobType, { nullable: true }) type: JobType | null,
+    @Arg('modelId', () => ID, { nullable: true, description: 'Generations with this model and fine-tunes of it.' }) modelId: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<Job>> {
-    return toConnection(await listJobs(services.db, requireUser(viewer), { status, type }, { first, after }));
+    return toConnection(await listJobs(services.db, requireUser(viewer), { ...created, status, type, modelId }, page));
   }
 
   @Query(() => Job)

@@ -1,8 +1,9 @@
-import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
 import { WebhookDelivery, WebhookDeliveryStatus, WebhookEvent, WebhookSettings } from '../../entities';
 import { requireUser } from '../../services/viewer';
-import { getWebhookSettings, listWebhookDeliveries, redeliverWebhook, rotateWebhookSecret, setWebhookDefault } from '../../services/webhooks';
-import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
+import { listWebhookDeliveries, redeliverWebhook } from '../../services/webhook-log';
+import { getWebhookSettings, rotateWebhookSecret, setWebhookDefault } from '../../services/webhooks';
+import { connectionType, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
 
 const WebhookDeliveryConnection = connectionType(WebhookDelivery, 'WebhookDelivery');
@@ -44,13 +45,12 @@ export class WebhookResolver {
 
   @Query(() => WebhookDeliveryConnection, { description: 'The delivery log: your webhook deliveries (an admin’s: everyone’s), newest first.' })
   async webhookDeliveries(
-    @Arg('first', () => Int, { nullable: true, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Args(() => PageArgs) page: PageArgs,
     @Arg('jobId', () => ID, { nullable: true }) jobId: string | null,
     @Arg('status', () => WebhookDeliveryStatus, { nullable: true }) status: WebhookDeliveryStatus | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<WebhookDelivery>> {
-    return toConnection(await listWebhookDeliveries(services.db, requireUser(viewer), { jobId, status }, { first, after }));
+    return toConnection(await listWebhookDeliveries(services.db, requireUser(viewer), { jobId, status }, page));
   }
 
   @Mutation(() => WebhookDelivery, { description: 'Sends a DELIVERED or FAILED delivery again, with the same id and body.' })
