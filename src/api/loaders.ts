@@ -6,6 +6,7 @@ import { getConcepts, listConceptsOfModels } from '../services/concepts';
 import type { Services } from '../services/container';
 import { listImagesOfJobs } from '../services/images';
 import { firstVersionPages, getVersions } from '../services/versions';
+import { queueEstimates, type QueueEstimate } from '../services/queue-estimates';
 
 /**
  * Nested fields of a list (each model's versions, each job's images) load through these, so a list of
@@ -21,6 +22,8 @@ export interface Loaders {
   versionPages(first: number | null): DataLoader<string, Page<ModelVersion>>;
   conceptsOfModel: DataLoader<string, Concept[]>;
   imagesOfJob: DataLoader<string, Image[]>;
+  /** By job id: its queue position and estimates. */
+  queueEstimate: DataLoader<string, QueueEstimate>;
 }
 
 export function createLoaders({ db }: Services): Loaders {
@@ -42,6 +45,10 @@ export function createLoaders({ db }: Services): Loaders {
     },
     conceptsOfModel: byParent((ids) => listConceptsOfModels(db, ids), (concept) => concept.modelId),
     imagesOfJob: byParent((ids) => listImagesOfJobs(db, ids), (image) => image.jobId),
+    queueEstimate: new DataLoader(async (ids) => {
+      const estimates = await queueEstimates(db, ids);
+      return ids.map((id) => estimates.get(id) ?? new Error(`no job ${id}`));
+    }, { cache: false }),
   };
 }
 

@@ -8,7 +8,7 @@ import { FineTuneResolver } from './resolvers/finetune';
 import { HealthResolver } from './resolvers/health';
 import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
-import { JobResolver } from './resolvers/jobs';
+import { JobResolver, JobUpdateResolver } from './resolvers/jobs';
 import { ModelResolver } from './resolvers/models';
 import { WebhookResolver } from './resolvers/webhooks';
 
@@ -38,6 +38,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       FineTuneResolver,
       InstanceImageResolver,
       JobResolver,
+      JobUpdateResolver,
       ImageResolver,
       WebhookResolver,
     ],

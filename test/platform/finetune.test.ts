@@ -142,6 +142,10 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     const losses = updates.filter((u) => u.status === 'RUNNING' && u.step > 0).map((u) => u.loss);
     expect(losses.length).toBeGreaterThan(0);
     for (const loss of losses) expect(Number.isFinite(loss) && loss! > 0).toBe(true);
+    // The whole series stays with the finished job, each step's loss as it was streamed.
+    const kept = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { lossHistory { step loss } } }', { id: first.id }, a.key))).job.lossHistory;
+    expect(kept.map((p: { step: number }) => p.step)).toEqual([1, 2, 3]);
+    for (const u of updates.filter((u) => u.status === 'RUNNING' && u.step > 0)) expect(kept[u.step - 1].loss).toBeCloseTo(u.loss!, 5);
 
     const c1 = await contributionOf(first.id, a.key);
     expect(c1.status).toBe('MERGED');

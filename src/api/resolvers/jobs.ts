@@ -4,6 +4,7 @@ import { Image, Job, JobStatus, JobType } from '../../entities';
 import type { JobState } from '../../services/job-state';
 import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
+import { lossHistory } from '../../services/loss-history';
 import { requireUser } from '../../services/viewer';
 import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
@@ -57,9 +58,23 @@ class GenerateImagesInput {
   idempotencyKey?: string | null;
 }
 
+/** One point of a fine-tune's loss curve. */
+@ObjectType()
+class LossPoint {
+  @Field(() => Int)
+  step: number;
+
+  @Field(() => Float)
+  loss: number;
+}
+
+const QUEUE_POSITION_DESCRIPTION = 'While QUEUED: 1 for the next job of its type to start. As of this read: it moves as jobs ahead start.';
+const ESTIMATED_START_DESCRIPTION = 'While QUEUED: from the steps ahead of it and the measured pace of recent jobs of its type; null before any has run.';
+const ESTIMATED_FINISH_DESCRIPTION = 'While QUEUED or RUNNING (a running job by its own pace once it has made a step); null without a measured pace.';
+
 /** A job's state as it changes, pushed to subscribers (a JobState, services/job-state.ts). */
 @ObjectType()
-class JobUpdate implements JobState {
+export class JobUpdate implements JobState {
   @Field(() => ID)
   jobId: string;
 
@@ -147,5 +162,48 @@ export class JobResolver {
   @FieldResolver(() => [Image])
   images(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Image[]> {
     return loaders.imagesOfJob.load(job.id);
+  }
+
+  @FieldResolver(() => Int, { nullable: true, description: QUEUE_POSITION_DESCRIPTION })
+  async queuePosition(@Root() job: Job, @Ctx() { loaders }: Context): Promise<number | null> {
+    return (await loaders.queueEstimate.load(job.id)).queuePosition;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_START_DESCRIPTION })
+  async estimatedStartAt(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(job.id)).estimatedStartAt;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_FINISH_DESCRIPTION })
+  async estimatedFinishAt(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(job.id)).estimatedFinishAt;
+  }
+
+  @FieldResolver(() => [LossPoint], { description: "A fine-tune's loss at each step, kept after the job ends; empty for generation." })
+  lossHistory(
+    @Root() job: Job,
+    @Arg('points', () => Int, { nullable: true, description: 'At most this many points (2-10000): runs of steps averaged. Default: every step.' }) points: number | null,
+    @Ctx() { services }: Context,
+  ): Promise<LossPoint[]> {
+    return lossHistory(services.db, job.id, points);
+  }
+}
+
+/** What a job update tells besides the row's state: read when asked for, as of the update. */
+@Resolver(() => JobUpdate)
+export class JobUpdateResolver {
+  @FieldResolver(() => Int, { nullable: true, description: QUEUE_POSITION_DESCRIPTION })
+  async queuePosition(@Root() update: JobState, @Ctx() { loaders }: Context): Promise<number | null> {
+    return (await loaders.queueEstimate.load(update.jobId)).queuePosition;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_START_DESCRIPTION })
+  async estimatedStartAt(@Root() update: JobState, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(update.jobId)).estimatedStartAt;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_FINISH_DESCRIPTION })
+  async estimatedFinishAt(@Root() update: JobState, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(update.jobId)).estimatedFinishAt;
   }
 }
