@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { type Merge } from '../tokenizer';
 
 /** A pack's `tokenizer/` files as text, named as `ClipTokenizer.fromFiles` takes them. */
 export interface ClipTokenizerFiles {
@@ -35,20 +36,24 @@ function openAiMergesText(): string {
 
 let cached: ClipTokenizerFiles | undefined;
 
-/**
- * The CLIP tokenizer files built as CLIP and transformers build them from the merges text: its lines
- * 1..48894 are the merges (line 0 is a version header), and the vocabulary lists the byte characters,
- * those characters ending a word (`</w>`), each merge's result, then `<|startoftext|>` and `<|endoftext|>`.
- */
+/** OpenAI's CLIP tokenizer files: its merges text's lines 1..48894 (line 0 is a version header). */
 export function clipTokenizerFiles(): ClipTokenizerFiles {
-  if (cached) return cached;
-  const merges = openAiMergesText().split('\n').slice(1, MERGE_COUNT + 1);
+  cached ??= tokenizerFilesFromMerges(openAiMergesText().split('\n').slice(1, MERGE_COUNT + 1).map((line) => line.split(' ') as Merge));
+  return cached;
+}
+
+/**
+ * A CLIP tokenizer's files built from its merges as CLIP and transformers build them: the vocabulary lists the
+ * byte characters, those characters ending a word (`</w>`), each merge's result (once), then `<|startoftext|>`
+ * and `<|endoftext|>`. Any merges make a tokenizer that `ClipTokenizer.fromFiles` loads, e.g. `trainClipBpe`'s.
+ */
+export function tokenizerFilesFromMerges(merges: readonly Merge[]): ClipTokenizerFiles {
   const bytes = byteCharacters();
-  const tokens = [...bytes, ...bytes.map((c) => `${c}</w>`), ...merges.map((m) => m.replace(' ', '')), '<|startoftext|>', '<|endoftext|>'];
+  const tokens = [...new Set([...bytes, ...bytes.map((c) => `${c}</w>`), ...merges.map(([left, right]) => left + right)]), '<|startoftext|>', '<|endoftext|>'];
   const vocab = Object.fromEntries(tokens.map((token, id) => [token, id]));
-  cached = {
+  return {
     vocabJson: JSON.stringify(vocab),
-    mergesTxt: `#version: 0.2\n${merges.join('\n')}\n`,
+    mergesTxt: `#version: 0.2\n${merges.map((merge) => merge.join(' ')).join('\n')}\n`,
     // What Stable Diffusion packs ship: padding with end-of-text, 77 positions.
     tokenizerConfigJson: JSON.stringify({
       tokenizer_class: 'CLIPTokenizer',
@@ -59,5 +64,4 @@ export function clipTokenizerFiles(): ClipTokenizerFiles {
       model_max_length: 77,
     }, null, 2),
   };
-  return cached;
 }

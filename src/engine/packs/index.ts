@@ -1,2 +1,4 @@
-export { clipTokenizerFiles, type ClipTokenizerFiles } from './clip-vocab';
-export { BUNDLED_TINY_SD, createRandomPack, declaredPackWeights, type PackPreset, writePackToFolder } from './random-pack';
+export { clipTokenizerFiles, type ClipTokenizerFiles, tokenizerFilesFromMerges } from './clip-vocab';
+export {
+  BUNDLED_TINY_SD, createRandomPack, declaredPackWeights, initialWeights, type PackPreset, stableDiffusionPackFiles, writePackToFolder,
+} from './random-pack';

@@ -7,7 +7,7 @@ import { parseUNetConfig } from '../models/unet';
 import { parseVaeConfig } from '../models/vae';
 import { Rng } from '../random';
 import { fromFloat32, serializeSafetensors, type StoredTensor } from '../weights/safetensors';
-import { clipTokenizerFiles } from './clip-vocab';
+import { clipTokenizerFiles, type ClipTokenizerFiles } from './clip-vocab';
 
 /** The `config.json` of each model of a Stable Diffusion pack, as diffusers and transformers write them. */
 export interface PackPreset {
@@ -117,12 +117,14 @@ function initialValues(name: string, shape: readonly number[], rng: Rng): Float3
   throw new Error(`random pack: no initialisation for ${name} [${shape}]`);
 }
 
+/** Seeded starting values for declared weights, drawn in sorted name order (see `initialValues`). */
+export function initialWeights(declared: Map<string, readonly number[]>, rng: Rng): Map<string, Float32Array> {
+  return new Map([...declared.keys()].sort().map((name) => [name, initialValues(name, declared.get(name)!, rng)]));
+}
+
 function randomWeights(declared: Map<string, readonly number[]>, rng: Rng): Uint8Array {
   const tensors = new Map<string, StoredTensor>();
-  for (const name of [...declared.keys()].sort()) {
-    const shape = declared.get(name)!;
-    tensors.set(name, fromFloat32(initialValues(name, shape, rng), [...shape]));
-  }
+  for (const [name, values] of initialWeights(declared, rng)) tensors.set(name, fromFloat32(values, [...declared.get(name)!]));
   return serializeSafetensors(tensors, { format: 'pt' });
 }
 
@@ -136,7 +138,17 @@ const json = (value: unknown) => new TextEncoder().encode(`${JSON.stringify(valu
 export function createRandomPack(preset: PackPreset, seed: number): Map<string, Uint8Array> {
   const rng = new Rng(seed);
   const declared = declaredPackWeights(preset);
-  const tokenizer = clipTokenizerFiles();
+  return stableDiffusionPackFiles(preset, clipTokenizerFiles(), {
+    text_encoder: randomWeights(declared.text_encoder, rng),
+    unet: randomWeights(declared.unet, rng),
+    vae: randomWeights(declared.vae, rng),
+  });
+}
+
+/** A pack's files by path, as diffusers' `save_pretrained` lays them out, from configs, tokenizer and safetensors bytes. */
+export function stableDiffusionPackFiles(
+  preset: PackPreset, tokenizer: ClipTokenizerFiles, safetensors: Record<'text_encoder' | 'unet' | 'vae', Uint8Array>,
+): Map<string, Uint8Array> {
   const text = new TextEncoder();
   return new Map([
     ['model_index.json', json({
@@ -153,14 +165,14 @@ export function createRandomPack(preset: PackPreset, seed: number): Map<string, 
     })],
     ['scheduler/scheduler_config.json', json(preset.scheduler)],
     ['text_encoder/config.json', json(preset.textEncoder)],
-    ['text_encoder/model.safetensors', randomWeights(declared.text_encoder, rng)],
+    ['text_encoder/model.safetensors', safetensors.text_encoder],
     ['tokenizer/merges.txt', text.encode(tokenizer.mergesTxt)],
     ['tokenizer/tokenizer_config.json', text.encode(tokenizer.tokenizerConfigJson)],
     ['tokenizer/vocab.json', text.encode(tokenizer.vocabJson)],
     ['unet/config.json', json(preset.unet)],
-    ['unet/diffusion_pytorch_model.safetensors', randomWeights(declared.unet, rng)],
+    ['unet/diffusion_pytorch_model.safetensors', safetensors.unet],
     ['vae/config.json', json(preset.vae)],
-    ['vae/diffusion_pytorch_model.safetensors', randomWeights(declared.vae, rng)],
+    ['vae/diffusion_pytorch_model.safetensors', safetensors.vae],
   ]);
 }
 

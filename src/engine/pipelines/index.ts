@@ -15,3 +15,6 @@ export {
   encodePngs, txt2imgProblem, Txt2ImgError, Txt2ImgPipeline, type Txt2ImgOptions, type Txt2ImgPipelineOptions, type Txt2ImgProgress, type Txt2ImgRequest,
   type Txt2ImgResult,
 } from './txt2img';
+export {
+  type PretrainStep, TEXT_ENCODER_PREFIX, textToImageTrainStep, type TextToImageStepShape, vaeTrainStep, type VaeStepShape,
+} from './pretrain';

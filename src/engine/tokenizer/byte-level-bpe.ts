@@ -4,7 +4,7 @@
  * symbols are merged, lowest merge rank first, until no ranked pair is left.
  */
 
-const END_OF_WORD = '</w>';
+export const END_OF_WORD = '</w>';
 
 /** The printable bytes keep their own character; the other 68 are shifted to U+0100.. in byte order. */
 function byteToUnicodeTable(): string[] {

@@ -15,6 +15,14 @@ const END_OF_TEXT = '<|endoftext|>';
  */
 const PIECES = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+/giu;
 
+/**
+ * What byte-pair encoding sees of a text: cleaned, split by CLIP's pattern, each piece's bytes as printable
+ * characters (special tokens stay as they are). Training a vocabulary counts these words.
+ */
+export function clipWords(text: string): string[] {
+  return Array.from(cleanText(text).matchAll(PIECES), ([piece]) => (piece === START_OF_TEXT || piece === END_OF_TEXT ? piece : byteEncode(piece)));
+}
+
 /** The parts of `tokenizer_config.json` that change encoding; transformers' defaults for CLIP otherwise. */
 export interface ClipTokenizerSettings {
   bosToken: string;
@@ -195,12 +203,7 @@ export class ClipTokenizer {
   }
 
   private tokenizePlain(text: string): string[] {
-    const tokens: string[] = [];
-    for (const [piece] of cleanText(text).matchAll(PIECES)) {
-      if (piece === START_OF_TEXT || piece === END_OF_TEXT) tokens.push(piece);
-      else tokens.push(...this.bpe.encodeWord(byteEncode(piece)));
-    }
-    return tokens;
+    return clipWords(text).flatMap((word) => (word === START_OF_TEXT || word === END_OF_TEXT ? [word] : this.bpe.encodeWord(word)));
   }
 
   /**

@@ -1,0 +1,79 @@
+import { type PackPreset } from '../../src/engine';
+
+/**
+ * The base model's shape: Stable Diffusion 1.x's architecture at a size this project can pretrain on one lent GPU
+ * in minutes and that generates on a 2-core CPU in seconds.
+ * - Images 64 px; a two-level VAE (2x downscale, 4 latent channels) gives 32x32 latents. A factor-1 latent space
+ *   would make the UNet run at 64x64 (4x the compute) for images that are just as sharp; a 4x or 8x VAE loses
+ *   emoji detail at this size.
+ * - UNet [32, 64, 128] channels, 2 layers a block, cross-attention at 16x16 and 8x8 only (attention at 32x32 costs
+ *   the most and helps little), text width 128.
+ * - A 4-layer CLIP text encoder, width 128, on the project's own BPE vocabulary (`vocabSize`).
+ * - Stable Diffusion 1.5's noise schedule and PNDM sampler config, so every sampler and DreamBooth setting of the
+ *   platform applies unchanged.
+ * `tiny` shrinks every width for the CPU smoke run in the tests.
+ */
+export function baseModelPreset({ vocabSize, scalingFactor, tiny = false }: { vocabSize: number; scalingFactor: number; tiny?: boolean }): PackPreset {
+  const text = tiny ? 32 : 128;
+  const unetChannels = tiny ? [16, 32, 32] : [32, 64, 128];
+  return {
+    unet: {
+      _class_name: 'UNet2DConditionModel',
+      _diffusers_version: '0.30.0',
+      sample_size: 32,
+      in_channels: 4,
+      out_channels: 4,
+      layers_per_block: tiny ? 1 : 2,
+      block_out_channels: unetChannels,
+      down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+      up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+      cross_attention_dim: text,
+      // SD 1.x legacy naming: the number of heads.
+      attention_head_dim: 4,
+      norm_num_groups: tiny ? 8 : 16,
+    },
+    vae: {
+      _class_name: 'AutoencoderKL',
+      _diffusers_version: '0.30.0',
+      sample_size: 64,
+      in_channels: 3,
+      out_channels: 3,
+      latent_channels: 4,
+      block_out_channels: tiny ? [16, 32] : [64, 128],
+      down_block_types: ['DownEncoderBlock2D', 'DownEncoderBlock2D'],
+      up_block_types: ['UpDecoderBlock2D', 'UpDecoderBlock2D'],
+      layers_per_block: 1,
+      norm_num_groups: tiny ? 8 : 32,
+      scaling_factor: scalingFactor,
+    },
+    textEncoder: {
+      architectures: ['CLIPTextModel'],
+      model_type: 'clip_text_model',
+      vocab_size: vocabSize,
+      hidden_size: text,
+      intermediate_size: 4 * text,
+      num_hidden_layers: tiny ? 1 : 4,
+      num_attention_heads: 4,
+      max_position_embeddings: 77,
+      hidden_act: 'quick_gelu',
+      layer_norm_eps: 1e-5,
+      // Set from the vocabulary when the pack is written (the specials are its last two entries).
+      bos_token_id: vocabSize - 2,
+      eos_token_id: vocabSize - 1,
+      pad_token_id: vocabSize - 1,
+    },
+    scheduler: {
+      _class_name: 'PNDMScheduler',
+      _diffusers_version: '0.30.0',
+      beta_end: 0.012,
+      beta_schedule: 'scaled_linear',
+      beta_start: 0.00085,
+      clip_sample: false,
+      num_train_timesteps: 1000,
+      set_alpha_to_one: false,
+      skip_prk_steps: true,
+      steps_offset: 1,
+      trained_betas: null,
+    },
+  };
+}
