@@ -7,6 +7,7 @@ import type { Services } from '../services/container';
 import { listImagesOfJobs } from '../services/images';
 import { firstVersionPages, getVersions } from '../services/versions';
 import { queueEstimates, type QueueEstimate } from '../services/queue-estimates';
+import { usageOf, type Usage } from '../services/admin-insight';
 
 /**
  * Nested fields of a list (each model's versions, each job's images) load through these, so a list of
@@ -24,6 +25,8 @@ export interface Loaders {
   imagesOfJob: DataLoader<string, Image[]>;
   /** By job id: its queue position and estimates. */
   queueEstimate: DataLoader<string, QueueEstimate>;
+  /** By user id. */
+  usage: DataLoader<string, Usage>;
 }
 
 export function createLoaders({ db }: Services): Loaders {
@@ -45,10 +48,8 @@ export function createLoaders({ db }: Services): Loaders {
     },
     conceptsOfModel: byParent((ids) => listConceptsOfModels(db, ids), (concept) => concept.modelId),
     imagesOfJob: byParent((ids) => listImagesOfJobs(db, ids), (image) => image.jobId),
-    queueEstimate: new DataLoader(async (ids) => {
-      const estimates = await queueEstimates(db, ids);
-      return ids.map((id) => estimates.get(id) ?? new Error(`no job ${id}`));
-    }, { cache: false }),
+    queueEstimate: byKey((ids) => queueEstimates(db, ids)),
+    usage: byKey((ids) => usageOf(db, ids)),
   };
 }
 
@@ -58,6 +59,17 @@ function byId<T extends { id: string }>(rows: (ids: readonly string[]) => Promis
     async (ids) => {
       const found = new Map((await rows(ids)).map((row) => [row.id, row]));
       return ids.map((id) => found.get(id) ?? new Error(`no row ${id}`));
+    },
+    { cache: false },
+  );
+}
+
+/** One value per key, from a map of them; a missing key is an error for that key alone. */
+function byKey<T>(values: (keys: readonly string[]) => Promise<Map<string, T>>): DataLoader<string, T> {
+  return new DataLoader(
+    async (keys) => {
+      const found = await values(keys);
+      return keys.map((key) => found.get(key) ?? new Error(`nothing for ${key}`));
     },
     { cache: false },
   );

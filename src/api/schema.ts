@@ -1,6 +1,7 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { buildSchema, type PubSub } from 'type-graphql';
 import { AccountResolver } from './resolvers/accounts';
+import { AdminResolver } from './resolvers/admin';
 import { BaseModelResolver } from './resolvers/base-models';
 import { ConceptResolver } from './resolvers/concepts';
 import { ContributionResolver } from './resolvers/contributions';
@@ -31,6 +32,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
     resolvers: [
       HealthResolver,
       AccountResolver,
+      AdminResolver,
       BaseModelResolver,
       ModelResolver,
       ConceptResolver,

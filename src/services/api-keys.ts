@@ -82,7 +82,7 @@ export async function revokeKey(db: DataSource, keys: KeyCache, user: User, id: 
 }
 
 /** What checking a key found: the user it speaks for, or why it is refused. */
-type Verdict = { user: User; keyId: string; lastUsedAt: number | null } | { refused: string; keyId: string | null };
+type Verdict = { user: User; keyId: string; lastUsedAt: number | null } | { refused: string; keyId: string | null; userId?: string };
 
 /** How long a verdict is trusted without asking the database; announced changes apply at once. */
 const TRUST_MS = 60_000;
@@ -138,7 +138,7 @@ export class KeyCache {
   forget(change: KeyChange): void {
     this.#changes++;
     for (const [hash, { verdict }] of this.#verdicts) {
-      const matches = 'keyId' in change ? verdict.keyId === change.keyId : 'user' in verdict && verdict.user.id === change.userId;
+      const matches = 'keyId' in change ? verdict.keyId === change.keyId : ('user' in verdict ? verdict.user.id : verdict.userId) === change.userId;
       if (matches) this.#verdicts.delete(hash);
     }
   }
@@ -155,6 +155,8 @@ export class KeyCache {
     const matches = apiKey !== null && timingSafeEqual(Buffer.from(apiKey.secretHash, 'hex'), Buffer.from(hash, 'hex'));
     if (!apiKey || !matches || !apiKey.user) return { refused: 'Unknown API key', keyId: null };
     if (apiKey.revokedAt) return { refused: 'This API key has been revoked', keyId: apiKey.id };
+    // The user's id too, so enabling the account again is a change this verdict hears of.
+    if (apiKey.user.disabledAt) return { refused: 'This account is disabled', keyId: apiKey.id, userId: apiKey.userId };
     return { user: apiKey.user, keyId: apiKey.id, lastUsedAt: apiKey.lastUsedAt?.getTime() ?? null };
   }
 

@@ -137,6 +137,7 @@ describe('tenancy', () => {
     modelVersions: (key) => gql(url, 'query($id: ID!) { modelVersions(modelId: $id) { nodes { id } } }', { id: owned.privateModelId }, key),
     jobs: (key) => gql(url, 'query($id: ID!) { jobs(modelId: $id) { nodes { id } } }', { id: owned.privateModelId }, key),
     webhookDeliveries: (key) => gql(url, 'query($id: ID!) { webhookDeliveries(jobId: $id) { nodes { id } } }', { id: owned.jobId }, key),
+    setUserDisabled: (key) => gql(url, 'mutation($id: ID!) { setUserDisabled(id: $id, disabled: true) { id } }', { id: a.userId }, key),
     redeliverWebhook: (key) => gql(url, 'mutation($id: ID!) { redeliverWebhook(id: $id) { id } }', { id: owned.deliveryId }, key),
     revertContribution: (key) => gql(url, 'mutation($id: ID!) { revertContribution(id: $id) { id } }', { id: owned.contributionId }, key),
     startFineTune: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE_META', modelId: owned.privateMetaModelId } }, key),

@@ -1,7 +1,7 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 
-export class IntegratorApi1796578392237 implements MigrationInterface {
-  name = 'IntegratorApi1796578392237';
+export class IntegratorApi1796578954000 implements MigrationInterface {
+  name = 'IntegratorApi1796578954000';
 
   async up(runner: QueryRunner): Promise<void> {
     await runner.query("CREATE TABLE \"idempotency_key\" (\"userId\" uuid NOT NULL, \"key\" character varying(255) NOT NULL, \"operation\" text NOT NULL, \"requestHash\" character(64) NOT NULL, \"resultId\" uuid, \"createdAt\" TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), \"expiresAt\" TIMESTAMP WITH TIME ZONE NOT NULL, CONSTRAINT \"PK_703de5e39cfcdf2dee29ca4cd53\" PRIMARY KEY (\"userId\", \"key\"))");
@@ -14,6 +14,7 @@ export class IntegratorApi1796578392237 implements MigrationInterface {
     await runner.query("CREATE INDEX \"IDX_690f25551842f64e20045d070d\" ON \"webhook_delivery\" (\"jobId\") ");
     await runner.query("CREATE INDEX \"IDX_8e9e6ef6d6e3a4246f803422f0\" ON \"webhook_delivery\" (\"ownerId\", \"createdAt\") ");
     await runner.query("CREATE INDEX \"IDX_812b5eccb16d7dfe37f37caa07\" ON \"webhook_delivery\" (\"nextAttemptAt\") WHERE \"status\" = 'PENDING'");
+    await runner.query("ALTER TABLE \"user\" ADD \"disabledAt\" TIMESTAMP WITH TIME ZONE");
     await runner.query("CREATE INDEX \"IDX_49e45ab57810d2f2c90180f25a\" ON \"job\" (\"type\", \"status\", \"finishedAt\") ");
     await runner.query("CREATE INDEX \"IDX_399adb39c1f74fb67f1725e9a1\" ON \"job\" (\"type\", \"status\", \"createdAt\") ");
     await runner.query("ALTER TABLE \"idempotency_key\" ADD CONSTRAINT \"FK_5c86c2d8c6e070d248ecdfa6715\" FOREIGN KEY (\"userId\") REFERENCES \"user\"(\"id\") ON DELETE CASCADE ON UPDATE NO ACTION");
@@ -33,6 +34,7 @@ export class IntegratorApi1796578392237 implements MigrationInterface {
     await runner.query("ALTER TABLE \"idempotency_key\" DROP CONSTRAINT \"FK_5c86c2d8c6e070d248ecdfa6715\"");
     await runner.query("DROP INDEX \"public\".\"IDX_399adb39c1f74fb67f1725e9a1\"");
     await runner.query("DROP INDEX \"public\".\"IDX_49e45ab57810d2f2c90180f25a\"");
+    await runner.query("ALTER TABLE \"user\" DROP COLUMN \"disabledAt\"");
     await runner.query("DROP INDEX \"public\".\"IDX_812b5eccb16d7dfe37f37caa07\"");
     await runner.query("DROP INDEX \"public\".\"IDX_8e9e6ef6d6e3a4246f803422f0\"");
     await runner.query("DROP INDEX \"public\".\"IDX_690f25551842f64e20045d070d\"");
