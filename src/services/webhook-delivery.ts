@@ -13,8 +13,8 @@ const WEBHOOK_DISPATCHER = 'bigdiffusion webhooks';
 
 /** How often an idle dispatcher looks for due deliveries. */
 const POLL_MS = 500;
-/** Deliveries one dispatcher sends at once. */
-const BATCH = 20;
+/** Attempts one dispatcher has on their way at once: a slow receiver holds up one of them, not the others. */
+const MAX_IN_FLIGHT = 50;
 /** A receiver that has not answered by then has failed this attempt. */
 const TIMEOUT_MS = 10_000;
 /** An attempt still unanswered this long after it was claimed is taken as lost (its process died) and made again. */
@@ -56,8 +56,9 @@ interface Claimed {
  */
 export class WebhookDispatcher {
   readonly #pool: pg.Pool;
+  readonly #inFlight = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | null = null;
-  #running: Promise<void> | null = null;
+  #claiming: Promise<void> | null = null;
   #stopped = false;
 
   constructor(
@@ -77,15 +78,16 @@ export class WebhookDispatcher {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
-    await this.#running;
+    await this.#claiming;
+    await Promise.all(this.#inFlight);
     await this.#pool.end();
   }
 
   #schedule(ms: number): void {
     if (this.#stopped) return;
     this.#timer = setTimeout(() => {
-      this.#running = this.#sendDue().then(
-        (full) => this.#schedule(full ? 0 : POLL_MS),
+      this.#claiming = this.#sendDue().then(
+        () => this.#schedule(POLL_MS),
         (error: unknown) => {
           this.log.error({ err: error }, 'webhook dispatch failed');
           this.#schedule(POLL_MS);
@@ -94,8 +96,10 @@ export class WebhookDispatcher {
     }, ms);
   }
 
-  /** Sends one batch of due deliveries; true when the batch was full (more may be due). */
-  async #sendDue(): Promise<boolean> {
+  /** Claims as many due deliveries as there are free places and sets their attempts off, without waiting for them. */
+  async #sendDue(): Promise<void> {
+    const free = MAX_IN_FLIGHT - this.#inFlight.size;
+    if (free <= 0) return;
     const { rows: claimed } = await this.#pool.query<Claimed>(
       `UPDATE webhook_delivery d
           SET attempts = d.attempts + 1, "lastAttemptAt" = now(), "nextAttemptAt" = now() + make_interval(secs => $3)
@@ -104,10 +108,14 @@ export class WebhookDispatcher {
                         ORDER BY "nextAttemptAt" LIMIT $2 FOR UPDATE SKIP LOCKED)
           AND s."userId" = d."ownerId"
         RETURNING d.id, d.url, d.body, d.attempts, s.secret`,
-      [WebhookDeliveryStatus.PENDING, BATCH, LEASE_SECONDS],
+      [WebhookDeliveryStatus.PENDING, free, LEASE_SECONDS],
     );
-    await Promise.all(claimed.map((delivery) => this.#attempt(delivery)));
-    return claimed.length === BATCH;
+    for (const delivery of claimed) {
+      const attempt: Promise<void> = this.#attempt(delivery)
+        .catch((error: unknown) => this.log.error({ err: error, deliveryId: delivery.id }, 'webhook attempt not recorded; it is retried after its lease'))
+        .finally(() => this.#inFlight.delete(attempt));
+      this.#inFlight.add(attempt);
+    }
   }
 
   async #attempt(delivery: Claimed): Promise<void> {
