@@ -28,6 +28,7 @@ const EnvSchema = z
     JOB_HEARTBEAT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
     MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
     MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
+    MAX_IMAGES_PER_DAY_PER_USER: z.coerce.number().int().positive().default(2000),
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: boolean.default(false),
     WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
     WEBHOOK_RETRY_BASE_SECONDS: z.coerce.number().positive().default(5),
@@ -86,10 +87,11 @@ export interface WebhookConfig {
   retryBaseSeconds: number;
 }
 
-/** How much work one user may ask for: jobs queued or running at once, and jobs submitted per minute. */
+/** How much work one user may ask for: jobs queued or running at once, jobs submitted per minute, images a day. */
 export interface JobLimits {
   active: number;
   perMinute: number;
+  imagesPerDay: number;
 }
 
 export class ConfigError extends Error {
@@ -129,7 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     queryMaxCost: e.QUERY_MAX_COST,
     engineDevice: e.ENGINE_DEVICE,
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
-    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER },
+    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER, imagesPerDay: e.MAX_IMAGES_PER_DAY_PER_USER },
     webhooks: {
       allowPrivateNetworks: e.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
       maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,

@@ -124,7 +124,7 @@ export async function generateImages(services: JobServices, user: User, input: G
     numImages: request.numImages,
   };
   const job = await db.transaction(async (tx) => {
-    await admitJob(tx, user, config.jobLimits);
+    await admitJob(tx, user, config.jobLimits, params.numImages);
     const jobs = tx.getRepository(Job);
     const created = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
     await attachJobWebhook(tx, created.id, user.id, webhook);
