@@ -78,6 +78,9 @@ export class JobUpdate implements JobState {
   @Field(() => ID)
   jobId: string;
 
+  @Field(() => ID)
+  ownerId: string;
+
   @Field(() => JobStatus)
   status: JobStatus;
 
@@ -155,6 +158,18 @@ export class JobResolver {
     subscribe: ({ args, context }) => jobUpdates(context as Context, args.jobId as string),
   })
   jobUpdated(@Root() update: JobState, @Arg('jobId', () => ID) _jobId: string): JobUpdate {
+    return update;
+  }
+
+  @Subscription(() => JobUpdate, {
+    description:
+      'Every state of any of your jobs committed from now on, for a console of everything you run. Subscribe first, then read `jobs`, to miss nothing. Ends with CONFLICT when states may have been missed (subscribe again).',
+    subscribe: ({ context }) => {
+      const { viewer, services } = context as Context;
+      return services.events.followOwner(requireUser(viewer).id);
+    },
+  })
+  myJobs(@Root() update: JobState): JobUpdate {
     return update;
   }
 
