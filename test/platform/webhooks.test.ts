@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config';
 import { Job } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
 import { createAdmin } from '../../src/services/users';
+import { isPublicAddress, publicOnlyLookup } from '../../src/services/webhook-urls';
 import { hasFixtures } from '../helpers/fixtures';
 import { errorCode, gql, registerFixturePack, sharedServices, signUp, startTestPlatform, tempDir, type GraphQLResponse } from './helpers';
 
@@ -233,6 +234,26 @@ describe.skipIf(!hasFixtures)('webhooks', () => {
       await guarded.stop();
     }
   }, 120_000);
+
+  it('refuses at connect time a name that resolves to loopback, so a URL cannot rebind past the check', async () => {
+    const before = receiver.received.length;
+    const port = new URL(receiver.url).port;
+    const post = (host: string, lookup?: typeof publicOnlyLookup) =>
+      new Promise<number>((resolve, reject) => {
+        const request = http.request(`http://${host}:${port}/hooks`, { method: 'POST', lookup }, (response) => {
+          response.resume();
+          resolve(response.statusCode!);
+        });
+        request.on('error', reject);
+        request.end('{}');
+      });
+    await expect(post('localhost', publicOnlyLookup)).rejects.toThrow(/non-public address/);
+    expect(receiver.received.length).toBe(before);
+    expect(await post('localhost')).toBe(200); // the receiver is there: only the lookup refused it
+    receiver.received.splice(before); // that was no webhook delivery
+    expect(['8.8.8.8', '2606:4700::1111'].map(isPublicAddress)).toEqual([true, true]);
+    expect(['127.0.0.1', '10.0.0.1', '172.16.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1', '::1', 'fd00::1', 'fe80::1', '::ffff:10.0.0.1', '0.0.0.0', '224.0.0.1'].map(isPublicAddress)).toEqual(Array(12).fill(false));
+  });
 
   it('loses no event across a platform restart', async () => {
     receiver.answer = () => 503;
