@@ -29,6 +29,7 @@ const EnvSchema = z
     MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
     MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
     MAX_IMAGES_PER_DAY_PER_USER: z.coerce.number().int().positive().default(2000),
+    MAX_REQUESTS_PER_MINUTE_PER_KEY: z.coerce.number().int().positive().default(1200),
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: boolean.default(false),
     WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
     WEBHOOK_RETRY_BASE_SECONDS: z.coerce.number().positive().default(5),
@@ -72,6 +73,8 @@ export interface Config {
   /** A RUNNING job whose worker showed no life for this long is failed: its worker died. */
   jobHeartbeatTimeoutSeconds: number;
   jobLimits: JobLimits;
+  /** HTTP requests one API key may make in a minute, per API process. */
+  requestsPerMinutePerKey: number;
   webhooks: WebhookConfig;
   /** How long a retry with an idempotency key still returns the first request's object. */
   idempotencyKeyTtlHours: number;
@@ -132,6 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     engineDevice: e.ENGINE_DEVICE,
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
     jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER, imagesPerDay: e.MAX_IMAGES_PER_DAY_PER_USER },
+    requestsPerMinutePerKey: e.MAX_REQUESTS_PER_MINUTE_PER_KEY,
     webhooks: {
       allowPrivateNetworks: e.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
       maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,

@@ -18,6 +18,7 @@ import { subscribeSharingEvents } from './shared-events';
 import { createErrorFormatter } from './errors';
 import { imageDownloads } from './image-downloads';
 import { queryCostError } from './query-cost';
+import { perKeyRateLimit } from './rate-limit';
 
 export const GRAPHQL_PATH = '/graphql';
 /** Instance photos are the only uploads; one request carries one. */
@@ -116,8 +117,10 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
   });
   await apollo.start();
 
+  const rateLimited = perKeyRateLimit(config.requestsPerMinutePerKey);
   app.use(
     GRAPHQL_PATH,
+    rateLimited,
     graphqlUploadExpress({ maxFileSize: MAX_UPLOAD_BYTES, maxFiles: 1, maxFieldSize: config.maxBodyBytes }),
     express.json({ limit: config.maxBodyBytes }),
     expressMiddleware(apollo, {
@@ -131,6 +134,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       },
     }),
   );
+  app.use('/images', rateLimited);
   app.use(imageDownloads(services));
   app.use(await playground()); // the web page at `/`
   app.use(jsonErrors(services));

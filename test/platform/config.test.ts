@@ -14,6 +14,8 @@ describe('loadConfig', () => {
     expect(config.jobHeartbeatTimeoutSeconds).toBe(600);
     expect(config.webhooks).toEqual({ allowPrivateNetworks: false, maxAttempts: 8, retryBaseSeconds: 5 });
     expect(config.idempotencyKeyTtlHours).toBe(24);
+    expect(config.requestsPerMinutePerKey).toBe(1200);
+    expect(config.jobLimits.imagesPerDay).toBe(2000);
   });
 
   it('uses external services when configured', () => {
