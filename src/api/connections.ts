@@ -2,7 +2,7 @@ import { ArgsType, Field, Int, ObjectType, type ClassType } from 'type-graphql';
 import { ModelVersion } from '../entities';
 import { MAX_PAGE_SIZE, type CreatedFilter, type Page, type PageRequest } from '../services/pagination';
 
-/** Lists that grow without bound are pages (Relay-style connections): `first` and `after` pick one. */
+/** Lists are pages (Relay-style connections): `first` and `after` pick one. */
 export const FIRST_DESCRIPTION = `Page size, 1-${MAX_PAGE_SIZE}; default 20.`;
 export const AFTER_DESCRIPTION = 'The endCursor of the page before; absent: from the newest.';
 
