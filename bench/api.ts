@@ -9,7 +9,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { embeddedPostgresUrl } from '../src/storage/embedded-postgres';
+import { embeddedPostgresUrl, removeEmbeddedPostgres } from '../src/storage/embedded-postgres';
 
 const DURATION = Number(process.env.DURATION ?? 10);
 const ROWS = 50;
@@ -163,5 +163,6 @@ try {
   const exited = new Promise((resolve) => server.once('exit', resolve));
   server.kill('SIGTERM');
   await exited;
+  await removeEmbeddedPostgres(path.join(dataDir, 'postgres'));
   await fs.rm(dataDir, { recursive: true, force: true });
 }

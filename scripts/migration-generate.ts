@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { openDatabase } from '../src/storage/database';
-import { startEmbeddedPostgres } from '../src/storage/embedded-postgres';
+import { removeEmbeddedPostgres, startEmbeddedPostgres } from '../src/storage/embedded-postgres';
 
 const MIGRATIONS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'migrations');
 
@@ -53,6 +53,7 @@ ${statements(sql.downQueries.reverse())}
   }
 } finally {
   await postgres.stop();
+  await removeEmbeddedPostgres(path.join(tmp, 'postgres'));
   await fs.rm(tmp, { recursive: true, force: true });
 }
 

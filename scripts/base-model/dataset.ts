@@ -59,8 +59,9 @@ export const subjectOf = (unicodeName: string) => unicodeName.toLowerCase().repl
 /**
  * Every (emoji, style) image of the sets above: base emoji and their single-skin-tone variants, without
  * the `Component` category (bare skin-tone swatches and hair parts). Images are [N, 64, 64, 3] bytes.
+ * `limit` stops after that many images (a smoke run's dataset: the first emoji of the first set).
  */
-export async function buildEmojiDataset(): Promise<EmojiDataset> {
+export async function buildEmojiDataset({ limit = Infinity }: { limit?: number } = {}): Promise<EmojiDataset> {
   const require = createRequire(import.meta.url);
   const records: EmojiRecord[] = [];
   const pixels: Buffer[] = [];
@@ -75,6 +76,7 @@ export async function buildEmojiDataset(): Promise<EmojiDataset> {
         if (SKIN_TONES[tone]) variants.push({ subject: `${subject}, ${SKIN_TONES[tone]}`, image: variant.image, present: variant[has] });
       }
       for (const v of variants.filter((variant) => variant.present)) {
+        if (records.length >= limit) return { records, images: new Uint8Array(Buffer.concat(pixels)) };
         pixels.push(await sharp(join(root, folder, v.image))
           .flatten({ background: '#ffffff' })
           .resize(IMAGE_SIZE, IMAGE_SIZE, { fit: 'contain', background: '#ffffff' })

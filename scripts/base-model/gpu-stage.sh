@@ -9,7 +9,7 @@ exclude=$(git rev-parse --git-path info/exclude) # .git is a file in a worktree
 grep -qx '/.gpu-base/' "$exclude" || echo '/.gpu-base/' >> "$exclude"
 [ -f .base-model/emoji.gz ] || npx tsx scripts/base-model/build-dataset.ts
 node_modules/.bin/esbuild scripts/base-model/train.ts --bundle --platform=node --format=esm --target=node20 \
-  --outfile=.gpu-base/train-base.js --log-level=warning \
+  --alias:sharp=./bench/gpu/sharp-absent.ts --outfile=.gpu-base/train-base.js --log-level=warning \
   --banner:js="import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);"
 cp src/engine/runtime/session-worker.js .gpu-base/
 cp .base-model/emoji.gz .gpu-base/

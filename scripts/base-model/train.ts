@@ -29,6 +29,8 @@ import { EngineWorker, parseEngineDevice, type TensorData } from '../../src/engi
 import { createScheduler, type DdpmScheduler } from '../../src/engine/schedulers';
 import { ClipTokenizer } from '../../src/engine/tokenizer';
 import { fromFloat32, parseSafetensors, serializeSafetensors } from '../../src/engine/weights/safetensors';
+import { profileModel } from '../../bench/gpu/profile';
+import { type FeedSpec } from '../../bench/gpu/speed';
 import { baseModelPreset } from './architecture';
 import { loadStage, saveStage, type StageState } from './checkpoints';
 import { captionOf, drawCaption, type EmojiDataset, IMAGE_SIZE, readEmojiDataset } from './emoji-records';
@@ -55,7 +57,11 @@ const { values: OPTIONS } = parseArgs({
     'checkpoint-every': { type: 'string', default: '1000' },
     /** Write the pack (to `<run>/pack`) whether or not the UNet has run all its steps. */
     pack: { type: 'boolean', default: false },
+    /** The UNet and text encoder weights the pack gets: the EMA, or the last step's (`params`). */
+    'pack-weights': { type: 'string', default: 'ema' },
     tiny: { type: 'boolean', default: false },
+    /** Profile this many runs of the text-to-image train step per operator (run with CUDA_LAUNCH_BLOCKING=1), then stop. */
+    profile: { type: 'string' },
     seed: { type: 'string', default: '0' },
   },
 });
@@ -111,9 +117,9 @@ async function runStage(worker: EngineWorker, stage: Stage): Promise<{ weights: 
   const names = stage.step.trainable;
   const start = await startOf(stage);
   let done = start?.stepsDone ?? 0;
-  if (done >= stage.totalSteps && start) {
-    return { weights: new Map(names.map((name) => [name, (start.ema ?? start.checkpoint.params)[name] as Float32Array])), done: true };
-  }
+  const finalWeights = (params: (name: string) => Float32Array, ema?: Record<string, Float32Array>) =>
+    new Map(names.map((name) => [name, ema && OPTIONS['pack-weights'] === 'ema' ? ema[name] : params(name)]));
+  if (done >= stage.totalSteps && start) return { weights: finalWeights((name) => start.checkpoint.params[name] as Float32Array, start.ema), done: true };
   const trainer = await Trainer.create(worker, stage.step.compiled, start?.checkpoint ?? Object.fromEntries(stage.initial()));
   const ema = stage.ema ? (start?.ema ?? Object.fromEntries(names.map((name) => [name, Float32Array.from(trainer.param(name))]))) : undefined;
   const parameters = names.reduce((n, name) => n + stage.shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
@@ -121,17 +127,18 @@ async function runStage(worker: EngineWorker, stage: Stage): Promise<{ weights: 
   const save = () => saveStage(join(RUN, `${stage.name}.safetensors`), 'full', { stepsDone: done, checkpoint: trainer.checkpoint(), ema }, stage.shapes);
   let losses: number[] = [];
   let since = Date.now();
-  let next = stage.batch(done);
+  let next: Promise<Record<string, TensorData>> | undefined;
   while (done < stage.totalSteps && DEADLINE - Date.now() > MARGIN_MS) {
     const lr = learningRate(stage.lr, done, stage.totalSteps);
-    const running = trainer.step(await next, lr);
+    const running = trainer.step(await (next ?? stage.batch(done)), lr);
     next = stage.batch(done + 1); // drawn while the step runs
     const { loss, gradNorm } = await running;
     if (!Number.isFinite(loss)) throw new Error(`${stage.name}: loss ${loss} at step ${done}`);
     losses.push(loss);
     done++;
     if (ema && done % EMA_EVERY === 0) {
-      const decay = EMA_DECAY ** EMA_EVERY;
+      // diffusers' EMAModel warm-up: (1 + step) / (10 + step) caps the decay, so early weights fade quickly.
+      const decay = Math.min(EMA_DECAY, (1 + done) / (10 + done)) ** EMA_EVERY;
       for (const name of names) {
         const current = trainer.param(name);
         const average = ema[name];
@@ -148,8 +155,9 @@ async function runStage(worker: EngineWorker, stage: Stage): Promise<{ weights: 
     }
     if (done % num('checkpoint-every') === 0) await save();
   }
+  await next; // the batch drawn for a step the deadline left out
   await save();
-  const weights = new Map(names.map((name) => [name, ema ? ema[name] : Float32Array.from(trainer.param(name))]));
+  const weights = finalWeights((name) => Float32Array.from(trainer.param(name)), ema);
   await trainer.dispose();
   return { weights, done: done >= stage.totalSteps };
 }
@@ -295,10 +303,12 @@ async function main() {
     const snr = Array.from(scheduler.alphasCumprod, (a) => a / (1 - a));
     const ids = new Map<string, number[]>();
     const length = LATENT_CHANNELS * LATENT_SIZE * LATENT_SIZE;
+    const step = textToImageTrainStep(parseClipTextConfig(preset.textEncoder), parseUNetConfig(preset.unet), tokenizer.maxLength,
+      { batchSize: batch, latentSize: LATENT_SIZE }, { maxGradNorm: 1, weightDecay: 1e-2 });
+    if (OPTIONS.profile) return console.log(await profileStep(step));
     const model = await runStage(worker, {
       name: 'unet', index: 1, totalSteps: num('unet-steps'), lr: num('lr'), ema: true,
-      step: textToImageTrainStep(parseClipTextConfig(preset.textEncoder), parseUNetConfig(preset.unet), tokenizer.maxLength,
-        { batchSize: batch, latentSize: LATENT_SIZE }, { maxGradNorm: 1, weightDecay: 1e-2 }),
+      step,
       shapes: new Map([...textDeclared, ...declared.unet].map(([name, shape]) => [name, [...shape]])),
       initial: () => new Map([...initialWeights(textDeclared, new Rng(SEED + 2)), ...initialWeights(declared.unet, new Rng(SEED + 3))]),
       batch: async (n) => {
@@ -336,12 +346,27 @@ async function main() {
   }
 }
 
+/** onnxruntime's per-operator profile of a train step on random feeds (bench/gpu's profiler). */
+async function profileStep({ compiled }: PretrainStep): Promise<string> {
+  if (!('model' in compiled)) throw new Error('profiling needs an in-memory step');
+  const path = join(RUN, 'profiled-step.onnx');
+  await writeFile(path, compiled.model);
+  const spec: FeedSpec = [
+    ...compiled.params.flatMap(({ name, shape }) => ['', 'm.', 'v.'].map((prefix) => ({ name: `${prefix}${name}`, dtype: 'float32' as const, dims: shape }))),
+    ...compiled.batch.map(({ name, dtype, shape }) => ({ name, dtype: dtype as 'float32' | 'int64', dims: shape })),
+    { name: 'step', dtype: 'int64', dims: [] },
+    { name: 'lr', dtype: 'float32', dims: [] },
+  ];
+  return profileModel(process.env.GPUKIT_ORT ?? 'onnxruntime-node', OPTIONS.device!, path, spec, Number(OPTIONS.profile));
+}
+
 /** Compact copies of the stages, the tokenizer, the scaling factor and the log into `--export`. */
 async function exportState(): Promise<void> {
   const to = OPTIONS.export;
   if (!to) return;
   await mkdir(to, { recursive: true });
-  for (const file of ['log.jsonl', 'latents.json', 'tokenizer']) {
+  // At most 8 files of 16 MiB come back from a GPU call: the tokenizer is rebuilt from the data and seed.
+  for (const file of ['log.jsonl', 'latents.json']) {
     if (existsSync(join(RUN, file))) await cp(join(RUN, file), join(to, file), { recursive: true });
   }
   for (const name of ['vae', 'unet']) {

@@ -1,6 +1,7 @@
 import { unwrapResolverError } from '@apollo/server/errors';
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 import type { Logger } from 'pino';
+import { isServiceOutage } from '../services/availability';
 import { AppError } from '../services/errors';
 
 /** Codes that graphql-js, Apollo, graphql-upload and graphql-armor raise about the request itself. */
@@ -15,10 +16,14 @@ const REQUEST_ERROR_CODES = new Set([
   'PERSISTED_QUERY_NOT_SUPPORTED',
 ]);
 
+/** What a client reads while PostgreSQL or the object store is unreachable: nothing was changed, so trying again later is safe. */
+export const SERVICE_UNAVAILABLE_MESSAGE = 'The service is temporarily unavailable; try again shortly';
+
 /**
  * What a client sees of an error: our AppErrors and errors about the request pass with their code;
- * everything else (a bug, a database or S3 failure) is logged and reported as INTERNAL_SERVER_ERROR
- * with no message, stack, SQL or file path.
+ * PostgreSQL or the object store being unreachable is SERVICE_UNAVAILABLE (a transaction that failed
+ * wrote nothing); everything else (a bug, a failed query) is logged and reported as
+ * INTERNAL_SERVER_ERROR with no message, stack, SQL or file path.
  */
 export function createErrorFormatter(log: Logger) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
@@ -29,6 +34,10 @@ export function createErrorFormatter(log: Logger) {
     const code = formatted.extensions?.code;
     if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code) && isAboutRequest(original)) {
       return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code } };
+    }
+    if (code === 'SERVICE_UNAVAILABLE' || isServiceOutage(original)) {
+      log.warn({ err: original, path: formatted.path }, 'a store is unreachable');
+      return { message: SERVICE_UNAVAILABLE_MESSAGE, path: formatted.path, extensions: { code: 'SERVICE_UNAVAILABLE' } };
     }
     log.error({ err: original, path: formatted.path }, 'internal error in a GraphQL request');
     return { message: 'Internal server error', path: formatted.path, extensions: { code: 'INTERNAL_SERVER_ERROR' } };

@@ -3,6 +3,8 @@ import { Router, type Response } from 'express';
 import { AppError } from '../services/errors';
 import { getImage } from '../services/images';
 import type { Services } from '../services/container';
+import { isServiceOutage } from '../services/availability';
+import { SERVICE_UNAVAILABLE_MESSAGE } from './errors';
 
 const STATUS: Partial<Record<AppError['code'], number>> = { UNAUTHENTICATED: 401, NOT_FOUND: 404, BAD_USER_INPUT: 404 };
 
@@ -27,6 +29,7 @@ export function imageDownloads({ db, store, log, keys }: Services): Router {
       await pipeline(object.body, res);
     } catch (error) {
       if (error instanceof AppError && STATUS[error.code]) return refuse(res, STATUS[error.code]!, error.code, error.message);
+      if (isServiceOutage(error) && !res.headersSent) return refuse(res, 503, 'SERVICE_UNAVAILABLE', SERVICE_UNAVAILABLE_MESSAGE);
       log.error({ err: error }, 'image download failed');
       if (!res.headersSent) refuse(res, 500, 'INTERNAL_SERVER_ERROR', 'Internal server error');
       else res.destroy();

@@ -9,6 +9,7 @@ import { FineTuneResolver } from './resolvers/finetune';
 import { HealthResolver } from './resolvers/health';
 import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
+import { JobSettingsResolver } from './resolvers/job-settings';
 import { JobResolver, JobUpdateResolver } from './resolvers/jobs';
 import { ModelResolver } from './resolvers/models';
 import { WebhookResolver } from './resolvers/webhooks';
@@ -41,6 +42,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       InstanceImageResolver,
       JobResolver,
       JobUpdateResolver,
+      JobSettingsResolver,
       ImageResolver,
       WebhookResolver,
     ],

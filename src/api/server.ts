@@ -15,7 +15,8 @@ import { AppError } from '../services/errors';
 import type { Services } from '../services/container';
 import { createContext, type Context } from './context';
 import { subscribeSharingEvents } from './shared-events';
-import { createErrorFormatter } from './errors';
+import { isServiceOutage } from '../services/availability';
+import { createErrorFormatter, SERVICE_UNAVAILABLE_MESSAGE } from './errors';
 import { imageDownloads } from './image-downloads';
 import { queryCostError } from './query-cost';
 import { perKeyRateLimit } from './rate-limit';
@@ -128,6 +129,9 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
         try {
           return createContext((await keys.authenticate(req.headers.authorization)) ?? null, services);
         } catch (error) {
+          if (isServiceOutage(error)) {
+            throw new GraphQLError(SERVICE_UNAVAILABLE_MESSAGE, { extensions: { code: 'SERVICE_UNAVAILABLE', http: { status: 503 } } });
+          }
           if (!(error instanceof AppError)) throw error;
           throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });
         }

@@ -50,6 +50,20 @@ export function philox4x32(counter: readonly number[], key: readonly [number, nu
   return [c0, c1, c2, c3];
 }
 
+/**
+ * Where a generator stands, as plain JSON (doubles round-trip exactly through JSON.stringify): `Rng.fromState`
+ * continues the stream from here, so a resumed training run draws what the uninterrupted one would have.
+ */
+export interface RngState {
+  seed: number;
+  /** Philox blocks used so far. */
+  block: number;
+  /** Words of the latest block not yet handed out. */
+  words: number[];
+  /** The second normal of the latest Box-Muller pair, when not yet handed out. */
+  spareNormal: number | null;
+}
+
 export class Rng {
   private readonly key: [number, number];
   private block = 0;
@@ -59,6 +73,26 @@ export class Rng {
   constructor(readonly seed: number) {
     if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`seed must be an integer in 0..2^53-1, got ${seed}`);
     this.key = [seed % TWO_POW_32, Math.floor(seed / TWO_POW_32)];
+  }
+
+  /** A copy of where the stream stands. */
+  state(): RngState {
+    return { seed: this.seed, block: this.block, words: [...this.words], spareNormal: this.spareNormal ?? null };
+  }
+
+  /** A generator that continues from `state` (from `state()`), checked so a corrupt one fails here, not in a sample. */
+  static fromState(state: RngState): Rng {
+    const { block, words, spareNormal } = state;
+    const word = (w: unknown) => Number.isInteger(w) && (w as number) >= 0 && (w as number) < TWO_POW_32;
+    if (!Number.isSafeInteger(block) || block < 0 || !Array.isArray(words) || words.length > 4 || !words.every(word)
+      || (spareNormal !== null && !Number.isFinite(spareNormal))) {
+      throw new RangeError('not an Rng state');
+    }
+    const rng = new Rng(state.seed);
+    rng.block = block;
+    rng.words = [...words];
+    rng.spareNormal = spareNormal ?? undefined;
+    return rng;
   }
 
   nextUint32(): number {

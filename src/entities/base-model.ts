@@ -1,9 +1,11 @@
 import { Field, ID, ObjectType } from 'type-graphql';
-import { Column, CreateDateColumn, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 'typeorm';
 
 /** A registered pretrained checkpoint (e.g. Stable Diffusion 1.5) that models start from. */
 @ObjectType()
 @Entity('base_model')
+// At most one default: the database keeps the fact, so every API process reports the same one.
+@Index('base_model_one_default', ['isDefault'], { unique: true, where: '"isDefault"' })
 export class BaseModel {
   @Field(() => ID)
   @PrimaryGeneratedColumn('uuid')
@@ -22,6 +24,10 @@ export class BaseModel {
   @Field(() => String)
   @Column({ type: 'varchar', length: 64 })
   architecture: string;
+
+  @Field(() => Boolean, { description: 'The base model new models start from unless a client picks another (`defaultBaseModel`).' })
+  @Column({ type: 'boolean', default: false })
+  isDefault: boolean;
 
   @Field(() => Date)
   @CreateDateColumn({ type: 'timestamptz' })

@@ -40,7 +40,8 @@ export class Job {
   @Column({ type: 'enum', enum: JobStatus, enumName: 'job_status', default: JobStatus.QUEUED })
   status: JobStatus;
 
-  @Field(() => GraphQLJSONObject)
+  /** The request as the worker runs it (FineTuneParams, GenerateParams); the API shows it typed as Job.fineTune and Job.generation. */
+  @Field(() => GraphQLJSONObject, { deprecationReason: 'Read the typed fineTune or generation.' })
   @Column({ type: 'jsonb', default: {} })
   params: Record<string, unknown>;
 
@@ -94,7 +95,11 @@ export class Job {
   @Column({ type: 'timestamptz', nullable: true })
   finishedAt: Date | null;
 
-  /** The running worker's latest sign of life; a sweep fails RUNNING jobs whose worker went quiet. */
+  /** The running worker's latest sign of life; a sweep requeues (or fails) RUNNING jobs whose worker went quiet. */
   @Column({ type: 'timestamptz', nullable: true })
   heartbeatAt: Date | null;
+
+  /** Times the job was requeued because its worker died; past JOB_MAX_RETRIES it fails instead. */
+  @Column({ type: 'integer', default: 0 })
+  retries: number;
 }

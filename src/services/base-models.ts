@@ -27,6 +27,26 @@ export async function getBaseModel(db: DataSource, id: string): Promise<BaseMode
   return baseModel;
 }
 
+/** The base model clients start new models from unless they pick one; every platform has one from its first start. */
+export async function getDefaultBaseModel(db: DataSource): Promise<BaseModel> {
+  const baseModel = await db.getRepository(BaseModel).findOneBy({ isDefault: true });
+  if (!baseModel) throw notFound('Default base model');
+  return baseModel;
+}
+
+/** Makes `id` the default base model (admins), in one transaction so that no reader sees none or two. */
+export async function setDefaultBaseModel(db: DataSource, id: string): Promise<BaseModel> {
+  const baseModel = await getBaseModel(db, id);
+  await db.transaction(async (tx) => {
+    const repo = tx.getRepository(BaseModel);
+    // One change at a time (readers are not blocked): a concurrent one waits, then sees this default.
+    await tx.query('LOCK TABLE base_model IN SHARE ROW EXCLUSIVE MODE');
+    await repo.update({ isDefault: true }, { isDefault: false });
+    await repo.update({ id: baseModel.id }, { isDefault: true });
+  });
+  return { ...baseModel, isDefault: true };
+}
+
 /** The one pipeline family the engine runs; `architecture` records it so others can be told apart later. */
 const PIPELINES: Record<string, string> = { StableDiffusionPipeline: 'stable-diffusion' };
 
@@ -86,13 +106,13 @@ export const BUNDLED_BASE_MODEL = { name: 'bundled-tiny-sd', storageLocation: 'b
 
 /**
  * On a platform with no base model, uploads the bundled tiny pack (seeded random weights: it draws
- * noise, but every part of the platform works with it) and registers it. Processes starting together
- * upload the same bytes and insert under one unique name, so at most one row results.
+ * noise, but every part of the platform works with it) and registers it as the default. Processes
+ * starting together upload the same bytes and insert under one unique name, so at most one row results.
  */
 export async function ensureBundledBaseModel(db: DataSource, store: ObjectStore): Promise<void> {
   const repo = db.getRepository(BaseModel);
   if (await repo.exists()) return;
   const { name, storageLocation, seed } = BUNDLED_BASE_MODEL;
   for (const [path, bytes] of createRandomPack(BUNDLED_TINY_SD, seed)) await store.put(`${storageLocation}/${path}`, bytes);
-  await repo.createQueryBuilder().insert().values({ name, storageLocation, architecture: PIPELINES.StableDiffusionPipeline }).orIgnore().execute();
+  await repo.createQueryBuilder().insert().values({ name, storageLocation, architecture: PIPELINES.StableDiffusionPipeline, isDefault: true }).orIgnore().execute();
 }

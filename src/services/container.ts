@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { DataSource } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import type { Config } from '../config';
 import type { JobType } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
@@ -11,8 +11,10 @@ import type { JobEvents } from './job-events';
  * is the Job row's id, so both name the same work.
  */
 export interface JobQueue {
-  /** Queues the work of Job row `id`; a worker holding it longer than `expireInMinutes` loses it. */
-  send(type: JobType, id: string, expireInMinutes: number): Promise<void>;
+  /** Queues the work of Job row `id`. */
+  send(type: JobType, id: string): Promise<void>;
+  /** Delivers job `id` again, whatever became of its earlier delivery, in transaction `tx` (with the row's return to QUEUED). */
+  requeue(tx: EntityManager, type: JobType, id: string): Promise<void>;
   /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */
   work(type: JobType, handler: (id: string) => Promise<void>): Promise<() => Promise<void>>;
   cancel(type: JobType, id: string): Promise<void>;

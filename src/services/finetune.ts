@@ -25,6 +25,7 @@ import { badInput, notFound } from './errors';
 import { conceptCategory, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
+import { getJob } from './jobs';
 import { getModel, getModelToChange } from './models';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
@@ -32,8 +33,6 @@ import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhoo
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
-/** A training run may sit behind others on the same metamodel; pg-boss gives it back after this. */
-const FINETUNE_EXPIRE_MINUTES = 12 * 60;
 
 /**
  * What a fine-tune runs with when the request leaves steps or learning rate out, by method: the
@@ -93,12 +92,20 @@ export interface FineTuneParams {
   seed: number;
 }
 
+/** What a queued fine-tune made: its job, the model it trains (new or existing), the concept with its identifier, the contribution. */
+export interface StartedFineTune {
+  job: Job;
+  model: Model;
+  concept: Concept;
+  contribution: Contribution;
+}
+
 /**
  * Validates a fine-tune request and queues it: the target model (new for PRIVATE, or an existing
  * metamodel), a Concept with a rare identifier, the user's staged photos attached to it, a PENDING
  * Contribution and a QUEUED Job, all in one transaction. Anything refused leaves nothing behind.
  */
-export async function startFineTune(services: JobServices, user: User, input: FineTuneInput): Promise<Job> {
+export async function startFineTune(services: JobServices, user: User, input: FineTuneInput): Promise<StartedFineTune> {
   const { db, store, queue, config } = services;
   const parsed = FineTuneInput.safeParse(input);
   if (!parsed.success) {
@@ -115,7 +122,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
   const base = await basePackInfo(store, baseModel);
   const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
 
-  const job = await db.transaction(async (tx) => {
+  const started = await db.transaction(async (tx): Promise<StartedFineTune> => {
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
     const { method, rank } = await trainingMethod(tx, store, model, request);
     const images = await claimablePhotos(tx, user, imageIds, base.geometry.nativeSize);
@@ -140,17 +147,31 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     };
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
-    const created = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
-    await attachJobWebhook(tx, created.id, user.id, webhook);
-    return created;
+    const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    await attachJobWebhook(tx, job.id, user.id, webhook);
+    return { job, model, concept, contribution };
   });
   try {
-    await queue.send(JobType.FINETUNE, job.id, FINETUNE_EXPIRE_MINUTES);
+    await queue.send(JobType.FINETUNE, started.job.id);
   } catch (error) {
-    await undoStart(db, job, !existing);
+    await undoStart(db, started.job, !existing);
     throw error;
   }
-  return job;
+  return started;
+}
+
+/** What startFineTune made, read again by its job's id (a retry with the same idempotency key). */
+export async function getStartedFineTune(db: DataSource, user: User, jobId: string): Promise<StartedFineTune> {
+  const job = await getJob(db, user, jobId);
+  const { modelId, conceptId, contributionId } = job.params as unknown as FineTuneParams;
+  const [model, concept, contribution] = await Promise.all([
+    db.getRepository(Model).findOneBy({ id: modelId }),
+    db.getRepository(Concept).findOneBy({ id: conceptId }),
+    db.getRepository(Contribution).findOneBy({ id: contributionId }),
+  ]);
+  // The model may have been deleted since, taking its concept and contribution along.
+  if (!model || !concept || !contribution) throw notFound('Fine-tune');
+  return { job, model, concept, contribution };
 }
 
 /** The metamodel a request names, checked for the user; undefined when the request makes a new model. */

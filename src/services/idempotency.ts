@@ -24,6 +24,13 @@ export interface IdempotentRequest {
   request: unknown;
 }
 
+/** What an idempotent request makes, how its id is read, and how it is read again by that id. */
+export interface IdempotentResult<T> {
+  create: () => Promise<T>;
+  idOf: (made: T) => string;
+  load: (id: string) => Promise<T>;
+}
+
 /**
  * Runs `create` once per user and key. The first request claims the key (a row with no result), makes
  * its object, and records the object's id; a retry with the same key and arguments then gets that
@@ -32,12 +39,11 @@ export interface IdempotentRequest {
  * gives its key up, so a retry runs again (nothing was made). A process that dies while making its
  * object leaves its key claimed for ABANDONED_AFTER, then the key is free again.
  */
-export async function idempotent<T extends { id: string }>(
+export async function idempotent<T>(
   { db, config }: Pick<Services, 'db' | 'config'>,
   user: User,
   { key, operation, request }: IdempotentRequest,
-  create: () => Promise<T>,
-  load: (id: string) => Promise<T>,
+  { create, idOf, load }: IdempotentResult<T>,
 ): Promise<T> {
   if (key == null) return create();
   const name = parseInput(idempotencyKey, key, 'idempotencyKey');
@@ -59,7 +65,7 @@ export async function idempotent<T extends { id: string }>(
       [user.id, name],
     );
     // Gone since: the first request failed and gave the key up; this one may run.
-    if (!first) return idempotent({ db, config }, user, { key, operation, request }, create, load);
+    if (!first) return idempotent({ db, config }, user, { key, operation, request }, { create, idOf, load });
     if (first.operation !== operation || first.requestHash !== requestHash) {
       throw conflict('idempotencyKey: this key was used for a different request; use a new key for a new request');
     }
@@ -74,6 +80,6 @@ export async function idempotent<T extends { id: string }>(
     await db.query(`DELETE FROM idempotency_key WHERE "userId" = $1 AND key = $2 AND "resultId" IS NULL`, [user.id, name]);
     throw error;
   }
-  await db.query(`UPDATE idempotency_key SET "resultId" = $3 WHERE "userId" = $1 AND key = $2`, [user.id, name, made.id]);
+  await db.query(`UPDATE idempotency_key SET "resultId" = $3 WHERE "userId" = $1 AND key = $2`, [user.id, name, idOf(made)]);
   return made;
 }

@@ -2,6 +2,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import type { Logger } from 'pino';
 import { Contribution, ContributionStatus, Job, JobStatus, JobType } from '../entities';
+import type { JobQueue } from './container';
 import { withdrawContribution } from './contributions';
 import type { FineTuneParams } from './finetune';
 import { publishJobState } from './job-state';
@@ -9,7 +10,8 @@ import { recordLoss } from './loss-history';
 
 /**
  * A job's life as its row records it: QUEUED, then RUNNING once a worker claims it, then SUCCEEDED,
- * FAILED or CANCELED; back to QUEUED when its worker stops and hands it back. Every transition is
+ * FAILED or CANCELED; back to QUEUED when its worker stops and hands it back, or dies (up to a retry
+ * limit; a fine-tune then continues from its newest checkpoint). Every transition is
  * conditional on the status it leaves, so racing writers (a cancel, a sweep, the worker finishing)
  * end in one outcome, and each announces the new state to subscribers from inside the transaction that
  * makes it (publishJobState says why). A fine-tune's contribution follows its job: withdrawn when the
@@ -26,6 +28,22 @@ export const WORKER_STOPPED_MESSAGE = 'The worker running this job stopped';
 const LAST_SIGN_OF_LIFE = 'GREATEST("heartbeatAt", "startedAt")';
 
 /**
+ * Which run of a RUNNING job a write is for. A worker names its own claim (`claimedAt`, the `startedAt` its
+ * claimJob set), so a worker that lost its job (taken back by a sweep while it could not reach the
+ * database, then claimed by another) changes nothing of the new run; a sweep names how long the worker
+ * must have been silent (`staleSeconds`), so it never takes a job whose worker just beat.
+ */
+export type RunCondition = { claimedAt: Date } | { staleSeconds: number };
+
+/** The WHERE clause of `condition` on a job row, with its parameters. */
+function runCondition(condition: RunCondition | undefined): [string, Record<string, unknown>] | undefined {
+  if (!condition) return undefined;
+  return 'claimedAt' in condition
+    ? ['"startedAt" = :claimedAt', { claimedAt: condition.claimedAt }]
+    : [`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds: condition.staleSeconds }];
+}
+
+/**
  * QUEUED to RUNNING for the worker that got the job from the queue; null when the row is not QUEUED
  * (canceled while queued, or already run by another delivery), and then nothing runs.
  */
@@ -38,16 +56,17 @@ export async function claimJob(db: DataSource, jobId: string): Promise<Job | nul
   });
 }
 
-/** A step done (and a fine-tune's loss, kept in its history too); false when the job is no longer RUNNING, so its worker stops. */
+/** A step done (and a fine-tune's loss, kept in its history too); false when the job is no longer RUNNING (as `claimedAt`'s run), so its worker stops. */
 export async function recordJobProgress(
   db: DataSource,
   jobId: string,
   { step, steps, loss }: { step: number; steps: number; loss?: number },
+  claimedAt?: Date,
 ): Promise<boolean> {
   return db.transaction(async (tx) => {
     const { affected } = await tx
       .getRepository(Job)
-      .update({ id: jobId, status: JobStatus.RUNNING }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
+      .update({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
     if (!affected) return false;
     if (loss !== undefined) await recordLoss(tx, jobId, step, loss);
     await publishJobState(tx, jobId);
@@ -55,19 +74,19 @@ export async function recordJobProgress(
   });
 }
 
-export async function isJobRunning(db: DataSource, jobId: string): Promise<boolean> {
-  return db.getRepository(Job).existsBy({ id: jobId, status: JobStatus.RUNNING });
+export async function isJobRunning(db: DataSource, jobId: string, claimedAt?: Date): Promise<boolean> {
+  return db.getRepository(Job).existsBy({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) });
 }
 
 /**
  * RUNNING to SUCCEEDED, together with what `record` writes of the result (images, a new version), in
  * one transaction; false, with nothing written, when the job was canceled or failed meanwhile.
  */
-export async function finishJob(db: DataSource, jobId: string, record: (tx: EntityManager) => Promise<void>): Promise<boolean> {
+export async function finishJob(db: DataSource, jobId: string, record: (tx: EntityManager) => Promise<void>, claimedAt?: Date): Promise<boolean> {
   return db.transaction(async (tx) => {
     const { affected } = await tx
       .getRepository(Job)
-      .update({ id: jobId, status: JobStatus.RUNNING }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
+      .update({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) }, { status: JobStatus.SUCCEEDED, progress: 1, finishedAt: new Date() });
     if (!affected) return false;
     await record(tx);
     await publishJobState(tx, jobId);
@@ -75,17 +94,31 @@ export async function finishJob(db: DataSource, jobId: string, record: (tx: Enti
   });
 }
 
-/** RUNNING back to QUEUED, as if never started, when its worker stops: the queue gives it to another. */
-export async function requeueJob(db: DataSource, job: Job): Promise<void> {
-  await db.transaction(async (tx) => {
-    const { affected } = await tx
-      .getRepository(Job)
-      .update({ id: job.id, status: JobStatus.RUNNING }, { status: JobStatus.QUEUED, startedAt: null, step: 0, progress: 0, loss: null });
-    if (!affected) return;
+/**
+ * RUNNING back to QUEUED, delivered again in the same transaction, so any worker takes it up (a fine-tune
+ * from its newest checkpoint): handed back by the worker of run `claimedAt` (it stops, or a store went
+ * away under it), or taken by a sweep from a worker silent for `staleSeconds` (it died), which counts as
+ * one of the job's retries. False when the job no longer qualifies (finished, canceled, another run, or
+ * alive after all).
+ */
+export async function requeueJob(db: DataSource, queue: JobQueue, jobId: string, condition: RunCondition): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const died = 'staleSeconds' in condition;
+    const update = tx
+      .createQueryBuilder()
+      .update(Job)
+      .set({ status: JobStatus.QUEUED, startedAt: null, heartbeatAt: null, step: 0, progress: 0, loss: null, ...(died ? { retries: () => 'retries + 1' } : {}) })
+      .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING })
+      .andWhere(...runCondition(condition)!);
+    const { affected } = await update.execute();
+    if (!affected) return false;
+    const job = await tx.getRepository(Job).findOneByOrFail({ id: jobId });
     if (job.type === JobType.FINETUNE) {
       await tx.getRepository(Contribution).update(fineTuneParams(job).contributionId, { status: ContributionStatus.PENDING });
     }
+    await queue.requeue(tx, job.type, job.id);
     await publishJobState(tx, job.id);
+    return true;
   });
 }
 
@@ -106,18 +139,19 @@ export async function cancelJobRow(db: DataSource, job: Job): Promise<boolean> {
 const MAX_ERROR_LENGTH = 1000;
 
 /**
- * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH). With `staleSeconds`,
- * only if the job's worker has not shown life for that long, so a sweep never fails a job whose worker
- * just beat. False when the job no longer qualifies (finished, canceled, or alive after all).
+ * RUNNING to FAILED with `message` (fit for the user; cut to MAX_ERROR_LENGTH), only as `condition` says
+ * when given (see RunCondition). False when the job no longer qualifies (finished, canceled, another run,
+ * or alive after all).
  */
-export async function failRunningJob(db: DataSource, jobId: string, message: string, staleSeconds?: number): Promise<boolean> {
+export async function failRunningJob(db: DataSource, jobId: string, message: string, condition?: RunCondition): Promise<boolean> {
   return db.transaction(async (tx) => {
     const update = tx
       .createQueryBuilder()
       .update(Job)
       .set({ status: JobStatus.FAILED, error: message.slice(0, MAX_ERROR_LENGTH), finishedAt: () => 'now()' })
       .where('id = :jobId AND status = :running', { jobId, running: JobStatus.RUNNING });
-    if (staleSeconds !== undefined) update.andWhere(`${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :staleSeconds)`, { staleSeconds });
+    const only = runCondition(condition);
+    if (only) update.andWhere(...only);
     const { affected } = await update.execute();
     if (!affected) return false;
     await releaseContribution(tx, await tx.getRepository(Job).findOneByOrFail({ id: jobId }));
@@ -132,22 +166,39 @@ export async function recordHeartbeat(db: DataSource, jobId: string): Promise<vo
 }
 
 /**
- * Fails the RUNNING jobs whose worker has shown no life for `timeoutSeconds`: their process is gone
- * (a retry claims only QUEUED rows, so nothing else would end them). Any worker may run it, at once.
+ * Takes back the RUNNING jobs whose worker has shown no life for `timeoutSeconds`: their process is gone
+ * (a delivery claims only QUEUED rows, so nothing else would end them). Each is requeued, or failed once
+ * it has been requeued `maxRetries` times. Any worker may run it, at once.
  */
-export async function sweepStalledJobs(db: DataSource, log: Logger, timeoutSeconds: number): Promise<string[]> {
+export async function sweepStalledJobs(
+  db: DataSource, queue: JobQueue, log: Logger, { timeoutSeconds, maxRetries }: { timeoutSeconds: number; maxRetries: number },
+): Promise<{ requeued: string[]; failed: string[] }> {
   const stalled = await db
     .getRepository(Job)
     .createQueryBuilder('job')
-    .select('job.id')
+    .select(['job.id', 'job.retries'])
     .where(`job.status = :running AND ${LAST_SIGN_OF_LIFE} < now() - make_interval(secs => :timeoutSeconds)`, { running: JobStatus.RUNNING, timeoutSeconds })
     .getMany();
+  const requeued: string[] = [];
   const failed: string[] = [];
-  for (const { id } of stalled) {
-    if (await failRunningJob(db, id, WORKER_STOPPED_MESSAGE, timeoutSeconds)) failed.push(id);
+  for (const { id, retries } of stalled) {
+    if (retries < maxRetries) {
+      if (await requeueJob(db, queue, id, { staleSeconds: timeoutSeconds })) requeued.push(id);
+    } else if (await failRunningJob(db, id, WORKER_STOPPED_MESSAGE, { staleSeconds: timeoutSeconds })) {
+      failed.push(id);
+    }
   }
-  if (failed.length) log.warn({ jobIds: failed }, 'failed jobs whose worker stopped');
-  return failed;
+  if (requeued.length) log.warn({ jobIds: requeued }, 'requeued jobs whose worker stopped');
+  if (failed.length) log.warn({ jobIds: failed, maxRetries }, 'failed jobs whose worker stopped, out of retries');
+  return { requeued, failed };
+}
+
+/** Of `jobIds`, those no longer queued or running (finished, or gone): nothing will resume them. */
+export async function endedJobs(db: DataSource, jobIds: string[]): Promise<string[]> {
+  if (jobIds.length === 0) return [];
+  const active = await db.getRepository(Job).find({ select: { id: true }, where: { id: In(jobIds), status: In(CANCELABLE) } });
+  const live = new Set(active.map((job) => job.id));
+  return jobIds.filter((id) => !live.has(id));
 }
 
 /** A fine-tune that will not merge gives its contribution up (see `withdrawContribution`). */

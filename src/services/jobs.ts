@@ -88,9 +88,6 @@ export interface GenerateParams {
   numImages: number;
 }
 
-/** How long a worker may hold a generation before pg-boss gives it to another. */
-const GENERATE_EXPIRE_MINUTES = 60;
-
 /**
  * Validates a generation request, against its model too (sizes and sampler, by the rule the worker's
  * pipeline applies), pins the model version it runs on (the model's head unless one is named) and
@@ -131,7 +128,7 @@ export async function generateImages(services: JobServices, user: User, input: G
     return created;
   });
   try {
-    await queue.send(JobType.GENERATE, job.id, GENERATE_EXPIRE_MINUTES);
+    await queue.send(JobType.GENERATE, job.id);
   } catch (error) {
     await db.getRepository(Job).delete(job.id);
     throw error;

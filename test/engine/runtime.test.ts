@@ -12,7 +12,7 @@ import {
   parseEngineDevice,
   type TensorData,
 } from '../../src/engine/runtime';
-import { float32ToFloat16Bits } from '../../src/engine/weights/dtype';
+import { float16BitsToFloat32, float32ToFloat16Bits } from '../../src/engine/weights/dtype';
 import { uniform } from '../helpers/random';
 
 const { onnx } = onnxProto;
@@ -130,23 +130,29 @@ describe('EngineWorker', () => {
           { opType: 'Cast', input: ['X'], output: ['D'], attribute: [{ name: 'to', type: 2, i: DOUBLE }] },
           { opType: 'Greater', input: ['X', 'zero'], output: ['P'] },
           { opType: 'Neg', input: ['I'], output: ['J'] },
+          { opType: 'Cast', input: ['F'], output: ['G'], attribute: [{ name: 'to', type: 2, i: FLOAT }] },
         ],
         initializer: [{ name: 'zero', dataType: FLOAT, dims: [], floatData: [0] }],
-        input: [valueInfo('X', [6]), typed('I', INT64, [2])],
-        output: [typed('H', FLOAT16, [6]), typed('D', DOUBLE, [6]), typed('P', BOOL, [6]), typed('J', INT64, [2])],
+        input: [valueInfo('X', [6]), typed('I', INT64, [2]), typed('F', FLOAT16, [6])],
+        output: [typed('H', FLOAT16, [6]), typed('D', DOUBLE, [6]), typed('P', BOOL, [6]), typed('J', INT64, [2]), valueInfo('G', [6])],
       }),
     );
     // Ordinary values, a tie between two halves, just past it, past the largest half, below the smallest.
     const x = Float32Array.from([1, -2.5, 1 + 2 ** -11, 1 + 2 ** -11 + 2 ** -20, 70000, 2 ** -26]);
-    const { H, D, P, J } = await engine.run(session, {
+    const halves = Uint16Array.from(x, float32ToFloat16Bits);
+    const { H, D, P, J, G } = await engine.run(session, {
       X: { dtype: 'float32', dims: [6], data: x.slice() },
       I: { dtype: 'int64', dims: [2], data: BigInt64Array.from([2n ** 40n, -3n]) },
+      F: { dtype: 'float16', dims: [6], data: halves.slice() },
     });
     expect(H.dtype).toBe('float16');
+    // Bits on every Node, though from Node 24 on onnxruntime hands out a Float16Array of values.
+    expect(H.data).toBeInstanceOf(Uint16Array);
     expect([...H.data]).toEqual([...x].map(float32ToFloat16Bits)); // onnxruntime rounds as our converter does
     expect(D.data).toEqual(Float64Array.from(x));
     expect(P).toEqual({ dtype: 'bool', dims: [6], data: Uint8Array.from(x, (v) => (v > 0 ? 1 : 0)) });
     expect(J.data).toEqual(BigInt64Array.from([-(2n ** 40n), 3n]));
+    expect(G.data).toEqual(Float32Array.from(halves, float16BitsToFloat32)); // float16 bits in, read as such
     await engine.release(session);
   });
 

@@ -16,6 +16,8 @@ describe('loadConfig', () => {
     expect(config.idempotencyKeyTtlHours).toBe(24);
     expect(config.requestsPerMinutePerKey).toBe(1200);
     expect(config.jobLimits.imagesPerDay).toBe(2000);
+    expect(config.jobMaxRetries).toBe(3);
+    expect(config.checkpoints).toEqual({ every: 100, kept: 2 });
   });
 
   it('uses external services when configured', () => {
@@ -41,6 +43,9 @@ describe('loadConfig', () => {
     [{ JOB_HEARTBEAT_TIMEOUT_SECONDS: '0' }, 'JOB_HEARTBEAT_TIMEOUT_SECONDS'],
     [{ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS'],
     [{ WEBHOOK_MAX_ATTEMPTS: '0' }, 'WEBHOOK_MAX_ATTEMPTS'],
+    [{ JOB_MAX_RETRIES: '-1' }, 'JOB_MAX_RETRIES'],
+    [{ FINETUNE_CHECKPOINT_STEPS: 'often' }, 'FINETUNE_CHECKPOINT_STEPS'],
+    [{ FINETUNE_CHECKPOINTS_KEPT: '0' }, 'FINETUNE_CHECKPOINTS_KEPT'],
   ])('rejects %o naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(variable);

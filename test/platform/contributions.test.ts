@@ -9,7 +9,7 @@ import { lockVersions } from '../../src/services/versions';
 import { hasFixtures } from '../helpers/fixtures';
 import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
-const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id params } }';
+const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } concept { id } contribution { id } } }';
 const REVERT = 'mutation($id: ID!) { revertContribution(id: $id) { id status } }';
 
 /**
@@ -35,10 +35,10 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
   const contribute = async (key: string, category: string, steps = 3) => {
     const png = await sharp({ create: { width: 36, height: 36, channels: 3, background: { r: 40 * ++seed, g: 120, b: 60 } } }).png().toBuffer();
     const photo = (await ok(gqlUpload(url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
-    const job = (await ok(gql(url, START, { input: {
+    const started = (await ok(gql(url, START, { input: {
       target: 'META', modelId: metaModelId, category, kind: 'OBJECT', instanceImageIds: [photo], steps, learningRate: 1e-4, method: 'LORA',
     } }, key))).startFineTune;
-    return { jobId: job.id as string, contributionId: job.params.contributionId as string, conceptId: job.params.conceptId as string, photo };
+    return { jobId: started.job.id as string, contributionId: started.contribution.id as string, conceptId: started.concept.id as string, photo };
   };
   const contribution = async (id: string) =>
     (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { status resultingVersionId priorSplit } }', { id }, a.key))).contribution;

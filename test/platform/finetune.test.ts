@@ -7,7 +7,7 @@ import { createAdmin } from '../../src/services/users';
 import { hasFixtures } from '../helpers/fixtures';
 import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
-const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id status type params } }';
+const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id status type fineTune { modelId contributionId rank seed } } } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id conceptId } }';
 const UPDATES = 'subscription($id: ID!) { jobUpdated(jobId: $id) { status step steps loss error } }';
 
@@ -71,8 +71,8 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     return row;
   };
   const contributionOf = async (jobId: string, key: string) => {
-    const job = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { params } }', { id: jobId }, key))).job;
-    return (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { id status resultingVersionId priorSplit conceptId } }', { id: job.params.contributionId }, key))).contribution;
+    const job = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { fineTune { contributionId } } }', { id: jobId }, key))).job;
+    return (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { id status resultingVersionId priorSplit conceptId } }', { id: job.fineTune.contributionId }, key))).contribution;
   };
 
   beforeAll(async () => {
@@ -135,7 +135,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     expect((await ok(gql(url, '{ instanceImages { nodes { id } } }', {}, a.key))).instanceImages.nodes.map((i: { id: string }) => i.id)).toEqual(expect.arrayContaining(photos));
 
     const input = { target: 'PRIVATE_META', modelId, category: 'dog', kind: 'OBJECT', steps: 3, learningRate: 1e-2, method: 'LORA', rank: 2 };
-    const first = (await ok(gql(url, START, { input: { ...input, instanceImageIds: photos } }, a.key))).startFineTune;
+    const first = (await ok(gql(url, START, { input: { ...input, instanceImageIds: photos } }, a.key))).startFineTune.job;
     expect(first).toMatchObject({ status: 'QUEUED', type: 'FINETUNE' });
     const updates = await follow(url, a.key, first.id);
     expect(updates.at(-1)).toMatchObject({ status: 'SUCCEEDED', step: 3, steps: 3, error: null });
@@ -181,8 +181,8 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
 
     // A second concept of another category replays the first one's photos in its prior images.
     const more = [await stage(a.key, 7), await stage(a.key, 8)];
-    const second = (await ok(gql(url, START, { input: { ...input, rank: undefined, category: 'cat', token: 'brc', steps: 4, instanceImageIds: more } }, a.key))).startFineTune;
-    expect(second.params.rank).toBe(2);
+    const second = (await ok(gql(url, START, { input: { ...input, rank: undefined, category: 'cat', token: 'brc', steps: 4, instanceImageIds: more } }, a.key))).startFineTune.job;
+    expect(second.fineTune.rank).toBe(2);
     expect((await follow(url, a.key, second.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
     const c2 = await contributionOf(second.id, a.key);
     expect(c2.priorSplit).toEqual({
@@ -220,7 +220,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
   it('makes PRIVATE models with plain DreamBooth (LoRA and full), continues full metamodels from their UNet, and takes public contributions', async () => {
     const job = (await ok(gql(url, START, { input: {
       target: 'PRIVATE', baseModelId, name: 'my mug', category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 10)], steps: 2, learningRate: 1e-4, method: 'LORA',
-    } }, b.key))).startFineTune;
+    } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, job.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     const contribution = await contributionOf(job.id, b.key);
     expect(contribution.priorSplit.parts).toEqual([{ source: 'class', category: 'mug', images: 2 }]);
@@ -230,9 +230,9 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     // Full fine-tuning: the whole UNet is stored, and generation loads it in place of the base's.
     const full = (await ok(gql(url, START, { input: {
       target: 'PRIVATE', baseModelId, name: 'full', category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 12)], steps: 1, learningRate: 1e-2, method: 'FULL',
-    } }, b.key))).startFineTune;
+    } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, full.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
-    const fullModelId = full.params.modelId;
+    const fullModelId = full.fineTune.modelId;
     expect((await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { method } } }', { m: fullModelId }, b.key))).modelVersions.nodes).toEqual([{ method: 'FULL' }]);
     // The class images of "mug" were generated once, by the first job, and shared since.
     expect(await platform.services.store.exists(classImageKey(baseModelId, 'mug', 1))).toBe(true);
@@ -244,17 +244,17 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
 
     // A full fine-tune of a metamodel continues from the UNet of its head.
     const fullMeta = { target: 'PRIVATE_META', category: 'mug', kind: 'OBJECT', steps: 1, learningRate: 1e-2, method: 'FULL' };
-    const firstFull = (await ok(gql(url, START, { input: { ...fullMeta, baseModelId, instanceImageIds: [await stage(b.key, 14)] } }, b.key))).startFineTune;
+    const firstFull = (await ok(gql(url, START, { input: { ...fullMeta, baseModelId, instanceImageIds: [await stage(b.key, 14)] } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, firstFull.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
-    const onTop = (await ok(gql(url, START, { input: { ...fullMeta, category: 'cup', modelId: firstFull.params.modelId, instanceImageIds: [await stage(b.key, 15)] } }, b.key))).startFineTune;
+    const onTop = (await ok(gql(url, START, { input: { ...fullMeta, category: 'cup', modelId: firstFull.fineTune.modelId, instanceImageIds: [await stage(b.key, 15)] } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, onTop.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
-    const chain = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { number method parentVersionId id } } }', { m: firstFull.params.modelId }, b.key))).modelVersions.nodes;
+    const chain = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { number method parentVersionId id } } }', { m: firstFull.fineTune.modelId }, b.key))).modelVersions.nodes;
     expect(chain.map((v: { number: number; method: string }) => [v.number, v.method])).toEqual([[2, 'FULL'], [1, 'FULL']]);
     expect(chain[0].parentVersionId).toBe(chain[1].id);
 
     const meta = (await ok(gql(url, START, { input: {
       target: 'META', modelId: metaModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 11)], steps: 2, learningRate: 1e-4, method: 'LORA',
-    } }, b.key))).startFineTune;
+    } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, meta.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     // Every signed-in user sees the public metamodel's contributions.
     const seen = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { nodes { userId status } } }', { m: metaModelId }, a.key))).contributions.nodes;
@@ -265,10 +265,10 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     const weightsOf = async (seed: number) => {
       const job = (await ok(gql(url, START, { input: {
         target: 'PRIVATE', baseModelId, category: 'mug', kind: 'OBJECT', instanceImageIds: [await stage(b.key, 21)], steps: 2, learningRate: 1e-3, method: 'LORA', seed,
-      } }, b.key))).startFineTune;
-      expect(job.params.seed).toBe(seed);
+      } }, b.key))).startFineTune.job;
+      expect(job.fineTune.seed).toBe(seed);
       expect((await follow(url, b.key, job.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
-      const [version] = await platform.services.db.query('SELECT "weightsKey" FROM model_version WHERE "modelId" = $1', [job.params.modelId]);
+      const [version] = await platform.services.db.query('SELECT "weightsKey" FROM model_version WHERE "modelId" = $1', [job.fineTune.modelId]);
       return Buffer.from(await platform.services.store.get(version.weightsKey));
     };
     const first = await weightsOf(2 ** 32 - 1);

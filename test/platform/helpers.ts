@@ -7,12 +7,19 @@ import type { DataSource, Logger } from 'typeorm';
 import WebSocket from 'ws';
 import { loadConfig } from '../../src/config';
 import { startPlatform, type RunningPlatform } from '../../src/main';
+import { removeEmbeddedPostgres } from '../../src/storage/embedded-postgres';
 import { TINY_SD15 } from '../helpers/fixtures';
 
-/** A temp directory removed by the returned function. */
+/** A temp data directory removed by the returned function, with its embedded cluster wherever that lives. */
 export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
-  return { dir, remove: () => fs.rm(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    remove: async () => {
+      await removeEmbeddedPostgres(path.join(dir, 'postgres'));
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export interface TestPlatform extends RunningPlatform {

@@ -20,7 +20,7 @@ describe('idempotency keys', () => {
   const createModel = (name: string, idempotencyKey?: string, who = key) =>
     gql(url, 'mutation($input: CreateModelInput!) { createModel(input: $input) { id name } }', { input: { name, kind: 'PRIVATE', baseModelId, idempotencyKey } }, who);
   const generate = (input: Record<string, unknown>) =>
-    gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id params } }', { input: { modelId, steps: 1, ...input } }, key);
+    gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }', { input: { modelId, steps: 1, ...input } }, key);
   const png = (color: string) => sharp({ create: { width: 64, height: 64, channels: 3, background: color } }).png().toBuffer();
   const upload = async (bytes: Buffer, idempotencyKey?: string) =>
     gqlUpload(url, 'mutation($file: Upload!, $k: String) { uploadInstanceImage(file: $file, idempotencyKey: $k) { id } }', { k: idempotencyKey }, { bytes, name: 'p.png', type: 'image/png' }, key);
@@ -85,13 +85,14 @@ describe('idempotency keys', () => {
   it('startFineTune: a retry returns the same job though its photos are taken; other settings are a CONFLICT', async () => {
     const photo = (await ok(upload(await png('#0f0')))).uploadInstanceImage.id;
     const start = (steps: number) =>
-      gql(url, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }', {
+      gql(url, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } model { id } concept { token } contribution { id } } }', {
         input: { target: 'PRIVATE', baseModelId, category: 'mug', kind: 'OBJECT', instanceImageIds: [photo], method: 'LORA', steps, idempotencyKey: 'tune-1' },
       }, key);
     const jobs = await count(Job);
     const models = await count(Model);
-    const job = (await ok(start(10))).startFineTune.id;
-    expect((await ok(start(10))).startFineTune.id).toBe(job);
+    // The whole payload again: the same job, model, concept and contribution.
+    const first = (await ok(start(10))).startFineTune;
+    expect((await ok(start(10))).startFineTune).toEqual(first);
     expect(errorCode(await start(20))).toBe('CONFLICT');
     expect([await count(Job), await count(Model)]).toEqual([jobs + 1, models + 1]);
   });

@@ -1,68 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { embeddedPostgresUrl } from '../../src/storage/embedded-postgres';
 import { gql, signUp, startTestPlatform, tempDir } from './helpers';
-
-/** `npm start` as a real child process: embedded PostgreSQL and S3 under dataDir, pino logs on stdout. */
-class ServerProcess {
-  private readonly child: ChildProcess;
-  private readonly lines: Record<string, unknown>[] = [];
-  private readonly waiters: (() => void)[] = [];
-
-  constructor(dataDir: string) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      env: { ...process.env, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      try {
-        this.lines.push(JSON.parse(line));
-      } catch {
-        return; // not a log line
-      }
-      this.waiters.splice(0).forEach((wake) => wake());
-    });
-  }
-
-  /** The first log line with this message, waiting for it. */
-  async logged(msg: string): Promise<Record<string, any>> {
-    for (;;) {
-      const line = this.lines.find((l) => l.msg === msg);
-      if (line) return line;
-      if (this.child.exitCode !== null) throw new Error(`server exited (${this.child.exitCode}) before "${msg}"`);
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-    }
-  }
-
-  /** Ctrl-C; resolves with the exit code. */
-  interrupt(): Promise<number | null> {
-    const exited = new Promise<number | null>((resolve) => this.child.once('exit', (code) => resolve(code)));
-    this.child.kill('SIGINT');
-    return exited;
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null) this.child.kill('SIGKILL');
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { alive, ServerProcess } from './server-process';
 
 describe('server lifecycle', () => {
   let data: Awaited<ReturnType<typeof tempDir>>;
   const started: ServerProcess[] = [];
   const launch = (dir: string) => {
-    const server = new ServerProcess(dir);
+    const server = new ServerProcess({ DATA_DIR: dir });
     started.push(server);
     return server;
   };

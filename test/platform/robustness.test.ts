@@ -11,9 +11,9 @@ import { createAdmin } from '../../src/services/users';
 import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
 import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
 
-const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
+const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
-const JOB = 'query($id: ID!) { job(id: $id) { status error warnings params } }';
+const JOB = 'query($id: ID!) { job(id: $id) { status error warnings fineTune { contributionId } } }';
 
 /** A synthetic photo, different per seed. */
 async function photo(seed: number, size = 40): Promise<Uint8Array> {
@@ -81,7 +81,8 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
 
   beforeAll(async () => {
     // Jobs run in a separate worker process only, so killing it kills the job.
-    platform = await startTestPlatform({ ROLE: 'api', JOB_HEARTBEAT_TIMEOUT_SECONDS: HEARTBEAT_TIMEOUT_SECONDS });
+    // No retries: a job whose worker dies fails at once (resume.test.ts covers requeueing).
+    platform = await startTestPlatform({ ROLE: 'api', JOB_HEARTBEAT_TIMEOUT_SECONDS: HEARTBEAT_TIMEOUT_SECONDS, JOB_MAX_RETRIES: '0' });
     workerData = await tempDir('bd-worker-');
     child = startWorkerProcess(platform, workerData.dir);
     url = platform.url;
@@ -99,23 +100,23 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
   it('shows the BIG split’s warnings on the fine-tune job', async () => {
     const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
     const input = { target: 'PRIVATE_META', modelId, kind: 'OBJECT', steps: 2, learningRate: 1e-2, method: 'LORA', rank: 2 };
-    const first = (await ok(gql(url, START, { input: { ...input, category: 'dog', instanceImageIds: [await stage(1)] } }, user.key))).startFineTune;
+    const first = (await ok(gql(url, START, { input: { ...input, category: 'dog', instanceImageIds: [await stage(1)] } }, user.key))).startFineTune.job;
     expect(await finished(first.id)).toMatchObject({ status: 'SUCCEEDED', warnings: [] });
 
     // Cat's split has three parts (cat, dog, the dog concept's photos) but only two prior images.
-    const second = (await ok(gql(url, START, { input: { ...input, category: 'cat', instanceImageIds: [await stage(2)] } }, user.key))).startFineTune;
+    const second = (await ok(gql(url, START, { input: { ...input, category: 'cat', instanceImageIds: [await stage(2)] } }, user.key))).startFineTune.job;
     const done = await finished(second.id);
     expect(done.status).toBe('SUCCEEDED');
     expect(done.warnings).toHaveLength(1);
     expect(done.warnings[0]).toMatch(/2 prior images cannot cover all 3 parts/);
-    const contribution = (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { priorSplit } }', { id: done.params.contributionId }, user.key))).contribution;
+    const contribution = (await ok(gql(url, 'query($id: ID!) { contribution(id: $id) { priorSplit } }', { id: done.fineTune.contributionId }, user.key))).contribution;
     expect(done.warnings).toEqual(contribution.priorSplit.warnings);
   }, 300_000);
 
-  it('fails a fine-tune whose worker was killed mid-job, withdrawing its contribution, from another worker', async () => {
+  it('fails a fine-tune whose worker was killed mid-job past its retries, withdrawing its contribution, from another worker', async () => {
     const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "crash", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
     const input = { target: 'PRIVATE_META', modelId, kind: 'OBJECT', learningRate: 1e-2, method: 'LORA', rank: 2 };
-    const first = (await ok(gql(url, START, { input: { ...input, steps: 2, category: 'dog', instanceImageIds: [await stage(3)] } }, user.key))).startFineTune;
+    const first = (await ok(gql(url, START, { input: { ...input, steps: 2, category: 'dog', instanceImageIds: [await stage(3)] } }, user.key))).startFineTune.job;
     expect(await finished(first.id)).toMatchObject({ status: 'SUCCEEDED' });
     const head = async () => (await platform.services.db.getRepository(Model).findOneByOrFail({ id: modelId })).headVersionId;
     const headBefore = await head();
@@ -123,9 +124,9 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
 
     // Hundreds of class images to generate first: the job is still running when its worker dies.
     const photoId = await stage(4);
-    const doomed = (await ok(gql(url, START, { input: { ...input, steps: 300, category: 'owl', instanceImageIds: [photoId] } }, user.key))).startFineTune;
+    const doomed = (await ok(gql(url, START, { input: { ...input, steps: 300, category: 'owl', instanceImageIds: [photoId] } }, user.key))).startFineTune.job;
     const jobs = platform.services.db.getRepository(Job);
-    const { contributionId } = (await job(doomed.id)).params;
+    const { contributionId } = (await job(doomed.id)).fineTune;
     const contributions = platform.services.db.getRepository(Contribution);
     // Beating, and holding the model: its contribution is TRAINING.
     while (!(await jobs.findOneByOrFail({ id: doomed.id })).heartbeatAt || (await contributions.findOneByOrFail({ id: contributionId })).status !== 'TRAINING') {

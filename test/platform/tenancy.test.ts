@@ -145,11 +145,11 @@ describe('tenancy', () => {
     startFineTuneWithPhoto: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE', baseModelId } }, key),
   });
 
-  const FINE_TUNE = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }';
+  const FINE_TUNE = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';
   const fineTune = () => ({ category: 'dog', kind: 'OBJECT', instanceImageIds: [owned.instanceImageId], steps: 2, learningRate: 1e-4, method: 'LORA' });
 
   /** Take ids, but of things every signed-in user may use: no tenant's private object. */
-  const PUBLIC_ID_FIELDS = new Set(['baseModel', 'createModel', 'models']);
+  const PUBLIC_ID_FIELDS = new Set(['baseModel', 'createModel', 'models', 'setDefaultBaseModel']);
 
   /** A's rows and objects, to prove nothing changed. */
   async function snapshot() {

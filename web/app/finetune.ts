@@ -46,10 +46,10 @@ export function setUpFineTune(onDone: () => Promise<void>): { setModels: (models
         );
         instanceImageIds.push(uploadInstanceImage.id);
       }
-      jobId = (await gql<{ startFineTune: { id: string } }>(
-        'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { id } }',
+      jobId = (await gql<{ startFineTune: { job: { id: string } } }>(
+        'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }',
         { input: fineTuneInput(data, instanceImageIds) },
-      )).startFineTune.id;
+      )).startFineTune.job.id;
     } catch (error) {
       job.hidden = true; // no job to show: the error says why
       throw error;

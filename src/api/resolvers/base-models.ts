@@ -1,6 +1,6 @@
 import { Arg, Ctx, Field, FieldResolver, ID, InputType, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { BaseModel } from '../../entities';
-import { getBaseModel, listBaseModels, registerBaseModel } from '../../services/base-models';
+import { getBaseModel, getDefaultBaseModel, listBaseModels, registerBaseModel, setDefaultBaseModel } from '../../services/base-models';
 import { basePackInfo } from '../../services/versions';
 import { requireAdmin, requireUser } from '../../services/viewer';
 import type { Context } from '../context';
@@ -26,6 +26,18 @@ export class BaseModelResolver {
   baseModel(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<BaseModel> {
     requireUser(viewer);
     return getBaseModel(services.db, id);
+  }
+
+  @Query(() => BaseModel, { description: 'The base model new models start from unless a client picks another.' })
+  defaultBaseModel(@Ctx() { viewer, services }: Context): Promise<BaseModel> {
+    requireUser(viewer);
+    return getDefaultBaseModel(services.db);
+  }
+
+  @Mutation(() => BaseModel, { description: 'Admins only. Makes this the default base model (the bundled one until then).' })
+  setDefaultBaseModel(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<BaseModel> {
+    requireAdmin(viewer);
+    return setDefaultBaseModel(services.db, id);
   }
 
   @Mutation(() => BaseModel, { description: 'Admins only. Loads the pack first and refuses one that does not load.' })

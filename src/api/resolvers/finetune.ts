@@ -1,10 +1,9 @@
-import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
 import { DEFAULT_LORA_RANK } from '../../engine';
-import { ConceptKind, FineTuneMethod, Job, ModelKind, ModelVersion } from '../../entities';
-import { startFineTune, TRAINING_DEFAULTS } from '../../services/finetune';
+import { Concept, ConceptKind, Contribution, FineTuneMethod, Job, Model, ModelKind, ModelVersion } from '../../entities';
+import { getStartedFineTune, startFineTune, TRAINING_DEFAULTS, type StartedFineTune } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
-import { getJob } from '../../services/jobs';
 import { requireUser } from '../../services/viewer';
 import { ModelVersionConnection, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
@@ -53,7 +52,7 @@ class StartFineTuneInput {
 
   @Field(() => Float, {
     nullable: true,
-    description: 'Unsigned 32-bit; random when absent (Job.params.seed records it). The same seed, photos, base model and settings train the same weights.',
+    description: 'Unsigned 32-bit; random when absent (Job.fineTune.seed records it). The same seed, photos, base model and settings train the same weights.',
   })
   seed?: number | null;
 
@@ -67,19 +66,35 @@ class StartFineTuneInput {
   idempotencyKey?: string | null;
 }
 
+@ObjectType({ description: 'What startFineTune made: everything a client needs next, without a second query.' })
+class StartFineTunePayload implements StartedFineTune {
+  @Field(() => Job, { description: 'The queued training; follow it with jobUpdated(jobId).' })
+  job: Job;
+
+  @Field(() => Model, { description: 'The model trained: new for PRIVATE, the metamodel named otherwise. Generate with it once the job succeeds.' })
+  model: Model;
+
+  @Field(() => Concept, { description: 'What is learned; prompts say `a <token> <category>`.' })
+  concept: Concept;
+
+  @Field(() => Contribution, { description: 'The training as part of the model’s history (its status, prior split and resulting version).' })
+  contribution: Contribution;
+}
+
 @Resolver()
 export class FineTuneResolver {
-  @Mutation(() => Job, { description: 'Queues a DreamBooth fine-tune; follow it with jobUpdated.' })
-  startFineTune(@Arg('input', () => StartFineTuneInput) input: StartFineTuneInput, @Ctx() { viewer, services }: Context): Promise<Job> {
+  @Mutation(() => StartFineTunePayload, { description: 'Queues a DreamBooth fine-tune; follow its job with jobUpdated.' })
+  startFineTune(
+    @Arg('input', () => StartFineTuneInput) input: StartFineTuneInput,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<StartFineTunePayload> {
     const user = requireUser(viewer);
     const { idempotencyKey, ...request } = input;
-    return idempotent(
-      services,
-      user,
-      { key: idempotencyKey, operation: 'startFineTune', request },
-      () => startFineTune(services, user, request),
-      (id) => getJob(services.db, user, id),
-    );
+    return idempotent(services, user, { key: idempotencyKey, operation: 'startFineTune', request }, {
+      create: () => startFineTune(services, user, request),
+      idOf: (started) => started.job.id,
+      load: (jobId) => getStartedFineTune(services.db, user, jobId),
+    });
   }
 
   @Query(() => ModelVersionConnection, { description: "A model's version history, newest first." })

@@ -51,8 +51,7 @@ export class InstanceImageResolver {
       services,
       user,
       { key: idempotencyKey, operation: 'uploadInstanceImage', request },
-      () => addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes),
-      (id) => getInstanceImage(services.db, user, id),
+      { create: () => addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes), idOf: (made) => made.id, load: (id) => getInstanceImage(services.db, user, id) },
     );
   }
 

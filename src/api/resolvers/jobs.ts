@@ -13,7 +13,7 @@ import { WebhookInput } from './webhooks';
 const JobConnection = connectionType(Job, 'Job');
 
 /** The engine's samplers by their GraphQL names (`dpmpp_2m` is DPMPP_2M); the values are the engine's names. */
-const Scheduler = Object.fromEntries(SAMPLER_NAMES.map((name) => [name.toUpperCase(), name])) as Record<Uppercase<SamplerName>, SamplerName>;
+export const Scheduler = Object.fromEntries(SAMPLER_NAMES.map((name) => [name.toUpperCase(), name])) as Record<Uppercase<SamplerName>, SamplerName>;
 registerEnumType(Scheduler, { name: 'Scheduler' });
 
 @InputType()
@@ -143,8 +143,7 @@ export class JobResolver {
       services,
       user,
       { key: idempotencyKey, operation: 'generateImages', request },
-      () => generateImages(services, user, request),
-      (id) => getJob(services.db, user, id),
+      { create: () => generateImages(services, user, request), idOf: (made) => made.id, load: (id) => getJob(services.db, user, id) },
     );
   }
 

@@ -53,8 +53,7 @@ export class ModelResolver {
       services,
       user,
       { key: idempotencyKey, operation: 'createModel', request },
-      () => createModel(services.db, user, request),
-      (id) => getModel(services.db, user, id),
+      { create: () => createModel(services.db, user, request), idOf: (made) => made.id, load: (id) => getModel(services.db, user, id) },
     );
   }
 

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { type AdamWOptions, sessionModel, Trainer } from '../autodiff';
+import { type AdamWOptions, sessionModel, Trainer, type TrainerCheckpoint } from '../autodiff';
 import { sizeOf } from '../graph';
 import { type LoraLayer } from '../models/lora';
-import { Rng } from '../random';
+import { Rng, type RngState } from '../random';
 import { type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
 import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../schedulers';
 import { describeIssues } from '../validation';
@@ -49,6 +49,8 @@ export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer'> {
   start?: TrainingStart;
   /** Draws a new LoRA's initial down matrices when there is no start. */
   rng?: Rng;
+  /** Continues a trainer from its `checkpoint()`, moments and step count included (`start` and `rng` are then unused). */
+  resume?: TrainerCheckpoint;
 }
 
 /**
@@ -77,14 +79,19 @@ export class DreamBoothTrainer {
       method: options.method, batchSize: options.batchSize, prior: options.prior, latentSize: options.latentSize, optimizer: options.optimizer ?? {},
     };
     const forward = buildDreamBoothLoss(models, shape);
-    const initial = initialValues(models, forward, options);
-    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), Object.fromEntries(initial));
+    const initial = options.resume ?? Object.fromEntries(initialValues(models, forward, options));
+    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial);
     const scheduler = createScheduler('ddpm', models.scheduler.config);
     return new DreamBoothTrainer(models, worker, trainer, forward, shape, scheduler, predictionType);
   }
 
   get steps(): number {
     return this.trainer.steps;
+  }
+
+  /** The trainer's state between steps; `resume` with it continues bit for bit. */
+  checkpoint(): TrainerCheckpoint {
+    return this.trainer.checkpoint();
   }
 
   /** One AdamW step on `batch`; returns the loss before the update. */
@@ -208,6 +215,9 @@ const REQUEST = z.object({
   maxGradNorm: z.number().positive().default(1),
   start: z.custom<TrainingStart>((value) => typeof value === 'object' && value !== null
     && (('lora' in value && value.lora instanceof Map) || ('unet' in value && value.unet instanceof Map)), 'expected { lora } or { unet } weights').optional(),
+  /** Continues an interrupted run of this same request from its checkpoint (`start` is then already inside it). */
+  resume: z.custom<DreamBoothCheckpoint>((value) => typeof value === 'object' && value !== null && 'trainer' in value && 'rng' in value,
+    'expected a DreamBoothCheckpoint').optional(),
 });
 
 export type DreamBoothRequest = z.input<typeof REQUEST>;
@@ -221,11 +231,46 @@ export interface DreamBoothProgress {
   lr: number;
 }
 
+/**
+ * Everything a run carries from one step to the next, taken between steps: with the same request, `resume`
+ * continues it and ends with the weights the uninterrupted run ends with, bit for bit.
+ */
+export interface DreamBoothCheckpoint {
+  seed: number;
+  /** Steps done. */
+  step: number;
+  /** Trainable weights, AdamW moments and step count. */
+  trainer: TrainerCheckpoint;
+  rng: {
+    /** Where the images' encoding drew from (it is repeated on resume: the latents are not stored). */
+    encoding: RngState;
+    /** Where step `step + 1` draws its noise and timesteps. */
+    steps: RngState;
+  };
+  /** The shuffled orders the batches cycle through. */
+  order: { instance: number[]; prior: number[] };
+  /** Each step's loss so far. */
+  losses: number[];
+}
+
+export interface DreamBoothCheckpoints {
+  /** Steps between checkpoints, like diffusers' `--checkpointing_steps`; none after the last step, whose weights the run returns. */
+  every: number;
+  /** Stores a checkpoint; the run waits for it before its next step. */
+  save(checkpoint: DreamBoothCheckpoint): Promise<void>;
+}
+
 export interface DreamBoothOptions {
   worker: EngineWorker;
   onStep?: (progress: DreamBoothProgress) => void;
   /** Checked before every step; an aborted run rejects with the signal's reason and returns no weights. */
   signal?: AbortSignal;
+  checkpoints?: DreamBoothCheckpoints;
+  /**
+   * Checked before every step like `signal`, but the run first saves a checkpoint of where it stands (with
+   * `checkpoints`): a worker that stops hands its run on to another.
+   */
+  drain?: AbortSignal;
 }
 
 export interface DreamBoothResult {
@@ -289,19 +334,25 @@ function shuffled(n: number, rng: Rng): number[] {
  * the same weights bit for bit.
  */
 export async function trainDreamBooth(
-  models: StableDiffusionModels, request: DreamBoothRequest, { worker, onStep, signal }: DreamBoothOptions,
+  models: StableDiffusionModels, request: DreamBoothRequest, { worker, onStep, signal, checkpoints, drain }: DreamBoothOptions,
 ): Promise<DreamBoothResult> {
   const r = validate(models, request);
+  const { resume } = r;
+  if (resume && (resume.seed !== r.seed || resume.step >= r.steps || resume.order.instance.length !== r.instance.length
+    || resume.order.prior.length !== r.prior.length)) {
+    throw new DreamBoothError(`the checkpoint (seed ${resume.seed}, step ${resume.step}) is not of this request (seed ${r.seed}, ${r.steps} steps)`);
+  }
   signal?.throwIfAborted();
-  const rng = new Rng(r.seed);
+  let rng = resume ? Rng.fromState(resume.rng.encoding) : new Rng(r.seed);
   const prior = r.prior.length > 0;
   const trainer = await DreamBoothTrainer.create(models, worker, {
     method: r.method, batchSize: r.batchSize, prior, latentSize: r.latentSize,
-    optimizer: r.adamW, maxGradNorm: r.maxGradNorm, start: r.start, rng,
+    optimizer: r.adamW, maxGradNorm: r.maxGradNorm, start: r.start, rng, resume: resume?.trainer,
   });
   const encoders = new TrainingEncoders(models, worker, r.resolution);
   try {
     // Every image and prompt encoded once, up front, in a fixed order: the posterior samples come from the seed.
+    const encodingRng = rng.state();
     const encode = async ({ pixels, prompt }: Example) => {
       signal?.throwIfAborted();
       return { latents: await encoders.latents(pixels, rng), states: await encoders.text(prompt) };
@@ -310,11 +361,24 @@ export async function trainDreamBooth(
     for (const example of r.instance) instance.push(await encode(example));
     const priors: Encoded[] = [];
     for (const example of r.prior) priors.push(await encode(example));
-    const instanceOrder = shuffled(instance.length, rng);
-    const priorOrder = shuffled(priors.length, rng);
+    const instanceOrder = resume?.order.instance ?? shuffled(instance.length, rng);
+    const priorOrder = resume?.order.prior ?? shuffled(priors.length, rng);
+    if (resume) rng = Rng.fromState(resume.rng.steps);
+    const losses = resume ? [...resume.losses] : [];
+    let saved = resume?.step ?? 0;
+    const save = async () => {
+      saved = trainer.steps;
+      await checkpoints!.save({
+        seed: r.seed, step: trainer.steps, trainer: trainer.checkpoint(), rng: { encoding: encodingRng, steps: rng.state() },
+        order: { instance: instanceOrder, prior: priorOrder }, losses: [...losses],
+      });
+    };
     const { num_train_timesteps: trainTimesteps } = resolveSchedulerConfig('ddpm', models.scheduler.config);
-    const losses: number[] = [];
-    for (let step = 0; step < r.steps; step++) {
+    for (let step = resume?.step ?? 0; step < r.steps; step++) {
+      if (drain?.aborted) {
+        if (checkpoints && step > saved) await save();
+        throw drain.reason;
+      }
       signal?.throwIfAborted();
       const first = step * r.batchSize;
       const rows = Array.from({ length: r.batchSize }, (_, b) => instance[instanceOrder[(first + b) % instance.length]]);
@@ -326,6 +390,7 @@ export async function trainDreamBooth(
       const { loss } = await trainer.step({ latents, noise, timesteps, encoderHiddenStates }, r.learningRate, r.priorLossWeight);
       losses.push(loss);
       onStep?.({ step: step + 1, steps: r.steps, loss, lr: r.learningRate });
+      if (checkpoints && checkpoints.every > 0 && (step + 1) % checkpoints.every === 0 && step + 1 < r.steps) await save();
     }
     return { ...trainer.weights(), losses };
   } finally {

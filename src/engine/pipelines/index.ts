@@ -1,9 +1,10 @@
 export { generateClassImages, type ClassImagesOptions, type ClassImagesRequest } from './class-images';
 export {
-  DreamBoothError, DreamBoothTrainer, trainDreamBooth, type DreamBoothOptions, type DreamBoothProgress, type DreamBoothRequest,
+  DreamBoothError, DreamBoothTrainer, trainDreamBooth, type DreamBoothCheckpoint, type DreamBoothCheckpoints, type DreamBoothOptions, type DreamBoothProgress, type DreamBoothRequest,
   type DreamBoothResult, type DreamBoothTrainerOptions, type Example, type LatentBatch, type TrainingMethod, type TrainingStart,
   type UNetTrainingModels,
 } from './dreambooth';
+export { parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint } from './dreambooth-checkpoint';
 export { ImageInputError, loadTrainingImage, type ImageInputErrorCode, type TrainingPixels } from './images';
 export { loraFromSlots, parseLoraFile, serializeLora, type LoraWeights } from './lora-file';
 export { openGraphSession } from './sessions';
@@ -16,5 +17,5 @@ export {
   type Txt2ImgResult,
 } from './txt2img';
 export {
-  type PretrainStep, TEXT_ENCODER_PREFIX, textToImageTrainStep, type TextToImageStepShape, vaeTrainStep, type VaeStepShape,
+  type PretrainStep, TEXT_ENCODER_PREFIX, textToImageLoss, textToImageTrainStep, type TextToImageStepShape, vaeTrainStep, type VaeStepShape,
 } from './pretrain';

@@ -64,14 +64,11 @@ export interface TextToImageStepShape {
  * The denoising loss with the text encoder in the graph. Inputs: `input_ids` [batch, model_max_length] (the
  * padded captions), `noisy_latents` and `target` (the DDPM forward process and the epsilon or v target, computed
  * on the host), `timesteps` (int64) and `row_weights` [batch]: loss = mean over rows of weight x the row's mean
- * squared error, so a host-side weighting such as min-SNR needs no recompilation.
+ * squared error, so a host-side weighting such as min-SNR needs no recompilation. Weights are left unbound.
  */
-export function textToImageTrainStep(
-  text: ClipTextConfig, unet: UNetConfig, sequence: number, shape: TextToImageStepShape, optimizer: AdamWOptions,
-): PretrainStep {
-  const { batchSize, latentSize } = shape;
+export function textToImageLoss(text: ClipTextConfig, unet: UNetConfig, sequence: number, { batchSize, latentSize }: TextToImageStepShape): { graph: Graph; loss: Tensor } {
   const latentShape = [batchSize, unet.raw.in_channels, latentSize, latentSize];
-  const g = new Graph('text_to_image_pretrain_step');
+  const g = new Graph('text_to_image_loss');
   const ids = g.input('input_ids', 'int64', [batchSize, sequence]);
   const noisy = g.input('noisy_latents', 'float32', latentShape);
   const target = g.input('target', 'float32', latentShape);
@@ -80,5 +77,13 @@ export function textToImageTrainStep(
   const { lastHiddenState } = buildClipTextEncoder(g, text, ids, { prefix: TEXT_ENCODER_PREFIX });
   const error = sub(buildUNet(g, unet, noisy, timesteps, lastHiddenState), target);
   const rowErrors = reduceMean(mul(error, error), [1, 2, 3], false);
-  return allWeightsStep(g, reduceMean(mul(rowErrors, weights), [0], false), optimizer);
+  return { graph: g, loss: reduceMean(mul(rowErrors, weights), [0], false) };
+}
+
+/** `textToImageLoss` as a train step of every text encoder and UNet weight. */
+export function textToImageTrainStep(
+  text: ClipTextConfig, unet: UNetConfig, sequence: number, shape: TextToImageStepShape, optimizer: AdamWOptions,
+): PretrainStep {
+  const { graph, loss } = textToImageLoss(text, unet, sequence, shape);
+  return allWeightsStep(graph, loss, optimizer);
 }

@@ -72,7 +72,7 @@ const REQUEST = z.object({
 export type Txt2ImgRequest = z.input<typeof REQUEST>;
 
 export interface Txt2ImgProgress {
-  /** 1-based; `steps` is the number of model evaluations (PNDM evaluates its first timestep twice). */
+  /** 1-based, up to `steps`: the steps the request asked for (not model evaluations, of which PNDM runs one more). */
   step: number;
   steps: number;
   timestep: number;
@@ -147,7 +147,10 @@ export class Txt2ImgPipeline {
       for (const [name, tensor] of Object.entries(loraFeeds ?? {})) feeds[name] = { ...tensor, data: tensor.data.slice() } as TensorData;
       const { noise } = await this.#run(denoiserKey, denoiser, feeds);
       latents = scheduler.step(Float64Array.from(noise.data as Float32Array), t, latents, rng);
-      onStep?.({ step: i + 1, steps: scheduler.timesteps.length, timestep: t });
+      // PNDM evaluates its second timestep twice (a warm-up), so it runs one evaluation more than the steps
+      // asked for. Counted back from the last evaluation, each step asked for is reported once, the last as N/N.
+      const step = r.steps - (scheduler.timesteps.length - 1 - i);
+      if (step > 0) onStep?.({ step, steps: r.steps, timestep: t });
     }
     signal?.throwIfAborted();
 

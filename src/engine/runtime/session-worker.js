@@ -46,7 +46,7 @@ async function run({ key, feeds, outputNames }) {
   const session = sessions.get(key);
   if (!session) throw new RequestError('SESSION_RELEASED', `no session ${key} in the worker`);
   const inputs = {};
-  for (const [name, { dtype, dims, data }] of Object.entries(feeds)) inputs[name] = new ort.Tensor(dtype, data, dims);
+  for (const [name, { dtype, dims, data }] of Object.entries(feeds)) inputs[name] = ortTensor(dtype, data, dims);
   let results;
   try {
     results = await (outputNames ? session.run(inputs, outputNames) : session.run(inputs));
@@ -57,13 +57,33 @@ async function run({ key, feeds, outputNames }) {
   const outputs = {};
   const transfer = new Set();
   for (const [name, tensor] of Object.entries(results)) {
+    const values = float16Bits(tensor);
     // Move whole buffers to the main thread; copy a view first so nothing else rides along.
-    const whole = tensor.data.byteOffset === 0 && tensor.data.byteLength === tensor.data.buffer.byteLength;
-    const data = whole ? tensor.data : tensor.data.slice();
+    const whole = values.byteOffset === 0 && values.byteLength === values.buffer.byteLength;
+    const data = whole ? values : values.slice();
     outputs[name] = { dtype: tensor.type, dims: [...tensor.dims], data };
     transfer.add(data.buffer);
   }
   return { value: outputs, transfer: [...transfer] };
+}
+
+// float16 crosses this boundary as its bits in a Uint16Array (`TensorArrays` in tensor.ts) on every Node. Where
+// Node has a Float16Array (24 on), onnxruntime-common wraps float16 data in one, of values, over the same bytes:
+// outputs come out so, and inputs reach onnxruntime-node 1.29's binding so, which reads their byte length as 0
+// ("not enough space"; microsoft/onnxruntime#32323). These two functions are the only places that know.
+
+/**
+ * An input for session.run. The binding reads `type`, `dims`, `data` and `location` off each input (the Tensor
+ * interface), so a float16 one goes as those properties with its bits as they are, not through `ort.Tensor`.
+ */
+function ortTensor(dtype, data, dims) {
+  return dtype === 'float16' ? { type: dtype, dims, data, location: 'cpu' } : new ort.Tensor(dtype, data, dims);
+}
+
+/** An output's data, float16 as its bits. */
+function float16Bits(tensor) {
+  const { type, data } = tensor;
+  return type === 'float16' && !(data instanceof Uint16Array) ? new Uint16Array(data.buffer, data.byteOffset, data.length) : data;
 }
 
 async function release({ key }) {

@@ -1,7 +1,10 @@
 import { sizeOf } from '../graph/shape';
 import { EngineRuntimeError } from './errors';
 
-/** Element types a session exchanges with JavaScript (float16 travels as raw bits: Node 20 has no Float16Array). */
+/**
+ * Element types a session exchanges with JavaScript. float16 travels as its bits on every Node (only Node 24 on
+ * has a Float16Array); session-worker.js turns onnxruntime's Float16Array outputs back into bits.
+ */
 export interface TensorArrays {
   float32: Float32Array;
   float16: Uint16Array;

@@ -97,6 +97,17 @@ export function parseSafetensors(buffer: Uint8Array): Map<string, StoredTensor> 
   return tensors;
 }
 
+/** The header's `__metadata__` string map ({} when it has none). */
+export function safetensorsMetadata(buffer: Uint8Array): Record<string, string> {
+  const headerLength = safetensorsHeaderLength(buffer);
+  if (buffer.byteLength < 8 + headerLength) throw new SafetensorsError('safetensors: header runs past the end of the file');
+  try {
+    return JSON.parse(new TextDecoder().decode(buffer.subarray(8, 8 + headerLength))).__metadata__ ?? {};
+  } catch (error) {
+    throw new SafetensorsError(`safetensors: the header is not JSON (${(error as Error).message})`);
+  }
+}
+
 export async function readSafetensors(path: string): Promise<Map<string, StoredTensor>> {
   return parseSafetensors(await readFile(path));
 }

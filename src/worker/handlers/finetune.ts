@@ -11,13 +11,15 @@ import type { Services } from '../../services/container';
 import { FineTuneFailure, learnedConcepts, type FineTuneParams } from '../../services/finetune';
 import { TrainingImages } from '../../services/training-images';
 import { appendVersion, lockVersions } from '../../services/versions';
+import { JobCheckpoints } from '../checkpoints';
 import type { JobHandler, JobRun } from '../job-runner';
 
 /**
  * Fine-tune jobs: the BIG prior-preservation split over the model's learned concepts, DreamBooth
  * training on the engine, and the result as a new immutable version at the head. Runs on one model
  * are serialized by an advisory lock (see `lockVersions`), so concurrent contributions to a metamodel
- * chain one after another.
+ * chain one after another. Training saves checkpoints (JobCheckpoints) every FINETUNE_CHECKPOINT_STEPS
+ * and when the worker stops, and a job handed back or taken from a dead worker continues from its newest.
  */
 export class FineTuneHandler implements JobHandler {
   constructor(
@@ -29,22 +31,29 @@ export class FineTuneHandler implements JobHandler {
     const { db, store } = this.services;
     const params = job.params as unknown as FineTuneParams;
     const unlock = await lockVersions(db, params.modelId, run.signal);
+    let finished = false;
     try {
       await run.checkStillRunning();
       await db.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
       const result = await this.#train(job.id, params, run);
-      const finished = await run.finish(async (tx) => {
-        const version = await appendVersion(tx, params.modelId, result.fromVersionId, {
-          weightsKey: result.weightsKey,
-          method: params.method,
-          contributionId: params.contributionId,
+      try {
+        finished = await run.finish(async (tx) => {
+          const version = await appendVersion(tx, params.modelId, result.fromVersionId, {
+            weightsKey: result.weightsKey,
+            method: params.method,
+            contributionId: params.contributionId,
+          });
+          await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.MERGED, resultingVersionId: version.id });
         });
-        await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.MERGED, resultingVersionId: version.id });
-      });
-      if (!finished) await store.delete(result.weightsKey);
+      } finally {
+        // Weights no version names (canceled meanwhile, or the transaction failed) would never be read.
+        if (!finished) await store.delete(result.weightsKey).catch(() => {});
+      }
     } finally {
       await unlock();
     }
+    // Otherwise the job may go on elsewhere from them; the sweep deletes those of jobs that ended.
+    if (finished) await JobCheckpoints.clear(store, job.id);
   }
 
   userMessage(error: unknown): string {
@@ -87,6 +96,8 @@ export class FineTuneHandler implements JobHandler {
     if (images.warnings.length) await this.#recordSplit(jobId, params.contributionId, { ...split, warnings: [...split.warnings, ...images.warnings] });
 
     const rank = params.rank ?? DEFAULT_LORA_RANK;
+    const checkpoints = new JobCheckpoints(store, jobId, head?.id ?? null, this.services.config.checkpoints);
+    const resume = await checkpoints.newest();
     const result = await trainDreamBooth(
       models,
       {
@@ -97,9 +108,16 @@ export class FineTuneHandler implements JobHandler {
         learningRate: params.learningRate,
         seed: params.seed,
         resolution,
-        start: head?.weightsKey ? await this.#start(head, models) : undefined,
+        start: head?.weightsKey && !resume ? await this.#start(head, models) : undefined,
+        resume,
       },
-      { worker: this.engine, onStep: (step) => run.progress(step), signal: run.signal },
+      {
+        worker: this.engine,
+        onStep: (step) => run.progress(step),
+        signal: run.signal,
+        checkpoints: { every: this.services.config.checkpoints.every, save: (checkpoint) => checkpoints.save(checkpoint) },
+        drain: run.stopping,
+      },
     );
     const bytes = result.lora ? serializeLora(result.lora, rank) : serializeUNet(models, result.unet!);
     const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
