@@ -25,9 +25,11 @@ import { badInput, notFound } from './errors';
 import { conceptCategory, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
+import { getJob } from './jobs';
 import { getModel, getModelToChange } from './models';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
+import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
@@ -61,6 +63,7 @@ const FineTuneInput = z
     rank: z.number().int().min(1, 'must be at least 1').max(128, 'must be at most 128').nullish(),
     /** Unsigned 32-bit; drawn here when absent, so the job records what reproduces it. */
     seed: z.number().int().min(0, 'must not be negative').max(2 ** 32 - 1, 'must fit 32 bits').nullish(),
+    webhook: WebhookTargetInput.nullish(),
   })
   .superRefine((input, ctx) => {
     if (input.rank != null && input.method !== FineTuneMethod.LORA) {
@@ -117,6 +120,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
   });
   if (!baseModel) throw badInput('baseModelId: no such base model');
   const base = await basePackInfo(store, baseModel);
+  const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
 
   const started = await db.transaction(async (tx): Promise<StartedFineTune> => {
     const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
@@ -144,6 +148,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     await admitJob(tx, user, config.jobLimits);
     const jobs = tx.getRepository(Job);
     const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    await attachJobWebhook(tx, job.id, user.id, webhook);
     return { job, model, concept, contribution };
   });
   try {
@@ -153,6 +158,20 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     throw error;
   }
   return started;
+}
+
+/** What startFineTune made, read again by its job's id (a retry with the same idempotency key). */
+export async function getStartedFineTune(db: DataSource, user: User, jobId: string): Promise<StartedFineTune> {
+  const job = await getJob(db, user, jobId);
+  const { modelId, conceptId, contributionId } = job.params as unknown as FineTuneParams;
+  const [model, concept, contribution] = await Promise.all([
+    db.getRepository(Model).findOneBy({ id: modelId }),
+    db.getRepository(Concept).findOneBy({ id: conceptId }),
+    db.getRepository(Contribution).findOneBy({ id: contributionId }),
+  ]);
+  // The model may have been deleted since, taking its concept and contribution along.
+  if (!model || !concept || !contribution) throw notFound('Fine-tune');
+  return { job, model, concept, contribution };
 }
 
 /** The metamodel a request names, checked for the user; undefined when the request makes a new model. */

@@ -18,6 +18,8 @@ export type ContributionStatus =
 
 export type CreateModelInput = {
   baseModelId: string | number;
+  /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** META (public) models are created by admins only. */
   kind: ModelKind;
   name: string;
@@ -31,6 +33,8 @@ export type GenerateImagesInput = {
   /** Classifier-free guidance, 0-30; default 7.5 (1 or less: unguided). */
   guidanceScale?: number | null | undefined;
   height?: number | null | undefined;
+  /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   modelId: string | number;
   negativePrompt?: string | null | undefined;
   /** 1-8; default 1. */
@@ -44,6 +48,8 @@ export type GenerateImagesInput = {
   steps?: number | null | undefined;
   /** Default: the model's head version (its base model before the first fine-tune). */
   versionId?: string | number | null | undefined;
+  /** Default: your default webhook, if any (setWebhookDefault). */
+  webhook?: WebhookInput | null | undefined;
   /** Pixels, a multiple of 8; default the model's native size. */
   width?: number | null | undefined;
 };
@@ -81,6 +87,8 @@ export type StartFineTuneInput = {
   baseModelId?: string | number | null | undefined;
   /** The class noun, e.g. `dog` or `oil painting`. */
   category: string;
+  /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** Your staged photos (uploadInstanceImage without conceptId). */
   instanceImageIds: Array<string | number>;
   kind: ConceptKind;
@@ -101,6 +109,26 @@ export type StartFineTuneInput = {
   target: ModelKind;
   /** The rare identifier to use in prompts; one is chosen when left out. */
   token?: string | null | undefined;
+  /** Default: your default webhook, if any (setWebhookDefault). */
+  webhook?: WebhookInput | null | undefined;
+};
+
+export type WebhookEvent =
+  | 'COMPLETED'
+  | 'IMAGE'
+  | 'PROGRESS'
+  | 'STARTED';
+
+/** Where to POST a job’s events, signed as Standard Webhooks do. */
+export type WebhookInput = {
+  /** Default: all. */
+  events?: Array<WebhookEvent> | null | undefined;
+  /** PROGRESS once this many seconds have passed since the last; default 5 when neither is given. */
+  progressEverySeconds?: number | null | undefined;
+  /** PROGRESS once this many steps have passed since the last. */
+  progressEverySteps?: number | null | undefined;
+  /** http(s); must not resolve to a loopback, private or reserved address. */
+  url: string;
 };
 
 export type JobFieldsFragment = { id: string, type: JobType, status: JobStatus, progress: number, step: number, steps: number, loss: number | null, error: string | null, warnings: Array<string>, createdAt: string, finishedAt: string | null, fineTune: { modelId: string, conceptId: string, contributionId: string, method: FineTuneMethod, steps: number, learningRate: number, rank: number | null, seed: number } | null, generation: { modelId: string, versionId: string | null, prompt: string, negativePrompt: string, steps: number, guidanceScale: number, scheduler: Scheduler | null, seed: number, width: number | null, height: number | null, numImages: number } | null };
