@@ -11,8 +11,9 @@ import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 
 /**
- * A concept is visible with its model: public metamodels' concepts are public. Listed are those the
- * model offers: not those whose training failed or was reverted.
+ * A concept is visible with its model: public metamodels' concepts are public (their photos are not:
+ * see `listInstanceImages`). Listed are those the model offers: not those whose training failed, was
+ * reverted or was withdrawn.
  */
 export async function listConcepts(db: DataSource, user: User, modelId: string): Promise<Concept[]> {
   return listConceptsOfModels(db, [(await getModel(db, user, modelId)).id]);
@@ -26,7 +27,7 @@ export function listConceptsOfModels(db: DataSource, modelIds: readonly string[]
     .where('concept.modelId IN (:...modelIds)', { modelIds })
     .andWhere(
       `NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status IN (:...withdrawn))`,
-      { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED] },
+      { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED, ContributionStatus.WITHDRAWN] },
     )
     .orderBy('concept.createdAt', 'ASC')
     .getMany();

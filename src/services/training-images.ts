@@ -1,4 +1,6 @@
-import { generateClassImages, ImageInputError, loadTrainingImage, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels } from '../engine';
+import {
+  generateClassImages, ImageInputError, loadTrainingPicture, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels,
+} from '../engine';
 import { isMissing } from '../storage/object-store';
 import { InstanceImage } from '../entities';
 import type { PriorSplit } from './big-split';
@@ -19,7 +21,8 @@ export function classImageKey(baseModelId: string, category: string, index: numb
  * The images a fine-tune trains on, at the model's training resolution: the concept's own photos,
  * and the prior-preservation images of its BIG split, which are class images (generated once per base
  * model and category, then cached in the object store for everyone) and replayed photos of the
- * concepts the model learned before.
+ * concepts the model learned before. The concept's few photos are decoded once and kept; prior images
+ * (up to one per step) are read from the store whenever the training encodes one.
  */
 export class TrainingImages {
   /** Why the prior images are fewer than the split planned: replayed photos that could not be used. */
@@ -35,19 +38,28 @@ export class TrainingImages {
   async photos(conceptId: string, prompt: string): Promise<Example[]> {
     const photos = await this.#stored(conceptId);
     if (photos.length === 0) throw new FineTuneFailure('The concept has no photos to train on');
-    return Promise.all(photos.map(async (p) => ({ pixels: await loadTrainingImage(await this.services.store.get(p.objectKey), this.resolution), prompt })));
+    return Promise.all(photos.map(async (p) => {
+      const picture = await loadTrainingPicture(await this.services.store.get(p.objectKey), this.resolution);
+      return { image: async () => picture, prompt };
+    }));
+  }
+
+  /** The image at `key`, read and decoded each time the training asks for it. */
+  #fromStore(key: string): Example['image'] {
+    return async () => loadTrainingPicture(await this.services.store.get(key), this.resolution);
   }
 
   /**
    * `count` examples of an earlier concept's photos (cycled), replayed in the prior images. A photo that
    * cannot be used (gone from the store, or one an older version let in) is skipped with a warning: it
-   * must never fail the training of whoever contributes next.
+   * must never fail the training of whoever contributes next. Each is decoded once here to find out.
    */
   async #replayed(conceptId: string, prompt: string, count: number): Promise<Example[]> {
-    const usable: Example['pixels'][] = [];
+    const usable: Example['image'][] = [];
     for (const photo of await this.#stored(conceptId)) {
       try {
-        usable.push(await loadTrainingImage(await this.services.store.get(photo.objectKey), this.resolution));
+        await loadTrainingPicture(await this.services.store.get(photo.objectKey), this.resolution);
+        usable.push(this.#fromStore(photo.objectKey));
       } catch (error) {
         if (!(error instanceof ImageInputError) && !isMissing(error)) throw error;
         this.warnings.push(`A stored photo of "${prompt}" cannot be replayed and was skipped (${isMissing(error) ? 'it is gone from storage' : (error as Error).message}).`);
@@ -57,7 +69,7 @@ export class TrainingImages {
       this.warnings.push(`"${prompt}" has no usable photo left to replay; its ${count} prior images are left out.`);
       return [];
     }
-    return Array.from({ length: count }, (_, i) => ({ pixels: usable[i % usable.length], prompt }));
+    return Array.from({ length: count }, (_, i) => ({ image: usable[i % usable.length], prompt }));
   }
 
   #stored(conceptId: string): Promise<InstanceImage[]> {
@@ -99,8 +111,6 @@ export class TrainingImages {
       );
       for (const [i, png] of pngs.entries()) await store.put(keys[have + i], png, 'image/png');
     }
-    const examples: Example[] = [];
-    for (const key of keys) examples.push({ pixels: await loadTrainingImage(await store.get(key), this.resolution), prompt });
-    return examples;
+    return keys.map((key) => ({ image: this.#fromStore(key), prompt }));
   }
 }
