@@ -170,10 +170,10 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
         tx.getRepository(Concept).create({ token, category: request.category, kind: request.kind, modelId: model.id, contributorId: user.id }),
       );
       await tx.getRepository(InstanceImage).update({ id: In(images.map((i) => i.id)) }, { conceptId: concept.id });
-      await tx.getRepository(InstanceImage).insert(copies.map((copy) => ({ ...copy, conceptId: concept.id })));
-    const contribution = await tx.getRepository(Contribution).save(
-      tx.getRepository(Contribution).create({ userId: user.id, modelId: model.id, conceptId: concept.id, status: ContributionStatus.PENDING }),
-    );
+      if (copies.length) await tx.getRepository(InstanceImage).insert(copies.map((copy) => ({ ...copy, conceptId: concept.id })));
+      const contribution = await tx.getRepository(Contribution).save(
+        tx.getRepository(Contribution).create({ userId: user.id, modelId: model.id, conceptId: concept.id, status: ContributionStatus.PENDING }),
+      );
       const params: FineTuneParams = {
         modelId: model.id,
         conceptId: concept.id,
@@ -227,8 +227,9 @@ async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[
   const copies: PhotoCopy[] = [];
   try {
     for (const photo of photos) {
-      const objectKey = `instance-images/${user.id}/${randomUUID()}.${photo.objectKey.split('.').pop()}`;
-      await store.put(objectKey, await store.get(photo.objectKey), `image/${photo.objectKey.split('.').pop()}`);
+      const format = photo.objectKey.split('.').pop(); // as addInstanceImage names the object
+      const objectKey = `instance-images/${user.id}/${randomUUID()}.${format}`;
+      await store.put(objectKey, await store.get(photo.objectKey), `image/${format}`);
       copies.push({ objectKey, sha256: photo.sha256, width: photo.width, height: photo.height, ownerId: user.id });
     }
   } catch (error) {
