@@ -31,6 +31,12 @@ const EnvSchema = z
     FINETUNE_CHECKPOINTS_KEPT: z.coerce.number().int().positive().default(2),
     MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
     MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
+    MAX_IMAGES_PER_DAY_PER_USER: z.coerce.number().int().positive().default(2000),
+    MAX_REQUESTS_PER_MINUTE_PER_KEY: z.coerce.number().int().positive().default(1200),
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS: boolean.default(false),
+    WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
+    WEBHOOK_RETRY_BASE_SECONDS: z.coerce.number().positive().default(5),
+    IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().positive().default(24),
   })
   .superRefine((env, ctx) => {
     // A real S3 needs credentials; the embedded store makes its own.
@@ -73,6 +79,11 @@ export interface Config {
   jobMaxRetries: number;
   checkpoints: CheckpointConfig;
   jobLimits: JobLimits;
+  /** HTTP requests one API key may make in a minute, per API process. */
+  requestsPerMinutePerKey: number;
+  webhooks: WebhookConfig;
+  /** How long a retry with an idempotency key still returns the first request's object. */
+  idempotencyKeyTtlHours: number;
 }
 
 /** How a fine-tune saves its state so another worker can continue it. */
@@ -83,10 +94,21 @@ export interface CheckpointConfig {
   kept: number;
 }
 
-/** How much work one user may ask for: jobs queued or running at once, and jobs submitted per minute. */
+/** How webhooks are delivered (services/webhook-delivery.ts). */
+export interface WebhookConfig {
+  /** Allows URLs on loopback and private networks: for tests and closed deployments, never on a shared server (SSRF). */
+  allowPrivateNetworks: boolean;
+  /** Attempts before a delivery is FAILED. */
+  maxAttempts: number;
+  /** The wait after the first failed attempt; each later one waits 4 times longer (at most 6 hours). */
+  retryBaseSeconds: number;
+}
+
+/** How much work one user may ask for: jobs queued or running at once, jobs submitted per minute, images a day. */
 export interface JobLimits {
   active: number;
   perMinute: number;
+  imagesPerDay: number;
 }
 
 export class ConfigError extends Error {
@@ -128,6 +150,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
     jobMaxRetries: e.JOB_MAX_RETRIES,
     checkpoints: { every: e.FINETUNE_CHECKPOINT_STEPS, kept: e.FINETUNE_CHECKPOINTS_KEPT },
-    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER },
+    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER, imagesPerDay: e.MAX_IMAGES_PER_DAY_PER_USER },
+    requestsPerMinutePerKey: e.MAX_REQUESTS_PER_MINUTE_PER_KEY,
+    webhooks: {
+      allowPrivateNetworks: e.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
+      retryBaseSeconds: e.WEBHOOK_RETRY_BASE_SECONDS,
+    },
+    idempotencyKeyTtlHours: e.IDEMPOTENCY_KEY_TTL_HOURS,
   };
 }

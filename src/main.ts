@@ -6,6 +6,7 @@ import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type S3Config } from './config';
 import { KeyCache } from './services/api-keys';
 import { JobEvents } from './services/job-events';
+import { WebhookDispatcher } from './services/webhook-delivery';
 import { PgBossQueue } from './storage/job-queue';
 import { startWorker } from './worker/worker';
 import { startApiServer } from './api/server';
@@ -67,6 +68,9 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
     stack.push(() => events.close());
     const keys = new KeyCache(db, databaseUrl, log);
     stack.push(() => keys.close());
+    const webhooks = new WebhookDispatcher(databaseUrl, log, config.webhooks);
+    webhooks.start();
+    stack.push(() => webhooks.stop());
     const services: Services = { config, log, db, store, queue, events, keys };
     await ensureBundledBaseModel(db, store);
 

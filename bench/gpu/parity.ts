@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildGradientGraph, compile, compileTrainStep } from '../../src/engine/autodiff';
+import { buildGradientGraph, compile, compileTrainStep, FlatLayout } from '../../src/engine/autodiff';
 import { add, chunk, Graph, mul, reduceMean, serialize, sub, type Tensor } from '../../src/engine/graph';
 import { buildClipTextEncoder, clipTextKeyPrefix, parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { LoraSlots, parseUNetLora } from '../../src/engine/models/lora';
@@ -203,18 +203,16 @@ export async function parityChecks(worker: EngineWorker, ref: Reference, log: (l
       step: { dtype: 'int64', dims: [], data: BigInt64Array.of(1n) },
       lr: { dtype: 'float32', dims: [], data: Float32Array.of(optimizer.lr) },
     };
-    for (const [name, data] of initial) {
-      const dims = g.weights.get(name)!.tensor.shape;
-      feeds[name] = f32(data, dims);
-      feeds[`m.${name}`] = f32(new Float32Array(data.length), dims);
-      feeds[`v.${name}`] = f32(new Float32Array(data.length), dims);
-    }
-    const updated = await runOnce(worker, compiled.model, feeds);
+    const layout = new FlatLayout(compiled.params);
+    feeds.params = f32(layout.pack(Object.fromEntries(initial)) as Float32Array, [layout.size]);
+    feeds.m = f32(new Float32Array(layout.size), [layout.size]);
+    feeds.v = f32(new Float32Array(layout.size), [layout.size]);
+    const updated = layout.unpack(output(await runOnce(worker, compiled.model, feeds), 'new_params'));
     const after = parseUNetLora(await readSafetensors(join(ref.dir, 'lora_after_1step.safetensors')));
     let error = 0;
     for (const [module, layer] of after) {
       for (const [slot, expected] of [['lora_A', layer.down], ['lora_B', layer.up]] as const) {
-        const actual = output(updated, `new.${module}.${slot}.weight`);
+        const actual = updated[`${module}.${slot}.weight`];
         expected.forEach((value, i) => (error = Math.max(error, Math.abs(actual[i] - value))));
       }
     }

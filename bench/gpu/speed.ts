@@ -207,8 +207,7 @@ export async function speed(worker: EngineWorker, options: SpeedOptions): Promis
     log(`train: build + gradients ${seconds(start)} s (${g.nodes.length} nodes, ${results.lora_params} LoRA parameters)`);
     start = performance.now();
     const saved = saveBuilt(built, join(dir, 'train.onnx'));
-    // the trainable weights are inputs too, though no graph inputs
-    feedSpecs.train = [...specOf(g), ...saved.params.map(({ name, shape }) => ({ name, dtype: 'float32' as const, dims: [...shape] }))];
+    feedSpecs.train = specOf(g); // the packed params and moments are graph inputs too
     log(`train: external data written in ${seconds(start)} s`);
     memory.reset();
     const before = memory.current();

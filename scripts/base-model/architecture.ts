@@ -1,4 +1,5 @@
 import { type PackPreset } from '../../src/engine';
+import { SD15_PNDM } from '../../src/engine/packs';
 
 /**
  * The base model's shape: Stable Diffusion 1.x's architecture at a size this project can pretrain on one lent GPU
@@ -57,23 +58,11 @@ export function baseModelPreset({ vocabSize, scalingFactor, tiny = false }: { vo
       max_position_embeddings: 77,
       hidden_act: 'quick_gelu',
       layer_norm_eps: 1e-5,
-      // Set from the vocabulary when the pack is written (the specials are its last two entries).
+      // The specials are the vocabulary's last two entries.
       bos_token_id: vocabSize - 2,
       eos_token_id: vocabSize - 1,
       pad_token_id: vocabSize - 1,
     },
-    scheduler: {
-      _class_name: 'PNDMScheduler',
-      _diffusers_version: '0.30.0',
-      beta_end: 0.012,
-      beta_schedule: 'scaled_linear',
-      beta_start: 0.00085,
-      clip_sample: false,
-      num_train_timesteps: 1000,
-      set_alpha_to_one: false,
-      skip_prk_steps: true,
-      steps_offset: 1,
-      trained_betas: null,
-    },
+    scheduler: SD15_PNDM,
   };
 }

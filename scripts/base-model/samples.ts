@@ -4,6 +4,7 @@
  * - `styles.png`: held-in subjects in each pretraining style, 4 seeds a row;
  * - `unstyled.png`: the same subjects and a few more without a style word;
  * - `held-out.png`: held-out subjects (never seen in pretraining), for comparison;
+ * - `vae.png`: dataset images and their VAE reconstructions (the posterior mean, decoded);
  * - `loss.png`: the pretraining loss curves from train.ts's `log.jsonl`;
  * - `evaluation.json`: the denoising loss on held-in and held-out captions at fixed noise, and generation timing.
  */
@@ -12,12 +13,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EngineWorker, FolderPackSource, loadStableDiffusionFrom, Txt2ImgPipeline, encodePngs, type StableDiffusionModels } from '../../src/engine';
 import { Graph, serialize } from '../../src/engine/graph';
-import { buildVaeEncoder } from '../../src/engine/models/vae';
+import { buildVaeDecoder, buildVaeEncoder } from '../../src/engine/models/vae';
 import { attachWeights, textToImageLoss } from '../../src/engine/pipelines';
 import { Rng } from '../../src/engine/random';
 import { createScheduler, type DdpmScheduler } from '../../src/engine/schedulers';
 import { captionOf, type EmojiDataset, IMAGE_SIZE, readEmojiDataset } from './emoji-records';
 import { labeledGrid, lineChart } from './figures';
+import sharp from 'sharp';
 
 const { values: OPTIONS } = parseArgs({
   options: {
@@ -41,6 +43,41 @@ async function row(pipeline: Txt2ImgPipeline, prompt: string) {
   return { label: prompt, images: await encodePngs(result) };
 }
 
+/** CHW floats in [-1, 1] of `indices`' images. */
+function pixelsOf(data: EmojiDataset, indices: readonly number[]): Float32Array {
+  const size = IMAGE_SIZE * IMAGE_SIZE;
+  const pixels = new Float32Array(indices.length * 3 * size);
+  indices.forEach((index, r) => {
+    for (let p = 0; p < size; p++) for (let c = 0; c < 3; c++) pixels[(r * 3 + c) * size + p] = data.images[(index * size + p) * 3 + c] / 127.5 - 1;
+  });
+  return pixels;
+}
+
+/** PNGs of CHW floats in [-1, 1]. */
+function pngsOf(chw: Float32Array, count: number): Promise<Buffer[]> {
+  const size = IMAGE_SIZE * IMAGE_SIZE;
+  return Promise.all(Array.from({ length: count }, (_, r) => {
+    const bytes = Buffer.alloc(size * 3);
+    for (let p = 0; p < size; p++) for (let c = 0; c < 3; c++) bytes[p * 3 + c] = Math.max(0, Math.min(255, Math.round((chw[(r * 3 + c) * size + p] + 1) * 127.5)));
+    return sharp(bytes, { raw: { width: IMAGE_SIZE, height: IMAGE_SIZE, channels: 3 } }).png().toBuffer();
+  }));
+}
+
+/** Images through the VAE and back (posterior mean, decoded): originals row over reconstructions row. */
+async function reconstructions(worker: EngineWorker, models: StableDiffusionModels, data: EmojiDataset, indices: number[]) {
+  const g = new Graph('vae_roundtrip');
+  const { mean } = buildVaeEncoder(g, models.vae.config, g.input('image', 'float32', [indices.length, 3, IMAGE_SIZE, IMAGE_SIZE]));
+  g.output(buildVaeDecoder(g, models.vae.config, mean), 'image_out');
+  attachWeights(g, models.vae.weights);
+  const session = await worker.createSession(serialize(g));
+  const { image_out: out } = await worker.run(session, { image: { dtype: 'float32', dims: [indices.length, 3, IMAGE_SIZE, IMAGE_SIZE], data: pixelsOf(data, indices) } });
+  await worker.release(session);
+  return [
+    { label: 'dataset images', images: await pngsOf(pixelsOf(data, indices), indices.length) },
+    { label: 'VAE reconstructions', images: await pngsOf(out.data as Float32Array, indices.length) },
+  ];
+}
+
 /** Mean denoising loss of `indices`' images under their style captions, at noise and timesteps fixed by `seed`. */
 async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels, data: EmojiDataset, indices: number[], seed: number): Promise<number> {
   const batch = indices.length;
@@ -49,11 +86,7 @@ async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels
   const posterior = buildVaeEncoder(encoder, models.vae.config, encoder.input('image', 'float32', [batch, 3, IMAGE_SIZE, IMAGE_SIZE]));
   encoder.output(posterior.mean, 'mean');
   attachWeights(encoder, models.vae.weights);
-  const size = IMAGE_SIZE * IMAGE_SIZE;
-  const pixels = new Float32Array(batch * 3 * size);
-  indices.forEach((index, r) => {
-    for (let p = 0; p < size; p++) for (let c = 0; c < 3; c++) pixels[(r * 3 + c) * size + p] = data.images[(index * size + p) * 3 + c] / 127.5 - 1;
-  });
+  const pixels = pixelsOf(data, indices);
   const encoderSession = await worker.createSession(serialize(encoder));
   const { mean } = await worker.run(encoderSession, { image: { dtype: 'float32', dims: [batch, 3, IMAGE_SIZE, IMAGE_SIZE], data: pixels } });
   await worker.release(encoderSession);
@@ -107,6 +140,8 @@ async function main() {
     const heldOutRows = [];
     for (const index of heldOut.filter((i) => data.records[i].style === 'noto')) heldOutRows.push(await row(pipeline, captionOf(data.records[index], false)));
     await writeFile(join(out, 'held-out.png'), await labeledGrid(heldOutRows, { title: 'Held-out subjects: never seen in pretraining' }));
+    const spread = Array.from({ length: 8 }, (_, i) => Math.floor(((i + 0.5) / 8) * data.records.length));
+    await writeFile(join(out, 'vae.png'), await labeledGrid(await reconstructions(worker, models, data, spread), { cell: 96, labelWidth: 200, title: 'VAE: 2x downscale, 4 latent channels' }));
     const rng = new Rng(7);
     const heldIn = data.records.flatMap((r, i) => (r.heldOut ? [] : [i]));
     const sampleHeldIn = Array.from({ length: heldOut.length }, () => heldIn[Math.floor(rng.nextUniform() * heldIn.length)]);

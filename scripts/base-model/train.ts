@@ -16,7 +16,7 @@ import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type PretrainStep, textToImageTrainStep, vaeTrainStep } from '../../src/engine/pipelines';
-import { Trainer } from '../../src/engine/autodiff';
+import { FlatLayout, Trainer } from '../../src/engine/autodiff';
 import { Graph, serialize } from '../../src/engine/graph';
 import { parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { declaredTextEncoderWeights } from '../../src/engine/models/declared-weights';
@@ -198,7 +198,8 @@ async function vocabulary(data: EmojiDataset): Promise<ClipTokenizer> {
 
 interface Posterior {
   mean: Float32Array;
-  logvar: Float32Array;
+  /** exp(logvar / 2), computed once: every step draws from it. */
+  std: Float32Array;
   scalingFactor: number;
 }
 
@@ -233,7 +234,7 @@ async function encodeAll(worker: EngineWorker, config: VaeConfig, weights: Reado
     }
   }
   const n = heldIn.length * length;
-  return { mean, logvar, scalingFactor: 1 / Math.sqrt(squares / n - (sum / n) ** 2) };
+  return { mean, std: logvar.map((x) => Math.exp(0.5 * x)), scalingFactor: 1 / Math.sqrt(squares / n - (sum / n) ** 2) };
 }
 
 /** transformers 4's key naming (`text_model.…`), which keeps the text encoder's weights apart from the UNet's in one step. */
@@ -312,7 +313,7 @@ async function main() {
       shapes: new Map([...textDeclared, ...declared.unet].map(([name, shape]) => [name, [...shape]])),
       initial: () => new Map([...initialWeights(textDeclared, new Rng(SEED + 2)), ...initialWeights(declared.unet, new Rng(SEED + 3))]),
       batch: async (n) => {
-        const { mean, logvar } = await encoded();
+        const { mean, std } = await encoded();
         const rng = stepRng(1, n);
         const indices = pick(rng, heldIn, batch);
         const tokens: number[] = [];
@@ -323,7 +324,7 @@ async function main() {
           // A fresh posterior sample every step, as diffusers' training scripts draw one.
           const eps = rng.normal(length);
           for (let i = 0, at = index * length; i < length; i++, at++) {
-            latents[row * length + i] = (mean[at] + Math.exp(0.5 * logvar[at]) * eps[i]) * scalingFactor;
+            latents[row * length + i] = (mean[at] + std[at] * eps[i]) * scalingFactor;
           }
         });
         const noise = rng.normal(batch * length);
@@ -351,8 +352,9 @@ async function profileStep({ compiled }: PretrainStep): Promise<string> {
   if (!('model' in compiled)) throw new Error('profiling needs an in-memory step');
   const path = join(RUN, 'profiled-step.onnx');
   await writeFile(path, compiled.model);
+  const { size } = new FlatLayout(compiled.params);
   const spec: FeedSpec = [
-    ...compiled.params.flatMap(({ name, shape }) => ['', 'm.', 'v.'].map((prefix) => ({ name: `${prefix}${name}`, dtype: 'float32' as const, dims: shape }))),
+    ...['params', 'm', 'v'].map((name) => ({ name, dtype: 'float32' as const, dims: [size] })),
     ...compiled.batch.map(({ name, dtype, shape }) => ({ name, dtype: dtype as 'float32' | 'int64', dims: shape })),
     { name: 'step', dtype: 'int64', dims: [] },
     { name: 'lr', dtype: 'float32', dims: [] },

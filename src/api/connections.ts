@@ -1,9 +1,30 @@
-import { Field, Int, ObjectType, type ClassType } from 'type-graphql';
-import { MAX_PAGE_SIZE, type Page } from '../services/pagination';
+import { ArgsType, Field, Int, ObjectType, type ClassType } from 'type-graphql';
+import { ModelVersion } from '../entities';
+import { MAX_PAGE_SIZE, type CreatedFilter, type Page, type PageRequest } from '../services/pagination';
 
-/** Lists that grow without bound are pages (Relay-style connections): `first` and `after` pick one. */
+/** Lists are pages (Relay-style connections): `first` and `after` pick one. */
 export const FIRST_DESCRIPTION = `Page size, 1-${MAX_PAGE_SIZE}; default 20.`;
 export const AFTER_DESCRIPTION = 'The endCursor of the page before; absent: from the newest.';
+
+/** `first` and `after`, the arguments of every connection. */
+@ArgsType()
+export class PageArgs implements PageRequest {
+  @Field(() => Int, { nullable: true, description: FIRST_DESCRIPTION })
+  first?: number | null;
+
+  @Field(() => String, { nullable: true, description: AFTER_DESCRIPTION })
+  after?: string | null;
+}
+
+/** A connection's filter by when its rows were made. */
+@ArgsType()
+export class CreatedArgs implements CreatedFilter {
+  @Field(() => Date, { nullable: true, description: 'Only rows made at or after this instant.' })
+  createdAfter?: Date | null;
+
+  @Field(() => Date, { nullable: true, description: 'Only rows made before this instant.' })
+  createdBefore?: Date | null;
+}
 
 @ObjectType()
 export class PageInfo {
@@ -60,3 +81,6 @@ export function toConnection<T>({ nodes, cursors, hasNextPage, countAll }: Page<
     },
   };
 }
+
+/** Two fields list versions (`modelVersions`, `Model.versions`): one type for both. */
+export const ModelVersionConnection = connectionType(ModelVersion, 'ModelVersion');

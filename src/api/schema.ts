@@ -1,6 +1,7 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { buildSchema, type PubSub } from 'type-graphql';
 import { AccountResolver } from './resolvers/accounts';
+import { AdminResolver } from './resolvers/admin';
 import { BaseModelResolver } from './resolvers/base-models';
 import { ConceptResolver } from './resolvers/concepts';
 import { ContributionResolver } from './resolvers/contributions';
@@ -9,8 +10,9 @@ import { HealthResolver } from './resolvers/health';
 import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
 import { JobSettingsResolver } from './resolvers/job-settings';
-import { JobResolver } from './resolvers/jobs';
+import { JobResolver, JobUpdateResolver } from './resolvers/jobs';
 import { ModelResolver } from './resolvers/models';
+import { WebhookResolver } from './resolvers/webhooks';
 
 /**
  * type-graphql requires a PubSub once a subscription exists, though ours each bring their own
@@ -31,6 +33,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
     resolvers: [
       HealthResolver,
       AccountResolver,
+      AdminResolver,
       BaseModelResolver,
       ModelResolver,
       ConceptResolver,
@@ -38,8 +41,10 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       FineTuneResolver,
       InstanceImageResolver,
       JobResolver,
+      JobUpdateResolver,
       JobSettingsResolver,
       ImageResolver,
+      WebhookResolver,
     ],
     // Inputs are validated by the services (zod), next to the rules they serve.
     validate: false,

@@ -18,6 +18,8 @@ import { subscribeSharingEvents } from './shared-events';
 import { isServiceOutage } from '../services/availability';
 import { createErrorFormatter, SERVICE_UNAVAILABLE_MESSAGE } from './errors';
 import { imageDownloads } from './image-downloads';
+import { queryCostError } from './query-cost';
+import { perKeyRateLimit } from './rate-limit';
 
 export const GRAPHQL_PATH = '/graphql';
 /** Instance photos are the only uploads; one request carries one. */
@@ -36,7 +38,8 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
   const formatError = createErrorFormatter(log);
   const armor = new ApolloArmor({
     maxDepth: { n: config.queryMaxDepth },
-    costLimit: { maxCost: config.queryMaxCost },
+    // Our own cost limit counts page sizes (query-cost.ts); armor's would count a connection once.
+    costLimit: { enabled: false },
     maxAliases: { n: 15 },
     maxDirectives: { n: 20 },
     maxTokens: { n: 2000 },
@@ -63,6 +66,8 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
         }
         const errors = validate(schema, document, [...specifiedRules, ...protection.validationRules]);
         if (errors.length) return errors;
+        const tooCostly = queryCostError(schema, document, payload.variables, payload.operationName, config.queryMaxCost);
+        if (tooCostly) return [tooCostly];
         return { schema, document, variableValues: payload.variables, operationName: payload.operationName };
       },
       // The key comes once, in connection_init; a bad one closes the socket (4403 Forbidden).
@@ -100,13 +105,23 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       // reads here (no CDN in front): a quarter of a long list's CPU time.
       ApolloServerPluginCacheControlDisabled(),
       ApolloServerPluginDrainHttpServer({ httpServer }),
+      {
+        requestDidStart: async () => ({
+          didResolveOperation: async ({ document, request, operationName }) => {
+            const tooCostly = queryCostError(schema, document, request.variables, operationName, config.queryMaxCost);
+            if (tooCostly) throw tooCostly;
+          },
+        }),
+      },
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
     ],
   });
   await apollo.start();
 
+  const rateLimited = perKeyRateLimit(config.requestsPerMinutePerKey);
   app.use(
     GRAPHQL_PATH,
+    rateLimited,
     graphqlUploadExpress({ maxFileSize: MAX_UPLOAD_BYTES, maxFiles: 1, maxFieldSize: config.maxBodyBytes }),
     express.json({ limit: config.maxBodyBytes }),
     expressMiddleware(apollo, {
@@ -123,6 +138,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       },
     }),
   );
+  app.use('/images', rateLimited);
   app.use(imageDownloads(services));
   app.use(await playground()); // the web page at `/`
   app.use(jsonErrors(services));

@@ -32,10 +32,11 @@ function mulHigh(a: number, b: number): number {
   return (aHi * bHi + ((aHi * bLo) >>> 16) + Math.floor(cross / 65536)) >>> 0;
 }
 
-/** One Philox4x32-10 block: ten rounds over the counter, bumping the key by the Weyl constants between rounds. */
-export function philox4x32(counter: readonly number[], key: readonly [number, number]): [number, number, number, number] {
-  let [c0, c1, c2, c3] = counter.map((w) => w >>> 0);
-  let [k0, k1] = key.map((w) => w >>> 0);
+/**
+ * One Philox4x32-10 block into `out`: ten rounds over the counter words, bumping the key by the Weyl constants
+ * between rounds. Plain locals, no allocation: training draws millions of words a step.
+ */
+function philoxInto(out: Uint32Array, c0: number, c1: number, c2: number, c3: number, k0: number, k1: number): void {
   for (let round = 0; round < 10; round++) {
     if (round > 0) {
       k0 = (k0 + PHILOX_W0) >>> 0;
@@ -45,9 +46,22 @@ export function philox4x32(counter: readonly number[], key: readonly [number, nu
     const lo0 = Math.imul(PHILOX_M0, c0) >>> 0;
     const hi1 = mulHigh(PHILOX_M1, c2);
     const lo1 = Math.imul(PHILOX_M1, c2) >>> 0;
-    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
+    c0 = (hi1 ^ c1 ^ k0) >>> 0;
+    c1 = lo1;
+    c2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c3 = lo0;
   }
-  return [c0, c1, c2, c3];
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+/** One Philox4x32-10 block of a 128-bit counter and 64-bit key, as 32-bit words (Random123's known-answer form). */
+export function philox4x32(counter: readonly number[], key: readonly [number, number]): [number, number, number, number] {
+  const out = new Uint32Array(4);
+  philoxInto(out, counter[0] >>> 0, counter[1] >>> 0, counter[2] >>> 0, counter[3] >>> 0, key[0] >>> 0, key[1] >>> 0);
+  return [out[0], out[1], out[2], out[3]];
 }
 
 /**
@@ -67,7 +81,9 @@ export interface RngState {
 export class Rng {
   private readonly key: [number, number];
   private block = 0;
-  private words: number[] = [];
+  /** The latest block's words; those from `used` on are not yet handed out. */
+  private readonly buffer = new Uint32Array(4);
+  private used = 4;
   private spareNormal: number | undefined;
 
   constructor(readonly seed: number) {
@@ -77,7 +93,7 @@ export class Rng {
 
   /** A copy of where the stream stands. */
   state(): RngState {
-    return { seed: this.seed, block: this.block, words: [...this.words], spareNormal: this.spareNormal ?? null };
+    return { seed: this.seed, block: this.block, words: Array.from(this.buffer.subarray(this.used)), spareNormal: this.spareNormal ?? null };
   }
 
   /** A generator that continues from `state` (from `state()`), checked so a corrupt one fails here, not in a sample. */
@@ -90,17 +106,19 @@ export class Rng {
     }
     const rng = new Rng(state.seed);
     rng.block = block;
-    rng.words = [...words];
+    rng.used = 4 - words.length;
+    rng.buffer.set(words, rng.used);
     rng.spareNormal = spareNormal ?? undefined;
     return rng;
   }
 
   nextUint32(): number {
-    if (this.words.length === 0) {
-      this.words = philox4x32([this.block % TWO_POW_32, Math.floor(this.block / TWO_POW_32), 0, 0], this.key);
+    if (this.used === 4) {
+      philoxInto(this.buffer, this.block % TWO_POW_32, Math.floor(this.block / TWO_POW_32), 0, 0, this.key[0], this.key[1]);
       this.block++;
+      this.used = 0;
     }
-    return this.words.shift()!;
+    return this.buffer[this.used++];
   }
 
   /** A double in the open interval (0, 1) with 53 random bits. */
@@ -123,15 +141,21 @@ export class Rng {
   }
 
   uniform(length: number): Float64Array {
-    return Float64Array.from({ length }, () => this.nextUniform());
+    const out = new Float64Array(length);
+    for (let i = 0; i < length; i++) out[i] = this.nextUniform();
+    return out;
   }
 
   /** Standard normal samples, e.g. `rng.normal(4 * 64 * 64)` for one SD latent. */
   normal(length: number): Float64Array {
-    return Float64Array.from({ length }, () => this.nextNormal());
+    const out = new Float64Array(length);
+    for (let i = 0; i < length; i++) out[i] = this.nextNormal();
+    return out;
   }
 
   normalFloat32(length: number): Float32Array {
-    return Float32Array.from({ length }, () => this.nextNormal());
+    const out = new Float32Array(length);
+    for (let i = 0; i < length; i++) out[i] = this.nextNormal();
+    return out;
   }
 }

@@ -8,8 +8,12 @@ import { Job } from './job';
 import { Model } from './model';
 import { ModelVersion } from './model-version';
 import { User } from './user';
+import { IdempotencyKey } from './idempotency-key';
+import { JobLoss } from './job-loss';
+import { JobWebhook, WebhookDelivery, WebhookSettings } from './webhook';
 
-export { ApiKey, BaseModel, Concept, Contribution, Image, InstanceImage, Job, Model, ModelVersion, User };
+export { ApiKey, BaseModel, Concept, Contribution, IdempotencyKey, Image, InstanceImage, Job, JobLoss, JobWebhook, Model, ModelVersion, User, WebhookDelivery, WebhookSettings };
+export { WebhookDeliveryStatus, WebhookEvent, WebhookTarget } from './webhook';
 export { Role } from './user';
 export { ModelKind } from './model';
 export { ConceptKind } from './concept';
@@ -18,4 +22,5 @@ export { FineTuneMethod } from './model-version';
 export { JobStatus, JobType } from './job';
 
 /** Every table, for the DataSource. */
-export const entities = [User, ApiKey, BaseModel, Model, ModelVersion, Concept, Contribution, InstanceImage, Job, Image];
+export const entities = [User, ApiKey, BaseModel, Model, ModelVersion, Concept, Contribution, InstanceImage, Job, Image,
+  WebhookSettings, JobWebhook, WebhookDelivery, IdempotencyKey, JobLoss];

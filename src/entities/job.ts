@@ -24,6 +24,9 @@ registerEnumType(JobStatus, { name: 'JobStatus' });
 // A user's jobs newest first (the `jobs` list), and their active jobs (the queue limit).
 @Index(['ownerId', 'createdAt'])
 @Index(['ownerId', 'status'])
+// The queue in order (queue positions), and each type's recent finished runs (their measured pace).
+@Index(['type', 'status', 'createdAt'])
+@Index(['type', 'status', 'finishedAt'])
 export class Job {
   @Field(() => ID)
   @PrimaryGeneratedColumn('uuid')

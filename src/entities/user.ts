@@ -26,4 +26,9 @@ export class User {
   @Field(() => Date)
   @CreateDateColumn({ type: 'timestamptz' })
   createdAt: Date;
+
+  /** Set by an admin: every key of a disabled account is refused. */
+  @Field(() => Date, { nullable: true })
+  @Column({ type: 'timestamptz', nullable: true })
+  disabledAt: Date | null;
 }

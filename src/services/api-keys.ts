@@ -6,6 +6,7 @@ import { IsNull } from 'typeorm';
 import { z } from 'zod';
 import { ApiKey, type User } from '../entities';
 import { notFound, unauthenticated } from './errors';
+import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 
 /**
@@ -49,8 +50,9 @@ export async function issueKey(db: DataSource | EntityManager, user: User, name:
   return { apiKey, secret: key };
 }
 
-export function listKeys(db: DataSource, user: User): Promise<ApiKey[]> {
-  return db.getRepository(ApiKey).find({ where: { userId: user.id }, order: { createdAt: 'ASC' } });
+/** A page of the user's keys, revoked ones too, newest first. */
+export function listKeys(db: DataSource, user: User, page: PageRequest): Promise<Page<ApiKey>> {
+  return pageOf(db.getRepository(ApiKey).createQueryBuilder('key').where('key.userId = :user', { user: user.id }), page);
 }
 
 /** Something that changes what a key authenticates: one key (revoked), or every key of a user (role changed). */
@@ -80,7 +82,7 @@ export async function revokeKey(db: DataSource, keys: KeyCache, user: User, id: 
 }
 
 /** What checking a key found: the user it speaks for, or why it is refused. */
-type Verdict = { user: User; keyId: string; lastUsedAt: number | null } | { refused: string; keyId: string | null };
+type Verdict = { user: User; keyId: string; lastUsedAt: number | null } | { refused: string; keyId: string | null; userId?: string };
 
 /** How long a verdict is trusted without asking the database; announced changes apply at once. */
 const TRUST_MS = 60_000;
@@ -136,7 +138,7 @@ export class KeyCache {
   forget(change: KeyChange): void {
     this.#changes++;
     for (const [hash, { verdict }] of this.#verdicts) {
-      const matches = 'keyId' in change ? verdict.keyId === change.keyId : 'user' in verdict && verdict.user.id === change.userId;
+      const matches = 'keyId' in change ? verdict.keyId === change.keyId : ('user' in verdict ? verdict.user.id : verdict.userId) === change.userId;
       if (matches) this.#verdicts.delete(hash);
     }
   }
@@ -153,6 +155,8 @@ export class KeyCache {
     const matches = apiKey !== null && timingSafeEqual(Buffer.from(apiKey.secretHash, 'hex'), Buffer.from(hash, 'hex'));
     if (!apiKey || !matches || !apiKey.user) return { refused: 'Unknown API key', keyId: null };
     if (apiKey.revokedAt) return { refused: 'This API key has been revoked', keyId: apiKey.id };
+    // The user's id too, so enabling the account again is a change this verdict hears of.
+    if (apiKey.user.disabledAt) return { refused: 'This account is disabled', keyId: apiKey.id, userId: apiKey.userId };
     return { user: apiKey.user, keyId: apiKey.id, lastUsedAt: apiKey.lastUsedAt?.getTime() ?? null };
   }
 

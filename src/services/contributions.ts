@@ -5,19 +5,28 @@ import type { ObjectStore } from '../storage/object-store';
 import { getConcept } from './concepts';
 import { badInput, conflict, forbidden, notFound } from './errors';
 import { canChangeModel, canSeeModel, getModel } from './models';
+import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 import { appendVersion, tryLockVersions } from './versions';
 import { isAdmin } from './viewer';
 
+export interface ContributionFilter extends CreatedFilter {
+  /** Absent: the user's own contributions, to any model. */
+  modelId?: string | null;
+  status?: ContributionStatus | null;
+}
+
 /**
- * Contributions are visible with their model: everyone signed in sees those to the public metamodel,
- * only the owner those to a private metamodel. Without a model, lists the user's own.
+ * A page of contributions, newest first. They are visible with their model: everyone signed in sees
+ * those to the public metamodel, only the owner those to a private metamodel. Without a model, lists
+ * the user's own.
  */
-export async function listContributions(db: DataSource, user: User, modelId?: string | null): Promise<Contribution[]> {
-  const repo = db.getRepository(Contribution);
-  if (modelId == null) return repo.find({ where: { userId: user.id }, order: { createdAt: 'ASC' } });
-  const model = await getModel(db, user, modelId);
-  return repo.find({ where: { modelId: model.id }, order: { createdAt: 'ASC' } });
+export async function listContributions(db: DataSource, user: User, filter: ContributionFilter, page: PageRequest): Promise<Page<Contribution>> {
+  const query = whereCreated(db.getRepository(Contribution).createQueryBuilder('contribution'), filter);
+  if (filter.modelId == null) query.andWhere('contribution.userId = :user', { user: user.id });
+  else query.andWhere('contribution.modelId = :modelId', { modelId: (await getModel(db, user, filter.modelId)).id });
+  if (filter.status) query.andWhere('contribution.status = :status', { status: filter.status });
+  return pageOf(query, page);
 }
 
 export async function getContribution(db: DataSource, user: User, id: string): Promise<Contribution> {

@@ -25,9 +25,11 @@ import { badInput, notFound } from './errors';
 import { conceptCategory, getConcept, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
+import { getJob } from './jobs';
 import { getModel, getModelToChange } from './models';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
+import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
 /** The original's recommended range tops out at 1200 steps for faces; its code allowed 1500. */
 const MAX_STEPS = 1500;
@@ -76,6 +78,7 @@ const FineTuneInput = z
     gradientAccumulation: z.number().int().min(1, 'must be at least 1').max(MAX_BATCH, `must be at most ${MAX_BATCH}`).nullish(),
     centerCrop: z.boolean().nullish(),
     flip: z.boolean().nullish(),
+    webhook: WebhookTargetInput.nullish(),
   })
   .superRefine((input, ctx) => {
     if (!input.instanceImageIds?.length && input.fromConceptId == null) {
@@ -151,6 +154,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
   });
   if (!baseModel) throw badInput('baseModelId: no such base model');
   const base = await basePackInfo(store, baseModel);
+  const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
   const reused = request.fromConceptId == null ? [] : await reusablePhotos(db, user, request.fromConceptId, base.geometry.nativeSize);
   if (reused.length + imageIds.length > MAX_INSTANCE_IMAGES) {
     throw badInput(`instanceImageIds: with the concept's ${reused.length} photos, takes at most ${MAX_INSTANCE_IMAGES} photos`);
@@ -191,6 +195,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
       await admitJob(tx, user, config.jobLimits);
       const jobs = tx.getRepository(Job);
       const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+      await attachJobWebhook(tx, job.id, user.id, webhook);
       return { job, model, concept, contribution };
     });
   } catch (error) {
@@ -242,6 +247,20 @@ async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[
 /** Objects no row names any more; a failure leaves them unreferenced, never a row without its object. */
 async function deleteObjects(store: ObjectStore, objects: { objectKey: string }[]): Promise<void> {
   for (const { objectKey } of objects) await store.delete(objectKey).catch(() => {});
+}
+
+/** What startFineTune made, read again by its job's id (a retry with the same idempotency key). */
+export async function getStartedFineTune(db: DataSource, user: User, jobId: string): Promise<StartedFineTune> {
+  const job = await getJob(db, user, jobId);
+  const { modelId, conceptId, contributionId } = job.params as unknown as FineTuneParams;
+  const [model, concept, contribution] = await Promise.all([
+    db.getRepository(Model).findOneBy({ id: modelId }),
+    db.getRepository(Concept).findOneBy({ id: conceptId }),
+    db.getRepository(Contribution).findOneBy({ id: contributionId }),
+  ]);
+  // The model may have been deleted since, taking its concept and contribution along.
+  if (!model || !concept || !contribution) throw notFound('Fine-tune');
+  return { job, model, concept, contribution };
 }
 
 /** The metamodel a request names, checked for the user; undefined when the request makes a new model. */

@@ -3,13 +3,13 @@ import { In } from 'typeorm';
 import { Image, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
-import { pageOf, type Page, type PageRequest } from './pagination';
+import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 import { isAdmin } from './viewer';
 
 /** A page of the user's generated images (an admin's: everyone's), newest first; images belong to the owner of the job that made them. */
-export function listImages(db: DataSource, user: User, page: PageRequest): Promise<Page<Image>> {
-  const query = db.getRepository(Image).createQueryBuilder('image');
+export function listImages(db: DataSource, user: User, filter: CreatedFilter, page: PageRequest): Promise<Page<Image>> {
+  const query = whereCreated(db.getRepository(Image).createQueryBuilder('image'), filter);
   if (!isAdmin(user)) query.innerJoin('image.job', 'job').andWhere('job.ownerId = :owner', { owner: user.id });
   return pageOf(query, page);
 }

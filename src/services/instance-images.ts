@@ -1,12 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import sharp from 'sharp';
 import type { DataSource } from 'typeorm';
-import { IsNull } from 'typeorm';
 import { InstanceImage, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { badInput, forbidden, notFound } from './errors';
 import { canChangeModel, getModelBaseModel } from './models';
 import { getConcept } from './concepts';
+import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
@@ -29,15 +29,13 @@ export function photoSizeProblem(photo: { width: number; height: number }, nativ
  * Listing by concept therefore shows only the caller's own photos (an admin's: everyone's); without a
  * concept, the caller's photos staged for a fine-tune.
  */
-export async function listInstanceImages(db: DataSource, user: User, conceptId: string | null): Promise<InstanceImage[]> {
-  if (conceptId === null) {
-    return db.getRepository(InstanceImage).find({ where: { ownerId: user.id, conceptId: IsNull() }, order: { createdAt: 'ASC' } });
-  }
+export async function listInstanceImages(db: DataSource, user: User, conceptId: string | null, page: PageRequest): Promise<Page<InstanceImage>> {
+  const query = db.getRepository(InstanceImage).createQueryBuilder('photo');
+  if (conceptId === null) return pageOf(query.where('photo.ownerId = :owner AND photo.conceptId IS NULL', { owner: user.id }), page);
   const concept = await getConcept(db, user, conceptId);
-  return db.getRepository(InstanceImage).find({
-    where: isAdmin(user) ? { conceptId: concept.id } : { conceptId: concept.id, ownerId: user.id },
-    order: { createdAt: 'ASC' },
-  });
+  query.where('photo.conceptId = :conceptId', { conceptId: concept.id });
+  if (!isAdmin(user)) query.andWhere('photo.ownerId = :owner', { owner: user.id });
+  return pageOf(query, page);
 }
 
 export async function getInstanceImage(db: DataSource, user: User, id: string): Promise<InstanceImage> {

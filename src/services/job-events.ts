@@ -26,6 +26,13 @@ class FellBehind extends AppError {
   }
 }
 
+/** Ends an owner's feed whose connection was lost: states may have been missed, so the client starts again. */
+class FeedInterrupted extends AppError {
+  constructor() {
+    super('CONFLICT', 'The job feed was interrupted and may have missed states; read your jobs again and subscribe again');
+  }
+}
+
 /** What a notification carries (publishJobState): a new state, and the id of the transaction that made it. */
 interface JobEvent {
   xid: bigint;
@@ -72,6 +79,8 @@ class ReadSnapshot {
  */
 export class JobEvents {
   readonly #feeds = new Map<string, JobFeed>();
+  /** The streams of `followOwner`, by owner. */
+  readonly #owners = new Map<string, Set<StateStream>>();
   readonly #waker = new Waker();
   #client: Promise<pg.Client> | null = null;
   #connected: pg.Client | null = null;
@@ -105,6 +114,28 @@ export class JobEvents {
       if (joined.streams.size === 0 && this.#feeds.get(jobId) === joined) this.#feeds.delete(jobId);
     });
     joined.join(stream);
+    return stream;
+  }
+
+  /**
+   * Every state of any of `ownerId`'s jobs committed from now on, in commit order, until the reader
+   * leaves; FellBehind when the reader lags MAX_BUFFERED_STATES behind, and FeedInterrupted when the
+   * listening connection is lost (states may have been missed: the client reads the jobs again).
+   */
+  async followOwner(ownerId: string): Promise<AsyncIterableIterator<JobState>> {
+    await this.#listen();
+    let streams = this.#owners.get(ownerId);
+    if (!streams) this.#owners.set(ownerId, (streams = new Set()));
+    const joined = streams;
+    const stream: StateStream = new StateStream(
+      this.#waker,
+      () => {
+        joined.delete(stream);
+        if (joined.size === 0 && this.#owners.get(ownerId) === joined) this.#owners.delete(ownerId);
+      },
+      false,
+    );
+    joined.add(stream);
     return stream;
   }
 
@@ -144,6 +175,7 @@ export class JobEvents {
         return;
       }
       this.#feeds.get(event.state.jobId)?.receive(event);
+      for (const stream of this.#owners.get(event.state.ownerId) ?? []) stream.push(event.state);
     });
     client.on('error', (error) => {
       this.log.error({ err: error }, 'job state connection lost');
@@ -151,6 +183,7 @@ export class JobEvents {
       if (this.#closed || client !== this.#connected) return;
       this.#connected = null;
       this.#client = null;
+      for (const streams of [...this.#owners.values()]) for (const stream of [...streams]) stream.fail(new FeedInterrupted());
       setTimeout(() => this.#reconnect(), RECONNECT_DELAY_MS).unref();
     });
     try {
@@ -255,16 +288,23 @@ class StateStream implements AsyncIterableIterator<JobState> {
   constructor(
     private readonly waker: Waker,
     private readonly leave: () => void,
+    /** One job's stream ends after its finished state; an owner's goes on. */
+    private readonly endsWhenFinished = true,
   ) {}
 
-  /** The next state, or null: the job is gone. The stream ends after a finished state. */
+  /** The next state, or null: the job is gone. A job's stream ends after a finished state. */
   push(state: JobState | null): void {
     if (this.#ended) return;
     if (state === null) return this.#end();
     if (this.#buffer.length === MAX_BUFFERED_STATES) return this.#end(new FellBehind());
     this.#buffer.push(state);
     if (this.#reader && this.#buffer.length === 1) this.waker.wake(this);
-    if (FINISHED.includes(state.status)) this.#end();
+    if (this.endsWhenFinished && FINISHED.includes(state.status)) this.#end();
+  }
+
+  /** Ends the stream with `error`, after the states already buffered. */
+  fail(error: Error): void {
+    this.#end(error);
   }
 
   next(): Promise<IteratorResult<JobState>> {

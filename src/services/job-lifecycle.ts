@@ -6,6 +6,7 @@ import type { JobQueue } from './container';
 import { withdrawContribution } from './contributions';
 import type { FineTuneParams } from './finetune';
 import { publishJobState } from './job-state';
+import { recordLoss } from './loss-history';
 
 /**
  * A job's life as its row records it: QUEUED, then RUNNING once a worker claims it, then SUCCEEDED,
@@ -55,7 +56,7 @@ export async function claimJob(db: DataSource, jobId: string): Promise<Job | nul
   });
 }
 
-/** A step done (and a fine-tune's loss); false when the job is no longer RUNNING (as `claimedAt`'s run), so its worker stops. */
+/** A step done (and a fine-tune's loss, kept in its history too); false when the job is no longer RUNNING (as `claimedAt`'s run), so its worker stops. */
 export async function recordJobProgress(
   db: DataSource,
   jobId: string,
@@ -66,8 +67,10 @@ export async function recordJobProgress(
     const { affected } = await tx
       .getRepository(Job)
       .update({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) }, { step, steps, progress: step / steps, ...(loss === undefined ? {} : { loss }) });
-    if (affected) await publishJobState(tx, jobId);
-    return Boolean(affected);
+    if (!affected) return false;
+    if (loss !== undefined) await recordLoss(tx, jobId, step, loss);
+    await publishJobState(tx, jobId);
+    return true;
   });
 }
 

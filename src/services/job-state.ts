@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { JobStatus } from '../entities';
+import { enqueueJobWebhookEvents } from './webhooks';
 
 /** The PostgreSQL channel every job's new state is announced on. */
 export const JOB_STATES_CHANNEL = 'job_states';
@@ -7,6 +8,8 @@ export const JOB_STATES_CHANNEL = 'job_states';
 /** A job's state as its subscribers see it: the row and its images as one committed transaction left them. */
 export interface JobState {
   jobId: string;
+  /** Whose job: the feed of all of a user's jobs (`myJobs`) picks its states by it. */
+  ownerId: string;
   status: JobStatus;
   progress: number;
   step: number;
@@ -23,7 +26,7 @@ export interface JobState {
  * transaction that finished it in between, a state that never existed.
  */
 export const JOB_STATE_JSON = `json_build_object(
-  'jobId', job.id, 'status', job.status, 'progress', job.progress, 'step', job.step, 'steps', job.steps,
+  'jobId', job.id, 'ownerId', job."ownerId", 'status', job.status, 'progress', job.progress, 'step', job.step, 'steps', job.steps,
   'loss', job.loss, 'error', job.error,
   'imageIds', ARRAY(SELECT image.id FROM image WHERE image."jobId" = job.id ORDER BY image."objectKey"))`;
 
@@ -38,13 +41,18 @@ export const JOB_STATE_JSON = `json_build_object(
  * - NOTIFY delivers at commit, and PostgreSQL queues notifications in commit order;
  * - the transaction's id travels too, so a listener can tell whether its own read of the job already
  *   saw this state (JobEvents).
- * The payload fits NOTIFY's 8000 bytes: at most 8 image ids, numbers, and a user message of at most
+ * The payload fits NOTIFY's 8000 bytes: at most 8 image ids and two more, numbers, and a user message of at most
  * 1000 characters (failRunningJob) make under 7000 even with every character JSON-escaped.
+ * The job's webhook events, if it has a webhook, go into the outbox in the same transaction, for the
+ * same reasons.
  */
 export async function publishJobState(tx: EntityManager, jobId: string): Promise<void> {
   if (!tx.queryRunner?.isTransactionActive) throw new Error('publishJobState runs inside the transaction that changed the job');
-  await tx.query(
-    `SELECT pg_notify($1, json_build_object('xid', pg_current_xact_id()::text, 'state', ${JOB_STATE_JSON})::text) FROM job WHERE job.id = $2`,
+  const [{ hooked }]: { hooked: boolean }[] = await tx.query(
+    `SELECT pg_notify($1, json_build_object('xid', pg_current_xact_id()::text, 'state', ${JOB_STATE_JSON})::text),
+            EXISTS (SELECT 1 FROM job_webhook WHERE "jobId" = job.id) AS hooked
+       FROM job WHERE job.id = $2`,
     [JOB_STATES_CHANNEL, jobId],
   );
+  if (hooked) await enqueueJobWebhookEvents(tx, jobId);
 }

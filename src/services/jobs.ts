@@ -8,19 +8,23 @@ import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
 import { admitJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
-import { pageOf, type Page, type PageRequest } from './pagination';
+import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 import { isAdmin } from './viewer';
+import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
-export interface JobFilter {
+export interface JobFilter extends CreatedFilter {
   status?: JobStatus | null;
   type?: JobType | null;
+  /** Jobs on this model (generations with it, fine-tunes of it). */
+  modelId?: string | null;
 }
 
-/** A page of the user's jobs (an admin's: everyone's), newest first. */
-export function listJobs(db: DataSource, user: User, filter: JobFilter, page: PageRequest): Promise<Page<Job>> {
-  const query = db.getRepository(Job).createQueryBuilder('job');
+/** A page of the user's jobs (an admin's: everyone's), newest first; a model filter names a model the user sees. */
+export async function listJobs(db: DataSource, user: User, filter: JobFilter, page: PageRequest): Promise<Page<Job>> {
+  const query = whereCreated(db.getRepository(Job).createQueryBuilder('job'), filter);
+  if (filter.modelId != null) query.andWhere(`job.params->>'modelId' = :modelId`, { modelId: (await getModel(db, user, parseId(filter.modelId, 'modelId'))).id });
   if (!isAdmin(user)) query.andWhere('job.ownerId = :owner', { owner: user.id });
   if (filter.status) query.andWhere('job.status = :status', { status: filter.status });
   if (filter.type) query.andWhere('job.type = :type', { type: filter.type });
@@ -62,6 +66,7 @@ const GenerateInput = z.object({
   width: side.nullish(),
   height: side.nullish(),
   numImages: z.number().int().min(1, 'must be at least 1').max(8, 'must be at most 8').default(1),
+  webhook: WebhookTargetInput.nullish(),
 });
 
 export type GenerateInput = z.input<typeof GenerateInput>;
@@ -92,6 +97,7 @@ export async function generateImages(services: JobServices, user: User, input: G
   const { db, store, queue, config } = services;
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
+  const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
   const problem = txt2imgProblem(await basePackInfo(store, await getModelBaseModel(db, model)), request);
   if (problem) throw badInput(`input: ${problem}`);
   let versionId = model.headVersionId;
@@ -115,9 +121,11 @@ export async function generateImages(services: JobServices, user: User, input: G
     numImages: request.numImages,
   };
   const job = await db.transaction(async (tx) => {
-    await admitJob(tx, user, config.jobLimits);
+    await admitJob(tx, user, config.jobLimits, params.numImages);
     const jobs = tx.getRepository(Job);
-    return jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    const created = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+    await attachJobWebhook(tx, created.id, user.id, webhook);
+    return created;
   });
   try {
     await queue.send(JobType.GENERATE, job.id);

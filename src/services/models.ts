@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { BaseModel, Model, ModelKind, ModelVersion, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { badInput, forbidden, notFound } from './errors';
+import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { isAdmin } from './viewer';
 
@@ -30,10 +31,17 @@ export function canChangeModel(user: User, model: Model): boolean {
   return isAdmin(user) || (model.kind !== ModelKind.META && model.ownerId === user.id);
 }
 
-export function listModels(db: DataSource, user: User, kind?: ModelKind): Promise<Model[]> {
-  const query = visibleModels(db, user);
-  if (kind) query.andWhere('model.kind = :kind', { kind });
-  return query.orderBy('model.createdAt', 'ASC').getMany();
+export interface ModelFilter extends CreatedFilter {
+  kind?: ModelKind | null;
+  baseModelId?: string | null;
+}
+
+/** A page of the models the user sees (listModels' tenancy: `visibleModels`), newest first. */
+export function listModels(db: DataSource, user: User, filter: ModelFilter, page: PageRequest): Promise<Page<Model>> {
+  const query = whereCreated(visibleModels(db, user), filter);
+  if (filter.kind) query.andWhere('model.kind = :kind', { kind: filter.kind });
+  if (filter.baseModelId != null) query.andWhere('model.baseModelId = :baseModelId', { baseModelId: parseId(filter.baseModelId, 'baseModelId') });
+  return pageOf(query, page);
 }
 
 /** A model the user may see; NOT_FOUND otherwise, so ids of others' models reveal nothing. */

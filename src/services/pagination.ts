@@ -21,7 +21,7 @@ export interface Page<T> {
 }
 
 export const MAX_PAGE_SIZE = 100;
-const DEFAULT_PAGE_SIZE = 20;
+export const DEFAULT_PAGE_SIZE = 20;
 const pageSize = z.number().int().min(1, 'must be at least 1').max(MAX_PAGE_SIZE, `must be at most ${MAX_PAGE_SIZE}`);
 
 /** Cursors are opaque to clients: the row's id, encoded, so lists may change how they order without breaking them. */
@@ -31,6 +31,21 @@ function fromCursor(cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString();
   if (!z.uuid().safeParse(id).success) throw badInput('after: not a cursor of this list');
   return id;
+}
+
+/** Rows made in a time window, for lists filtered by date. */
+export interface CreatedFilter {
+  /** Made at or after this instant. */
+  createdAfter?: Date | null;
+  /** Made before this instant. */
+  createdBefore?: Date | null;
+}
+
+/** Narrows `query` (rows with `createdAt`) to the filter's window. */
+export function whereCreated<T extends ObjectLiteral>(query: SelectQueryBuilder<T>, { createdAfter, createdBefore }: CreatedFilter): SelectQueryBuilder<T> {
+  if (createdAfter) query.andWhere(`${query.alias}."createdAt" >= :createdAfter`, { createdAfter });
+  if (createdBefore) query.andWhere(`${query.alias}."createdAt" < :createdBefore`, { createdBefore });
+  return query;
 }
 
 /**
@@ -47,6 +62,37 @@ export async function pageOf<T extends ObjectLiteral & { id: string }>(query: Se
     query.andWhere(`(${alias}."createdAt", ${alias}.id) < (SELECT "createdAt", id FROM "${table}" WHERE id = :after)`, { after: fromCursor(request.after) });
   }
   const rows = await query.orderBy(`${alias}.createdAt`, 'DESC').addOrderBy(`${alias}.id`, 'DESC').limit(first + 1).getMany();
+  return toPage(rows, first, () => counting.getCount());
+}
+
+function toPage<T extends { id: string }>(rows: T[], first: number, countAll: () => Promise<number>): Page<T> {
   const nodes = rows.slice(0, first);
-  return { nodes, cursors: nodes.map((node) => toCursor(node.id)), hasNextPage: rows.length > first, countAll: () => counting.getCount() };
+  return { nodes, cursors: nodes.map((node) => toCursor(node.id)), hasNextPage: rows.length > first, countAll };
+}
+
+/**
+ * The first page of each parent's rows (`query` filtered by `parentColumn` in `parentIds`), newest
+ * first, in one query: a list's nested connections cost one query per field, not one per parent.
+ */
+export async function firstPagesOf<T extends ObjectLiteral & { id: string }>(
+  query: SelectQueryBuilder<T>,
+  parentColumn: keyof T & string,
+  parentIds: readonly string[],
+  request: Pick<PageRequest, 'first'>,
+): Promise<Map<string, Page<T>>> {
+  const first = parseInput(pageSize, request.first ?? DEFAULT_PAGE_SIZE, 'first');
+  const alias = query.alias;
+  const table = query.expressionMap.mainAlias!.metadata.tableName;
+  const unranked = query.clone();
+  const counting = (parentId: string) => unranked.clone().andWhere(`${alias}."${parentColumn}" = :parentId`, { parentId }).getCount();
+  const rows = await query
+    .andWhere(
+      `${alias}.id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY "${parentColumn}" ORDER BY "createdAt" DESC, id DESC) AS rank
+                        FROM "${table}" WHERE "${parentColumn}" = ANY(:parentIds)) ranked WHERE rank <= :limit)`,
+      { parentIds: [...parentIds], limit: first + 1 },
+    )
+    .orderBy(`${alias}.createdAt`, 'DESC')
+    .addOrderBy(`${alias}.id`, 'DESC')
+    .getMany();
+  return new Map(parentIds.map((id) => [id, toPage(rows.filter((row) => row[parentColumn] === id), first, () => counting(id))]));
 }

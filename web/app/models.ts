@@ -12,12 +12,12 @@ export interface Model {
 }
 
 interface Catalog {
-  models: Model[];
+  models: { nodes: Model[] };
   baseModels: { id: string; name: string }[];
 }
 
 const CATALOG = `{
-  models { id name kind baseModel { name } headVersion { number } concepts { token category kind } }
+  models(first: 100) { nodes { id name kind baseModel { name } headVersion { number } concepts { token category kind } } }
   baseModels { id name }
 }`;
 
@@ -26,7 +26,7 @@ export function setUpModels(onChange: (models: Model[]) => void): { reload: () =
   const error = byId('models-error');
 
   const reload = async () => {
-    const { models, baseModels } = await gql<Catalog>(CATALOG);
+    const { models: { nodes: models }, baseModels } = await gql<Catalog>(CATALOG);
     byId('model-rows').replaceChildren(
       ...models.map((m) =>
         textRow([

@@ -19,6 +19,8 @@ export type ContributionStatus =
 
 export type CreateModelInput = {
   baseModelId: string | number;
+  /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** META (public) models are created by admins only. */
   kind: ModelKind;
   name: string;
@@ -32,6 +34,8 @@ export type GenerateImagesInput = {
   /** Classifier-free guidance, 0-30; default 7.5 (1 or less: unguided). */
   guidanceScale?: number | null | undefined;
   height?: number | null | undefined;
+  /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   modelId: string | number;
   negativePrompt?: string | null | undefined;
   /** 1-8; default 1. */
@@ -45,6 +49,8 @@ export type GenerateImagesInput = {
   steps?: number | null | undefined;
   /** Default: the model's head version (its base model before the first fine-tune). */
   versionId?: string | number | null | undefined;
+  /** Default: your default webhook, if any (setWebhookDefault). */
+  webhook?: WebhookInput | null | undefined;
   /** Pixels, a multiple of 8; default the model's native size. */
   width?: number | null | undefined;
 };
@@ -92,6 +98,8 @@ export type StartFineTuneInput = {
   fromConceptId?: string | number | null | undefined;
   /** Micro-batches per step; default 2, at most 8. A step trains on batchSize x gradientAccumulation instance images (the original: 2 x 2). Computed as one batch of them: the same update as accumulating the micro-batches' gradients. */
   gradientAccumulation?: number | null | undefined;
+  /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** Your staged photos (uploadInstanceImage without conceptId). Photos taught to a metamodel are replayed in the prior-preservation images of every later contribution to it, so what they show shapes the model everyone generates with; the photos themselves stay visible only to you and administrators. */
   instanceImageIds?: Array<string | number> | null | undefined;
   kind: ConceptKind;
@@ -112,6 +120,26 @@ export type StartFineTuneInput = {
   target: ModelKind;
   /** The rare identifier to use in prompts; one is chosen when left out. */
   token?: string | null | undefined;
+  /** Default: your default webhook, if any (setWebhookDefault). */
+  webhook?: WebhookInput | null | undefined;
+};
+
+export type WebhookEvent =
+  | 'COMPLETED'
+  | 'IMAGE'
+  | 'PROGRESS'
+  | 'STARTED';
+
+/** Where to POST a job’s events, signed as Standard Webhooks do. */
+export type WebhookInput = {
+  /** Default: all. */
+  events?: Array<WebhookEvent> | null | undefined;
+  /** PROGRESS once this many seconds have passed since the last; default 5 when neither is given. */
+  progressEverySeconds?: number | null | undefined;
+  /** PROGRESS once this many steps have passed since the last. */
+  progressEverySteps?: number | null | undefined;
+  /** http(s); must not resolve to a loopback, private or reserved address. */
+  url: string;
 };
 
 export type JobFieldsFragment = { id: string, type: JobType, status: JobStatus, progress: number, step: number, steps: number, loss: number | null, error: string | null, warnings: Array<string>, createdAt: string, finishedAt: string | null, fineTune: { modelId: string, conceptId: string, contributionId: string, method: FineTuneMethod, steps: number, learningRate: number, rank: number | null, seed: number } | null, generation: { modelId: string, versionId: string | null, prompt: string, negativePrompt: string, steps: number, guidanceScale: number, scheduler: Scheduler | null, seed: number, width: number | null, height: number | null, numImages: number } | null };

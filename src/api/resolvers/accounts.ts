@@ -1,9 +1,13 @@
-import { Arg, Ctx, Field, ID, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
-import { ApiKey, User } from '../../entities';
+import { Arg, Args, Ctx, Field, ID, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
+import { ApiKey, Role, User } from '../../entities';
 import { issueKey, listKeys, revokeKey } from '../../services/api-keys';
 import { listUsers, signUp } from '../../services/users';
 import { requireAdmin, requireUser } from '../../services/viewer';
+import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const UserConnection = connectionType(User, 'User');
+const ApiKeyConnection = connectionType(ApiKey, 'ApiKey');
 
 @ObjectType({ description: 'A new API key. The secret is shown only here, once.' })
 class IssuedApiKey {
@@ -27,10 +31,15 @@ export class AccountResolver {
     return requireUser(viewer);
   }
 
-  @Query(() => [User], { description: 'Admins only.' })
-  users(@Ctx() { viewer, services }: Context): Promise<User[]> {
+  @Query(() => UserConnection, { description: 'Every account, newest first. Admins only.' })
+  async users(
+    @Args(() => PageArgs) page: PageArgs,
+    @Args(() => CreatedArgs) created: CreatedArgs,
+    @Arg('role', () => Role, { nullable: true }) role: Role | null,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Connection<User>> {
     requireAdmin(viewer);
-    return listUsers(services.db);
+    return toConnection(await listUsers(services.db, { ...created, role }, page));
   }
 
   @Mutation(() => SignUpResult, { description: 'Open to anonymous callers unless SIGNUP_ENABLED=false.' })
@@ -38,9 +47,9 @@ export class AccountResolver {
     return signUp(services.db, services.config.signupEnabled, email);
   }
 
-  @Query(() => [ApiKey])
-  apiKeys(@Ctx() { viewer, services }: Context): Promise<ApiKey[]> {
-    return listKeys(services.db, requireUser(viewer));
+  @Query(() => ApiKeyConnection, { description: 'Your keys, revoked ones too, newest first.' })
+  async apiKeys(@Args(() => PageArgs) page: PageArgs, @Ctx() { viewer, services }: Context): Promise<Connection<ApiKey>> {
+    return toConnection(await listKeys(services.db, requireUser(viewer), page));
   }
 
   @Mutation(() => IssuedApiKey)

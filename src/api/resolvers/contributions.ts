@@ -1,17 +1,23 @@
-import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { Concept, Contribution } from '../../entities';
+import { Arg, Args, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { Concept, Contribution, ContributionStatus } from '../../entities';
 import { getContribution, listContributions, revertContribution } from '../../services/contributions';
 import { requireUser } from '../../services/viewer';
+import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const ContributionConnection = connectionType(Contribution, 'Contribution');
 
 @Resolver(() => Contribution)
 export class ContributionResolver {
-  @Query(() => [Contribution], { description: "A model's contributions, or without modelId your own." })
-  contributions(
+  @Query(() => ContributionConnection, { description: "A model's contributions, or without modelId your own, newest first." })
+  async contributions(
+    @Args(() => PageArgs) page: PageArgs,
+    @Args(() => CreatedArgs) created: CreatedArgs,
     @Arg('modelId', () => ID, { nullable: true }) modelId: string | null,
+    @Arg('status', () => ContributionStatus, { nullable: true }) status: ContributionStatus | null,
     @Ctx() { viewer, services }: Context,
-  ): Promise<Contribution[]> {
-    return listContributions(services.db, requireUser(viewer), modelId);
+  ): Promise<Connection<Contribution>> {
+    return toConnection(await listContributions(services.db, requireUser(viewer), { ...created, modelId, status }, page));
   }
 
   @Query(() => Contribution)

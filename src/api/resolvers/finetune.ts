@@ -1,10 +1,13 @@
-import { Arg, Ctx, Field, Float, ID, InputType, Int, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
+import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
 import { DEFAULT_LORA_RANK } from '../../engine';
 import { Concept, ConceptKind, Contribution, FineTuneMethod, Job, Model, ModelKind, ModelVersion } from '../../entities';
-import { BATCH_DEFAULTS, startFineTune, TRAINING_DEFAULTS, type StartedFineTune } from '../../services/finetune';
+import { BATCH_DEFAULTS, getStartedFineTune, startFineTune, TRAINING_DEFAULTS, type StartedFineTune } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
+import { ModelVersionConnection, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+import { WebhookInput } from './webhooks';
 
 @InputType()
 class StartFineTuneInput {
@@ -91,6 +94,12 @@ class StartFineTuneInput {
 
   @Field(() => Boolean, { nullable: true, description: 'Mirror each image left to right at random; default false.' })
   flip?: boolean | null;
+
+  @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
+  webhook?: WebhookInput | null;
+
+  @Field(() => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION })
+  idempotencyKey?: string | null;
 }
 
 @ObjectType({ description: 'What startFineTune made: everything a client needs next, without a second query.' })
@@ -115,11 +124,21 @@ export class FineTuneResolver {
     @Arg('input', () => StartFineTuneInput) input: StartFineTuneInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<StartFineTunePayload> {
-    return startFineTune(services, requireUser(viewer), { ...input });
+    const user = requireUser(viewer);
+    const { idempotencyKey, ...request } = input;
+    return idempotent(services, user, { key: idempotencyKey, operation: 'startFineTune', request }, {
+      create: () => startFineTune(services, user, request),
+      idOf: (started) => started.job.id,
+      load: (jobId) => getStartedFineTune(services.db, user, jobId),
+    });
   }
 
-  @Query(() => [ModelVersion], { description: "A model's version history, newest first." })
-  modelVersions(@Arg('modelId', () => ID) modelId: string, @Ctx() { viewer, services }: Context): Promise<ModelVersion[]> {
-    return listModelVersions(services.db, requireUser(viewer), modelId);
+  @Query(() => ModelVersionConnection, { description: "A model's version history, newest first." })
+  async modelVersions(
+    @Arg('modelId', () => ID) modelId: string,
+    @Args(() => PageArgs) page: PageArgs,
+    @Ctx() { viewer, services }: Context,
+  ): Promise<Connection<ModelVersion>> {
+    return toConnection(await listModelVersions(services.db, requireUser(viewer), modelId, page));
   }
 }

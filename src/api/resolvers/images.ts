@@ -1,8 +1,8 @@
-import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { Arg, Args, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { Image } from '../../entities';
 import { deleteImage, getImage, imagePath, listImages } from '../../services/images';
 import { requireUser } from '../../services/viewer';
-import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
+import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
 
 const ImageConnection = connectionType(Image, 'Image');
@@ -11,11 +11,11 @@ const ImageConnection = connectionType(Image, 'Image');
 export class ImageResolver {
   @Query(() => ImageConnection, { description: 'Your generated images, newest first.' })
   async images(
-    @Arg('first', () => Int, { nullable: true, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Args(() => PageArgs) page: PageArgs,
+    @Args(() => CreatedArgs) created: CreatedArgs,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<Image>> {
-    return toConnection(await listImages(services.db, requireUser(viewer), { first, after }));
+    return toConnection(await listImages(services.db, requireUser(viewer), created, page));
   }
 
   @Query(() => Image)

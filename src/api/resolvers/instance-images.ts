@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { FileUpload } from 'graphql-upload/processRequest.mjs';
 import GraphQLUpload from 'graphql-upload/GraphQLUpload.mjs';
-import { Arg, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Args, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
 import { InstanceImage } from '../../entities';
 import { badInput } from '../../services/errors';
 import {
@@ -9,17 +10,22 @@ import {
   getInstanceImage,
   listInstanceImages,
 } from '../../services/instance-images';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
+import { connectionType, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const InstanceImageConnection = connectionType(InstanceImage, 'InstanceImage');
 
 @Resolver()
 export class InstanceImageResolver {
-  @Query(() => [InstanceImage], { description: 'Your training photos of a concept; without one, those staged for a fine-tune.' })
-  instanceImages(
+  @Query(() => InstanceImageConnection, { description: 'Your training photos of a concept; without one, those staged for a fine-tune. Newest first.' })
+  async instanceImages(
+    @Args(() => PageArgs) page: PageArgs,
     @Arg('conceptId', () => ID, { nullable: true }) conceptId: string | null,
     @Ctx() { viewer, services }: Context,
-  ): Promise<InstanceImage[]> {
-    return listInstanceImages(services.db, requireUser(viewer), conceptId ?? null);
+  ): Promise<Connection<InstanceImage>> {
+    return toConnection(await listInstanceImages(services.db, requireUser(viewer), conceptId ?? null, page));
   }
 
   @Query(() => InstanceImage)
@@ -34,11 +40,19 @@ export class InstanceImageResolver {
   async uploadInstanceImage(
     @Arg('conceptId', () => ID, { nullable: true }) conceptId: string | null,
     @Arg('file', () => GraphQLUpload) file: Promise<FileUpload>,
+    @Arg('idempotencyKey', () => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION }) idempotencyKey: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<InstanceImage> {
     const user = requireUser(viewer);
     const bytes = await readUpload(await file);
-    return addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes);
+    // The same photo again under the same key is a retry; another photo, a new request.
+    const request = { conceptId, sha256: createHash('sha256').update(bytes).digest('hex') };
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'uploadInstanceImage', request },
+      { create: () => addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes), idOf: (made) => made.id, load: (id) => getInstanceImage(services.db, user, id) },
+    );
   }
 
   @Mutation(() => ID)

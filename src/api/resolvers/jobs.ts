@@ -1,11 +1,14 @@
-import { Arg, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
+import { Arg, Args, Ctx, Field, FieldResolver, Float, ID, InputType, Int, Mutation, ObjectType, Query, registerEnumType, Resolver, Root, Subscription } from 'type-graphql';
 import { SAMPLER_NAMES, type SamplerName } from '../../engine';
 import { Image, Job, JobStatus, JobType } from '../../entities';
 import type { JobState } from '../../services/job-state';
 import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
+import { lossHistory } from '../../services/loss-history';
 import { requireUser } from '../../services/viewer';
-import { AFTER_DESCRIPTION, connectionType, FIRST_DESCRIPTION, toConnection, type Connection } from '../connections';
+import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+import { WebhookInput } from './webhooks';
 
 const JobConnection = connectionType(Job, 'Job');
 
@@ -47,13 +50,36 @@ class GenerateImagesInput {
 
   @Field(() => Int, { nullable: true, description: '1-8; default 1.' })
   numImages?: number;
+
+  @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
+  webhook?: WebhookInput | null;
+
+  @Field(() => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION })
+  idempotencyKey?: string | null;
 }
+
+/** One point of a fine-tune's loss curve. */
+@ObjectType()
+class LossPoint {
+  @Field(() => Int)
+  step: number;
+
+  @Field(() => Float)
+  loss: number;
+}
+
+const QUEUE_POSITION_DESCRIPTION = 'While QUEUED: 1 for the next job of its type to start. As of this read: it moves as jobs ahead start.';
+const ESTIMATED_START_DESCRIPTION = 'While QUEUED: from the steps ahead of it and the measured pace of recent jobs of its type; null before any has run.';
+const ESTIMATED_FINISH_DESCRIPTION = 'While QUEUED or RUNNING (a running job by its own pace once it has made a step); null without a measured pace.';
 
 /** A job's state as it changes, pushed to subscribers (a JobState, services/job-state.ts). */
 @ObjectType()
-class JobUpdate implements JobState {
+export class JobUpdate implements JobState {
   @Field(() => ID)
   jobId: string;
+
+  @Field(() => ID)
+  ownerId: string;
 
   @Field(() => JobStatus)
   status: JobStatus;
@@ -91,13 +117,14 @@ async function jobUpdates({ viewer, services }: Context, jobId: string): Promise
 export class JobResolver {
   @Query(() => JobConnection, { description: 'Your jobs (an admin’s: everyone’s), newest first.' })
   async jobs(
-    @Arg('first', () => Int, { nullable: true, description: FIRST_DESCRIPTION }) first: number | null,
-    @Arg('after', () => String, { nullable: true, description: AFTER_DESCRIPTION }) after: string | null,
+    @Args(() => PageArgs) page: PageArgs,
+    @Args(() => CreatedArgs) created: CreatedArgs,
     @Arg('status', () => JobStatus, { nullable: true }) status: JobStatus | null,
     @Arg('type', () => JobType, { nullable: true }) type: JobType | null,
+    @Arg('modelId', () => ID, { nullable: true, description: 'Generations with this model and fine-tunes of it.' }) modelId: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<Job>> {
-    return toConnection(await listJobs(services.db, requireUser(viewer), { status, type }, { first, after }));
+    return toConnection(await listJobs(services.db, requireUser(viewer), { ...created, status, type, modelId }, page));
   }
 
   @Query(() => Job)
@@ -110,7 +137,14 @@ export class JobResolver {
     @Arg('input', () => GenerateImagesInput) input: GenerateImagesInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Job> {
-    return generateImages(services, requireUser(viewer), { ...input });
+    const user = requireUser(viewer);
+    const { idempotencyKey, ...request } = input;
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'generateImages', request },
+      { create: () => generateImages(services, user, request), idOf: (made) => made.id, load: (id) => getJob(services.db, user, id) },
+    );
   }
 
   @Mutation(() => Job, { description: 'Cancels a QUEUED or RUNNING job.' })
@@ -126,9 +160,64 @@ export class JobResolver {
     return update;
   }
 
+  @Subscription(() => JobUpdate, {
+    description:
+      'Every state of any of your jobs committed from now on, for a console of everything you run. Subscribe first, then read `jobs`, to miss nothing. Ends with CONFLICT when states may have been missed (subscribe again).',
+    subscribe: ({ context }) => {
+      const { viewer, services } = context as Context;
+      return services.events.followOwner(requireUser(viewer).id);
+    },
+  })
+  myJobs(@Root() update: JobState): JobUpdate {
+    return update;
+  }
+
   /** Runs only on jobs the viewer may see, and images share their job's owner. */
   @FieldResolver(() => [Image])
   images(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Image[]> {
     return loaders.imagesOfJob.load(job.id);
+  }
+
+  @FieldResolver(() => Int, { nullable: true, description: QUEUE_POSITION_DESCRIPTION })
+  async queuePosition(@Root() job: Job, @Ctx() { loaders }: Context): Promise<number | null> {
+    return (await loaders.queueEstimate.load(job.id)).queuePosition;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_START_DESCRIPTION })
+  async estimatedStartAt(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(job.id)).estimatedStartAt;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_FINISH_DESCRIPTION })
+  async estimatedFinishAt(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(job.id)).estimatedFinishAt;
+  }
+
+  @FieldResolver(() => [LossPoint], { description: "A fine-tune's loss at each step, kept after the job ends; empty for generation." })
+  lossHistory(
+    @Root() job: Job,
+    @Arg('points', () => Int, { nullable: true, description: 'At most this many points (2-10000): runs of steps averaged. Default: every step.' }) points: number | null,
+    @Ctx() { services }: Context,
+  ): Promise<LossPoint[]> {
+    return lossHistory(services.db, job.id, points);
+  }
+}
+
+/** What a job update tells besides the row's state: read when asked for, as of the update. */
+@Resolver(() => JobUpdate)
+export class JobUpdateResolver {
+  @FieldResolver(() => Int, { nullable: true, description: QUEUE_POSITION_DESCRIPTION })
+  async queuePosition(@Root() update: JobState, @Ctx() { loaders }: Context): Promise<number | null> {
+    return (await loaders.queueEstimate.load(update.jobId)).queuePosition;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_START_DESCRIPTION })
+  async estimatedStartAt(@Root() update: JobState, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(update.jobId)).estimatedStartAt;
+  }
+
+  @FieldResolver(() => Date, { nullable: true, description: ESTIMATED_FINISH_DESCRIPTION })
+  async estimatedFinishAt(@Root() update: JobState, @Ctx() { loaders }: Context): Promise<Date | null> {
+    return (await loaders.queueEstimate.load(update.jobId)).estimatedFinishAt;
   }
 }

@@ -1,8 +1,13 @@
-import { Arg, Ctx, Field, FieldResolver, ID, InputType, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { Arg, Args, Ctx, Field, FieldResolver, ID, InputType, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { BaseModel, Concept, Model, ModelKind, ModelVersion } from '../../entities';
 import { createModel, deleteModel, getModel, listModels, renameModel } from '../../services/models';
+import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
+import { modelVersionPage } from '../../services/versions';
 import { requireUser } from '../../services/viewer';
+import { connectionType, CreatedArgs, ModelVersionConnection, PageArgs, toConnection, type Connection } from '../connections';
 import type { Context } from '../context';
+
+const ModelConnection = connectionType(Model, 'Model');
 
 @InputType()
 class CreateModelInput {
@@ -14,16 +19,22 @@ class CreateModelInput {
 
   @Field(() => ID)
   baseModelId: string;
+
+  @Field(() => String, { nullable: true, description: IDEMPOTENCY_KEY_DESCRIPTION })
+  idempotencyKey?: string | null;
 }
 
 @Resolver(() => Model)
 export class ModelResolver {
-  @Query(() => [Model], { description: 'Your private models and metamodels, and the public metamodels.' })
-  models(
+  @Query(() => ModelConnection, { description: 'Your private models and metamodels, and the public metamodels (an admin’s: all), newest first.' })
+  async models(
+    @Args(() => PageArgs) page: PageArgs,
+    @Args(() => CreatedArgs) created: CreatedArgs,
     @Arg('kind', () => ModelKind, { nullable: true }) kind: ModelKind | null,
+    @Arg('baseModelId', () => ID, { nullable: true }) baseModelId: string | null,
     @Ctx() { viewer, services }: Context,
-  ): Promise<Model[]> {
-    return listModels(services.db, requireUser(viewer), kind ?? undefined);
+  ): Promise<Connection<Model>> {
+    return toConnection(await listModels(services.db, requireUser(viewer), { ...created, kind, baseModelId }, page));
   }
 
   @Query(() => Model)
@@ -36,7 +47,14 @@ export class ModelResolver {
     @Arg('input', () => CreateModelInput) input: CreateModelInput,
     @Ctx() { viewer, services }: Context,
   ): Promise<Model> {
-    return createModel(services.db, requireUser(viewer), { ...input });
+    const user = requireUser(viewer);
+    const { idempotencyKey, ...request } = input;
+    return idempotent(
+      services,
+      user,
+      { key: idempotencyKey, operation: 'createModel', request },
+      { create: () => createModel(services.db, user, request), idOf: (made) => made.id, load: (id) => getModel(services.db, user, id) },
+    );
   }
 
   @Mutation(() => Model)
@@ -65,9 +83,10 @@ export class ModelResolver {
     return model.headVersionId ? loaders.version.load(model.headVersionId) : Promise.resolve(null);
   }
 
-  @FieldResolver(() => [ModelVersion], { description: 'Newest first.' })
-  versions(@Root() model: Model, @Ctx() { loaders }: Context): Promise<ModelVersion[]> {
-    return loaders.versionsOfModel.load(model.id);
+  @FieldResolver(() => ModelVersionConnection, { description: 'The version history, newest first.' })
+  async versions(@Root() model: Model, @Args(() => PageArgs) page: PageArgs, @Ctx() { loaders, services }: Context): Promise<Connection<ModelVersion>> {
+    // First pages of a list's models load together; a later page is one model's own query.
+    return toConnection(page.after == null ? await loaders.versionPages(page.first ?? null).load(model.id) : await modelVersionPage(services.db, model.id, page));
   }
 
   @FieldResolver(() => [Concept], { description: 'The concepts the model offers (not those whose training failed or was reverted), oldest first.' })

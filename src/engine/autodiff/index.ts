@@ -1,4 +1,5 @@
 export * from './adamw';
+export * from './flat-params';
 export * from './gradients';
 export * from './train-step';
 export * from './trainer';

@@ -2,6 +2,7 @@ import { type DType } from '../graph/dtype';
 import { check, type Graph, type Tensor } from '../graph/graph';
 import { contentHash, saveWithExternalData, serialize } from '../graph/serialize';
 import { type AdamWOptions, adamwUpdate, clipByGlobalNorm, globalNorm } from './adamw';
+import { packWeights } from './flat-params';
 import { gradients, unreachable } from './gradients';
 
 export interface TensorSpec {
@@ -16,13 +17,15 @@ export interface BuiltGraph {
   weightsAsInputs: Set<string>;
   /** The forward graph's own inputs (the batch). */
   batch: TensorSpec[];
+  /** A train step's trainable weights, packed in this order into its flat `params` (see `buildTrainStep`). */
+  packed?: TensorSpec[];
 }
 
 /** What feeds a compiled graph. */
 export interface GraphSignature {
   /** Content hash: compiled graphs are cached by it. */
   hash: string;
-  /** Weights fed as inputs, in order. */
+  /** Weights fed from outside, in order: each as an input of its name, or a train step's packed into its flat `params`. */
   params: TensorSpec[];
   /** The forward graph's own inputs (the batch). */
   batch: TensorSpec[];
@@ -84,48 +87,47 @@ export interface TrainStepOptions {
   graph: Graph;
   /** The scalar to minimize. */
   loss: Tensor;
-  /** Names of the trainable weights; every other weight is frozen and stays an initializer. */
+  /** Names of the trainable weights, all of one dtype; every other weight is frozen and stays an initializer. */
   trainable: string[];
   optimizer?: AdamWOptions;
 }
 
 /**
- * The whole train step as one graph. Inputs: each trainable weight under its own name, its AdamW
- * moments `m.<name>` and `v.<name>`, `step` (int64 scalar, 1 for the first step), `lr` (float32
- * scalar, so schedules need no recompilation) and the forward graph's inputs. Outputs:
- * `new.<name>`, `new_m.<name>`, `new_v.<name>`, `loss` and `grad_norm` (before clipping).
- * The graph is consumed (its outputs replaced); build a fresh one per compile.
+ * The whole train step as one graph, its trainable weights packed into flat vectors (in `trainable` order, see
+ * `FlatLayout`) so that the global norm, clipping and AdamW run as a few operators on whole vectors, and a step
+ * moves three buffers however many weights it trains. Inputs: `params` [N] (every trainable weight, flattened
+ * and concatenated), its AdamW moments `m` and `v` [N], `step` (int64 scalar, 1 for the first step), `lr`
+ * (float32 scalar, so schedules need no recompilation) and the forward graph's inputs. Outputs: `new_params`,
+ * `new_m`, `new_v`, `loss` and `grad_norm` (before clipping). The graph is consumed (its trainable weights
+ * become slices of `params`, its outputs replaced); build a fresh one per compile.
  */
 export function buildTrainStep({ graph, loss, trainable, optimizer = {} }: TrainStepOptions): BuiltGraph {
   check(trainable.length > 0, 'trainStep: no trainable weights');
   const batch = graph.inputs.map(spec);
-  const params = weightTensors(graph, trainable, 'trainable');
+  const weights = weightTensors(graph, trainable, 'trainable');
   // torch.optim.AdamW skips a parameter without a gradient; here that is almost surely a wrong name.
-  const idle = unreachable(graph, loss, params);
+  const idle = unreachable(graph, loss, weights);
   check(!idle.length, `trainable weights ${idle.map((t) => t.name).join(', ')} do not affect the loss`);
-  let grads = gradients(graph, loss, params);
-  const norm = globalNorm(grads);
-  if (optimizer.maxGradNorm !== undefined) grads = clipByGlobalNorm(grads, norm, optimizer.maxGradNorm);
+  const packed = weights.map(spec);
+  const param = packWeights(graph, weights, 'params');
+  const [grad] = gradients(graph, loss, [param]);
+  const norm = globalNorm(grad);
   const step = graph.input('step', 'int64', []);
   const lr = graph.input('lr', 'float32', []);
-  const states = params.map((param, i) => ({
+  const updated = adamwUpdate({
     param,
-    grad: grads[i],
-    m: graph.input(`m.${param.name}`, param.dtype, param.shape),
-    v: graph.input(`v.${param.name}`, param.dtype, param.shape),
-  }));
-  const updated = adamwUpdate(states, step, lr, optimizer);
+    grad: optimizer.maxGradNorm === undefined ? grad : clipByGlobalNorm(grad, norm, optimizer.maxGradNorm),
+    m: graph.input('m', param.dtype, param.shape),
+    v: graph.input('v', param.dtype, param.shape),
+  }, step, lr, optimizer);
   replaceOutputs(graph, [
-    ...updated.flatMap(({ param, m, v }, i): [Tensor, string][] => [
-      [param, `new.${trainable[i]}`], [m, `new_m.${trainable[i]}`], [v, `new_v.${trainable[i]}`],
-    ]),
-    [loss, 'loss'],
-    [norm, 'grad_norm'],
+    [updated.param, 'new_params'], [updated.m, 'new_m'], [updated.v, 'new_v'], [loss, 'loss'], [norm, 'grad_norm'],
   ]);
-  return { graph, weightsAsInputs: new Set(trainable), batch };
+  return { graph, weightsAsInputs: new Set(), batch, packed };
 }
 
-const paramSpecs = ({ graph, weightsAsInputs }: BuiltGraph) => [...weightsAsInputs].map((name) => spec(graph.weights.get(name)!.tensor));
+const paramSpecs = ({ graph, weightsAsInputs, packed }: BuiltGraph) =>
+  packed ?? [...weightsAsInputs].map((name) => spec(graph.weights.get(name)!.tensor));
 
 /** Serializes a built graph (weights not fed as inputs must have data bound). */
 export function compile(built: BuiltGraph): CompiledGraph {

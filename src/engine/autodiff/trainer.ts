@@ -1,6 +1,7 @@
 import { sizeOf } from '../graph/shape';
 import { EngineRuntimeError, type EngineWorker, type SessionHandle, type TensorData } from '../runtime';
-import { type CompiledGraph, type SavedGraph, sessionModel, type TensorSpec } from './train-step';
+import { FlatLayout } from './flat-params';
+import { type CompiledGraph, type SavedGraph, sessionModel } from './train-step';
 
 type FloatData = Extract<TensorData, { dtype: 'float32' | 'float64' }>;
 
@@ -25,31 +26,26 @@ export interface TrainerCheckpoint {
   v: Record<string, FloatArray>;
 }
 
-function zerosLike({ dtype, shape }: TensorSpec): FloatData {
-  const size = sizeOf(shape);
-  if (dtype === 'float32') return { dtype, dims: [...shape], data: new Float32Array(size) };
-  if (dtype === 'float64') return { dtype, dims: [...shape], data: new Float64Array(size) };
-  throw new TrainerError(`trainable weights must be float32 or float64, got ${dtype}`);
-}
-
 function isCheckpoint(value: Record<string, FloatArray> | TrainerCheckpoint): value is TrainerCheckpoint {
   return typeof value.steps === 'number';
 }
 
 /**
- * Runs a compiled train step (see `compileTrainStep`) on an engine worker, keeping parameters and
- * AdamW moments on the host between steps. Their buffers move to the worker and back each step
- * instead of being copied; frozen weights stay inside the model, uploaded once with the session.
+ * Runs a compiled train step (see `compileTrainStep`) on an engine worker, keeping the flat parameters and
+ * AdamW moments on the host between steps. Their three buffers move to the worker and back each step instead
+ * of being copied; frozen weights stay inside the model, uploaded once with the session.
  */
 export class Trainer {
   #steps = 0;
   #running = false;
-  readonly #state = new Map<string, { param: FloatData; m: FloatData; v: FloatData }>();
+  /** The flat `params`, `m` and `v`; undefined once a failed step lost them. */
+  #state: { params: FloatData; m: FloatData; v: FloatData } | undefined;
 
   private constructor(
     private readonly worker: EngineWorker,
     private readonly session: SessionHandle,
     private readonly compiled: CompiledGraph | SavedGraph,
+    private readonly layout: FlatLayout,
   ) {}
 
   /**
@@ -59,41 +55,33 @@ export class Trainer {
   static async create(
     worker: EngineWorker, compiled: CompiledGraph | SavedGraph, initial: Record<string, FloatArray> | TrainerCheckpoint,
   ): Promise<Trainer> {
+    const layout = new FlatLayout(compiled.params);
     const resumed = isCheckpoint(initial) ? initial : undefined;
     const values = resumed ? resumed.params : initial as Record<string, FloatArray>;
-    for (const p of compiled.params) {
-      const expected = sizeOf(p.shape);
-      const fits = (array: FloatArray | undefined) => array?.length === expected && (p.dtype === 'float32') === array instanceof Float32Array;
-      if (!fits(values[p.name]) || (resumed && (!fits(resumed.m[p.name]) || !fits(resumed.v[p.name])))) {
-        throw new TrainerError(`${resumed ? 'checkpoint' : 'initial'} value of ${p.name} must be a ${p.dtype} array of ${expected} elements`);
+    for (const { name, dtype, shape } of compiled.params) {
+      const fits = (array: FloatArray | undefined) => layout.fits(name, array);
+      if (!fits(values[name]) || (resumed && (!fits(resumed.m[name]) || !fits(resumed.v[name])))) {
+        throw new TrainerError(`${resumed ? 'checkpoint' : 'initial'} value of ${name} must be a ${dtype} array of ${sizeOf(shape)} elements`);
       }
     }
     // Unfolded: the frozen weights' transposed copies would double them (see CreateSessionOptions.foldConstants).
     const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false });
-    const trainer = new Trainer(worker, session, compiled);
-    for (const p of compiled.params) {
-      const [param, m, v] = [zerosLike(p), zerosLike(p), zerosLike(p)];
-      param.data.set(values[p.name]);
-      if (resumed) {
-        m.data.set(resumed.m[p.name]);
-        v.data.set(resumed.v[p.name]);
-      }
-      trainer.#state.set(p.name, { param, m, v });
-    }
+    const trainer = new Trainer(worker, session, compiled, layout);
+    const flat = (data: FloatArray) => ({ dtype: layout.dtype, dims: [layout.size], data }) as FloatData;
+    trainer.#state = {
+      params: flat(layout.pack(values)),
+      m: flat(resumed ? layout.pack(resumed.m) : layout.zeros()),
+      v: flat(resumed ? layout.pack(resumed.v) : layout.zeros()),
+    };
     trainer.#steps = resumed?.steps ?? 0;
     return trainer;
   }
 
-  /** A copy of the run's state; `Trainer.create` with it continues bit for bit where this trainer is now. */
+  /** A copy of the run's state, by weight name; `Trainer.create` with it continues bit for bit where this trainer is now. */
   checkpoint(): TrainerCheckpoint {
     if (this.#running) throw new TrainerError('a step is running: await it before taking a checkpoint');
-    const checkpoint: TrainerCheckpoint = { steps: this.#steps, params: {}, m: {}, v: {} };
-    for (const [name, { param, m, v }] of this.#state) {
-      checkpoint.params[name] = param.data.slice();
-      checkpoint.m[name] = m.data.slice();
-      checkpoint.v[name] = v.data.slice();
-    }
-    return checkpoint;
+    const { params, m, v } = this.#live();
+    return { steps: this.#steps, params: this.layout.unpack(params.data), m: this.layout.unpack(m.data), v: this.layout.unpack(v.data) };
   }
 
   /** Steps taken so far. */
@@ -103,21 +91,25 @@ export class Trainer {
 
   /** The current values of a trainable weight (a copy). */
   param(name: string): Float32Array | Float64Array {
-    const state = this.#state.get(name);
-    if (!state) throw new TrainerError(`${name} is not a trainable weight`);
-    return state.param.data.slice();
+    if (!this.layout.has(name)) throw new TrainerError(`${name} is not a trainable weight`);
+    return this.layout.slice(this.#live().params.data, name);
   }
 
   /** One optimizer step on `batch` (copied, so the caller keeps it) at learning rate `lr`. */
   async step(batch: Record<string, TensorData>, lr: number): Promise<StepResult> {
     if (this.#running) throw new TrainerError('a step is already running: await it before the next');
-    if (this.#state.size !== this.compiled.params.length) throw new TrainerError('a failed step lost this trainer\'s parameters');
+    this.#live();
     this.#running = true;
     try {
       return await this.#step(batch, lr);
     } finally {
       this.#running = false;
     }
+  }
+
+  #live() {
+    if (!this.#state) throw new TrainerError('a failed step lost this trainer\'s parameters');
+    return this.#state;
   }
 
   async #step(batch: Record<string, TensorData>, lr: number): Promise<StepResult> {
@@ -130,11 +122,7 @@ export class Trainer {
       feeds[input.name] = { ...t, data: t.data.slice() } as TensorData;
     }
     if (!Number.isFinite(lr) || lr < 0) throw new TrainerError(`lr must be a finite non-negative number, got ${lr}`);
-    for (const [name, { param, m, v }] of this.#state) {
-      feeds[name] = param;
-      feeds[`m.${name}`] = m;
-      feeds[`v.${name}`] = v;
-    }
+    Object.assign(feeds, this.#state);
     feeds.step = { dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(this.#steps + 1)) };
     feeds.lr = { dtype: 'float32', dims: [], data: Float32Array.of(lr) };
     let out: Record<string, TensorData>;
@@ -143,20 +131,12 @@ export class Trainer {
     } catch (error) {
       // The state's buffers went to the worker with the feeds; a rejected run hands them back.
       const returned = error instanceof EngineRuntimeError ? error.feeds : undefined;
-      for (const [name, state] of this.#state) {
-        if (!returned?.[name]) {
-          this.#state.clear();
-          break;
-        }
-        Object.assign(state, { param: returned[name], m: returned[`m.${name}`], v: returned[`v.${name}`] });
-      }
-      throw new TrainerError(`train step failed${this.#state.size ? '' : ', parameters lost'}: ${(error as Error).message}`);
+      this.#state = returned?.params && returned.m && returned.v
+        ? { params: returned.params as FloatData, m: returned.m as FloatData, v: returned.v as FloatData }
+        : undefined;
+      throw new TrainerError(`train step failed${this.#state ? '' : ', parameters lost'}: ${(error as Error).message}`);
     }
-    for (const [name, state] of this.#state) {
-      state.param = out[`new.${name}`] as FloatData;
-      state.m = out[`new_m.${name}`] as FloatData;
-      state.v = out[`new_v.${name}`] as FloatData;
-    }
+    this.#state = { params: out.new_params as FloatData, m: out.new_m as FloatData, v: out.new_v as FloatData };
     this.#steps++;
     return { loss: Number(out.loss.data[0]), gradNorm: Number(out.grad_norm.data[0]) };
   }

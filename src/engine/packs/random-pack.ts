@@ -20,7 +20,7 @@ export interface PackPreset {
 const DIFFUSERS_VERSION = '0.30.0';
 
 /** The scheduler Stable Diffusion 1.5 ships. */
-const SD15_PNDM = {
+export const SD15_PNDM = {
   _class_name: 'PNDMScheduler',
   _diffusers_version: DIFFUSERS_VERSION,
   beta_end: 0.012,

@@ -24,6 +24,26 @@ export function byteEncode(word: string): string {
   return out;
 }
 
+/** A byte-encoded word's first symbols: its characters, the last one marked as ending the word. */
+export function wordSymbols(word: string): string[] {
+  const chars = Array.from(word);
+  return [...chars.slice(0, -1), chars[chars.length - 1] + END_OF_WORD];
+}
+
+/** `symbols` with every adjacent `left right` joined, left to right. */
+export function mergePair(symbols: readonly string[], left: string, right: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < symbols.length; i++) {
+    if (symbols[i] === left && symbols[i + 1] === right) {
+      out.push(left + right);
+      i++;
+    } else {
+      out.push(symbols[i]);
+    }
+  }
+  return out;
+}
+
 export class BytePairEncoder {
   /** Merge rank by pair, keyed `${left} ${right}` (symbols never contain a space). */
   private readonly ranks = new Map<string, number>();
@@ -40,8 +60,7 @@ export class BytePairEncoder {
   encodeWord(word: string): string[] {
     const cached = this.cache.get(word);
     if (cached) return cached;
-    const chars = Array.from(word);
-    let symbols = [...chars.slice(0, -1), chars[chars.length - 1] + END_OF_WORD];
+    let symbols = wordSymbols(word);
     while (symbols.length > 1) {
       let best = Infinity;
       let left = '';
@@ -51,16 +70,7 @@ export class BytePairEncoder {
         if (rank !== undefined && rank < best) [best, left, right] = [rank, symbols[i], symbols[i + 1]];
       }
       if (best === Infinity) break;
-      const merged: string[] = [];
-      for (let i = 0; i < symbols.length; i++) {
-        if (symbols[i] === left && symbols[i + 1] === right) {
-          merged.push(left + right);
-          i++;
-        } else {
-          merged.push(symbols[i]);
-        }
-      }
-      symbols = merged;
+      symbols = mergePair(symbols, left, right);
     }
     this.cache.set(word, symbols);
     return symbols;

@@ -1,4 +1,4 @@
-import { BytePairEncoder, END_OF_WORD } from './byte-level-bpe';
+import { BytePairEncoder, mergePair, wordSymbols } from './byte-level-bpe';
 import { clipWords } from './clip-tokenizer';
 
 export type Merge = [left: string, right: string];
@@ -14,11 +14,6 @@ export interface BpeTrainingOptions {
   reserved?: readonly string[];
 }
 
-const symbolsOf = (word: string): string[] => {
-  const chars = Array.from(word);
-  return [...chars.slice(0, -1), chars[chars.length - 1] + END_OF_WORD];
-};
-
 /**
  * Byte-level BPE learned as CLIP's vocabulary was: the texts split into CLIP's words, each word's bytes the
  * first symbols (the last marked `</w>`), then the most frequent adjacent pair merged, over and over. Ties go
@@ -28,7 +23,7 @@ export function trainClipBpe(texts: Iterable<string>, { merges: count, reserved 
   const words = new Map<string, { symbols: string[]; count: number }>();
   for (const text of texts) {
     for (const word of clipWords(text)) {
-      const entry = words.get(word) ?? words.set(word, { symbols: symbolsOf(word), count: 0 }).get(word)!;
+      const entry = words.get(word) ?? words.set(word, { symbols: wordSymbols(word), count: 0 }).get(word)!;
       entry.count++;
     }
   }
@@ -53,19 +48,6 @@ export function trainClipBpe(texts: Iterable<string>, { merges: count, reserved 
   }
   for (const word of reserved) appendWordMerges(merges, word);
   return merges;
-}
-
-function mergePair(symbols: string[], left: string, right: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < symbols.length; i++) {
-    if (symbols[i] === left && symbols[i + 1] === right) {
-      out.push(left + right);
-      i++;
-    } else {
-      out.push(symbols[i]);
-    }
-  }
-  return out;
 }
 
 /**

@@ -1,0 +1,28 @@
+import { createHash } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
+
+/**
+ * HTTP requests (GraphQL and downloads) each API key may make in a minute, counted in this process:
+ * behind several API processes a key gets that many from each. Requests without a key (sign-up,
+ * health) count by client address. Past the limit: 429 with RATE_LIMITED and `Retry-After`.
+ * WebSocket subscriptions are one connection each and are not counted.
+ */
+export function perKeyRateLimit(perMinute: number): RequestHandler {
+  return rateLimit({
+    windowMs: 60_000,
+    limit: perMinute,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    // A digest, so the limiter's memory holds no key.
+    keyGenerator: (req) => {
+      const authorization = req.headers.authorization;
+      return authorization ? createHash('sha256').update(authorization).digest('base64url') : ipKeyGenerator(req.ip ?? '');
+    },
+    handler: (_req, res) => {
+      res.status(429).json({
+        errors: [{ message: `More than ${perMinute} requests in a minute with this key: retry after the time in Retry-After`, extensions: { code: 'RATE_LIMITED' } }],
+      });
+    },
+  });
+}
