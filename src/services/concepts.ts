@@ -2,7 +2,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
 import type { ClipTokenizer } from '../engine';
-import { Concept, ConceptKind, ContributionStatus, Model, type User } from '../entities';
+import { Concept, ConceptKind, ContributionStatus, InstanceImage, Model, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
 import { checkIdentifier, pickIdentifier } from './identifiers';
@@ -91,9 +91,16 @@ export async function identifierFor(
   return requested != null ? checkIdentifier(tokenizer, requested, category, taken) : pickIdentifier(tokenizer, category, taken);
 }
 
-export async function deleteConcept(db: DataSource, user: User, id: string): Promise<string> {
+/** Deletes a concept of a model the user may change, with its photos, rows and objects. */
+export async function deleteConcept(db: DataSource, store: ObjectStore, user: User, id: string): Promise<string> {
   const concept = await getConcept(db, user, id);
   await getModelToChange(db, user, concept.modelId);
-  await db.getRepository(Concept).delete(concept.id);
+  const photos = await db.transaction(async (tx) => {
+    const rows = await tx.getRepository(InstanceImage).find({ where: { conceptId: concept.id }, select: { id: true, objectKey: true } });
+    await tx.getRepository(Concept).delete(concept.id); // the photos' rows cascade
+    return rows;
+  });
+  // After the commit: a failure here leaves unreferenced objects, never rows pointing at nothing.
+  for (const { objectKey } of photos) await store.delete(objectKey);
   return concept.id;
 }

@@ -114,6 +114,19 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
     expect((await ok(gql(url, PHOTOS, { c: concept }, a.key))).instanceImages.nodes).toEqual(photos);
   });
 
+  it('deletes a deleted concept\'s photos from storage too', async () => {
+    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "mine", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const conceptId = (await ok(gql(url, 'mutation($m: ID!) { createConcept(input: { modelId: $m, category: "lamp", kind: OBJECT }) { id } }', { m: modelId }, a.key))).createConcept.id;
+    const png = await sharp({ create: { width: 40, height: 40, channels: 3, background: '#456' } }).png().toBuffer();
+    await ok(gqlUpload(url, 'mutation($c: ID, $file: Upload!) { uploadInstanceImage(conceptId: $c, file: $file) { id } }', { c: conceptId },
+      { bytes: png, name: 'p.png', type: 'image/png' }, a.key));
+    const [key] = await objectKeys(conceptId);
+    expect(await platform.services.store.exists(key)).toBe(true);
+    expect((await ok(gql(url, 'mutation($id: ID!) { deleteConcept(id: $id) }', { id: conceptId }, a.key))).deleteConcept).toBe(conceptId);
+    expect(await objectKeys(conceptId)).toEqual([]);
+    expect(await platform.services.store.exists(key)).toBe(false);
+  });
+
   it('lets a contributor withdraw a concept: a new version without it, no longer offered, its photos gone from later replays', async () => {
     const cat = await contribute(a.key, 'cat');
     const dog = await contribute(b.key, 'dog');

@@ -54,6 +54,6 @@ export class ConceptResolver {
 
   @Mutation(() => ID)
   deleteConcept(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<string> {
-    return deleteConcept(services.db, requireUser(viewer), id);
+    return deleteConcept(services.db, services.store, requireUser(viewer), id);
   }
 }
