@@ -21,8 +21,9 @@ export function classImageKey(baseModelId: string, category: string, index: numb
  * The images a fine-tune trains on, at the model's training resolution: the concept's own photos,
  * and the prior-preservation images of its BIG split, which are class images (generated once per base
  * model and category, then cached in the object store for everyone) and replayed photos of the
- * concepts the model learned before. The concept's few photos are decoded once and kept; prior images
- * (up to one per step) are read from the store whenever the training encodes one.
+ * concepts the model learned before. Photos are decoded once and kept (their owners may delete them
+ * while someone else's training replays them); class images, most of the prior images (up to one per
+ * step), are read from the store whenever the training encodes one.
  */
 export class TrainingImages {
   /** Why the prior images are fewer than the split planned: replayed photos that could not be used. */
@@ -44,22 +45,17 @@ export class TrainingImages {
     }));
   }
 
-  /** The image at `key`, read and decoded each time the training asks for it. */
-  #fromStore(key: string): Example['image'] {
-    return async () => loadTrainingPicture(await this.services.store.get(key), this.resolution);
-  }
-
   /**
    * `count` examples of an earlier concept's photos (cycled), replayed in the prior images. A photo that
    * cannot be used (gone from the store, or one an older version let in) is skipped with a warning: it
-   * must never fail the training of whoever contributes next. Each is decoded once here to find out.
+   * must never fail the training of whoever contributes next.
    */
   async #replayed(conceptId: string, prompt: string, count: number): Promise<Example[]> {
     const usable: Example['image'][] = [];
     for (const photo of await this.#stored(conceptId)) {
       try {
-        await loadTrainingPicture(await this.services.store.get(photo.objectKey), this.resolution);
-        usable.push(this.#fromStore(photo.objectKey));
+        const picture = await loadTrainingPicture(await this.services.store.get(photo.objectKey), this.resolution);
+        usable.push(async () => picture);
       } catch (error) {
         if (!(error instanceof ImageInputError) && !isMissing(error)) throw error;
         this.warnings.push(`A stored photo of "${prompt}" cannot be replayed and was skipped (${isMissing(error) ? 'it is gone from storage' : (error as Error).message}).`);
@@ -111,6 +107,6 @@ export class TrainingImages {
       );
       for (const [i, png] of pngs.entries()) await store.put(keys[have + i], png, 'image/png');
     }
-    return keys.map((key) => ({ image: this.#fromStore(key), prompt }));
+    return keys.map((key) => ({ image: async () => loadTrainingPicture(await store.get(key), this.resolution), prompt }));
   }
 }
