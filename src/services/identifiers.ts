@@ -80,8 +80,8 @@ export const hasMeaning = (token: string): boolean => isWord(token) || isBlocked
 /** Why `token` cannot name a concept, or undefined when it can (uniqueness aside). */
 export function identifierProblem(tokenizer: ClipTokenizer, token: string, category: string): string | undefined {
   if (!PATTERN.test(token)) return 'must be 2 to 12 lower-case letters a-z';
-  if (category.toLowerCase().split(/[^a-z]+/).includes(token)) return `"${token}" is a word of the category`;
   if (isWord(token)) return `"${token}" is a common word; pick a rare token such as "sks"`;
+  if (category.toLowerCase().split(/[^a-z]+/).includes(token)) return `"${token}" is a word of the category`;
   if (isBlocked(token)) return `"${token}" reads as an offensive word or a well-known abbreviation; pick another rare token`;
   if (!tokenizer.isSingleToken(token)) return `"${token}" is not a single token of the base model's tokenizer`;
   return undefined;
