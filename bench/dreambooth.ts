@@ -16,7 +16,7 @@ import { declaredUNetWeights } from '../src/engine/models/declared-weights';
 import { parseUNetConfig } from '../src/engine/models/unet';
 import { BUNDLED_TINY_SD, clipTokenizerFiles, createRandomPack } from '../src/engine/packs';
 import {
-  DreamBoothTrainer, type Example, loadStableDiffusion, loadTrainingImage, type StableDiffusionModels, trainDreamBooth,
+  DreamBoothTrainer, type Example, loadStableDiffusion, loadTrainingPicture, type StableDiffusionModels, trainDreamBooth,
   type TrainingMethod,
 } from '../src/engine/pipelines';
 import { Rng } from '../src/engine/random';
@@ -48,10 +48,13 @@ async function tinyPack(worker: EngineWorker): Promise<void> {
   const models = await loadStableDiffusion(await loadPack(source));
   const vaeFactor = 2 ** (models.vae.config.block_out_channels.length - 1);
   const resolution = models.unet.sampleSize * vaeFactor;
-  const image = async (color: string) => loadTrainingImage(
-    await sharp({ create: { width: resolution, height: resolution, channels: 3, background: color } }).png().toBuffer(), resolution);
-  const instance: Example[] = [{ pixels: await image('#ff0000'), prompt: 'a sks square' }];
-  const prior: Example[] = [{ pixels: await image('#00ff00'), prompt: 'a square' }];
+  const image = async (color: string) => {
+    const picture = await loadTrainingPicture(
+      await sharp({ create: { width: resolution, height: resolution, channels: 3, background: color } }).png().toBuffer(), resolution);
+    return async () => picture;
+  };
+  const instance: Example[] = [{ image: await image('#ff0000'), prompt: 'a sks square' }];
+  const prior: Example[] = [{ image: await image('#00ff00'), prompt: 'a square' }];
   log(`${fixtures ? 'tiny-sd15 fixture' : 'bundled random tiny'} pack, ${resolution} px, 1 instance + 1 prior row per step, ${STEPS} timed steps`);
   for (const method of [{ kind: 'lora', rank: 4 }, { kind: 'full' }] as TrainingMethod[]) {
     const ends: number[] = [];

@@ -12,6 +12,8 @@ export enum ContributionStatus {
   MERGED = 'MERGED',
   FAILED = 'FAILED',
   REVERTED = 'REVERTED',
+  /** Its contributor took the concept back out of the metamodel (`withdrawConcept`). */
+  WITHDRAWN = 'WITHDRAWN',
 }
 registerEnumType(ContributionStatus, { name: 'ContributionStatus' });
 

@@ -4,7 +4,11 @@ import { Concept } from './concept';
 import { User } from './user';
 
 /** A training photo of a concept, uploaded by its owner; private even when the concept is public. */
-@ObjectType()
+@ObjectType({
+  description: 'A training photo. Only its uploader and administrators can see it (there is no download for anyone else, not even of a public '
+    + 'metamodel\'s concept). A photo taught to a metamodel is replayed in the prior-preservation images of every later contribution to it, so '
+    + 'what it shows shapes the model everyone generates with, until its concept is withdrawn (withdrawConcept).',
+})
 @Entity('instance_image')
 export class InstanceImage {
   @Field(() => ID)

@@ -2,7 +2,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
 import type { ClipTokenizer } from '../engine';
-import { Concept, ConceptKind, ContributionStatus, Model, type User } from '../entities';
+import { Concept, ConceptKind, ContributionStatus, InstanceImage, Model, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
 import { checkIdentifier, pickIdentifier } from './identifiers';
@@ -11,8 +11,9 @@ import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 
 /**
- * A concept is visible with its model: public metamodels' concepts are public. Listed are those the
- * model offers: not those whose training failed or was reverted.
+ * A concept is visible with its model: public metamodels' concepts are public (their photos are not:
+ * see `listInstanceImages`). Listed are those the model offers: not those whose training failed, was
+ * reverted or was withdrawn.
  */
 export async function listConcepts(db: DataSource, user: User, modelId: string): Promise<Concept[]> {
   return listConceptsOfModels(db, [(await getModel(db, user, modelId)).id]);
@@ -26,7 +27,7 @@ export function listConceptsOfModels(db: DataSource, modelIds: readonly string[]
     .where('concept.modelId IN (:...modelIds)', { modelIds })
     .andWhere(
       `NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status IN (:...withdrawn))`,
-      { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED] },
+      { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED, ContributionStatus.WITHDRAWN] },
     )
     .orderBy('concept.createdAt', 'ASC')
     .getMany();
@@ -90,9 +91,16 @@ export async function identifierFor(
   return requested != null ? checkIdentifier(tokenizer, requested, category, taken) : pickIdentifier(tokenizer, category, taken);
 }
 
-export async function deleteConcept(db: DataSource, user: User, id: string): Promise<string> {
+/** Deletes a concept of a model the user may change, with its photos, rows and objects. */
+export async function deleteConcept(db: DataSource, store: ObjectStore, user: User, id: string): Promise<string> {
   const concept = await getConcept(db, user, id);
   await getModelToChange(db, user, concept.modelId);
-  await db.getRepository(Concept).delete(concept.id);
+  const photos = await db.transaction(async (tx) => {
+    const rows = await tx.getRepository(InstanceImage).find({ where: { conceptId: concept.id }, select: { id: true, objectKey: true } });
+    await tx.getRepository(Concept).delete(concept.id); // the photos' rows cascade
+    return rows;
+  });
+  // After the commit: a failure here leaves unreferenced objects, never rows pointing at nothing.
+  for (const { objectKey } of photos) await store.delete(objectKey);
   return concept.id;
 }

@@ -1,11 +1,14 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
-import { Contribution, ContributionStatus, InstanceImage, ModelVersion, type User } from '../entities';
-import { conflict, forbidden, notFound } from './errors';
+import { Contribution, ContributionStatus, InstanceImage, ModelKind, ModelVersion, type User } from '../entities';
+import type { ObjectStore } from '../storage/object-store';
+import { getConcept } from './concepts';
+import { badInput, conflict, forbidden, notFound } from './errors';
 import { canChangeModel, canSeeModel, getModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 import { appendVersion, tryLockVersions } from './versions';
+import { isAdmin } from './viewer';
 
 export interface ContributionFilter extends CreatedFilter {
   /** Absent: the user's own contributions, to any model. */
@@ -79,4 +82,45 @@ export async function withdrawContribution(db: DataSource | EntityManager, contr
   if (!contribution || contribution.status === ContributionStatus.MERGED || contribution.status === ContributionStatus.REVERTED) return;
   await db.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
   await db.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
+}
+
+/**
+ * Takes a concept its contributor taught to a metamodel back out, without touching anyone else's: a
+ * new version is appended and made the head, the contribution is WITHDRAWN (the concept is no longer
+ * offered, its identifier stays taken), and its photos are deleted, rows and objects, so no later
+ * training replays them. When the head has the weights its contribution made, the new version has the
+ * weights from before it: the model exactly as if it had never learned the concept. Otherwise later contributions
+ * were trained on top of it and keep their weights; what the model learned of the concept then fades
+ * as later trainings no longer replay it (undoing it at once would take an administrator's revert,
+ * which also undoes the later contributions).
+ */
+export async function withdrawConcept(db: DataSource, store: ObjectStore, user: User, conceptId: string): Promise<Contribution> {
+  const concept = await getConcept(db, user, conceptId);
+  if (concept.contributorId !== user.id && !isAdmin(user)) throw forbidden('Only the concept’s contributor may withdraw it');
+  if (concept.model!.kind === ModelKind.PRIVATE) throw badInput('id: a PRIVATE model has only this concept; delete the model instead');
+  const objectKeys = await db.transaction(async (tx) => {
+    if (!(await tryLockVersions(tx, concept.modelId))) throw conflict('A contribution to this model is training; withdraw once it has finished');
+    const contribution = await tx.getRepository(Contribution).findOneByOrFail({ conceptId: concept.id });
+    if (contribution.status !== ContributionStatus.MERGED || !contribution.resultingVersionId) {
+      throw conflict(`Only a learned concept can be withdrawn; its contribution is ${contribution.status}`);
+    }
+    const versions = tx.getRepository(ModelVersion);
+    const [{ headVersionId }] = await tx.query('SELECT "headVersionId" FROM model WHERE id = $1', [concept.modelId]);
+    const head = await versions.findOneByOrFail({ id: headVersionId });
+    const made = await versions.findOneByOrFail({ id: contribution.resultingVersionId });
+    const latest = head.weightsKey === made.weightsKey;
+    const before = latest && made.parentVersionId ? await versions.findOneByOrFail({ id: made.parentVersionId }) : null;
+    await appendVersion(tx, concept.modelId, head.id, {
+      weightsKey: latest ? (before?.weightsKey ?? null) : head.weightsKey,
+      method: head.method,
+      contributionId: null,
+    });
+    await tx.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.WITHDRAWN });
+    const photos = await tx.getRepository(InstanceImage).find({ where: { conceptId: concept.id }, select: { id: true, objectKey: true } });
+    await tx.getRepository(InstanceImage).delete({ conceptId: concept.id });
+    return photos.map((p) => p.objectKey);
+  });
+  // After the commit: a failure here leaves unreferenced objects, never rows pointing at nothing.
+  for (const key of objectKeys) await store.delete(key).catch(() => {});
+  return db.getRepository(Contribution).findOneByOrFail({ conceptId: concept.id });
 }

@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import type { DataSource, EntityManager } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
@@ -22,7 +22,7 @@ import {
 import type { ObjectStore } from '../storage/object-store';
 import type { JobServices } from './container';
 import { badInput, notFound } from './errors';
-import { conceptCategory, identifierFor } from './concepts';
+import { conceptCategory, getConcept, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
 import { getJob } from './jobs';
@@ -37,11 +37,21 @@ const MAX_STEPS = 1500;
 /**
  * What a fine-tune runs with when the request leaves steps or learning rate out, by method: the
  * original BIG system's code defaults for full fine-tunes, diffusers' DreamBooth-LoRA example for LoRA.
+ * A face needs more steps than an object or a style (the original's guide: 200 to 600 for those, 600 to
+ * 1200 for faces), so FACE concepts default to about four times as many.
  */
-export const TRAINING_DEFAULTS: Record<FineTuneMethod, { steps: number; learningRate: number }> = {
-  [FineTuneMethod.FULL]: { steps: 200, learningRate: 5e-6 },
-  [FineTuneMethod.LORA]: { steps: 500, learningRate: 1e-4 },
+export const TRAINING_DEFAULTS: Record<FineTuneMethod, { steps: Record<ConceptKind, number>; learningRate: number }> = {
+  [FineTuneMethod.FULL]: { steps: { OBJECT: 200, STYLE: 200, FACE: 800 }, learningRate: 5e-6 },
+  [FineTuneMethod.LORA]: { steps: { OBJECT: 500, STYLE: 500, FACE: 1000 }, learningRate: 1e-4 },
 };
+
+/**
+ * How each step's examples are drawn when the request leaves it out: as the original trained (batch 2,
+ * gradient accumulation 2, so 4 instance and 4 prior images a step; diffusers' default random crop, no flip).
+ */
+export const BATCH_DEFAULTS = { batchSize: 2, gradientAccumulation: 2, centerCrop: false, flip: false } as const;
+/** Examples of each set per micro-batch, and micro-batches per step, at most. */
+const MAX_BATCH = 8;
 
 const FineTuneInput = z
   .object({
@@ -54,18 +64,26 @@ const FineTuneInput = z
     kind: z.enum(ConceptKind),
     instanceImageIds: z
       .array(z.string())
-      .min(1, 'needs at least one photo')
       .max(MAX_INSTANCE_IMAGES, `takes at most ${MAX_INSTANCE_IMAGES} photos`)
-      .refine((ids) => new Set(ids).size === ids.length, 'must not repeat a photo'),
+      .refine((ids) => new Set(ids).size === ids.length, 'must not repeat a photo')
+      .nullish(),
+    fromConceptId: z.string().nullish(),
     steps: z.number().int().min(1, 'must be at least 1').max(MAX_STEPS, `must be at most ${MAX_STEPS}`).nullish(),
     learningRate: z.number().gt(0, 'must be positive').max(1e-2, 'must be at most 1e-2').nullish(),
     method: z.enum(FineTuneMethod),
     rank: z.number().int().min(1, 'must be at least 1').max(128, 'must be at most 128').nullish(),
     /** Unsigned 32-bit; drawn here when absent, so the job records what reproduces it. */
     seed: z.number().int().min(0, 'must not be negative').max(2 ** 32 - 1, 'must fit 32 bits').nullish(),
+    batchSize: z.number().int().min(1, 'must be at least 1').max(MAX_BATCH, `must be at most ${MAX_BATCH}`).nullish(),
+    gradientAccumulation: z.number().int().min(1, 'must be at least 1').max(MAX_BATCH, `must be at most ${MAX_BATCH}`).nullish(),
+    centerCrop: z.boolean().nullish(),
+    flip: z.boolean().nullish(),
     webhook: WebhookTargetInput.nullish(),
   })
   .superRefine((input, ctx) => {
+    if (!input.instanceImageIds?.length && input.fromConceptId == null) {
+      ctx.addIssue({ code: 'custom', path: ['instanceImageIds'], message: 'needs at least one photo (or fromConceptId)' });
+    }
     if (input.rank != null && input.method !== FineTuneMethod.LORA) {
       ctx.addIssue({ code: 'custom', path: ['rank'], message: 'applies to LORA fine-tunes only' });
     }
@@ -90,6 +108,22 @@ export interface FineTuneParams {
   rank: number | null;
   /** Seeds the training's noise and order, recorded so a run can be repeated. */
   seed: number;
+  /** Instance (and as many prior) examples per micro-batch. */
+  batchSize: number;
+  /** Micro-batches per optimizer step. */
+  gradientAccumulation: number;
+  /** Train on the center square of each image rather than a random one. */
+  centerCrop: boolean;
+  /** Mirror images at random. */
+  flip: boolean;
+}
+
+/**
+ * A fine-tune job's settings. Jobs queued before batches were settable trained one example a step on
+ * the center square, unflipped: those are filled in, so the record says what the job did.
+ */
+export function fineTuneParams(job: Pick<Job, 'params'>): FineTuneParams {
+  return { batchSize: 1, gradientAccumulation: 1, centerCrop: true, flip: false, ...(job.params as Partial<FineTuneParams>) } as FineTuneParams;
 }
 
 /** What a queued fine-tune made: its job, the model it trains (new or existing), the concept with its identifier, the contribution. */
@@ -113,7 +147,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     throw badInput(`${issue.path.join('.') || 'input'}: ${issue.message}`);
   }
   const request = parsed.data;
-  const imageIds = request.instanceImageIds.map((id) => parseId(id, 'instanceImageIds'));
+  const imageIds = (request.instanceImageIds ?? []).map((id) => parseId(id, 'instanceImageIds'));
   const existing = await existingTarget(db, user, request);
   const baseModel = await db.getRepository(BaseModel).findOneBy({
     id: existing?.baseModelId ?? parseId(request.baseModelId ?? '', 'baseModelId'),
@@ -121,43 +155,98 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
   if (!baseModel) throw badInput('baseModelId: no such base model');
   const base = await basePackInfo(store, baseModel);
   const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
+  const reused = request.fromConceptId == null ? [] : await reusablePhotos(db, user, request.fromConceptId, base.geometry.nativeSize);
+  if (reused.length + imageIds.length > MAX_INSTANCE_IMAGES) {
+    throw badInput(`instanceImageIds: with the concept's ${reused.length} photos, takes at most ${MAX_INSTANCE_IMAGES} photos`);
+  }
+  // Copies, so each concept owns its objects: deleting one concept's photo never breaks another's training.
+  const copies = await copyPhotos(store, user, reused);
 
-  const started = await db.transaction(async (tx): Promise<StartedFineTune> => {
-    const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
-    const { method, rank } = await trainingMethod(tx, store, model, request);
-    const images = await claimablePhotos(tx, user, imageIds, base.geometry.nativeSize);
-    const token = await identifierFor(tx, base.tokenizer, model.id, request.category, request.token);
+  let started: StartedFineTune;
+  try {
+    started = await db.transaction(async (tx): Promise<StartedFineTune> => {
+      const model = existing ? await lockModel(tx, existing.id) : await createTarget(tx, user, request, baseModel);
+      const { method, rank } = await trainingMethod(tx, store, model, request);
+      const images = await claimablePhotos(tx, user, imageIds, base.geometry.nativeSize);
+      const token = await identifierFor(tx, base.tokenizer, model.id, request.category, request.token);
 
-    const concept = await tx.getRepository(Concept).save(
-      tx.getRepository(Concept).create({ token, category: request.category, kind: request.kind, modelId: model.id, contributorId: user.id }),
-    );
-    await tx.getRepository(InstanceImage).update({ id: In(images.map((i) => i.id)) }, { conceptId: concept.id });
-    const contribution = await tx.getRepository(Contribution).save(
-      tx.getRepository(Contribution).create({ userId: user.id, modelId: model.id, conceptId: concept.id, status: ContributionStatus.PENDING }),
-    );
-    const params: FineTuneParams = {
-      modelId: model.id,
-      conceptId: concept.id,
-      contributionId: contribution.id,
-      steps: request.steps ?? TRAINING_DEFAULTS[request.method].steps,
-      learningRate: request.learningRate ?? TRAINING_DEFAULTS[request.method].learningRate,
-      method,
-      rank,
-      seed: request.seed ?? randomInt(2 ** 32),
-    };
-    await admitJob(tx, user, config.jobLimits);
-    const jobs = tx.getRepository(Job);
-    const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
-    await attachJobWebhook(tx, job.id, user.id, webhook);
-    return { job, model, concept, contribution };
-  });
+      const concept = await tx.getRepository(Concept).save(
+        tx.getRepository(Concept).create({ token, category: request.category, kind: request.kind, modelId: model.id, contributorId: user.id }),
+      );
+      await tx.getRepository(InstanceImage).update({ id: In(images.map((i) => i.id)) }, { conceptId: concept.id });
+      if (copies.length) await tx.getRepository(InstanceImage).insert(copies.map((copy) => ({ ...copy, conceptId: concept.id })));
+      const contribution = await tx.getRepository(Contribution).save(
+        tx.getRepository(Contribution).create({ userId: user.id, modelId: model.id, conceptId: concept.id, status: ContributionStatus.PENDING }),
+      );
+      const params: FineTuneParams = {
+        modelId: model.id,
+        conceptId: concept.id,
+        contributionId: contribution.id,
+        steps: request.steps ?? TRAINING_DEFAULTS[request.method].steps[request.kind],
+        learningRate: request.learningRate ?? TRAINING_DEFAULTS[request.method].learningRate,
+        method,
+        rank,
+        seed: request.seed ?? randomInt(2 ** 32),
+        batchSize: request.batchSize ?? BATCH_DEFAULTS.batchSize,
+        gradientAccumulation: request.gradientAccumulation ?? BATCH_DEFAULTS.gradientAccumulation,
+        centerCrop: request.centerCrop ?? BATCH_DEFAULTS.centerCrop,
+        flip: request.flip ?? BATCH_DEFAULTS.flip,
+      };
+      await admitJob(tx, user, config.jobLimits);
+      const jobs = tx.getRepository(Job);
+      const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
+      await attachJobWebhook(tx, job.id, user.id, webhook);
+      return { job, model, concept, contribution };
+    });
+  } catch (error) {
+    await deleteObjects(store, copies);
+    throw error;
+  }
   try {
     await queue.send(JobType.FINETUNE, started.job.id);
   } catch (error) {
-    await undoStart(db, started.job, !existing);
+    await undoStart(db, started.job, !existing, copies);
+    await deleteObjects(store, copies);
     throw error;
   }
   return started;
+}
+
+/**
+ * The user's own photos of a concept they see (of a private model, or one they contributed to a
+ * metamodel), to teach it again without uploading them: the original workflow fits a private model
+ * first, then teaches the same subject to a metamodel. Checked against the target's training size.
+ */
+async function reusablePhotos(db: DataSource, user: User, conceptId: string, resolution: number): Promise<InstanceImage[]> {
+  const concept = await getConcept(db, user, parseId(conceptId, 'fromConceptId'));
+  const photos = await db.getRepository(InstanceImage).find({ where: { conceptId: concept.id, ownerId: user.id }, order: { createdAt: 'ASC' } });
+  if (!photos.length) throw badInput('fromConceptId: the concept has no photos of yours');
+  const small = photos.filter((p) => photoSizeProblem(p, resolution));
+  if (small.length) throw badInput(`fromConceptId: ${small.length} of its photos ${small.length > 1 ? 'are' : 'is'} ${photoSizeProblem(small[0], resolution)}`);
+  return photos;
+}
+
+type PhotoCopy = Pick<InstanceImage, 'objectKey' | 'sha256' | 'width' | 'height' | 'ownerId'>;
+
+async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[]): Promise<PhotoCopy[]> {
+  const copies: PhotoCopy[] = [];
+  try {
+    for (const photo of photos) {
+      const format = photo.objectKey.split('.').pop(); // as addInstanceImage names the object
+      const objectKey = `instance-images/${user.id}/${randomUUID()}.${format}`;
+      await store.put(objectKey, await store.get(photo.objectKey), `image/${format}`);
+      copies.push({ objectKey, sha256: photo.sha256, width: photo.width, height: photo.height, ownerId: user.id });
+    }
+  } catch (error) {
+    await deleteObjects(store, copies);
+    throw error;
+  }
+  return copies;
+}
+
+/** Objects no row names any more; a failure leaves them unreferenced, never a row without its object. */
+async function deleteObjects(store: ObjectStore, objects: { objectKey: string }[]): Promise<void> {
+  for (const { objectKey } of objects) await store.delete(objectKey).catch(() => {});
 }
 
 /** What startFineTune made, read again by its job's id (a retry with the same idempotency key). */
@@ -262,11 +351,15 @@ async function claimablePhotos(tx: EntityManager, user: User, ids: string[], res
   return photos;
 }
 
-/** The queue refused the job: withdraw what the request wrote (the model too, if it made one), photos back to staged. */
-async function undoStart(db: DataSource, job: Job, madeModel: boolean): Promise<void> {
+/**
+ * The queue refused the job: withdraw what the request wrote (the model too, if it made one), staged
+ * photos back to staged, copies of reused ones gone.
+ */
+async function undoStart(db: DataSource, job: Job, madeModel: boolean, copies: PhotoCopy[]): Promise<void> {
   const params = job.params as unknown as FineTuneParams;
   await db.transaction(async (tx) => {
     await tx.getRepository(Job).delete(job.id);
+    if (copies.length) await tx.getRepository(InstanceImage).delete({ objectKey: In(copies.map((c) => c.objectKey)) });
     await tx.getRepository(InstanceImage).update({ conceptId: params.conceptId }, { conceptId: null });
     await tx.getRepository(Concept).delete(params.conceptId); // the contribution cascades
     if (madeModel) await tx.getRepository(Model).delete(params.modelId);

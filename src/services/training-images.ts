@@ -1,4 +1,6 @@
-import { generateClassImages, ImageInputError, loadTrainingImage, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels } from '../engine';
+import {
+  generateClassImages, ImageInputError, loadTrainingPicture, Txt2ImgPipeline, type EngineWorker, type Example, type StableDiffusionModels,
+} from '../engine';
 import { isMissing } from '../storage/object-store';
 import { InstanceImage } from '../entities';
 import type { PriorSplit } from './big-split';
@@ -19,7 +21,9 @@ export function classImageKey(baseModelId: string, category: string, index: numb
  * The images a fine-tune trains on, at the model's training resolution: the concept's own photos,
  * and the prior-preservation images of its BIG split, which are class images (generated once per base
  * model and category, then cached in the object store for everyone) and replayed photos of the
- * concepts the model learned before.
+ * concepts the model learned before. Photos are decoded once and kept (their owners may delete them
+ * while someone else's training replays them); class images, most of the prior images (up to one per
+ * step), are read from the store whenever the training encodes one.
  */
 export class TrainingImages {
   /** Why the prior images are fewer than the split planned: replayed photos that could not be used. */
@@ -35,7 +39,10 @@ export class TrainingImages {
   async photos(conceptId: string, prompt: string): Promise<Example[]> {
     const photos = await this.#stored(conceptId);
     if (photos.length === 0) throw new FineTuneFailure('The concept has no photos to train on');
-    return Promise.all(photos.map(async (p) => ({ pixels: await loadTrainingImage(await this.services.store.get(p.objectKey), this.resolution), prompt })));
+    return Promise.all(photos.map(async (p) => {
+      const picture = await loadTrainingPicture(await this.services.store.get(p.objectKey), this.resolution);
+      return { image: async () => picture, prompt };
+    }));
   }
 
   /**
@@ -44,10 +51,11 @@ export class TrainingImages {
    * must never fail the training of whoever contributes next.
    */
   async #replayed(conceptId: string, prompt: string, count: number): Promise<Example[]> {
-    const usable: Example['pixels'][] = [];
+    const usable: Example['image'][] = [];
     for (const photo of await this.#stored(conceptId)) {
       try {
-        usable.push(await loadTrainingImage(await this.services.store.get(photo.objectKey), this.resolution));
+        const picture = await loadTrainingPicture(await this.services.store.get(photo.objectKey), this.resolution);
+        usable.push(async () => picture);
       } catch (error) {
         if (!(error instanceof ImageInputError) && !isMissing(error)) throw error;
         this.warnings.push(`A stored photo of "${prompt}" cannot be replayed and was skipped (${isMissing(error) ? 'it is gone from storage' : (error as Error).message}).`);
@@ -57,7 +65,7 @@ export class TrainingImages {
       this.warnings.push(`"${prompt}" has no usable photo left to replay; its ${count} prior images are left out.`);
       return [];
     }
-    return Array.from({ length: count }, (_, i) => ({ pixels: usable[i % usable.length], prompt }));
+    return Array.from({ length: count }, (_, i) => ({ image: usable[i % usable.length], prompt }));
   }
 
   #stored(conceptId: string): Promise<InstanceImage[]> {
@@ -99,8 +107,6 @@ export class TrainingImages {
       );
       for (const [i, png] of pngs.entries()) await store.put(keys[have + i], png, 'image/png');
     }
-    const examples: Example[] = [];
-    for (const key of keys) examples.push({ pixels: await loadTrainingImage(await store.get(key), this.resolution), prompt });
-    return examples;
+    return keys.map((key) => ({ image: async () => loadTrainingPicture(await store.get(key), this.resolution), prompt }));
   }
 }

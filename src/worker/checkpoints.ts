@@ -1,4 +1,4 @@
-import { parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint, type DreamBoothCheckpoint } from '../engine';
+import { DreamBoothError, parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint, type DreamBoothCheckpoint } from '../engine';
 import type { CheckpointConfig } from '../config';
 import type { Services } from '../services/container';
 
@@ -26,12 +26,22 @@ export class JobCheckpoints {
     this.#folder = `${checkpointPrefix(jobId)}${from ?? 'base'}/`;
   }
 
-  /** The newest checkpoint to continue from, if any; stale ones (of another start) are deleted. */
+  /**
+   * The newest checkpoint to continue from, if any; stale ones (of another start) are deleted, and so
+   * are the job's checkpoints when the newest cannot be read (an older engine's format): it starts over.
+   */
   async newest(): Promise<DreamBoothCheckpoint | undefined> {
     const keys = await this.store.list(checkpointPrefix(this.jobId));
     for (const key of keys.filter((k) => !k.startsWith(this.#folder))) await this.store.delete(key);
     const own = keys.filter((k) => k.startsWith(this.#folder));
-    return own.length ? parseDreamBoothCheckpoint(await this.store.get(own[own.length - 1])) : undefined;
+    if (!own.length) return undefined;
+    try {
+      return parseDreamBoothCheckpoint(await this.store.get(own[own.length - 1]));
+    } catch (error) {
+      if (!(error instanceof DreamBoothError)) throw error;
+      for (const key of own) await this.store.delete(key);
+      return undefined;
+    }
   }
 
   /** Stores `checkpoint` (one object, written whole), then deletes all but the newest `kept`. */

@@ -10,9 +10,10 @@ import {
   trainDreamBooth,
 } from '../../src/engine/pipelines/dreambooth';
 import { parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint } from '../../src/engine/pipelines/dreambooth-checkpoint';
-import { ImageInputError, loadTrainingImage } from '../../src/engine/pipelines/images';
+import { cropOrigin, ImageInputError, loadTrainingPicture, trainingPixels } from '../../src/engine/pipelines/images';
 import { serializeLora } from '../../src/engine/pipelines/lora-file';
 import { attachWeights, loadStableDiffusionFrom, type StableDiffusionModels } from '../../src/engine/pipelines/stable-diffusion';
+import { TrainingBatches } from '../../src/engine/pipelines/training-batches';
 import { TrainingEncoders } from '../../src/engine/pipelines/training-encoders';
 import { generateClassImages } from '../../src/engine/pipelines/class-images';
 import { Txt2ImgPipeline } from '../../src/engine/pipelines/txt2img';
@@ -24,9 +25,12 @@ import { parseSafetensors, readSafetensors, type StoredTensor, toFloat32, toInte
 import { hasFixtures, loadReference, relativeL2, TINY_SD15 } from '../helpers/fixtures';
 import { runGraph } from '../helpers/models';
 
+/** The training view of `bytes` at `size`: center crop, not flipped. */
+const centerPixels = async (bytes: Uint8Array, size: number) => trainingPixels(await loadTrainingPicture(bytes, size), size, { crop: 'center', flip: false });
+
 describe('training images', () => {
   it('resizes the shorter side, center-crops and scales to [-1, 1] NCHW', async () => {
-    // 60x40: left third blue, the rest red. Cropped to the center 40x40 then shrunk to 20: red, with blue at the left edge.
+    // 60x40: left third blue, the rest red. Shrunk to 30x20, then the center 20x20: red, with blue at the left edge.
     const width = 60;
     const height = 40;
     const raw = Buffer.alloc(width * height * 3);
@@ -34,31 +38,52 @@ describe('training images', () => {
       for (let x = 0; x < width; x++) raw.set(x < 12 ? [0, 0, 255] : [255, 0, 0], (y * width + x) * 3);
     }
     const png = await sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
-    const { data, size } = await loadTrainingImage(png, 20);
+    const picture = await loadTrainingPicture(png, 20);
+    expect([picture.width, picture.height, picture.data.length]).toEqual([30, 20, 30 * 20 * 3]);
+    const { data, size } = trainingPixels(picture, 20, { crop: 'center', flip: false });
     expect(size).toBe(20);
     expect(data.length).toBe(3 * 20 * 20);
     const at = (c: number, y: number, x: number) => data[c * 400 + y * 20 + x];
     expect(at(0, 10, 10)).toBeCloseTo(1, 5);
     expect(at(2, 10, 10)).toBeCloseTo(-1, 5);
-    // 12 of 60 columns are blue; the crop drops 10 from each side, leaving 2 of 40 (one of 20 after the resize).
+    // 12 of 60 columns are blue (6 of 30 after the resize); the crop drops 5 from each side, leaving one.
     expect(at(2, 10, 0)).toBeGreaterThan(0);
     expect(at(2, 10, 3)).toBeCloseTo(-1, 1);
     expect(Math.min(...data)).toBeGreaterThanOrEqual(-1);
     expect(Math.max(...data)).toBeLessThanOrEqual(1);
   });
 
+  it('crops at random along the longer side, as RandomCrop, and flips left to right', async () => {
+    // A 30x20 picture whose column x holds the value x in every channel.
+    const picture = { width: 30, height: 20, data: new Uint8Array(30 * 20 * 3).map((_, i) => Math.floor(i / 3) % 30) };
+    const column = (pixels: { data: Float32Array }, x: number) => Math.round((pixels.data[x] + 1) * 127.5);
+    // Offsets 0..10, each as likely: u in [k/11, (k+1)/11) starts the crop at column k.
+    expect(cropOrigin(picture, 20, { crop: 0.01 })).toEqual([0, 0]);
+    expect(cropOrigin(picture, 20, { crop: 0.999 })).toEqual([10, 0]);
+    expect(cropOrigin(picture, 20, { crop: 'center' })).toEqual([5, 0]);
+    expect(cropOrigin({ width: 20, height: 31 }, 20, { crop: 0.5 })).toEqual([0, 6]);
+    const rng = new Rng(1);
+    const offsets = new Set(Array.from({ length: 200 }, () => cropOrigin(picture, 20, { crop: rng.nextUniform() })[0]));
+    expect([...offsets].sort((a, b) => a - b)).toEqual(Array.from({ length: 11 }, (_, i) => i));
+    const at7 = trainingPixels(picture, 20, { crop: 7 / 11, flip: false });
+    expect([column(at7, 0), column(at7, 19)]).toEqual([7, 26]);
+    const flipped = trainingPixels(picture, 20, { crop: 7 / 11, flip: true });
+    expect([column(flipped, 0), column(flipped, 19)]).toEqual([26, 7]);
+    expect(() => trainingPixels(picture, 16, { crop: 'center', flip: false })).toThrow(/training resolution 16/);
+  });
+
   it('puts transparent pixels on white', async () => {
     const clear = await sharp({ create: { width: 24, height: 24, channels: 4, background: { r: 255, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
-    const { data } = await loadTrainingImage(clear, 20);
+    const { data } = await centerPixels(clear, 20);
     expect(Math.min(...data)).toBeCloseTo(1, 5);
   });
 
   it('refuses non-images and images smaller than the resolution with typed errors', async () => {
     const tiny = await sharp({ create: { width: 16, height: 24, channels: 3, background: '#ff0000' } }).jpeg().toBuffer();
-    await expect(loadTrainingImage(tiny, 20)).rejects.toMatchObject({ name: 'ImageInputError', code: 'TOO_SMALL' });
-    await expect(loadTrainingImage(new TextEncoder().encode('not an image'), 20)).rejects.toMatchObject({ code: 'NOT_AN_IMAGE' });
+    await expect(loadTrainingPicture(tiny, 20)).rejects.toMatchObject({ name: 'ImageInputError', code: 'TOO_SMALL' });
+    await expect(loadTrainingPicture(new TextEncoder().encode('not an image'), 20)).rejects.toMatchObject({ code: 'NOT_AN_IMAGE' });
     const gif = await sharp({ create: { width: 32, height: 32, channels: 3, background: '#ff0000' } }).gif().toBuffer();
-    await expect(loadTrainingImage(gif, 20)).rejects.toThrow(ImageInputError);
+    await expect(loadTrainingPicture(gif, 20)).rejects.toThrow(ImageInputError);
   });
 });
 
@@ -176,16 +201,15 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
       const row = states.length / 2;
       expect(relativeL2(await encoders.text('a sks dog'), states.subarray(0, row))).toBeLessThan(1e-4);
       expect(relativeL2(await encoders.text('a dog'), states.subarray(row))).toBeLessThan(1e-4);
-      // latent_dist.sample() * scaling_factor, the sample drawn from the rng it is given
-      const pixels = { data: toFloat32(tensor('vae.image')), size: 32 };
-      const latents = await encoders.latents(pixels, new Rng(7));
+      // latent_dist, and sample() * scaling_factor with the sample drawn from the rng it is given
+      const posterior = await encoders.posterior({ data: toFloat32(tensor('vae.image')), size: 32 });
       const mean = toFloat32(tensor('vae.posterior_mean'));
       const logvar = toFloat32(tensor('vae.posterior_logvar'));
+      expect(relativeL2(posterior.mean, mean)).toBeLessThan(1e-4);
+      expect(relativeL2(posterior.logvar, logvar)).toBeLessThan(1e-4);
       const eps = new Rng(7).normal(mean.length);
-      const expected = mean.map((m, i) => (m + Math.exp(0.5 * logvar[i]) * eps[i]) * models.vae.config.scaling_factor);
-      expect(relativeL2(latents, expected)).toBeLessThan(1e-4);
-      // cached: the same image is not sampled again
-      expect(await encoders.latents(pixels, new Rng(8))).toBe(latents);
+      expect(encoders.sample(posterior, new Rng(7))).toEqual(
+        posterior.mean.map((m, i) => (m + Math.exp(0.5 * posterior.logvar[i]) * eps[i]) * models.vae.config.scaling_factor));
     } finally {
       await encoders.close();
     }
@@ -197,19 +221,23 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
     let prior: Example[];
     let heldOut: LatentBatch[];
 
-    /** A red square on white, placed at (x, y) in a 48x48 photo. */
-    const redSquare = (x: number, y: number) => sharp({ create: { width: 48, height: 48, channels: 3, background: '#ffffff' } })
+    /** A red square on white, placed at (x, y) in a 56x48 photo: it loads 37x32, so random crops move it. */
+    const redSquare = (x: number, y: number) => sharp({ create: { width: 56, height: 48, channels: 3, background: '#ffffff' } })
       .composite([{ input: { create: { width: 20, height: 20, channels: 3, background: '#ff0000' } }, left: x, top: y }])
       .png().toBuffer();
+    /** An example whose picture is decoded once and kept, counting its loads. */
+    const example = async (bytes: Uint8Array, prompt: string, loads?: number[]): Promise<Example> => {
+      const picture = await loadTrainingPicture(bytes, RESOLUTION);
+      return { image: async () => (loads?.push(1), picture), prompt };
+    };
+    const center = async (e: Example) => trainingPixels(await e.image(), RESOLUTION, { crop: 'center', flip: false });
 
     beforeAll(async () => {
-      instance = await Promise.all([[14, 14], [10, 16], [18, 12]].map(async ([x, y]) => ({
-        pixels: await loadTrainingImage(await redSquare(x, y), RESOLUTION), prompt: 'a sks square',
-      })));
+      instance = await Promise.all([[18, 14], [14, 16], [22, 12]].map(async ([x, y]) => example(await redSquare(x, y), 'a sks square')));
       const pipeline = new Txt2ImgPipeline(models, worker);
       try {
         const pngs = await generateClassImages(pipeline, { prompt: 'a square', count: 2, seed: 5, steps: 4 });
-        prior = await Promise.all(pngs.map(async (png) => ({ pixels: await loadTrainingImage(png, RESOLUTION), prompt: 'a square' })));
+        prior = await Promise.all(pngs.map((png) => example(png, 'a square')));
       } finally {
         await pipeline.close();
       }
@@ -219,7 +247,10 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
         const rng = new Rng(99);
         heldOut = [];
         for (const [i, t] of [[0, 150], [1, 400], [2, 650], [0, 900]]) {
-          const latents = new Float32Array([...await encoders.latents(instance[i].pixels, rng), ...await encoders.latents(prior[i % 2].pixels, rng)]);
+          const latents = new Float32Array([
+            ...encoders.sample(await encoders.posterior(await center(instance[i])), rng),
+            ...encoders.sample(await encoders.posterior(await center(prior[i % 2])), rng),
+          ]);
           const encoderHiddenStates = new Float32Array([...await encoders.text(instance[i].prompt), ...await encoders.text(prior[0].prompt)]);
           heldOut.push({ latents, noise: rng.normalFloat32(latents.length), timesteps: [t, t], encoderHiddenStates });
         }
@@ -260,6 +291,69 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
       } finally {
         await pipeline.close();
       }
+    });
+
+    it('samples each row\'s posterior afresh every step, and loads an image only to encode a view not yet cached', async () => {
+      const loads = { instance: [] as number[], prior: [] as number[] };
+      const one = await example(await redSquare(18, 14), 'a sks square', loads.instance);
+      const priors = await Promise.all(Array.from({ length: 10 }, async (_, i) => example(await redSquare(10 + i, 12), 'a square', loads.prior)));
+      const encoders = new TrainingEncoders(models, worker, RESOLUTION);
+      try {
+        const batches = new TrainingBatches(encoders, { instance: [one], prior: priors }, {
+          resolution: RESOLUTION, perStep: 1, crop: 'center', flip: false, order: { instance: [0], prior: [...Array(10).keys()] },
+        });
+        const rng = new Rng(3);
+        const first = await batches.rows(0, rng);
+        const second = await batches.rows(1, rng);
+        expect(first.rows).toBe(2);
+        // The instance was loaded once (its posterior is cached); of ten prior images, the two the steps used.
+        expect(loads.instance.length).toBe(1);
+        expect(loads.prior.length).toBe(2);
+        const row = first.latents.length / 2;
+        const posterior = await encoders.posterior(await center(one));
+        // Both steps sample the one image's posterior (within a few standard deviations of its mean), each its own sample.
+        for (const rows of [first, second]) {
+          const latents = rows.latents.subarray(0, row);
+          const z = latents.map((x, i) => (x / models.vae.config.scaling_factor - posterior.mean[i]) / Math.exp(0.5 * posterior.logvar[i]));
+          expect(Math.max(...z.map(Math.abs))).toBeLessThan(6);
+        }
+        expect(second.latents.subarray(0, row)).not.toEqual(first.latents.subarray(0, row));
+      } finally {
+        await encoders.close();
+      }
+    });
+
+    it('accumulates gradients exactly: batchSize x gradientAccumulation examples a step, the mean loss of the micro-batches', async () => {
+      // The loss of one step over 2 + 2 rows is the mean of its two micro-batches' losses (1 + 1 rows), so its gradient is their mean gradient.
+      const [a, b] = heldOut;
+      const rowsOf = (batch: LatentBatch, half: number) => {
+        const n = batch.latents.length / 2;
+        const s = batch.encoderHiddenStates.length / 2;
+        return { latents: batch.latents.subarray(half * n, (half + 1) * n), noise: batch.noise.subarray(half * n, (half + 1) * n),
+          timesteps: [batch.timesteps[half]], states: batch.encoderHiddenStates.subarray(half * s, (half + 1) * s) };
+      };
+      const join = (...parts: ReturnType<typeof rowsOf>[]): LatentBatch => ({
+        latents: new Float32Array(parts.flatMap((p) => [...p.latents])), noise: new Float32Array(parts.flatMap((p) => [...p.noise])),
+        timesteps: parts.flatMap((p) => p.timesteps), encoderHiddenStates: new Float32Array(parts.flatMap((p) => [...p.states])),
+      });
+      const big = join(rowsOf(a, 0), rowsOf(b, 0), rowsOf(a, 1), rowsOf(b, 1));
+      const one = await DreamBoothTrainer.create(models, worker, { method: { kind: 'lora', rank: 4 }, batchSize: 1, prior: true, latentSize: 16, rng: new Rng(0) });
+      const two = await DreamBoothTrainer.create(models, worker, { method: { kind: 'lora', rank: 4 }, batchSize: 2, prior: true, latentSize: 16, rng: new Rng(0) });
+      try {
+        const micro = ((await one.loss(a, 0.7)) + (await one.loss(b, 0.7))) / 2;
+        expect(Math.abs((await two.loss(big, 0.7)) - micro) / micro).toBeLessThan(1e-5);
+      } finally {
+        await one.dispose();
+        await two.dispose();
+      }
+      // And the pipeline trains batchSize x gradientAccumulation rows of each set a step.
+      const accumulated = await trainDreamBooth(models, request({ batchSize: 2, gradientAccumulation: 2 }), { worker });
+      const wide = await trainDreamBooth(models, request({ batchSize: 4 }), { worker });
+      const narrow = await trainDreamBooth(models, request({ batchSize: 2 }), { worker });
+      expect(accumulated.losses).toEqual(wide.losses);
+      for (const [name, data] of wide.lora!) expect(accumulated.lora!.get(name), name).toEqual(data);
+      expect(narrow.losses).not.toEqual(wide.losses);
+      await expect(trainDreamBooth(models, request({ batchSize: 16, gradientAccumulation: 8 }), { worker })).rejects.toThrow(/at most 64/);
     });
 
     it('LoRA training lowers the loss on a fixed batch', async () => {
@@ -314,11 +408,13 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
 
     it('resumes from a checkpoint, stored and read back, to the uninterrupted run\'s weights bit for bit', async () => {
       let loraCheckpoint: DreamBoothCheckpoint | undefined;
+      // Random crops, flips and per-step posterior samples all come from the checkpoint's rng.
+      const settings = { steps: 5, flip: true, gradientAccumulation: 2 };
       for (const method of [{ kind: 'lora', rank: 4 }, { kind: 'full' }] as const) {
-        const whole = await trainDreamBooth(models, request({ method, steps: 5 }), { worker });
+        const whole = await trainDreamBooth(models, request({ method, ...settings }), { worker });
         const saved: DreamBoothCheckpoint[] = [];
         const drain = new AbortController();
-        const interrupted = trainDreamBooth(models, request({ method, steps: 5 }), {
+        const interrupted = trainDreamBooth(models, request({ method, ...settings }), {
           worker,
           checkpoints: { every: 2, save: async (checkpoint) => void saved.push(checkpoint) },
           drain: drain.signal,
@@ -330,7 +426,7 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
         loraCheckpoint ??= saved[0];
         for (const checkpoint of saved) {
           const resume = parseDreamBoothCheckpoint(serializeDreamBoothCheckpoint(checkpoint));
-          const resumed = await trainDreamBooth(models, request({ method, steps: 5, resume }), { worker });
+          const resumed = await trainDreamBooth(models, request({ method, ...settings, resume }), { worker });
           expect(resumed.losses).toEqual(whole.losses);
           const [expected, actual] = [whole.lora ?? whole.unet!, resumed.lora ?? resumed.unet!];
           expect(actual.size).toBe(expected.size);
@@ -341,7 +437,7 @@ describe.skipIf(!hasFixtures)('DreamBooth on tiny-sd15', () => {
       await expect(trainDreamBooth(models, request({ steps: 5, seed: 12, resume }), { worker })).rejects.toThrow(DreamBoothError);
       await expect(trainDreamBooth(models, request({ steps: 2, resume }), { worker })).rejects.toThrow(/step 2/);
       expect(() => parseDreamBoothCheckpoint(serializeLora(new Map(), 4))).toThrow(DreamBoothError);
-    });
+    }, 600_000);
 
     it('stops between steps when cancelled and returns nothing', async () => {
       const controller = new AbortController();

@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoraError, type LoraLayer, parseUNetLora } from '../../src/engine/models/lora';
 import { trainDreamBooth } from '../../src/engine/pipelines/dreambooth';
-import { loadTrainingImage } from '../../src/engine/pipelines/images';
+import { loadTrainingPicture } from '../../src/engine/pipelines/images';
 import { serializeLora } from '../../src/engine/pipelines/lora-file';
 import {
   loadStableDiffusionFrom, parseUNetWeights, serializeUNet, type StableDiffusionModels, withUNetWeights,
@@ -64,8 +64,9 @@ describe.skipIf(!hasFixtures)('txt2img with a trained LoRA or UNet on tiny-sd15'
     const square = await sharp({ create: { width: 40, height: 40, channels: 3, background: '#ffffff' } })
       .composite([{ input: { create: { width: 16, height: 16, channels: 3, background: '#ff0000' } }, left: 12, top: 12 }])
       .png().toBuffer();
+    const picture = await loadTrainingPicture(square, 32);
     const result = await trainDreamBooth(models, {
-      instance: [{ pixels: await loadTrainingImage(square, 32), prompt: 'a sks square' }],
+      instance: [{ image: async () => picture, prompt: 'a sks square' }],
       method: { kind: 'lora', rank: 4 }, steps: 4, learningRate: 1e-2, seed: 3,
     }, { worker });
     lora = parseUNetLora(parseSafetensors(serializeLora(result.lora!, 4)));

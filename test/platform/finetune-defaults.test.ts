@@ -1,9 +1,9 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
 
 const START = `mutation($input: StartFineTuneInput!) { startFineTune(input: $input) {
-  job { id type status steps fineTune { modelId conceptId contributionId method steps learningRate rank seed } generation { prompt } }
+  job { id type status steps fineTune { modelId conceptId contributionId method steps learningRate rank seed batchSize gradientAccumulation centerCrop flip } generation { prompt } }
   model { id name kind baseModelId }
   concept { id token category kind modelId }
   contribution { id status modelId conceptId }
@@ -47,6 +47,29 @@ describe('fine-tune defaults per method', () => {
     expect([asked.fineTune.steps, asked.fineTune.learningRate]).toEqual([600, 1e-6]);
   });
 
+  it('trains faces longer: 1000 LoRA and 800 full fine-tune steps unless asked otherwise', async () => {
+    const lora = (await start({ method: 'LORA', kind: 'FACE', category: 'person' })).job;
+    expect([lora.steps, lora.fineTune.learningRate]).toEqual([1000, 1e-4]);
+    const full = (await start({ method: 'FULL', kind: 'FACE', category: 'person' })).job;
+    expect([full.steps, full.fineTune.learningRate]).toEqual([800, 5e-6]);
+    expect((await start({ method: 'FULL', kind: 'STYLE', category: 'painting' })).job.steps).toBe(200);
+    expect((await start({ method: 'LORA', kind: 'FACE', category: 'person', steps: 1200 })).job.steps).toBe(1200);
+  });
+
+  it('draws 2 x 2 examples a step with random crops, as the original, unless asked otherwise; refuses bad batches', async () => {
+    const plain = (await start({ method: 'LORA' })).job.fineTune;
+    expect([plain.batchSize, plain.gradientAccumulation, plain.centerCrop, plain.flip]).toEqual([2, 2, false, false]);
+    const asked = (await start({ method: 'LORA', batchSize: 1, gradientAccumulation: 4, centerCrop: true, flip: true })).job.fineTune;
+    expect([asked.batchSize, asked.gradientAccumulation, asked.centerCrop, asked.flip]).toEqual([1, 4, true, true]);
+    for (const [bad, field] of [[{ batchSize: 0 }, 'batchSize'], [{ batchSize: 9 }, 'batchSize'], [{ gradientAccumulation: 0 }, 'gradientAccumulation']] as const) {
+      const response = await gql(platform.url, START, {
+        input: { target: 'PRIVATE', baseModelId, category: 'mug', kind: 'OBJECT', instanceImageIds: [await photo()], method: 'LORA', ...bad },
+      }, key);
+      expect(errorCode(response), field).toBe('BAD_USER_INPUT');
+      expect(response.errors![0].message).toContain(field);
+    }
+  });
+
   it('answers with the job, the new model, the concept with its identifier and the contribution, typed', async () => {
     const started = await start({ method: 'LORA', name: 'my mug', seed: 123 });
     const { job, model, concept, contribution } = started;
@@ -56,6 +79,7 @@ describe('fine-tune defaults per method', () => {
     expect(job).toMatchObject({ type: 'FINETUNE', status: 'QUEUED', generation: null });
     expect(job.fineTune).toEqual({
       modelId: model.id, conceptId: concept.id, contributionId: contribution.id, method: 'LORA', steps: 500, learningRate: 1e-4, rank: 4, seed: 123,
+      batchSize: 2, gradientAccumulation: 2, centerCrop: false, flip: false,
     });
     // The same typed settings when the job is read back; a generation has its own.
     const read = await ok(gql(platform.url, 'query($id: ID!) { job(id: $id) { fineTune { contributionId seed } } }', { id: job.id }, key));

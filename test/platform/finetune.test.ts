@@ -102,6 +102,8 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
       [{ token: 'dog' }, 'BAD_USER_INPUT', /common word/],
       [{ token: 'lnl' }, 'BAD_USER_INPUT', /single token/],
       [{ instanceImageIds: [] }, 'BAD_USER_INPUT', /instanceImageIds/],
+      [{ instanceImageIds: null, fromConceptId: 'not-an-id' }, 'BAD_USER_INPUT', /fromConceptId/],
+      [{ instanceImageIds: null, fromConceptId: '00000000-0000-4000-8000-000000000000' }, 'NOT_FOUND'],
       [{ instanceImageIds: [mine, mine] }, 'BAD_USER_INPUT', /repeat/],
       [{ instanceImageIds: [theirs] }, 'NOT_FOUND'],
       [{ instanceImageIds: [tiny] }, 'BAD_USER_INPUT', /smaller than 32x32/],

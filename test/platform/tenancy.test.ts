@@ -30,6 +30,7 @@ describe('tenancy', () => {
   let baseModelId: string;
   let publicModelId: string;
   let publicContributionId: string;
+  let publicConceptId: string;
   let png: Uint8Array;
 
   const ok = async (response: Promise<GraphQLResponse>) => {
@@ -95,8 +96,9 @@ describe('tenancy', () => {
       `INSERT INTO concept (token, category, kind, "modelId", "contributorId") VALUES ('lnl', 'painting', 'STYLE', $1, $2) RETURNING id`,
       [publicModelId, a.userId],
     );
+    publicConceptId = publicConcept[0].id;
     publicContributionId = (
-      await db.getRepository(Contribution).save({ userId: a.userId, modelId: publicModelId, conceptId: publicConcept[0].id })
+      await db.getRepository(Contribution).save({ userId: a.userId, modelId: publicModelId, conceptId: publicConceptId })
     ).id;
 
     owned = {
@@ -143,6 +145,12 @@ describe('tenancy', () => {
     startFineTune: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE_META', modelId: owned.privateMetaModelId } }, key),
     // Someone else's photo, on a new model of one's own: refused before the model is made.
     startFineTuneWithPhoto: (key) => gql(url, FINE_TUNE, { input: { ...fineTune(), target: 'PRIVATE', baseModelId } }, key),
+    // Someone else's concept's photos, reused: the same.
+    startFineTuneFromConcept: (key) =>
+      gql(url, FINE_TUNE, { input: { ...fineTune(), instanceImageIds: null, fromConceptId: owned.conceptId, target: 'PRIVATE', baseModelId } }, key),
+    withdrawConcept: (key) => gql(url, 'mutation($id: ID!) { withdrawConcept(id: $id) { id } }', { id: owned.metaConceptId }, key),
+    // A's concept of the public metamodel: everyone sees it, only A (or an admin) takes it out.
+    withdrawPublicConcept: (key) => gql(url, 'mutation($id: ID!) { withdrawConcept(id: $id) { id } }', { id: publicConceptId }, key),
   });
 
   const FINE_TUNE = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';

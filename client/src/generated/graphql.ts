@@ -14,7 +14,8 @@ export type ContributionStatus =
   | 'MERGED'
   | 'PENDING'
   | 'REVERTED'
-  | 'TRAINING';
+  | 'TRAINING'
+  | 'WITHDRAWN';
 
 export type CreateModelInput = {
   baseModelId: string | number;
@@ -85,12 +86,22 @@ export type Scheduler =
 export type StartFineTuneInput = {
   /** For a new model: the base model it starts from. */
   baseModelId?: string | number | null | undefined;
+  /** Instance images per micro-batch, each paired with a prior-preservation image; default 2, at most 8. */
+  batchSize?: number | null | undefined;
   /** The class noun, e.g. `dog` or `oil painting`. */
   category: string;
+  /** Train on the center square of each image; by default a random square each time (as diffusers and the original do). */
+  centerCrop?: boolean | null | undefined;
+  /** Mirror each image left to right at random; default false. */
+  flip?: boolean | null | undefined;
+  /** Train on your photos of this concept again (e.g. one of your private model, to teach it to a metamodel) without uploading them; with instanceImageIds, on both. They are copied: the concepts keep their photos apart. */
+  fromConceptId?: string | number | null | undefined;
+  /** Micro-batches per step; default 2, at most 8. A step trains on batchSize x gradientAccumulation instance images (the original: 2 x 2). Computed as one batch of them: the same update as accumulating the micro-batches' gradients. */
+  gradientAccumulation?: number | null | undefined;
   /** Any string of 1-255 characters, unique per request: a retry with the same key returns the object the first request made (for 24 h by default) instead of making another; the same key with different arguments is a CONFLICT. */
   idempotencyKey?: string | null | undefined;
-  /** Your staged photos (uploadInstanceImage without conceptId). */
-  instanceImageIds: Array<string | number>;
+  /** Your staged photos (uploadInstanceImage without conceptId). Photos taught to a metamodel are replayed in the prior-preservation images of every later contribution to it, so what they show shapes the model everyone generates with; the photos themselves stay visible only to you and administrators. */
+  instanceImageIds?: Array<string | number> | null | undefined;
   kind: ConceptKind;
   /** Default 0.0001 for LORA, 0.000005 for FULL (1e-6 is the original's recommendation across styles and objects). */
   learningRate?: number | null | undefined;
@@ -103,7 +114,7 @@ export type StartFineTuneInput = {
   rank?: number | null | undefined;
   /** Unsigned 32-bit; random when absent (Job.fineTune.seed records it). The same seed, photos, base model and settings train the same weights. */
   seed?: number | null | undefined;
-  /** Training steps, also the number of prior-preservation images; default 500 for LORA, 200 for FULL (up to 600 for objects and styles, 1200 for faces). */
+  /** Training steps, also the number of prior-preservation images; default 500 for LORA, 200 for FULL, and for a FACE 1000 and 800 (faces need more: the original recommends up to 600 for objects and styles, 600 to 1200 for faces). */
   steps?: number | null | undefined;
   /** PRIVATE: a new model of this one subject; PRIVATE_META: your metamodel; META: the public one. */
   target: ModelKind;

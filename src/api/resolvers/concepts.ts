@@ -1,6 +1,7 @@
 import { Arg, Ctx, Field, ID, InputType, Mutation, Query, Resolver } from 'type-graphql';
-import { Concept, ConceptKind } from '../../entities';
+import { Concept, ConceptKind, Contribution } from '../../entities';
 import { createConcept, deleteConcept, getConcept, listConcepts } from '../../services/concepts';
+import { withdrawConcept } from '../../services/contributions';
 import { requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
@@ -42,8 +43,17 @@ export class ConceptResolver {
     return createConcept(services.db, services.store, requireUser(viewer), { ...input });
   }
 
+  @Mutation(() => Contribution, {
+    description: 'Takes a concept you taught to a metamodel back out: a new version without it (the weights from before it when it was the latest '
+      + 'contribution; otherwise later contributions keep theirs), it is no longer listed, and its photos are deleted, so no later training '
+      + 'replays them. Its contributor (or an administrator) only. Returns its contribution, now WITHDRAWN.',
+  })
+  withdrawConcept(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<Contribution> {
+    return withdrawConcept(services.db, services.store, requireUser(viewer), id);
+  }
+
   @Mutation(() => ID)
   deleteConcept(@Arg('id', () => ID) id: string, @Ctx() { viewer, services }: Context): Promise<string> {
-    return deleteConcept(services.db, requireUser(viewer), id);
+    return deleteConcept(services.db, services.store, requireUser(viewer), id);
   }
 }

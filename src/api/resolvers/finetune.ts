@@ -1,7 +1,7 @@
 import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, ObjectType, Query, Resolver } from 'type-graphql';
 import { DEFAULT_LORA_RANK } from '../../engine';
 import { Concept, ConceptKind, Contribution, FineTuneMethod, Job, Model, ModelKind, ModelVersion } from '../../entities';
-import { getStartedFineTune, startFineTune, TRAINING_DEFAULTS, type StartedFineTune } from '../../services/finetune';
+import { BATCH_DEFAULTS, getStartedFineTune, startFineTune, TRAINING_DEFAULTS, type StartedFineTune } from '../../services/finetune';
 import { listModelVersions } from '../../services/versions';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
@@ -32,12 +32,26 @@ class StartFineTuneInput {
   @Field(() => ConceptKind)
   kind: ConceptKind;
 
-  @Field(() => [ID], { description: 'Your staged photos (uploadInstanceImage without conceptId).' })
-  instanceImageIds: string[];
+  @Field(() => [ID], {
+    nullable: true,
+    description: 'Your staged photos (uploadInstanceImage without conceptId). Photos taught to a metamodel are replayed in the prior-preservation '
+      + 'images of every later contribution to it, so what they show shapes the model everyone generates with; the photos themselves stay '
+      + 'visible only to you and administrators.',
+  })
+  instanceImageIds?: string[] | null;
+
+  @Field(() => ID, {
+    nullable: true,
+    description: 'Train on your photos of this concept again (e.g. one of your private model, to teach it to a metamodel) without uploading them; '
+      + 'with instanceImageIds, on both. They are copied: the concepts keep their photos apart.',
+  })
+  fromConceptId?: string | null;
 
   @Field(() => Int, {
     nullable: true,
-    description: `Training steps, also the number of prior-preservation images; default ${TRAINING_DEFAULTS.LORA.steps} for LORA, ${TRAINING_DEFAULTS.FULL.steps} for FULL (up to 600 for objects and styles, 1200 for faces).`,
+    description: `Training steps, also the number of prior-preservation images; default ${TRAINING_DEFAULTS.LORA.steps.OBJECT} for LORA, `
+      + `${TRAINING_DEFAULTS.FULL.steps.OBJECT} for FULL, and for a FACE ${TRAINING_DEFAULTS.LORA.steps.FACE} and ${TRAINING_DEFAULTS.FULL.steps.FACE} `
+      + '(faces need more: the original recommends up to 600 for objects and styles, 600 to 1200 for faces).',
   })
   steps?: number | null;
 
@@ -58,6 +72,28 @@ class StartFineTuneInput {
 
   @Field(() => Int, { nullable: true, description: `LoRA rank, default ${DEFAULT_LORA_RANK}.` })
   rank?: number | null;
+
+  @Field(() => Int, {
+    nullable: true,
+    description: `Instance images per micro-batch, each paired with a prior-preservation image; default ${BATCH_DEFAULTS.batchSize}, at most 8.`,
+  })
+  batchSize?: number | null;
+
+  @Field(() => Int, {
+    nullable: true,
+    description: `Micro-batches per step; default ${BATCH_DEFAULTS.gradientAccumulation}, at most 8. A step trains on batchSize x gradientAccumulation `
+      + 'instance images (the original: 2 x 2). Computed as one batch of them: the same update as accumulating the micro-batches\' gradients.',
+  })
+  gradientAccumulation?: number | null;
+
+  @Field(() => Boolean, {
+    nullable: true,
+    description: 'Train on the center square of each image; by default a random square each time (as diffusers and the original do).',
+  })
+  centerCrop?: boolean | null;
+
+  @Field(() => Boolean, { nullable: true, description: 'Mirror each image left to right at random; default false.' })
+  flip?: boolean | null;
 
   @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
   webhook?: WebhookInput | null;

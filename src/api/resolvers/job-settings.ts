@@ -1,7 +1,7 @@
 import { Field, FieldResolver, Float, ID, Int, ObjectType, Resolver, Root } from 'type-graphql';
 import type { SamplerName } from '../../engine';
 import { FineTuneMethod, Job, JobType } from '../../entities';
-import type { FineTuneParams } from '../../services/finetune';
+import { fineTuneParams, type FineTuneParams } from '../../services/finetune';
 import type { GenerateParams } from '../../services/jobs';
 import { Scheduler } from './jobs';
 
@@ -31,6 +31,18 @@ class FineTuneSettings implements FineTuneParams {
 
   @Field(() => Float, { description: 'The seed the training ran with: give it to startFineTune to repeat the run.' })
   seed: number;
+
+  @Field(() => Int)
+  batchSize: number;
+
+  @Field(() => Int)
+  gradientAccumulation: number;
+
+  @Field(() => Boolean)
+  centerCrop: boolean;
+
+  @Field(() => Boolean)
+  flip: boolean;
 }
 
 @ObjectType({ description: 'What a generation draws, as queued (defaults filled in).' })
@@ -74,7 +86,7 @@ class GenerationSettings implements Omit<GenerateParams, 'baseModelId'> {
 export class JobSettingsResolver {
   @FieldResolver(() => FineTuneSettings, { nullable: true, description: 'Set on FINETUNE jobs.' })
   fineTune(@Root() job: Job): FineTuneParams | null {
-    return job.type === JobType.FINETUNE ? (job.params as unknown as FineTuneParams) : null;
+    return job.type === JobType.FINETUNE ? fineTuneParams(job) : null;
   }
 
   @FieldResolver(() => GenerationSettings, { nullable: true, description: 'Set on GENERATE jobs.' })

@@ -18,7 +18,7 @@ export interface ClassImagesOptions {
 /**
  * Prior-preservation images of a category, made by the base model as diffusers' DreamBooth scripts make them
  * (txt2img of the class prompt), as PNG files: the platform caches them per (base model, category) and they
- * train after `loadTrainingImage`, as the scripts reload theirs from disk.
+ * train after `loadTrainingPicture`, as the scripts reload theirs from disk.
  */
 export async function generateClassImages(
   pipeline: Txt2ImgPipeline, { count, seed, ...request }: ClassImagesRequest, { onImage, signal }: ClassImagesOptions = {},

@@ -3,7 +3,7 @@ import { parseSafetensors, safetensorsMetadata, serializeSafetensors, type Store
 import { DreamBoothError, type DreamBoothCheckpoint } from './dreambooth';
 
 /** Names this file format in the header, so another safetensors file is refused rather than misread. */
-const FORMAT = 'bigdiffusion.dreambooth-checkpoint.v1';
+const FORMAT = 'bigdiffusion.dreambooth-checkpoint.v2';
 const PARTS = ['params', 'm', 'v'] as const;
 
 /**

@@ -9,22 +9,17 @@ import { describeIssues } from '../validation';
 import {
   buildDreamBoothLoss, compileBuilt, dreamBoothTrainStep, type LossGraph, type StepShape, type UNetTrainingModels,
 } from './dreambooth-graph';
-import { type TrainingPixels } from './images';
 import { loraFromSlots, type LoraWeights } from './lora-file';
 import { imageGeometry, type StableDiffusionModels } from './stable-diffusion';
+import { type Example, TrainingBatches } from './training-batches';
 import { TrainingEncoders } from './training-encoders';
 
 export type { TrainingMethod, UNetTrainingModels } from './dreambooth-graph';
+export type { Example } from './training-batches';
 
 /** A training request or trainer setting the engine cannot honour; nothing was trained. */
 export class DreamBoothError extends Error {
   override readonly name = 'DreamBoothError';
-}
-
-/** One training image (from `loadTrainingImage`) and the prompt it is trained with. */
-export interface Example {
-  pixels: TrainingPixels;
-  prompt: string;
 }
 
 /** Where training continues from: a previous LoRA (as `parseUNetLora` reads it) or a fully fine-tuned UNet. */
@@ -186,10 +181,12 @@ function initialValues(models: UNetTrainingModels, forward: LossGraph, { start, 
 }
 
 const EXAMPLE = z.object({
-  pixels: z.custom<TrainingPixels>((value) => typeof value === 'object' && value !== null && (value as TrainingPixels).data instanceof Float32Array,
-    'expected pixels from loadTrainingImage'),
+  image: z.custom<Example['image']>((value) => typeof value === 'function', 'expected a function loading the picture'),
   prompt: z.string(),
 });
+
+/** Rows a step trains on at most: instance and prior examples alike. */
+const MAX_EXAMPLES_PER_STEP = 64;
 
 const REQUEST = z.object({
   instance: z.array(EXAMPLE).min(1),
@@ -202,7 +199,18 @@ const REQUEST = z.object({
   steps: z.number().int().min(1).max(100_000),
   /** Constant, as the scripts' default `lr_scheduler="constant"`. */
   learningRate: z.number().finite().positive(),
-  batchSize: z.number().int().min(1).max(64).default(1),
+  /** Examples of each set per micro-batch (diffusers' `--train_batch_size`). */
+  batchSize: z.number().int().min(1).max(MAX_EXAMPLES_PER_STEP).default(1),
+  /**
+   * Micro-batches per optimizer step (`--gradient_accumulation_steps`). Their mean gradient is the gradient of
+   * the mean loss over all of them, so a step trains one graph on batchSize x gradientAccumulation examples of
+   * each set: the same update, within float rounding, at the memory of the whole batch.
+   */
+  gradientAccumulation: z.number().int().min(1).max(MAX_EXAMPLES_PER_STEP).default(1),
+  /** Which square of a non-square image trains: a new random one each time it is drawn (the scripts' default), or the center. */
+  crop: z.enum(['random', 'center']).default('random'),
+  /** Mirror each drawn image left to right with probability 1/2 (`--random_flip`). */
+  flip: z.boolean().default(false),
   priorLossWeight: z.number().finite().min(0).default(1),
   seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   /** Training images' size in pixels; default the UNet's sample_size times the VAE's downscaling. */
@@ -218,6 +226,8 @@ const REQUEST = z.object({
   /** Continues an interrupted run of this same request from its checkpoint (`start` is then already inside it). */
   resume: z.custom<DreamBoothCheckpoint>((value) => typeof value === 'object' && value !== null && 'trainer' in value && 'rng' in value,
     'expected a DreamBoothCheckpoint').optional(),
+}).refine((r) => r.batchSize * r.gradientAccumulation <= MAX_EXAMPLES_PER_STEP, {
+  path: ['gradientAccumulation'], message: `batchSize x gradientAccumulation must be at most ${MAX_EXAMPLES_PER_STEP}`,
 });
 
 export type DreamBoothRequest = z.input<typeof REQUEST>;
@@ -241,12 +251,8 @@ export interface DreamBoothCheckpoint {
   step: number;
   /** Trainable weights, AdamW moments and step count. */
   trainer: TrainerCheckpoint;
-  rng: {
-    /** Where the images' encoding drew from (it is repeated on resume: the latents are not stored). */
-    encoding: RngState;
-    /** Where step `step + 1` draws its noise and timesteps. */
-    steps: RngState;
-  };
+  /** Where step `step + 1` draws its views, posterior samples, noise and timesteps. */
+  rng: RngState;
   /** The shuffled orders the batches cycle through. */
   order: { instance: number[]; prior: number[] };
   /** Each step's loss so far. */
@@ -291,29 +297,7 @@ function validate(models: StableDiffusionModels, request: DreamBoothRequest) {
   const { vaeFactor, sideMultiple, nativeSize } = imageGeometry(models);
   const resolution = r.resolution ?? nativeSize;
   if (resolution % sideMultiple) throw new DreamBoothError(`resolution ${resolution} must be a multiple of ${sideMultiple} for this model`);
-  for (const [set, examples] of [['instance', r.instance], ['prior', r.prior]] as const) {
-    examples.forEach(({ pixels }, i) => {
-      if (pixels.size !== resolution || pixels.data.length !== 3 * resolution * resolution) {
-        throw new DreamBoothError(`${set}.${i}: pixels are ${pixels.size}px; load the images at the training resolution ${resolution}`);
-      }
-    });
-  }
-  return { ...r, resolution, latentSize: resolution / vaeFactor };
-}
-
-interface Encoded {
-  latents: Float32Array;
-  states: Float32Array;
-}
-
-function concatRows(rows: Float32Array[]): Float32Array {
-  const out = new Float32Array(rows.reduce((n, row) => n + row.length, 0));
-  let offset = 0;
-  for (const row of rows) {
-    out.set(row, offset);
-    offset += row.length;
-  }
-  return out;
+  return { ...r, resolution, latentSize: resolution / vaeFactor, perStep: r.batchSize * r.gradientAccumulation };
 }
 
 /** A seeded order of `n` indices (Fisher-Yates), cycled through as the scripts' shuffling DataLoader does. */
@@ -328,10 +312,13 @@ function shuffled(n: number, rng: Rng): number[] {
 
 /**
  * DreamBooth as diffusers' train_dreambooth.py / train_dreambooth_lora.py train it: each step N instance and
- * (with prior images) N prior examples, latents of the frozen VAE, text embeddings of the frozen text encoder,
- * seeded noise and timesteps uniform in [0, num_train_timesteps), loss = mse(instance) + w * mse(prior) on the
- * epsilon or v target, AdamW with gradient clipping at a constant learning rate. The same request and seed give
- * the same weights bit for bit.
+ * (with prior images) N prior examples (N = batchSize x gradientAccumulation), each a view of its image (random
+ * or center crop, optional flip) with latents sampled afresh from the frozen VAE's posterior, text embeddings of
+ * the frozen text encoder, seeded noise and timesteps uniform in [0, num_train_timesteps), loss = mse(instance)
+ * + w * mse(prior) on the epsilon or v target, AdamW with gradient clipping at a constant learning rate. The
+ * same request and seed give the same weights bit for bit. The seed's stream draws, in order: a new LoRA's
+ * initial weights, the instance then the prior order, then per step the rows' views and posterior samples
+ * (see `TrainingBatches.rows`), the noise and the timesteps.
  */
 export async function trainDreamBooth(
   models: StableDiffusionModels, request: DreamBoothRequest, { worker, onStep, signal, checkpoints, drain }: DreamBoothOptions,
@@ -343,35 +330,23 @@ export async function trainDreamBooth(
     throw new DreamBoothError(`the checkpoint (seed ${resume.seed}, step ${resume.step}) is not of this request (seed ${r.seed}, ${r.steps} steps)`);
   }
   signal?.throwIfAborted();
-  let rng = resume ? Rng.fromState(resume.rng.encoding) : new Rng(r.seed);
+  const rng = resume ? Rng.fromState(resume.rng) : new Rng(r.seed);
   const prior = r.prior.length > 0;
   const trainer = await DreamBoothTrainer.create(models, worker, {
-    method: r.method, batchSize: r.batchSize, prior, latentSize: r.latentSize,
+    method: r.method, batchSize: r.perStep, prior, latentSize: r.latentSize,
     optimizer: r.adamW, maxGradNorm: r.maxGradNorm, start: r.start, rng, resume: resume?.trainer,
   });
   const encoders = new TrainingEncoders(models, worker, r.resolution);
   try {
-    // Every image and prompt encoded once, up front, in a fixed order: the posterior samples come from the seed.
-    const encodingRng = rng.state();
-    const encode = async ({ pixels, prompt }: Example) => {
-      signal?.throwIfAborted();
-      return { latents: await encoders.latents(pixels, rng), states: await encoders.text(prompt) };
-    };
-    const instance: Encoded[] = [];
-    for (const example of r.instance) instance.push(await encode(example));
-    const priors: Encoded[] = [];
-    for (const example of r.prior) priors.push(await encode(example));
-    const instanceOrder = resume?.order.instance ?? shuffled(instance.length, rng);
-    const priorOrder = resume?.order.prior ?? shuffled(priors.length, rng);
-    if (resume) rng = Rng.fromState(resume.rng.steps);
+    const order = resume?.order ?? { instance: shuffled(r.instance.length, rng), prior: shuffled(r.prior.length, rng) };
+    const batches = new TrainingBatches(encoders, { instance: r.instance, prior: r.prior }, {
+      resolution: r.resolution, perStep: r.perStep, crop: r.crop, flip: r.flip, order,
+    });
     const losses = resume ? [...resume.losses] : [];
     let saved = resume?.step ?? 0;
     const save = async () => {
       saved = trainer.steps;
-      await checkpoints!.save({
-        seed: r.seed, step: trainer.steps, trainer: trainer.checkpoint(), rng: { encoding: encodingRng, steps: rng.state() },
-        order: { instance: instanceOrder, prior: priorOrder }, losses: [...losses],
-      });
+      await checkpoints!.save({ seed: r.seed, step: trainer.steps, trainer: trainer.checkpoint(), rng: rng.state(), order, losses: [...losses] });
     };
     const { num_train_timesteps: trainTimesteps } = resolveSchedulerConfig('ddpm', models.scheduler.config);
     for (let step = resume?.step ?? 0; step < r.steps; step++) {
@@ -380,13 +355,9 @@ export async function trainDreamBooth(
         throw drain.reason;
       }
       signal?.throwIfAborted();
-      const first = step * r.batchSize;
-      const rows = Array.from({ length: r.batchSize }, (_, b) => instance[instanceOrder[(first + b) % instance.length]]);
-      if (prior) rows.push(...Array.from({ length: r.batchSize }, (_, b) => priors[priorOrder[(first + b) % priors.length]]));
-      const latents = concatRows(rows.map((row) => row.latents));
+      const { latents, encoderHiddenStates, rows } = await batches.rows(step, rng);
       const noise = rng.normalFloat32(latents.length);
-      const timesteps = rows.map(() => Math.floor(rng.nextUniform() * trainTimesteps));
-      const encoderHiddenStates = concatRows(rows.map((row) => row.states));
+      const timesteps = Array.from({ length: rows }, () => Math.floor(rng.nextUniform() * trainTimesteps));
       const { loss } = await trainer.step({ latents, noise, timesteps, encoderHiddenStates }, r.learningRate, r.priorLossWeight);
       losses.push(loss);
       onStep?.({ step: step + 1, steps: r.steps, loss, lr: r.learningRate });

@@ -5,7 +5,9 @@ export {
   type UNetTrainingModels,
 } from './dreambooth';
 export { parseDreamBoothCheckpoint, serializeDreamBoothCheckpoint } from './dreambooth-checkpoint';
-export { ImageInputError, loadTrainingImage, type ImageInputErrorCode, type TrainingPixels } from './images';
+export {
+  cropOrigin, ImageInputError, loadTrainingPicture, trainingPixels, type ImageInputErrorCode, type TrainingPicture, type TrainingPixels, type TrainingView,
+} from './images';
 export { loraFromSlots, parseLoraFile, serializeLora, type LoraWeights } from './lora-file';
 export { openGraphSession } from './sessions';
 export {

@@ -5,34 +5,36 @@ import { type EngineWorker, type SessionHandle } from '../runtime';
 import { type TrainingPixels } from './images';
 import { attachWeights, type StableDiffusionModels, textEncoderGraph } from './stable-diffusion';
 
+/** The VAE's diagonal Gaussian over one image's latents, [latent_channels, h, w] each. */
+export interface Posterior {
+  mean: Float32Array;
+  logvar: Float32Array;
+}
+
 /**
- * The frozen encoders of a training run, each input encoded once and cached: images to latents as
- * `vae.encode(x).latent_dist.sample() * scaling_factor` (one seeded sample per image), prompts to the text
- * encoder's last hidden state. Sessions live until `close()`.
+ * The frozen encoders of a training run: images to their VAE posterior (`vae.encode(x).latent_dist`), prompts
+ * to the text encoder's last hidden state (cached by prompt). Sessions live until `close()`.
  */
 export class TrainingEncoders {
-  readonly #latents = new Map<TrainingPixels, Float32Array>();
   readonly #texts = new Map<string, Float32Array>();
   #vae: Promise<SessionHandle> | undefined;
   #text: Promise<SessionHandle> | undefined;
 
   constructor(readonly models: StableDiffusionModels, readonly worker: EngineWorker, readonly resolution: number) {}
 
-  /** [latent_channels, h, w] of one image; its posterior sample draws from `rng` the first time only. */
-  async latents(pixels: TrainingPixels, rng: Rng): Promise<Float32Array> {
-    const cached = this.#latents.get(pixels);
-    if (cached) return cached;
+  async posterior(pixels: TrainingPixels): Promise<Posterior> {
     this.#vae ??= this.#open(() => this.#vaeGraph());
     const { mean, logvar } = await this.worker.run(await this.#vae, {
       image: { dtype: 'float32', dims: [1, 3, this.resolution, this.resolution], data: pixels.data.slice() },
     });
-    const m = mean.data as Float32Array;
-    const lv = logvar.data as Float32Array;
-    const eps = rng.normal(m.length);
+    return { mean: mean.data as Float32Array, logvar: logvar.data as Float32Array };
+  }
+
+  /** `latent_dist.sample() * scaling_factor`, the sample drawn from `rng`, as diffusers' scripts draw one every step. */
+  sample({ mean, logvar }: Posterior, rng: Rng): Float32Array {
+    const eps = rng.normal(mean.length);
     const scale = this.models.vae.config.scaling_factor;
-    const latents = Float32Array.from(m, (mu, i) => (mu + Math.exp(0.5 * lv[i]) * eps[i]) * scale);
-    this.#latents.set(pixels, latents);
-    return latents;
+    return Float32Array.from(mean, (mu, i) => (mu + Math.exp(0.5 * logvar[i]) * eps[i]) * scale);
   }
 
   /** [tokens, hidden] for a prompt, padded to the tokenizer's max length as diffusers' DreamBooth scripts do. */

@@ -8,7 +8,7 @@ import { BaseModel, Concept, Contribution, ContributionStatus, FineTuneMethod, I
 import { loadBaseModelPack } from '../../services/base-models';
 import { splitPriorImages, type PriorSplit } from '../../services/big-split';
 import type { Services } from '../../services/container';
-import { FineTuneFailure, learnedConcepts, type FineTuneParams } from '../../services/finetune';
+import { FineTuneFailure, fineTuneParams, learnedConcepts, type FineTuneParams } from '../../services/finetune';
 import { TrainingImages } from '../../services/training-images';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { JobCheckpoints } from '../checkpoints';
@@ -29,7 +29,7 @@ export class FineTuneHandler implements JobHandler {
 
   async work(job: Job, run: JobRun): Promise<void> {
     const { db, store } = this.services;
-    const params = job.params as unknown as FineTuneParams;
+    const params = fineTuneParams(job);
     const unlock = await lockVersions(db, params.modelId, run.signal);
     let finished = false;
     try {
@@ -106,6 +106,10 @@ export class FineTuneHandler implements JobHandler {
         method: params.method === FineTuneMethod.LORA ? { kind: 'lora', rank } : { kind: 'full' },
         steps: params.steps,
         learningRate: params.learningRate,
+        batchSize: params.batchSize,
+        gradientAccumulation: params.gradientAccumulation,
+        crop: params.centerCrop ? 'center' : 'random',
+        flip: params.flip,
         seed: params.seed,
         resolution,
         start: head?.weightsKey && !resume ? await this.#start(head, models) : undefined,
