@@ -31,7 +31,7 @@ export interface TestPlatform extends RunningPlatform {
 /** The whole platform in this process on an ephemeral port, embedded services under a temp dir. */
 export async function startTestPlatform(env: Record<string, string> = {}): Promise<TestPlatform> {
   const data = await tempDir('bd-test-');
-  const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BUNDLED_BASE_MODEL: 'tiny-random', ...env });
   const platform = await startPlatform(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
   return {
     ...platform,

@@ -94,7 +94,7 @@ describe.skipIf(!hasFixtures)('webhooks', () => {
   /** The platform on `data.dir`: stopping and starting it again keeps its database and bucket. */
   const start = async () => {
     const config = loadConfig({
-      DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent',
+      DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BUNDLED_BASE_MODEL: 'tiny-random',
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', WEBHOOK_RETRY_BASE_SECONDS: '0.5',
     });
     platform = await startPlatform(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
