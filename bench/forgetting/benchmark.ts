@@ -110,7 +110,7 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
       await saveEncoder(path, fresh);
       return fresh;
     })();
-    log(`encoder: held-out top-1 ${(100 * trained.heldOutAccuracy).toFixed(1)} % over ${trained.classes} subjects; style check ${(100 * trained.styleAccuracy).toFixed(1)} %`);
+    log(`encoder: held-out top-1 ${(100 * trained.heldOutAccuracy).toFixed(1)} % over ${trained.classes} subcategories (subjects it never saw); style check ${(100 * trained.styleAccuracy).toFixed(1)} %`);
     encoder = await Encoder.open(engine, trained);
     const heldIn = data.records.flatMap((r, i) => (r.heldOut ? [] : [i])).filter((_, i) => i % 4 === 0);
     await encoder.centerOn(heldIn.map((i) => data.images.subarray(i * 64 * 64 * 3, (i + 1) * 64 * 64 * 3)));

@@ -1,7 +1,7 @@
 /**
  * The benchmark's measuring instrument: a small CNN trained here, with the engine's own training, to tell the
  * dataset's 98 subcategories (`animal-bird`, `food-fruit`, ...) apart. Its pooled features are the identity
- * embedding; the Gram matrices of its first two layers (Gatys et al.'s style statistics, which discard where things
+ * embedding; the Gram matrices of its first two convolutions' outputs (Gatys et al.'s style statistics, which discard where things
  * are) are the style descriptor.
  *
  * Trained on held-in subjects only (no benchmark concept is ever seen), with 15 % of those subjects (both styles)
@@ -72,13 +72,14 @@ function buildNet(g: Graph, batch: number, classes: number, weights: (name: stri
   const grams: Tensor[] = [];
   for (const [i, cout] of CHANNELS.entries()) {
     h = conv(h, weights(`conv${i}.weight`, [cout, cin, 3, 3]), weights(`conv${i}.bias`, [cout]), { strides: [2, 2], pads: [1, 1, 1, 1] });
-    h = groupNorm(h, GROUPS, weights(`norm${i}.weight`, [cout]), weights(`norm${i}.bias`, [cout]), 1e-5, { silu: true });
-    cin = cout;
     if (i < 2) {
+      // Before the norm, which would divide out each image's own contrast and colour: part of its style.
       const pixels = h.shape[2] * h.shape[3];
       const flat = reshape(h, [batch, cout, pixels]);
       grams.push(div(matmul(flat, transpose(flat, [0, 2, 1])), pixels));
     }
+    h = groupNorm(h, GROUPS, weights(`norm${i}.weight`, [cout]), weights(`norm${i}.bias`, [cout]), 1e-5, { silu: true });
+    cin = cout;
   }
   const embedding = reduceMean(h, [2, 3], false);
   const logits = linear(embedding, weights('head.weight', [classes, cin]), weights('head.bias', [classes]));

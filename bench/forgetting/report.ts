@@ -88,9 +88,9 @@ export async function writeReport(out: string, results: Results): Promise<void> 
     '',
     `Options: ${JSON.stringify(results.options)}`,
     '',
-    `Encoder: ${results.encoder.classes} subjects, held-out top-1 accuracy ${(100 * results.encoder.heldOutAccuracy).toFixed(1)} % `
-      + `(${results.encoder.heldOutImages} twemoji images of subjects trained in noto only); style descriptor's noto/twemoji `
-      + `nearest-centroid accuracy ${(100 * results.encoder.styleAccuracy).toFixed(1)} %.`,
+    `Encoder: ${results.encoder.classes} subcategories, held-out top-1 accuracy ${(100 * results.encoder.heldOutAccuracy).toFixed(1)} % `
+      + `(${results.encoder.heldOutImages} images of subjects it never saw); style descriptor's nearest-centroid accuracy over `
+      + `noto, twemoji and the four transformed styles ${(100 * results.encoder.styleAccuracy).toFixed(1)} % (chance 16.7 %).`,
     '',
   ];
   await writeFile(join(out, 'table.md'), `${[...header, ...results.stages.map((s) => `${stageTable(results, s.k)}\n`)].join('\n')}`);
