@@ -142,11 +142,11 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
       const concept = { token: t.token, category: t.concept.category, kind: t.concept.kind === 'subject' ? 'OBJECT' as const : 'STYLE' as const, images: t.concept.images };
       log(`stage ${k}/${options.k}: ${t.concept.name} as "a ${t.token} ${t.concept.category}"`);
 
-      pending.alone ??= await platform.startFineTune({ baseModelId: state.baseModelId }, concept, settings);
+      pending.alone ??= await platform.startFineTune({ baseModelId: state.baseModelId }, concept, settings, `alone-${k}`);
       await save();
       pending.aloneSeconds ??= await platform.waitForJob(pending.alone.jobId);
       log(`  alone: ${pending.aloneSeconds.toFixed(1)} s`);
-      pending.big ??= await platform.startFineTune({ modelId: state.metamodelId }, concept, settings);
+      pending.big ??= await platform.startFineTune({ modelId: state.metamodelId }, concept, settings, `big-${k}`);
       await save();
       pending.bigSeconds ??= await platform.waitForJob(pending.big.jobId);
       log(`  big: ${pending.bigSeconds.toFixed(1)} s`);

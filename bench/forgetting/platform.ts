@@ -67,10 +67,22 @@ export class BenchPlatform {
   }
 
   async gql(query: string, variables: Record<string, unknown> = {}): Promise<Record<string, any>> {
-    const response = await fetch(this.platform.url!, {
-      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${this.key}` }, body: JSON.stringify({ query, variables }),
-    });
-    return this.#data((await response.json()) as GqlResult);
+    return this.#post({ headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) });
+  }
+
+  /**
+   * One request to the API, sent again when the connection drops before an answer (a kept-alive socket the server
+   * closed meanwhile: seen under heavy load). Mutations that must not run twice carry an idempotency key.
+   */
+  async #post({ headers, body }: { headers: Record<string, string>; body: string | FormData }): Promise<Record<string, any>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const response = await fetch(this.platform.url!, { method: 'POST', headers: { ...headers, authorization: `Bearer ${this.key}` }, body });
+        return this.#data((await response.json()) as GqlResult);
+      } catch (error) {
+        if (!(error instanceof TypeError && error.message === 'fetch failed') || attempt === 3) throw error;
+      }
+    }
   }
 
   #data(result: GqlResult): Record<string, any> {
@@ -106,21 +118,20 @@ export class BenchPlatform {
     form.set('operations', JSON.stringify({ query: 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', variables: { file: null } }));
     form.set('map', JSON.stringify({ 0: ['variables.file'] }));
     form.set('0', new Blob([new Uint8Array(await pngOf(image))], { type: 'image/png' }), 'photo.png');
-    const response = await fetch(this.platform.url!, {
-      method: 'POST', headers: { 'apollo-require-preflight': 'true', authorization: `Bearer ${this.key}` }, body: form,
-    });
-    return this.#data((await response.json()) as GqlResult).uploadInstanceImage.id;
+    // A photo uploaded twice (its answer lost) is left staged, used by nothing.
+    return (await this.#post({ headers: { 'apollo-require-preflight': 'true' }, body: form })).uploadInstanceImage.id;
   }
 
   /**
    * Uploads the concept's images and starts a LoRA fine-tune: a new PRIVATE model from `baseModelId`, or a
    * contribution to the metamodel `modelId`. One example of each set per step (batch 1, no accumulation), center crop
-   * (the images are the training size), no flip.
+   * (the images are the training size), no flip. `idempotencyKey` makes a request sent twice start one job.
    */
   async startFineTune(
     target: { baseModelId: string } | { modelId: string },
     concept: { token: string; category: string; kind: 'OBJECT' | 'STYLE'; images: Uint8Array[] },
     settings: TrainingSettings,
+    idempotencyKey: string,
   ): Promise<StartedFineTune> {
     const instanceImageIds = [];
     for (const image of concept.images) instanceImageIds.push(await this.#upload(image));
@@ -128,7 +139,7 @@ export class BenchPlatform {
       ...('modelId' in target ? { target: 'PRIVATE_META', modelId: target.modelId } : { target: 'PRIVATE', baseModelId: target.baseModelId }),
       token: concept.token, category: concept.category, kind: concept.kind, instanceImageIds, method: 'LORA', rank: settings.rank,
       steps: settings.steps, learningRate: settings.learningRate, seed: settings.seed, batchSize: settings.batchSize, gradientAccumulation: 1,
-      centerCrop: true, flip: false,
+      centerCrop: true, flip: false, idempotencyKey,
     };
     const started = await this.gql('mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } model { id } concept { id } } }', { input });
     const { job, model, concept: made } = started.startFineTune;

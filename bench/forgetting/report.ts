@@ -70,7 +70,7 @@ export function stageTable(results: Results, k: number): string {
     const cell = (arm: 'naive' | 'big') => `${f3(stage.scores[arm][c.name])} (${f2(retention(results, arm, c.name, i + 1, k))})`;
     lines.push(`| ${c.name} \`${c.token}\` | ${c.kind === 'subject' ? 'identity' : 'style'} | ${f3(results.base[c.name])} | ${f3(alone)} | ${cell('naive')} | ${cell('big')} |`);
   });
-  lines.push(`| **mean retention** (concepts 1-${k - 1}) | | | | ${f2(meanRetention(results, 'naive', k))} | ${f2(meanRetention(results, 'big', k))} |`);
+  lines.push(`| **mean retention** (${k > 1 ? `concepts 1-${k - 1}` : 'none learned before'}) | | | | ${f2(meanRetention(results, 'naive', k))} | ${f2(meanRetention(results, 'big', k))} |`);
   lines.push(`| prior integrity | | 1.000 | ${f3(stage.prior.alone)} | ${f3(stage.prior.naive)} | ${f3(stage.prior.big)} |`);
   for (const pair of Object.keys(stage.composition.big ?? {})) {
     lines.push(`| composition: ${pair} | mean | | | ${f3(stage.composition.naive?.[pair])} | ${f3(stage.composition.big?.[pair])} |`);
