@@ -127,6 +127,13 @@ async function openMoji(hexcode: string): Promise<Uint8Array | undefined> {
   return svg && rawOf(await sharp(svg, { density: 144 }).png().toBuffer());
 }
 
+/** A held-out subject's training images: each of its drawings with its augmentations (HWC bytes, 64 px). */
+export async function subjectImages(data: EmojiDataset, subject: string): Promise<Uint8Array[]> {
+  const originals = imagesOf(data, subject);
+  if (originals.length === 0) throw new Error(`the dataset has no image of the held-out subject "${subject}"`);
+  return (await Promise.all(originals.map((index, i) => augmentations(recordImage(data, index), i)))).flat();
+}
+
 /** The first `k` concepts: ceil(k/2) subjects, then floor(k/2) styles (K = 10: all five of each). */
 export async function buildConcepts(data: EmojiDataset, k: number): Promise<Concept[]> {
   const subjects = Math.min(SUBJECTS.length, Math.ceil(k / 2));
@@ -134,10 +141,7 @@ export async function buildConcepts(data: EmojiDataset, k: number): Promise<Conc
   if (subjects + styles < k) throw new Error(`at most ${SUBJECTS.length + STYLES.length} concepts, asked for ${k}`);
   const concepts: Concept[] = [];
   for (const subject of SUBJECTS.slice(0, subjects)) {
-    const originals = imagesOf(data, subject);
-    if (originals.length === 0) throw new Error(`the dataset has no image of the held-out subject "${subject}"`);
-    const images = (await Promise.all(originals.map((index, i) => augmentations(recordImage(data, index), i)))).flat();
-    concepts.push({ name: subject, kind: 'subject', category: HELD_OUT_SUBJECTS[subject], images });
+    concepts.push({ name: subject, kind: 'subject', category: HELD_OUT_SUBJECTS[subject], images: await subjectImages(data, subject) });
   }
   const sources = Object.keys(STYLE_SOURCES).map((subject) => imagesOf(data, subject).find((i) => data.records[i].style === 'noto'));
   if (sources.some((i) => i === undefined)) throw new Error(`the dataset lacks a noto image of a style source (${Object.keys(STYLE_SOURCES).join(', ')})`);

@@ -2,7 +2,7 @@
  * `npm run train:base:demo [-- --subject S --steps N]`: what a newcomer sees, end to end through the API. Starts the
  * platform as `npm start` does (embedded PostgreSQL and S3, the bundled emoji base model as default) on a temporary
  * data folder, signs up, uploads the noto and twemoji drawings of a subject held out of pretraining (README
- * "Base model"), fine-tunes a LoRA on them, and generates `a <token> <category>` in each style. Writes
+ * "Base model"), each as is, rotated and shrunk (the forgetting benchmark's augmentations), fine-tunes a LoRA on them, and generates `a <token> <category>` in each style. Writes
  * `finetune.png` (prompt rows x seeds, the base model's own `a <category>` first) and `finetune.json` (timings)
  * into `--out`.
  */
@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import sharp from 'sharp';
 import { loadConfig } from '../../src/config';
 import { startPlatform } from '../../src/main';
+import { pngOf, subjectImages } from '../../bench/forgetting/concepts';
 import { HELD_OUT_SUBJECTS } from './dataset';
-import { IMAGE_SIZE, readEmojiDataset } from './emoji-records';
+import { readEmojiDataset } from './emoji-records';
 import { labeledGrid } from './figures';
 
 const { values: OPTIONS } = parseArgs({
@@ -34,10 +34,7 @@ async function main() {
   const category = HELD_OUT_SUBJECTS[subject];
   if (!category) throw new Error(`--subject: one of the held-out subjects: ${Object.keys(HELD_OUT_SUBJECTS).join(', ')}`);
   const data = await readEmojiDataset(OPTIONS.data!);
-  const photos = await Promise.all(data.records.flatMap((record, index) => (record.subject === subject ? [index] : [])).map((index) => {
-    const size = IMAGE_SIZE * IMAGE_SIZE * 3;
-    return sharp(data.images.subarray(index * size, (index + 1) * size), { raw: { width: IMAGE_SIZE, height: IMAGE_SIZE, channels: 3 } }).png().toBuffer();
-  }));
+  const photos = await Promise.all((await subjectImages(data, subject)).map(pngOf));
 
   const dataDir = await mkdtemp(join(tmpdir(), 'bd-demo-'));
   const platform = await startPlatform(loadConfig({ DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent' }), pino({ level: 'silent' }));
