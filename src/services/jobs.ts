@@ -6,7 +6,7 @@ import { Job, type JobStatus, JobType, ModelVersion, type User } from '../entiti
 import type { JobQueue, JobServices } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
-import { admitJob } from './job-limits';
+import { insertAdmittedJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
@@ -120,13 +120,14 @@ export async function generateImages(services: JobServices, user: User, input: G
     height: request.height ?? null,
     numImages: request.numImages,
   };
-  const job = await db.transaction(async (tx) => {
-    await admitJob(tx, user, config.jobLimits, params.numImages);
-    const jobs = tx.getRepository(Job);
-    const created = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
-    await attachJobWebhook(tx, created.id, user.id, webhook);
-    return created;
-  });
+  const newJob = { type: JobType.GENERATE, params, steps: params.steps };
+  const job = webhook
+    ? await db.transaction(async (tx) => {
+        const created = await insertAdmittedJob(tx, user, config.jobLimits, newJob, params.numImages);
+        await attachJobWebhook(tx, created.id, user.id, webhook);
+        return created;
+      })
+    : await insertAdmittedJob(db.manager, user, config.jobLimits, newJob, params.numImages);
   try {
     await queue.send(JobType.GENERATE, job.id);
   } catch (error) {
