@@ -56,6 +56,25 @@ async function serverCpuMs(): Promise<number> {
   const fields = (await fs.readFile(`/proc/${server.pid}/stat`, 'utf8')).split(') ')[1].split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
 }
+/**
+ * CPU time the server's descendants have used, in ms: the embedded PostgreSQL (whose backends are the
+ * pools' connections, alive through a scenario) and S3. Per request, what the database spends on it.
+ */
+async function childrenCpuMs(): Promise<number> {
+  const processes = new Map<number, { parent: number; ms: number }>();
+  for (const name of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
+    if (!stat) continue; // it exited meanwhile
+    const fields = stat.split(') ')[1].split(' ');
+    processes.set(Number(name), { parent: Number(fields[1]), ms: ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND });
+  }
+  const isDescendant = (pid: number): boolean => {
+    for (let p = processes.get(pid)?.parent; p; p = processes.get(p)?.parent) if (p === server.pid) return true;
+    return false;
+  };
+  return [...processes].reduce((sum, [pid, { ms }]) => sum + (isDescendant(pid) ? ms : 0), 0);
+}
 /** Linux's USER_HZ, the unit of /proc/<pid>/stat's times, is 100 on every common build. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -140,11 +159,11 @@ try {
   ];
 
   console.log(`\nAPI under load: ${DURATION} s per scenario, ${os.cpus().length} CPUs (${os.cpus()[0].model}), Node ${process.version}\n`);
-  console.log('| request | connections | req/s | p50 | p99 | server CPU per request | unexpected responses | server errors |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('| request | connections | req/s | p50 | p99 | server CPU per request | database CPU per request | unexpected responses | server errors |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   const only = process.env.ONLY?.split(',');
   for (const scenario of scenarios.filter((s) => !only || only.some((word) => s.name.includes(word)))) {
-    const cpuBefore = await serverCpuMs();
+    const [cpuBefore, databaseCpuBefore] = [await serverCpuMs(), await childrenCpuMs()];
     const result = await autocannon({
       url,
       method: 'POST',
@@ -156,6 +175,7 @@ try {
       ...(scenario.expect === 200 ? { verifyBody: (body) => !String(body).includes('"errors"') } : {}),
     });
     const cpuPerRequest = ((await serverCpuMs()) - cpuBefore) / result.requests.total;
+    const databaseCpuPerRequest = ((await childrenCpuMs()) - databaseCpuBefore) / result.requests.total;
     const errors = [...serverErrors.values()].reduce((sum, n) => sum + n, 0);
     if (errors) console.error([...serverErrors.keys()].join('\n'));
     serverErrors.clear();
@@ -163,7 +183,7 @@ try {
       .filter(([status]) => Number(status) !== scenario.expect)
       .reduce((sum, [, stats]) => sum + (stats as { count: number }).count, 0) + result.errors + result.timeouts + result.mismatches;
     console.log(
-      `| ${scenario.name} | ${scenario.connections} | ${Math.round(result.requests.average)} | ${result.latency.p50} ms | ${result.latency.p99} ms | ${cpuPerRequest.toFixed(2)} ms | ${unexpected} | ${errors} |`,
+      `| ${scenario.name} | ${scenario.connections} | ${Math.round(result.requests.average)} | ${result.latency.p50} ms | ${result.latency.p99} ms | ${cpuPerRequest.toFixed(2)} ms | ${databaseCpuPerRequest.toFixed(2)} ms | ${unexpected} | ${errors} |`,
     );
   }
 } finally {

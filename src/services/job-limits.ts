@@ -28,22 +28,22 @@ export async function admitJob(tx: EntityManager, user: User, limits: JobLimits,
 }
 
 /**
- * Inserts a job if its user's limits admit it, or throws, in one statement: in or out of a transaction,
- * the user's lock is held for no round trip to this process (autocommitted, not even the commit's).
+ * Inserts a job if its user's limits admit it, or throws, in one statement: the user's lock is then
+ * held for no round trip to this process but the commit's (none at all when autocommitted).
  */
 export async function insertAdmittedJob(
   db: EntityManager,
   user: User,
   limits: JobLimits,
-  job: { type: JobType; params: object; steps: number },
+  job: { id: string; type: JobType; params: object; steps: number },
   images = 0,
 ): Promise<Job> {
   const [row]: (Admission & Partial<Job>)[] = await db.query(
     `WITH admission AS (SELECT * FROM job_admission($1, $2, $3, $4, $5)),
-          inserted AS (INSERT INTO job (type, "ownerId", params, steps)
-                       SELECT $6::job_type, $1, $7::jsonb, $8::int FROM admission WHERE refusal IS NULL RETURNING *)
+          inserted AS (INSERT INTO job (id, type, "ownerId", params, steps)
+                       SELECT $6::uuid, $7::job_type, $1, $8::jsonb, $9::int FROM admission WHERE refusal IS NULL RETURNING *)
      SELECT admission.*, inserted.* FROM admission LEFT JOIN inserted ON true`,
-    [...admissionArgs(user, limits, images), job.type, JSON.stringify(job.params), job.steps],
+    [...admissionArgs(user, limits, images), job.id, job.type, JSON.stringify(job.params), job.steps],
   );
   throwIfRefused(row, limits, images);
   return db.getRepository(Job).create(row);

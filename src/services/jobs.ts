@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { SAMPLER_NAMES, txt2imgProblem, type SamplerName } from '../engine';
@@ -120,19 +120,12 @@ export async function generateImages(services: JobServices, user: User, input: G
     height: request.height ?? null,
     numImages: request.numImages,
   };
-  const newJob = { type: JobType.GENERATE, params, steps: params.steps };
-  const job = webhook
-    ? await db.transaction(async (tx) => {
-        const created = await insertAdmittedJob(tx, user, config.jobLimits, newJob, params.numImages);
-        await attachJobWebhook(tx, created.id, user.id, webhook);
-        return created;
-      })
-    : await insertAdmittedJob(db.manager, user, config.jobLimits, newJob, params.numImages);
-  try {
-    await queue.send(JobType.GENERATE, job.id);
-  } catch (error) {
-    await db.getRepository(Job).delete(job.id);
-    throw error;
-  }
-  return job;
+  // The delivery first: the user's lock (taken by the insert) is then held only for the commit.
+  const id = randomUUID();
+  return db.transaction(async (tx) => {
+    await queue.send(JobType.GENERATE, id, tx);
+    const job = await insertAdmittedJob(tx, user, config.jobLimits, { id, type: JobType.GENERATE, params, steps: params.steps }, params.numImages);
+    await attachJobWebhook(tx, job.id, user.id, webhook);
+    return job;
+  });
 }
