@@ -16,23 +16,34 @@ export class JobAdmission1796589500000 implements MigrationInterface {
       LANGUAGE plpgsql VOLATILE AS $$
       BEGIN
         PERFORM pg_advisory_xact_lock(hashtextextended('bigdiffusion:jobs-of:' || owner, 0));
-        -- Each count an index range: active jobs by (ownerId, status), the last minute's by (ownerId, createdAt, id).
-        SELECT count(*) INTO active FROM job WHERE "ownerId" = owner AND status IN ('QUEUED', 'RUNNING');
-        SELECT count(*) INTO recent FROM job WHERE "ownerId" = owner AND "createdAt" > now() - interval '1 minute';
-        made := 0;
+        recent := 0;
         coming := 0;
+        made := 0;
+        -- Each count an index range (active jobs by (ownerId, status), the last minute's by (ownerId,
+        -- createdAt, id)) that stops at its limit: a user at a limit costs no more than one below it.
+        SELECT count(*) INTO active FROM (SELECT FROM job
+          WHERE "ownerId" = owner AND status IN ('QUEUED', 'RUNNING') LIMIT max_active) counted;
+        IF active >= max_active THEN
+          refusal := 'ACTIVE';
+          RETURN NEXT;
+          RETURN;
+        END IF;
+        SELECT count(*) INTO recent FROM (SELECT FROM job
+          WHERE "ownerId" = owner AND "createdAt" > now() - interval '1 minute' LIMIT max_per_minute) counted;
+        IF recent >= max_per_minute THEN
+          refusal := 'PER_MINUTE';
+          RETURN NEXT;
+          RETURN;
+        END IF;
         IF images > 0 THEN
           SELECT coalesce(sum((params->>'numImages')::int), 0) INTO coming FROM job
             WHERE "ownerId" = owner AND status IN ('QUEUED', 'RUNNING') AND type = 'GENERATE';
-          -- Counted only as far as the limit and one more: a user far past it costs no more than one at it.
           SELECT count(*) INTO made FROM (SELECT FROM image JOIN job ON job.id = image."jobId"
-            WHERE job."ownerId" = owner AND image."createdAt" > now() - interval '1 day' LIMIT max_images_per_day + 1) counted;
+            WHERE job."ownerId" = owner AND image."createdAt" > now() - interval '1 day' LIMIT max_images_per_day::bigint + 1) counted;
+          IF made + coming + images > max_images_per_day THEN
+            refusal := 'IMAGES_PER_DAY';
+          END IF;
         END IF;
-        refusal := CASE
-          WHEN active >= max_active THEN 'ACTIVE'
-          WHEN recent >= max_per_minute THEN 'PER_MINUTE'
-          WHEN images > 0 AND made + coming + images > max_images_per_day THEN 'IMAGES_PER_DAY'
-        END;
         RETURN NEXT;
       END $$`);
   }
