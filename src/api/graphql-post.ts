@@ -52,7 +52,8 @@ export async function serveJsonGraphqlPost<TContext extends BaseContext>(
   for (const [name, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
   }
-  const search = req.url!.indexOf('?') >= 0 ? req.url!.slice(req.url!.indexOf('?')) : '';
+  const query = req.url!.indexOf('?');
+  const search = query >= 0 ? req.url!.slice(query) : '';
   const response = await apollo.executeHTTPGraphQLRequest({
     httpGraphQLRequest: { method: 'POST', headers, search, body },
     context: () => context(req),

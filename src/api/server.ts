@@ -38,7 +38,6 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
   app.disable('x-powered-by'); // as on the lean path below: it tells attackers what to look up
   const rateLimited = perKeyRateLimit(config.requestsPerMinutePerKey);
   const failedBeforeGraphql = requestErrors(services);
-  let serveGraphqlPost: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
   const httpServer = http.createServer((req, res) => {
     if (!isJsonGraphqlPost(req, GRAPHQL_PATH)) return app(req, res);
     // express-rate-limit reads and answers through express's request and response (req.ip, res.append,
@@ -46,7 +45,10 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     Object.assign(Object.setPrototypeOf(req, app.request), { res });
     Object.assign(Object.setPrototypeOf(res, app.response), { req });
     rateLimited(req as express.Request, res as express.Response, (error?: unknown) => {
-      (error ? Promise.reject(error) : serveGraphqlPost(req, res)).catch((failure: unknown) => {
+      const served = error
+        ? Promise.reject(error)
+        : serveJsonGraphqlPost(req, res, { apollo, maxBodyBytes: config.maxBodyBytes, context: contextOf, requestError: failedBeforeGraphql });
+      served.catch((failure: unknown) => {
         if (!res.headersSent) sendRequestError(res, failedBeforeGraphql(failure));
         else res.destroy();
       });
@@ -147,8 +149,6 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });
     }
   };
-  serveGraphqlPost = (req, res) =>
-    serveJsonGraphqlPost(req, res, { apollo, maxBodyBytes: config.maxBodyBytes, context: contextOf, requestError: failedBeforeGraphql });
   app.use(
     GRAPHQL_PATH,
     rateLimited,
