@@ -1,7 +1,7 @@
 import { isFloat } from '../graph/dtype';
 import { check, type Graph, GraphError, type Node, OPS, type Tensor } from '../graph/graph';
-import { add, scalar } from '../graph/ops/elementwise';
-import { expand, zeros } from '../graph/ops/shape-ops';
+import { add, cast, mul, scalar } from '../graph/ops/elementwise';
+import { expand, reshape, slice, zeros } from '../graph/ops/shape-ops';
 import { formatShape, sameShape, sizeOf } from '../graph/shape';
 
 /**
@@ -35,12 +35,54 @@ export function unreachable(graph: Graph, loss: Tensor, wrt: readonly Tensor[]):
 }
 
 /**
+ * `x` plus a zero computed from `trigger`: the same values, but not available before `trigger` is. onnxruntime runs
+ * a node as soon as its inputs exist, so this keeps a recomputed segment from running during the forward pass (and
+ * from being merged with the original nodes as a common subexpression). Costs one pass over `x`.
+ */
+function after(x: Tensor, trigger: Tensor): Tensor {
+  const first = reshape(slice(reshape(trigger, [-1]), [0], [1], [0]), []);
+  return add(x, cast(mul(first, 0), x.dtype));
+}
+
+/**
+ * The nodes of a recomputable segment built again, once the backward pass has `trigger` (a gradient of one of the
+ * segment's outputs), from the segment's inputs: activations made before it go through `after`; weights, constants
+ * and graph inputs are used as they are. Returns each original node's copy, whose gradient rule then reads the
+ * recomputed values, so the forward pass's own values inside the segment die as soon as the forward is done.
+ */
+function replay(graph: Graph, nodes: readonly Node[], trigger: Tensor): Map<Node, Node> {
+  const values = new Map<Tensor, Tensor>();
+  const copies = new Map<Node, Node>();
+  const input = (t: Tensor | undefined) => {
+    if (!t || values.has(t) || !t.producer || !isFloat(t.dtype)) return t && (values.get(t) ?? t);
+    const delayed = after(t, trigger);
+    values.set(t, delayed);
+    return delayed;
+  };
+  for (const node of nodes) {
+    const outputs = graph.apply(OPS.get(node.op)!, node.inputs.map(input), node.attrs);
+    node.outputs.forEach((output, i) => values.set(output, outputs[i]));
+    copies.set(node, outputs[0].producer!);
+  }
+  return copies;
+}
+
+export interface GradientOptions {
+  /**
+   * Recompute each of the graph's recomputable segments (`Graph.recomputable`) when the backward pass reaches it
+   * instead of keeping its activations from the forward pass (activation checkpointing): the activations then
+   * held at once are the segments' boundaries plus one segment's insides, for one more forward pass of compute.
+   */
+  recompute?: boolean;
+}
+
+/**
  * Reverse-mode gradients of a scalar `loss` with respect to `wrt`, appended to `graph` as ordinary
  * nodes: one reverse sweep in topological order, each node's rule (its OpDef's `grad`) mapping
  * output gradients to input gradients, contributions summed with Add. A tensor of `wrt` that does
  * not reach the loss gets zeros.
  */
-export function gradients(graph: Graph, loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
+export function gradients(graph: Graph, loss: Tensor, wrt: readonly Tensor[], { recompute = false }: GradientOptions = {}): Tensor[] {
   check(loss.graph === graph && isFloat(loss.dtype) && sizeOf(loss.shape) === 1,
     `gradients: the loss must be a floating-point scalar of this graph, got ${loss.toString()}`);
   for (const t of wrt) {
@@ -48,13 +90,21 @@ export function gradients(graph: Graph, loss: Tensor, wrt: readonly Tensor[]): T
   }
   const { active, needed } = activePath(graph, loss, wrt);
   const grads = new Map<Tensor, Tensor>([[loss, expand(scalar(graph, 1, loss.dtype), loss.shape)]]);
+  // Segments are runs of consecutive nodes, so when the reverse sweep meets one's last active node, every gradient
+  // flowing into the segment from later nodes is complete.
+  const segmentOf = new Map<Node, readonly Node[]>();
+  if (recompute) for (const segment of graph.segments) for (const node of segment) segmentOf.set(node, segment);
+  const replayed = new Map<readonly Node[], Map<Node, Node>>();
   for (const node of active) {
     const outputGrads = node.outputs.map((output) => grads.get(output));
     if (outputGrads.every((g) => !g)) continue;
     const rule = OPS.get(node.op)?.grad;
     if (!rule) throw new GraphError(`gradients: ${node.op} (producing ${node.outputs[0].name}) has no gradient rule`);
     const wanted = node.inputs.map(needed);
-    const inputGrads = rule(node, outputGrads, wanted);
+    const segment = segmentOf.get(node);
+    let copies = segment && replayed.get(segment);
+    if (segment && !copies) replayed.set(segment, copies = replay(graph, segment, outputGrads.find((g) => g)!));
+    const inputGrads = rule(copies?.get(node) ?? node, outputGrads, wanted);
     node.inputs.forEach((input, i) => {
       if (!wanted[i]) return;
       const g = inputGrads[i];

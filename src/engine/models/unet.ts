@@ -164,7 +164,12 @@ function timeEmbedding(p: Params, x: Tensor, inFeatures: number, dim: number): T
   return linearLayer(p.child('linear_2'), h, dim, dim);
 }
 
+/** A resnet, or a transformer below, is one recomputable segment: what a train step may recompute in its backward. */
 function resnetBlock2D(p: Params, x: Tensor, inChannels: number, outChannels: number, c: Context, outputScaleFactor = 1): Tensor {
+  return x.graph.recomputable(() => resnetBody(p, x, inChannels, outChannels, c, outputScaleFactor));
+}
+
+function resnetBody(p: Params, x: Tensor, inChannels: number, outChannels: number, c: Context, outputScaleFactor: number): Tensor {
   let h = groupNormLayer(p.child('norm1'), x, c.groups, inChannels, c.eps, { silu: true });
   h = conv2dLayer(p.child('conv1'), h, inChannels, outChannels, 3, { padding: 1 });
   const timeEmb = linearLayer(p.child('time_emb_proj'), silu(c.temb), c.temb.shape[1], outChannels);
@@ -205,6 +210,10 @@ function basicTransformerBlock(p: Params, x: Tensor, dim: number, heads: number,
 
 /** Transformer2DModel on continuous inputs: GroupNorm, proj_in, transformer blocks over pixels, proj_out, residual. */
 function transformer2D(p: Params, x: Tensor, channels: number, heads: number, layers: number, c: Context): Tensor {
+  return x.graph.recomputable(() => transformerBody(p, x, channels, heads, layers, c));
+}
+
+function transformerBody(p: Params, x: Tensor, channels: number, heads: number, layers: number, c: Context): Tensor {
   const [batch, , height, width] = x.shape;
   const inner = channels; // heads * (channels / heads)
   let h = groupNormLayer(p.child('norm'), x, c.groups, channels, 1e-6);

@@ -26,6 +26,8 @@ export interface StepShape {
   /** Latent height and width. */
   latentSize: number;
   optimizer: AdamWOptions;
+  /** Recompute each UNet block's activations in the backward pass instead of keeping them (see `gradients`). */
+  recompute: boolean;
 }
 
 /** A DreamBooth loss graph: the UNet (with LoRA slots, for LoRA) and the loss, before differentiation. */
@@ -98,7 +100,7 @@ export function dreamBoothTrainStep(
   let step = byShape.get(key);
   if (!step) {
     const { graph, loss, trainable } = buildDreamBoothLoss(models, shape);
-    step = compileBuilt(buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm } }));
+    step = compileBuilt(buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm }, recompute: shape.recompute }));
     byShape.set(key, step);
   }
   return step;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { type AdamWOptions, sessionModel, Trainer, type TrainerCheckpoint } from '../autodiff';
+import { type AdamWOptions, needsRecomputation, sessionModel, Trainer, type TrainerCheckpoint } from '../autodiff';
 import { sizeOf } from '../graph';
 import { type LoraLayer } from '../models/lora';
 import { Rng, type RngState } from '../random';
@@ -37,8 +37,13 @@ export interface LatentBatch {
 }
 
 /** The step's shape (`latentSize`: image resolution / the VAE's downscaling), optimizer defaults aside. */
-export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer'> {
+export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer' | 'recompute'> {
   optimizer?: Omit<AdamWOptions, 'maxGradNorm'>;
+  /**
+   * Recompute each UNet block's activations in the backward pass (less memory, about one more forward pass of
+   * time). Absent: on when the step would not fit by `needsRecomputation`'s estimate.
+   */
+  recompute?: boolean;
   /** Clip gradients to this global norm; none when absent. */
   maxGradNorm?: number;
   start?: TrainingStart;
@@ -72,8 +77,10 @@ export class DreamBoothTrainer {
     if (predictionType === 'sample') throw new DreamBoothError('the pack\'s scheduler predicts samples; DreamBooth trains epsilon or v_prediction models');
     const shape: StepShape = {
       method: options.method, batchSize: options.batchSize, prior: options.prior, latentSize: options.latentSize, optimizer: options.optimizer ?? {},
+      recompute: false,
     };
     const forward = buildDreamBoothLoss(models, shape);
+    shape.recompute = options.recompute ?? needsRecomputation(forward.graph);
     const initial = options.resume ?? Object.fromEntries(initialValues(models, forward, options));
     const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial);
     const scheduler = createScheduler('ddpm', models.scheduler.config);
@@ -82,6 +89,11 @@ export class DreamBoothTrainer {
 
   get steps(): number {
     return this.trainer.steps;
+  }
+
+  /** Whether the step recomputes the UNet's activations in its backward pass. */
+  get recomputes(): boolean {
+    return this.shape.recompute;
   }
 
   /** The trainer's state between steps; `resume` with it continues bit for bit. */
