@@ -4,7 +4,8 @@
  * RESOLUTION says otherwise. Prints the resident memory at each stage, its peak (process maxRSS, and the peaks of
  * anonymous and file-backed pages sampled every 100 ms from /proc/self/status) and the seconds per step.
  * `npm run bench:memory`; run it alone: it needs both cores and up to 14 GiB. STEPS=n timed steps after the
- * warm-up (default 1); RECOMPUTE=on|off forces activation recomputation (default: the trainer's own estimate).
+ * warm-up (default 1); RECOMPUTE=on|off forces activation recomputation (default: the trainer's own estimate);
+ * ORT_OPT=disabled|basic|extended|all sets onnxruntime's graph optimization level (default all).
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -13,7 +14,7 @@ import { parseUNetConfig } from '../src/engine/models/unet';
 import { clipTokenizerFiles } from '../src/engine/packs';
 import { DreamBoothTrainer, type StableDiffusionModels } from '../src/engine/pipelines';
 import { Rng } from '../src/engine/random';
-import { EngineWorker, memoryStats } from '../src/engine/runtime';
+import { EngineWorker, type GraphOptimizationLevel, memoryStats } from '../src/engine/runtime';
 import { ClipTokenizer } from '../src/engine/tokenizer';
 import { randomWeightValues, SD15_UNET_CONFIG } from './sd15';
 
@@ -70,7 +71,9 @@ async function main(): Promise<void> {
     scheduler: { config: SD15_SCHEDULER, name: 'pndm' },
   } satisfies Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
   stage('random weights');
-  const worker = new EngineWorker();
+  const level = (process.env.ORT_OPT ?? 'all') as GraphOptimizationLevel;
+  log(`onnxruntime graph optimization ${level}`);
+  const worker = new EngineWorker({ graphOptimizationLevel: level });
   try {
     let start = performance.now();
     const recompute = process.env.RECOMPUTE === undefined ? undefined : process.env.RECOMPUTE === 'on';

@@ -21,7 +21,8 @@ const models = {
   scheduler: { config: BUNDLED_TINY_SD.scheduler, name: 'pndm' as const },
 };
 
-const shape = (method: TrainingMethod): StepShape => ({ method, batchSize: 1, prior: true, latentSize: 8, optimizer: {}, recompute: false });
+const shape = (method: TrainingMethod, fusedAttention = false): StepShape =>
+  ({ method, batchSize: 1, prior: true, latentSize: 8, optimizer: {}, recompute: false, fusedAttention });
 
 // Unoptimized, so both graphs run the same kernels: onnxruntime fuses differently around the recomputed segments'
 // inputs, which moves the worst gradient by 5.6e-6 relative at the default level.
@@ -44,8 +45,8 @@ function feeds(names: readonly string[], trainable: Map<string, Float32Array>): 
 }
 
 /** Loss and every gradient of the DreamBooth loss, with or without recomputation. */
-async function lossAndGradients(method: TrainingMethod, recompute: boolean, values: Map<string, Float32Array>) {
-  const { graph, loss, trainable } = buildDreamBoothLoss(models, shape(method));
+async function lossAndGradients(method: TrainingMethod, fused: boolean, recompute: boolean, values: Map<string, Float32Array>) {
+  const { graph, loss, trainable } = buildDreamBoothLoss(models, shape(method, fused));
   const compiled = compileGradients({ graph, loss, wrt: trainable, recompute });
   const session = await worker.createSession(compiled.model, { key: compiled.hash });
   const inputs = feeds(session.inputNames, values);
@@ -56,15 +57,16 @@ async function lossAndGradients(method: TrainingMethod, recompute: boolean, valu
 }
 
 describe('activation recomputation', () => {
-  for (const method of [{ kind: 'lora', rank: 2 }, { kind: 'full' }] as TrainingMethod[]) {
-    it(`gives the kept activations' gradients on a small UNet (${method.kind})`, async () => {
+  // LoRA through the fused attention (its gradient recomputes too), the full fine-tune through the decomposed one.
+  for (const [method, fused] of [[{ kind: 'lora', rank: 2 }, true], [{ kind: 'full' }, false]] as [TrainingMethod, boolean][]) {
+    it(`gives the kept activations' gradients on a small UNet (${method.kind}, ${fused ? 'fused' : 'decomposed'} attention)`, async () => {
       const probe = buildDreamBoothLoss(models, shape(method));
       const rng = new Rng(11);
       // Nonzero LoRA matrices, so gradients flow into both A and B.
       const values = new Map(probe.trainable.map((name) => [name, models.unet.weights.get(name) ?? rng.normalFloat32(
         probe.graph.weights.get(name)!.tensor.shape.reduce((a, b) => a * b, 1)).map((x) => x * 0.1)]));
-      const kept = await lossAndGradients(method, false, values);
-      const recomputed = await lossAndGradients(method, true, values);
+      const kept = await lossAndGradients(method, fused, false, values);
+      const recomputed = await lossAndGradients(method, fused, true, values);
       expect(recomputed.nodes).toBeGreaterThan(kept.nodes);
       expect(Number(recomputed.out.loss.data[0])).toBe(Number(kept.out.loss.data[0]));
       let worst = 0;

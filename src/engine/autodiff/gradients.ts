@@ -1,7 +1,8 @@
 import { isFloat } from '../graph/dtype';
 import { check, type Graph, GraphError, type Node, OPS, type Tensor } from '../graph/graph';
-import { add, cast, mul, scalar } from '../graph/ops/elementwise';
-import { expand, reshape, slice, zeros } from '../graph/ops/shape-ops';
+import { after } from '../graph/ops/ordering';
+import { add, scalar } from '../graph/ops/elementwise';
+import { expand, zeros } from '../graph/ops/shape-ops';
 import { formatShape, sameShape, sizeOf } from '../graph/shape';
 
 /**
@@ -32,16 +33,6 @@ function activePath(graph: Graph, loss: Tensor, wrt: readonly Tensor[]) {
 export function unreachable(graph: Graph, loss: Tensor, wrt: readonly Tensor[]): Tensor[] {
   const { needed } = activePath(graph, loss, wrt);
   return wrt.filter((t) => t !== loss && !needed(t));
-}
-
-/**
- * `x` plus a zero computed from `trigger`: the same values, but not available before `trigger` is. onnxruntime runs
- * a node as soon as its inputs exist, so this keeps a recomputed segment from running during the forward pass (and
- * from being merged with the original nodes as a common subexpression). Costs one pass over `x`.
- */
-function after(x: Tensor, trigger: Tensor): Tensor {
-  const first = reshape(slice(reshape(trigger, [-1]), [0], [1], [0]), []);
-  return add(x, cast(mul(first, 0), x.dtype));
 }
 
 /**

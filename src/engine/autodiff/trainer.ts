@@ -65,7 +65,7 @@ export class Trainer {
       }
     }
     // Unfolded: the frozen weights' transposed copies would double them (see CreateSessionOptions.foldConstants).
-    const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false });
+    const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false, prepackWeights: process.env.XPREPACK !== '0', memoryArena: process.env.XARENA !== '0' });
     const trainer = new Trainer(worker, session, compiled, layout);
     const flat = (data: FloatArray) => ({ dtype: layout.dtype, dims: [layout.size], data }) as FloatData;
     trainer.#state = {

@@ -9,9 +9,10 @@ export interface Precision {
   /** Element type of the weights and activations (GroupNorm's weight and bias stay float32). */
   dtype: 'float32' | 'float16';
   /**
-   * Attention as one onnxruntime MultiHeadAttention instead of matmuls and a softmax. Train steps keep the decomposed
-   * form: differentiated, the fused one missed the LoRA-gradient bound on CUDA with TF32 off (1.4e-3 against 1e-4;
-   * 3e-6 on the CPU), the CUDA kernel's float32 path being less exact than the cuBLAS matmuls.
+   * Attention as one onnxruntime MultiHeadAttention instead of matmuls and a softmax. Train steps use it on the CPU
+   * (its gradient recomputes the probabilities a block of rows at a time: see `attentionGradient`) and keep the
+   * decomposed form elsewhere: differentiated on CUDA with TF32 off, the fused one missed the LoRA-gradient bound
+   * (1.4e-3 against 1e-4; 3e-6 on the CPU), the CUDA kernel's float32 path being less exact than the cuBLAS matmuls.
    */
   fusedAttention: boolean;
 }

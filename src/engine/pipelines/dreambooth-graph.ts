@@ -7,6 +7,7 @@ import {
 } from '../autodiff';
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../graph';
 import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
+import { FLOAT32, type Precision } from '../models/precision';
 import { buildUNet } from '../models/unet';
 import { INLINE_WEIGHT_BYTES, initializerBytes } from './sessions';
 import { type StableDiffusionModels } from './stable-diffusion';
@@ -28,6 +29,11 @@ export interface StepShape {
   optimizer: AdamWOptions;
   /** Recompute each UNet block's activations in the backward pass instead of keeping them (see `gradients`). */
   recompute: boolean;
+  /**
+   * Attention as onnxruntime's MultiHeadAttention, whose gradient recomputes the probabilities a block of rows at a
+   * time instead of keeping [rows, heads, tokens, tokens] maps from the forward pass (see `Precision.fusedAttention`).
+   */
+  fusedAttention: boolean;
 }
 
 /** A DreamBooth loss graph: the UNet (with LoRA slots, for LoRA) and the loss, before differentiation. */
@@ -63,7 +69,8 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
   const target = g.input('target', 'float32', latentShape);
   const timesteps = g.input('timesteps', 'int64', [rows]);
   const states = g.input('encoder_hidden_states', 'float32', [rows, models.tokenizer.maxLength, config.crossAttentionDim[0]]);
-  const pred = buildUNet(g, config, noisy, timesteps, states, slots ? { linear: slots.linear } : {});
+  const precision: Precision = { ...FLOAT32, fusedAttention: shape.fusedAttention };
+  const pred = buildUNet(g, config, noisy, timesteps, states, { precision, ...(slots ? { linear: slots.linear } : {}) });
   let loss: Tensor;
   if (shape.prior) {
     const [predInstance, predPrior] = chunk(pred, 2, 0);

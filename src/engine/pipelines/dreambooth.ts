@@ -37,7 +37,7 @@ export interface LatentBatch {
 }
 
 /** The step's shape (`latentSize`: image resolution / the VAE's downscaling), optimizer defaults aside. */
-export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer' | 'recompute'> {
+export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer' | 'recompute' | 'fusedAttention'> {
   optimizer?: Omit<AdamWOptions, 'maxGradNorm'>;
   /**
    * Recompute each UNet block's activations in the backward pass (less memory, about one more forward pass of
@@ -78,6 +78,8 @@ export class DreamBoothTrainer {
     const shape: StepShape = {
       method: options.method, batchSize: options.batchSize, prior: options.prior, latentSize: options.latentSize, optimizer: options.optimizer ?? {},
       recompute: false,
+      // The fused kernel is exact enough to train on only on the CPU (see Precision.fusedAttention).
+      fusedAttention: worker.device === 'cpu',
     };
     const forward = buildDreamBoothLoss(models, shape);
     shape.recompute = options.recompute ?? needsRecomputation(forward.graph);
