@@ -64,8 +64,12 @@ export class Trainer {
         throw new TrainerError(`${resumed ? 'checkpoint' : 'initial'} value of ${name} must be a ${dtype} array of ${sizeOf(shape)} elements`);
       }
     }
-    // Unfolded: the frozen weights' transposed copies would double them (see CreateSessionOptions.foldConstants).
-    const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false, prepackWeights: process.env.XPREPACK !== '0', memoryArena: process.env.XARENA !== '0' });
+    // The frozen weights once: not folded into transposed or flipped copies, not repacked or reordered (a saved
+    // step's are then mapped from its file), and no arena keeping the backward pass's largest temporaries for good
+    // (bench/RESULTS.md, "Training memory on CPU").
+    const session = await worker.createSession(sessionModel(compiled), {
+      key: compiled.hash, foldConstants: false, prepackWeights: false, memoryArena: false, layoutOptimizations: false,
+    });
     const trainer = new Trainer(worker, session, compiled, layout);
     const flat = (data: FloatArray) => ({ dtype: layout.dtype, dims: [layout.size], data }) as FloatData;
     trainer.#state = {
