@@ -5,6 +5,7 @@ import { parseUNetConfig } from '../../src/engine/models/unet';
 import { BUNDLED_TINY_SD, clipTokenizerFiles, declaredPackWeights, initialWeights } from '../../src/engine/packs';
 import { buildDreamBoothLoss, type StepShape, type TrainingMethod } from '../../src/engine/pipelines/dreambooth-graph';
 import { Rng } from '../../src/engine/random';
+import { float16ArrayToFloat32, float32ArrayToFloat16 } from '../../src/engine/weights/dtype';
 import { EngineWorker, type TensorData } from '../../src/engine/runtime';
 import { ClipTokenizer } from '../../src/engine/tokenizer';
 import { relativeL2 } from '../helpers/relative-l2';
@@ -21,8 +22,8 @@ const models = {
   scheduler: { config: BUNDLED_TINY_SD.scheduler, name: 'pndm' as const },
 };
 
-const shape = (method: TrainingMethod, fusedAttention = false): StepShape =>
-  ({ method, batchSize: 1, prior: true, latentSize: 8, optimizer: {}, recompute: false, fusedAttention });
+const shape = (method: TrainingMethod, fusedAttention = false, frozenFloat16 = false): StepShape =>
+  ({ method, batchSize: 1, prior: true, latentSize: 8, optimizer: {}, recompute: false, fusedAttention, frozenFloat16 });
 
 // Unoptimized, so both graphs run the same kernels: onnxruntime fuses differently around the recomputed segments'
 // inputs, which moves the worst gradient by 5.6e-6 relative at the default level.
@@ -44,9 +45,9 @@ function feeds(names: readonly string[], trainable: Map<string, Float32Array>): 
   return Object.fromEntries(names.map((name) => [name, all[name]]));
 }
 
-/** Loss and every gradient of the DreamBooth loss, with or without recomputation. */
-async function lossAndGradients(method: TrainingMethod, fused: boolean, recompute: boolean, values: Map<string, Float32Array>) {
-  const { graph, loss, trainable } = buildDreamBoothLoss(models, shape(method, fused));
+/** Loss and every gradient of the DreamBooth loss of `step`, with or without recomputation. */
+async function lossAndGradients(step: StepShape, recompute: boolean, values: Map<string, Float32Array>, on = models) {
+  const { graph, loss, trainable } = buildDreamBoothLoss(on, step);
   const compiled = compileGradients({ graph, loss, wrt: trainable, recompute });
   const session = await worker.createSession(compiled.model, { key: compiled.hash });
   const inputs = feeds(session.inputNames, values);
@@ -65,8 +66,8 @@ describe('activation recomputation', () => {
       // Nonzero LoRA matrices, so gradients flow into both A and B.
       const values = new Map(probe.trainable.map((name) => [name, models.unet.weights.get(name) ?? rng.normalFloat32(
         probe.graph.weights.get(name)!.tensor.shape.reduce((a, b) => a * b, 1)).map((x) => x * 0.1)]));
-      const kept = await lossAndGradients(method, fused, false, values);
-      const recomputed = await lossAndGradients(method, fused, true, values);
+      const kept = await lossAndGradients(shape(method, fused), false, values);
+      const recomputed = await lossAndGradients(shape(method, fused), true, values);
       expect(recomputed.nodes).toBeGreaterThan(kept.nodes);
       expect(Number(recomputed.out.loss.data[0])).toBe(Number(kept.out.loss.data[0]));
       let worst = 0;
@@ -79,6 +80,29 @@ describe('activation recomputation', () => {
       expect(worst).toBeLessThan(1e-6);
     }, 120_000);
   }
+
+  it('stores the frozen UNet in float16: the gradients of its rounded weights in float32', async () => {
+    const method: TrainingMethod = { kind: 'lora', rank: 2 };
+    const half = buildDreamBoothLoss(models, shape(method, true, true));
+    const stored = [...half.graph.weights.values()].filter(({ data }) => data);
+    expect(stored.length).toBeGreaterThan(100);
+    // All but the GroupNorms' scales and shifts, which groupNorm takes in float32.
+    const float32 = stored.filter(({ tensor }) => tensor.dtype === 'float32').map(({ tensor }) => tensor.name);
+    expect(float32.length).toBeGreaterThan(0);
+    expect(float32.every((name) => /norm\.|norm[12]\.|norm_out\./.test(name))).toBe(true);
+    expect(stored.filter(({ tensor }) => tensor.dtype === 'float16').length).toBeGreaterThan(float32.length);
+    const rounded = { ...models, unet: { ...models.unet, weights: new Map([...models.unet.weights].map(([name, data]) =>
+      [name, float16ArrayToFloat32(float32ArrayToFloat16(data))])) } };
+    const rng = new Rng(5);
+    const values = new Map(half.trainable.map((name) => [name, rng.normalFloat32(
+      half.graph.weights.get(name)!.tensor.shape.reduce((a, b) => a * b, 1)).map((x) => x * 0.1)]));
+    const reference = await lossAndGradients(shape(method, true), false, values, rounded);
+    const float16 = await lossAndGradients(shape(method, true, true), true, values);
+    expect(relativeL2(float16.out.loss.data as Float32Array, reference.out.loss.data as Float32Array)).toBeLessThan(1e-6);
+    for (const name of reference.trainable) {
+      expect(relativeL2(float16.out[`grad.${name}`].data as Float32Array, reference.out[`grad.${name}`].data as Float32Array)).toBeLessThan(1e-5);
+    }
+  }, 120_000);
 
   it('keeps no value from inside a segment for the backward pass', () => {
     const { graph, loss, trainable } = buildDreamBoothLoss(models, shape({ kind: 'lora', rank: 2 }));

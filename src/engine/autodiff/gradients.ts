@@ -37,22 +37,34 @@ export function unreachable(graph: Graph, loss: Tensor, wrt: readonly Tensor[]):
 
 /**
  * The nodes of a recomputable segment built again, once the backward pass has `trigger` (a gradient of one of the
- * segment's outputs), from the segment's inputs: activations made before it go through `after`; weights, constants
- * and graph inputs are used as they are. Returns each original node's copy, whose gradient rule then reads the
- * recomputed values, so the forward pass's own values inside the segment die as soon as the forward is done.
+ * segment's outputs), from the segment's inputs. Every copy waits for `trigger`: activations made before the segment
+ * go through `after`, and so does the first float input of a node that would otherwise read only weights, constants
+ * or graph inputs (a weight's cast, a cross-attention's key): onnxruntime would merge such a copy with its original
+ * as a common subexpression, keeping its output alive from the forward pass on. Returns each original node's copy,
+ * whose gradient rule then reads the recomputed values, so the forward pass's values inside the segment die as soon
+ * as the forward is done.
  */
 function replay(graph: Graph, nodes: readonly Node[], trigger: Tensor): Map<Node, Node> {
   const values = new Map<Tensor, Tensor>();
-  const copies = new Map<Node, Node>();
-  const input = (t: Tensor | undefined) => {
-    if (!t || values.has(t) || !t.producer || !isFloat(t.dtype)) return t && (values.get(t) ?? t);
-    const delayed = after(t, trigger);
-    values.set(t, delayed);
-    return delayed;
+  const waiting = new Set<Tensor>();
+  const delayed = (t: Tensor) => {
+    let value = values.get(t);
+    if (!value) {
+      values.set(t, value = after(t, trigger));
+      waiting.add(value);
+    }
+    return value;
   };
+  const copies = new Map<Node, Node>();
   for (const node of nodes) {
-    const outputs = graph.apply(OPS.get(node.op)!, node.inputs.map(input), node.attrs);
-    node.outputs.forEach((output, i) => values.set(output, outputs[i]));
+    let inputs = node.inputs.map((t) => t && (values.get(t) ?? (t.producer && isFloat(t.dtype) ? delayed(t) : t)));
+    const first = inputs.findIndex((t) => t && isFloat(t.dtype));
+    if (!inputs.some((t) => t && waiting.has(t)) && first >= 0) inputs = inputs.map((t, i) => (i === first ? delayed(t!) : t));
+    const outputs = graph.apply(OPS.get(node.op)!, inputs, node.attrs);
+    node.outputs.forEach((output, i) => {
+      values.set(output, outputs[i]);
+      waiting.add(outputs[i]);
+    });
     copies.set(node, outputs[0].producer!);
   }
   return copies;

@@ -15,6 +15,12 @@ export interface Precision {
    * (1.4e-3 against 1e-4; 3e-6 on the CPU), the CUDA kernel's float32 path being less exact than the cuBLAS matmuls.
    */
   fusedAttention: boolean;
+  /**
+   * How the weights are stored when not as `dtype`: float16 halves a float32 train step's frozen UNet (each weight cast
+   * to float32 where it is used, as diffusers' scripts keep frozen weights in float16 under mixed precision). Only
+   * with recomputation: the casts then live one block at a time rather than from the forward pass to the backward.
+   */
+  weightStorage?: 'float16';
 }
 
 /** Every operator standard ONNX: what any provider runs, float64 included (the gradient checks); train steps use it. */

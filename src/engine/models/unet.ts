@@ -329,10 +329,10 @@ export function buildUNet(
 ): Tensor {
   checkUNetInputs(config, sample, encoderHiddenStates);
   const { raw, blockOutChannels: channels } = config;
-  const { dtype, fusedAttention } = options.precision ?? FLOAT32;
+  const { dtype, fusedAttention, weightStorage = dtype } = options.precision ?? FLOAT32;
   const levels = channels.length;
   const batch = sample.shape[0];
-  const p = new Params(g, '', dtype);
+  const p = new Params(g, '', dtype, weightStorage);
   // The sinusoids stay float32: timesteps up to 1000 times frequencies lose their phase in fp16.
   const tEmb = cast(timeProj(g, timesteps, batch, channels[0], raw.flip_sin_to_cos, raw.freq_shift), dtype);
   const c: Context = {

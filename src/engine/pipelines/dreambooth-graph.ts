@@ -10,7 +10,7 @@ import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
 import { FLOAT32, type Precision } from '../models/precision';
 import { buildUNet } from '../models/unet';
 import { INLINE_WEIGHT_BYTES, initializerBytes } from './sessions';
-import { type StableDiffusionModels } from './stable-diffusion';
+import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
 
 /** What the train step needs of a model: the UNet, the text length and the training noise schedule. */
 export type UNetTrainingModels = Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
@@ -34,6 +34,8 @@ export interface StepShape {
    * time instead of keeping [rows, heads, tokens, tokens] maps from the forward pass (see `Precision.fusedAttention`).
    */
   fusedAttention: boolean;
+  /** Store the frozen UNet weights as float16, cast at use (see `Precision.weightStorage`); LoRA with `recompute` only. */
+  frozenFloat16: boolean;
 }
 
 /** A DreamBooth loss graph: the UNet (with LoRA slots, for LoRA) and the loss, before differentiation. */
@@ -69,7 +71,7 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
   const target = g.input('target', 'float32', latentShape);
   const timesteps = g.input('timesteps', 'int64', [rows]);
   const states = g.input('encoder_hidden_states', 'float32', [rows, models.tokenizer.maxLength, config.crossAttentionDim[0]]);
-  const precision: Precision = { ...FLOAT32, fusedAttention: shape.fusedAttention };
+  const precision: Precision = { ...FLOAT32, fusedAttention: shape.fusedAttention, ...(shape.frozenFloat16 ? { weightStorage: 'float16' } : {}) };
   const pred = buildUNet(g, config, noisy, timesteps, states, { precision, ...(slots ? { linear: slots.linear } : {}) });
   let loss: Tensor;
   if (shape.prior) {
@@ -80,8 +82,7 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
     loss = mse(pred, target);
   }
   const trainable = slots ? [...slots.names()] : [...weights.keys()];
-  const fed = new Set(trainable);
-  for (const [name, weight] of g.weights) if (!fed.has(name)) weight.data = weights.get(name);
+  attachWeights(g, weights, new Set(trainable));
   return { graph: g, loss, trainable, slots };
 }
 

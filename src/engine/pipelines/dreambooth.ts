@@ -37,11 +37,12 @@ export interface LatentBatch {
 }
 
 /** The step's shape (`latentSize`: image resolution / the VAE's downscaling), optimizer defaults aside. */
-export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer' | 'recompute' | 'fusedAttention'> {
+export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer' | 'recompute' | 'fusedAttention' | 'frozenFloat16'> {
   optimizer?: Omit<AdamWOptions, 'maxGradNorm'>;
   /**
    * Recompute each UNet block's activations in the backward pass (less memory, about one more forward pass of
-   * time). Absent: on when the step would not fit by `needsRecomputation`'s estimate.
+   * time); a LoRA step then also stores the frozen UNet in float16. Absent: on when the step would not fit by
+   * `needsRecomputation`'s estimate.
    */
   recompute?: boolean;
   /** Clip gradients to this global norm; none when absent. */
@@ -80,9 +81,12 @@ export class DreamBoothTrainer {
       recompute: false,
       // The fused kernel is exact enough to train on only on the CPU (see Precision.fusedAttention).
       fusedAttention: worker.device === 'cpu',
+      frozenFloat16: false,
     };
+    // Kept for `loss`, whose evaluation graph binds the models' own float32 arrays (float16 ones would be copies).
     const forward = buildDreamBoothLoss(models, shape);
     shape.recompute = options.recompute ?? needsRecomputation(forward.graph);
+    shape.frozenFloat16 = shape.recompute && shape.method.kind === 'lora';
     const initial = options.resume ?? Object.fromEntries(initialValues(models, forward, options));
     const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial);
     const scheduler = createScheduler('ddpm', models.scheduler.config);
