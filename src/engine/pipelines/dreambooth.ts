@@ -88,7 +88,7 @@ export class DreamBoothTrainer {
     shape.recompute = options.recompute ?? needsRecomputation(forward.graph);
     shape.frozenFloat16 = shape.recompute && shape.method.kind === 'lora';
     const initial = options.resume ?? Object.fromEntries(initialValues(models, forward, options));
-    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial);
+    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial, { lowMemory: shape.recompute });
     const scheduler = createScheduler('ddpm', models.scheduler.config);
     return new DreamBoothTrainer(models, worker, trainer, forward, shape, scheduler, predictionType);
   }
