@@ -4,7 +4,7 @@ import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { gradients } from '../../src/engine/autodiff';
-import { type Graph as EngineGraph, Graph, mul, reduceSum, serialize } from '../../src/engine/graph';
+import { attentionGradient, type Graph as EngineGraph, Graph, mul, multiHeadAttention, reduceSum, serialize } from '../../src/engine/graph';
 import { scaledDotProductAttention } from '../../src/engine/models/layers';
 import { buildClipTextEncoder, parseClipTextConfig } from '../../src/engine/models/clip-text';
 import { LoraSlots } from '../../src/engine/models/lora';
@@ -147,6 +147,28 @@ describe('MultiHeadAttention gradient (probabilities recomputed in the backward)
     const [fused, decomposed] = [await grads(true), await grads(false)];
     for (const name of ['grad_q', 'grad_k', 'grad_v']) {
       expect(relativeL2(fused[name].data as Float32Array, decomposed[name].data as Float32Array)).toBeLessThan(1e-5);
+    }
+  });
+
+  it('gives the same gradients a block of query rows at a time, the blocks in order', async () => {
+    const shapes = { q: [2, 10, 12], k: [2, 7, 12], v: [2, 7, 12] };
+    const rng = new Rng(9);
+    const values = Object.fromEntries(Object.entries({ ...shapes, w: [2, 10, 12] }).map(([name, dims]) =>
+      [name, new ort.Tensor('float32', rng.normalFloat32(dims.reduce((a, b) => a * b, 1)), dims)]));
+    const grads = async (mapElements: number) => {
+      const g = new Graph('attention_grad_blocks');
+      const [q, k, v] = (['q', 'k', 'v'] as const).map((name) => g.input(name, 'float32', shapes[name]));
+      const o = multiHeadAttention(q, k, v, 3, 0.4);
+      const dy = g.input('w', 'float32', shapes.q);
+      attentionGradient([q, k, v, o, dy], 3, Math.fround(0.4), [true, true, true], mapElements)
+        .forEach((grad, i) => g.output(grad!, `grad_${'qkv'[i]}`));
+      return { out: await runGraph(g, values), softmaxes: g.nodes.filter((n) => n.op === 'Softmax').length };
+    };
+    // 2 x 3 heads x 7 keys = 42 elements a row: 100 elements fit 2 rows, so 5 blocks of the 10 queries.
+    const [whole, blocks] = [await grads(2 ** 20), await grads(100)];
+    expect([whole.softmaxes, blocks.softmaxes]).toEqual([1, 5]);
+    for (const name of ['grad_q', 'grad_k', 'grad_v']) {
+      expect(relativeL2(blocks.out[name].data as Float32Array, whole.out[name].data as Float32Array)).toBeLessThan(1e-6);
     }
   });
 });

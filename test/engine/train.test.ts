@@ -247,7 +247,7 @@ describe('gradients', () => {
   it('computes no weight-gradient work for frozen weights', () => {
     const frozen = backward((m) => [m.w2]);
     const full = backward((m) => [m.w1, m.w2]);
-    const matmuls = (nodes: typeof frozen.added) => nodes.filter((n) => n.op === 'MatMul').length;
+    const matmuls = (nodes: typeof frozen.added) => nodes.filter((n) => n.op === 'Gemm').length;
     // Only fc2's weight gradient; with fc1 trainable too, the gradient into h and fc1's weight gradient.
     expect(matmuls(frozen.added)).toBe(1);
     expect(matmuls(full.added)).toBe(3);

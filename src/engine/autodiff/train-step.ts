@@ -69,16 +69,18 @@ export interface GradientGraphOptions {
   wrt: string[];
   /** Feed the `wrt` weights as inputs instead of storing them in the model. Default true. */
   wrtAsInputs?: boolean;
+  /** Recompute the graph's recomputable segments in the backward pass instead of keeping their activations (see `gradients`). */
+  recompute?: boolean;
 }
 
 /**
  * Forward + gradients: the graph's outputs become `loss` and `grad.<name>` for each weight of
  * `wrt`. The graph is consumed (its outputs replaced); build a fresh one per compile.
  */
-export function buildGradientGraph({ graph, loss, wrt, wrtAsInputs = true }: GradientGraphOptions): BuiltGraph {
+export function buildGradientGraph({ graph, loss, wrt, wrtAsInputs = true, recompute = false }: GradientGraphOptions): BuiltGraph {
   const batch = graph.inputs.map(spec);
   const params = weightTensors(graph, wrt, 'wrt');
-  const grads = gradients(graph, loss, params);
+  const grads = gradients(graph, loss, params, { recompute });
   replaceOutputs(graph, [[loss, 'loss'], ...grads.map((g, i): [Tensor, string] => [g, `grad.${wrt[i]}`])]);
   return { graph, weightsAsInputs: new Set(wrtAsInputs ? wrt : []), batch };
 }
@@ -90,6 +92,8 @@ export interface TrainStepOptions {
   /** Names of the trainable weights, all of one dtype; every other weight is frozen and stays an initializer. */
   trainable: string[];
   optimizer?: AdamWOptions;
+  /** Recompute the graph's recomputable segments in the backward pass instead of keeping their activations (see `gradients`). */
+  recompute?: boolean;
 }
 
 /**
@@ -101,7 +105,7 @@ export interface TrainStepOptions {
  * `new_m`, `new_v`, `loss` and `grad_norm` (before clipping). The graph is consumed (its trainable weights
  * become slices of `params`, its outputs replaced); build a fresh one per compile.
  */
-export function buildTrainStep({ graph, loss, trainable, optimizer = {} }: TrainStepOptions): BuiltGraph {
+export function buildTrainStep({ graph, loss, trainable, optimizer = {}, recompute = false }: TrainStepOptions): BuiltGraph {
   check(trainable.length > 0, 'trainStep: no trainable weights');
   const batch = graph.inputs.map(spec);
   const weights = weightTensors(graph, trainable, 'trainable');
@@ -110,7 +114,7 @@ export function buildTrainStep({ graph, loss, trainable, optimizer = {} }: Train
   check(!idle.length, `trainable weights ${idle.map((t) => t.name).join(', ')} do not affect the loss`);
   const packed = weights.map(spec);
   const param = packWeights(graph, weights, 'params');
-  const [grad] = gradients(graph, loss, [param]);
+  const [grad] = gradients(graph, loss, [param], { recompute });
   const norm = globalNorm(grad);
   const step = graph.input('step', 'int64', []);
   const lr = graph.input('lr', 'float32', []);

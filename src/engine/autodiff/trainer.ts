@@ -52,8 +52,15 @@ export class Trainer {
    * Opens the step's session; `initial` holds every trainable weight's starting values, or a checkpoint
    * (from `checkpoint()`) continues a run where it stopped, moments and step count included.
    */
+  /**
+   * `lowMemory`: the session keeps the frozen weights once (not folded into transposed or flipped copies, not
+   * repacked or reordered: a saved step's are then mapped from its file) and has no arena keeping the backward pass's
+   * largest temporaries for good (bench/RESULTS.md, "Training memory on CPU"). It gives up onnxruntime's blocked
+   * layouts and prepacked weights, which make small steps faster: for steps that would not fit otherwise.
+   */
   static async create(
     worker: EngineWorker, compiled: CompiledGraph | SavedGraph, initial: Record<string, FloatArray> | TrainerCheckpoint,
+    { lowMemory = false }: { lowMemory?: boolean } = {},
   ): Promise<Trainer> {
     const layout = new FlatLayout(compiled.params);
     const resumed = isCheckpoint(initial) ? initial : undefined;
@@ -65,7 +72,9 @@ export class Trainer {
       }
     }
     // Unfolded: the frozen weights' transposed copies would double them (see CreateSessionOptions.foldConstants).
-    const session = await worker.createSession(sessionModel(compiled), { key: compiled.hash, foldConstants: false });
+    const session = await worker.createSession(sessionModel(compiled), {
+      key: compiled.hash, foldConstants: false, ...(lowMemory && { prepackWeights: false, memoryArena: false, layoutOptimizations: false }),
+    });
     const trainer = new Trainer(worker, session, compiled, layout);
     const flat = (data: FloatArray) => ({ dtype: layout.dtype, dims: [layout.size], data }) as FloatData;
     trainer.#state = {

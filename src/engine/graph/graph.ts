@@ -100,8 +100,11 @@ export class Graph {
   readonly weights = new Map<string, { tensor: Tensor; data?: TensorArray }>();
   /** Small literal tensors (shapes, scalars, masks) emitted as initializers. */
   readonly constants = new Map<Tensor, TensorData>();
+  /** Runs of consecutive nodes that a backward pass may recompute instead of keeping their outputs (see `recomputable`). */
+  readonly segments: (readonly Node[])[] = [];
   private readonly names = new Set<string>();
   private counter = 0;
+  private building = false;
 
   constructor(readonly name = 'graph') {}
 
@@ -135,6 +138,23 @@ export class Graph {
     const tensor = new Tensor(this, this.fresh('const'), dtype, [...shape]);
     this.constants.set(tensor, { dtype, shape: [...shape], data });
     return tensor;
+  }
+
+  /**
+   * Builds a block (a UNet resnet or transformer) as one recomputable segment: `gradients` with `recompute` runs its
+   * nodes again from the block's inputs when the backward pass reaches it, so that only block boundaries live from
+   * the forward pass to the backward. A block built inside another belongs to the outer one.
+   */
+  recomputable<T>(build: () => T): T {
+    if (this.building) return build();
+    const first = this.nodes.length;
+    this.building = true;
+    try {
+      return build();
+    } finally {
+      this.building = false;
+      if (this.nodes.length > first) this.segments.push(this.nodes.slice(first));
+    }
   }
 
   /** Marks tensors as graph outputs, renaming them through Identity when a name is given. */

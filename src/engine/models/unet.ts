@@ -164,7 +164,12 @@ function timeEmbedding(p: Params, x: Tensor, inFeatures: number, dim: number): T
   return linearLayer(p.child('linear_2'), h, dim, dim);
 }
 
+/** A resnet, or a transformer below, is one recomputable segment: what a train step may recompute in its backward. */
 function resnetBlock2D(p: Params, x: Tensor, inChannels: number, outChannels: number, c: Context, outputScaleFactor = 1): Tensor {
+  return x.graph.recomputable(() => resnetBody(p, x, inChannels, outChannels, c, outputScaleFactor));
+}
+
+function resnetBody(p: Params, x: Tensor, inChannels: number, outChannels: number, c: Context, outputScaleFactor: number): Tensor {
   let h = groupNormLayer(p.child('norm1'), x, c.groups, inChannels, c.eps, { silu: true });
   h = conv2dLayer(p.child('conv1'), h, inChannels, outChannels, 3, { padding: 1 });
   const timeEmb = linearLayer(p.child('time_emb_proj'), silu(c.temb), c.temb.shape[1], outChannels);
@@ -205,6 +210,10 @@ function basicTransformerBlock(p: Params, x: Tensor, dim: number, heads: number,
 
 /** Transformer2DModel on continuous inputs: GroupNorm, proj_in, transformer blocks over pixels, proj_out, residual. */
 function transformer2D(p: Params, x: Tensor, channels: number, heads: number, layers: number, c: Context): Tensor {
+  return x.graph.recomputable(() => transformerBody(p, x, channels, heads, layers, c));
+}
+
+function transformerBody(p: Params, x: Tensor, channels: number, heads: number, layers: number, c: Context): Tensor {
   const [batch, , height, width] = x.shape;
   const inner = channels; // heads * (channels / heads)
   let h = groupNormLayer(p.child('norm'), x, c.groups, channels, 1e-6);
@@ -320,10 +329,10 @@ export function buildUNet(
 ): Tensor {
   checkUNetInputs(config, sample, encoderHiddenStates);
   const { raw, blockOutChannels: channels } = config;
-  const { dtype, fusedAttention } = options.precision ?? FLOAT32;
+  const { dtype, fusedAttention, weightStorage = dtype } = options.precision ?? FLOAT32;
   const levels = channels.length;
   const batch = sample.shape[0];
-  const p = new Params(g, '', dtype);
+  const p = new Params(g, '', dtype, weightStorage);
   // The sinusoids stay float32: timesteps up to 1000 times frequencies lose their phase in fp16.
   const tEmb = cast(timeProj(g, timesteps, batch, channels[0], raw.flip_sin_to_cos, raw.freq_shift), dtype);
   const c: Context = {

@@ -7,9 +7,10 @@ import {
 } from '../autodiff';
 import { add, chunk, Graph, mul, reduceMean, sub, type Tensor } from '../graph';
 import { ATTENTION_TARGETS, LoraSlots } from '../models/lora';
+import { FLOAT32, type Precision } from '../models/precision';
 import { buildUNet } from '../models/unet';
 import { INLINE_WEIGHT_BYTES, initializerBytes } from './sessions';
-import { type StableDiffusionModels } from './stable-diffusion';
+import { attachWeights, type StableDiffusionModels } from './stable-diffusion';
 
 /** What the train step needs of a model: the UNet, the text length and the training noise schedule. */
 export type UNetTrainingModels = Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
@@ -26,6 +27,15 @@ export interface StepShape {
   /** Latent height and width. */
   latentSize: number;
   optimizer: AdamWOptions;
+  /** Recompute each UNet block's activations in the backward pass instead of keeping them (see `gradients`). */
+  recompute: boolean;
+  /**
+   * Attention as onnxruntime's MultiHeadAttention, whose gradient recomputes the probabilities a block of rows at a
+   * time instead of keeping [rows, heads, tokens, tokens] maps from the forward pass (see `Precision.fusedAttention`).
+   */
+  fusedAttention: boolean;
+  /** Store the frozen UNet weights as float16, cast at use (see `Precision.weightStorage`); LoRA with `recompute` only. */
+  frozenFloat16: boolean;
 }
 
 /** A DreamBooth loss graph: the UNet (with LoRA slots, for LoRA) and the loss, before differentiation. */
@@ -61,7 +71,8 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
   const target = g.input('target', 'float32', latentShape);
   const timesteps = g.input('timesteps', 'int64', [rows]);
   const states = g.input('encoder_hidden_states', 'float32', [rows, models.tokenizer.maxLength, config.crossAttentionDim[0]]);
-  const pred = buildUNet(g, config, noisy, timesteps, states, slots ? { linear: slots.linear } : {});
+  const precision: Precision = { ...FLOAT32, fusedAttention: shape.fusedAttention, ...(shape.frozenFloat16 ? { weightStorage: 'float16' } : {}) };
+  const pred = buildUNet(g, config, noisy, timesteps, states, { precision, ...(slots ? { linear: slots.linear } : {}) });
   let loss: Tensor;
   if (shape.prior) {
     const [predInstance, predPrior] = chunk(pred, 2, 0);
@@ -71,8 +82,7 @@ export function buildDreamBoothLoss(models: UNetTrainingModels, shape: StepShape
     loss = mse(pred, target);
   }
   const trainable = slots ? [...slots.names()] : [...weights.keys()];
-  const fed = new Set(trainable);
-  for (const [name, weight] of g.weights) if (!fed.has(name)) weight.data = weights.get(name);
+  attachWeights(g, weights, new Set(trainable));
   return { graph: g, loss, trainable, slots };
 }
 
@@ -98,7 +108,7 @@ export function dreamBoothTrainStep(
   let step = byShape.get(key);
   if (!step) {
     const { graph, loss, trainable } = buildDreamBoothLoss(models, shape);
-    step = compileBuilt(buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm } }));
+    step = compileBuilt(buildTrainStep({ graph, loss, trainable, optimizer: { ...shape.optimizer, maxGradNorm }, recompute: shape.recompute }));
     byShape.set(key, step);
   }
   return step;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { type AdamWOptions, sessionModel, Trainer, type TrainerCheckpoint } from '../autodiff';
+import { type AdamWOptions, needsRecomputation, sessionModel, Trainer, type TrainerCheckpoint } from '../autodiff';
 import { sizeOf } from '../graph';
 import { type LoraLayer } from '../models/lora';
 import { Rng, type RngState } from '../random';
@@ -37,8 +37,14 @@ export interface LatentBatch {
 }
 
 /** The step's shape (`latentSize`: image resolution / the VAE's downscaling), optimizer defaults aside. */
-export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer'> {
+export interface DreamBoothTrainerOptions extends Omit<StepShape, 'optimizer' | 'recompute' | 'fusedAttention' | 'frozenFloat16'> {
   optimizer?: Omit<AdamWOptions, 'maxGradNorm'>;
+  /**
+   * Recompute each UNet block's activations in the backward pass (less memory, about one more forward pass of
+   * time); a LoRA step then also stores the frozen UNet in float16. Absent: on when the step would not fit by
+   * `needsRecomputation`'s estimate.
+   */
+  recompute?: boolean;
   /** Clip gradients to this global norm; none when absent. */
   maxGradNorm?: number;
   start?: TrainingStart;
@@ -72,16 +78,28 @@ export class DreamBoothTrainer {
     if (predictionType === 'sample') throw new DreamBoothError('the pack\'s scheduler predicts samples; DreamBooth trains epsilon or v_prediction models');
     const shape: StepShape = {
       method: options.method, batchSize: options.batchSize, prior: options.prior, latentSize: options.latentSize, optimizer: options.optimizer ?? {},
+      recompute: false,
+      // The fused kernel is exact enough to train on only on the CPU (see Precision.fusedAttention).
+      fusedAttention: worker.device === 'cpu',
+      frozenFloat16: false,
     };
+    // Kept for `loss`, whose evaluation graph binds the models' own float32 arrays (float16 ones would be copies).
     const forward = buildDreamBoothLoss(models, shape);
+    shape.recompute = options.recompute ?? needsRecomputation(forward.graph);
+    shape.frozenFloat16 = shape.recompute && shape.method.kind === 'lora';
     const initial = options.resume ?? Object.fromEntries(initialValues(models, forward, options));
-    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial);
+    const trainer = await Trainer.create(worker, dreamBoothTrainStep(models, shape, options.maxGradNorm), initial, { lowMemory: shape.recompute });
     const scheduler = createScheduler('ddpm', models.scheduler.config);
     return new DreamBoothTrainer(models, worker, trainer, forward, shape, scheduler, predictionType);
   }
 
   get steps(): number {
     return this.trainer.steps;
+  }
+
+  /** Whether the step recomputes the UNet's activations in its backward pass. */
+  get recomputes(): boolean {
+    return this.shape.recompute;
   }
 
   /** The trainer's state between steps; `resume` with it continues bit for bit. */

@@ -32,6 +32,21 @@ export interface CreateSessionOptions {
    * (a second 3.4 GB for an SD 1.5 UNet, and most of a minute of session creation). Default true.
    */
   foldConstants?: boolean;
+  /**
+   * false leaves constant weights as the model stores them instead of repacking them for onnxruntime's CPU matrix
+   * kernels. Repacked weights are copies (3-4 GB more for an SD 1.5 UNet); left alone, the weights of a model saved
+   * with external data are mapped from that file (clean file pages) instead of read into onnxruntime's memory.
+   * Default true.
+   */
+  prepackWeights?: boolean;
+  /** false allocates each CPU tensor on its own instead of from onnxruntime's arena, which grows and keeps what it took. Default true. */
+  memoryArena?: boolean;
+  /**
+   * false stops graph optimization before the layout level ('all' becomes 'extended'): on the CPU that level
+   * rewrites convolutions to a blocked layout with reordered copies of their weights (2.3 GB for an SD 1.5 UNet) and
+   * takes minutes on a train step's graph. Default true.
+   */
+  layoutOptimizations?: boolean;
 }
 
 /** A session opened by `createSession`; valid until passed to `release`. */
@@ -53,7 +68,7 @@ interface CachedSession {
  */
 export class EngineWorker {
   readonly device: EngineDevice;
-  readonly #options: Omit<WorkerSessionOptions, 'foldConstants'>;
+  readonly #options: Omit<WorkerSessionOptions, 'foldConstants' | 'prepackWeights' | 'memoryArena'>;
   readonly #worker: Worker;
   readonly #pending = new Map<number, { resolve: (value: any) => void; reject: (error: Error) => void }>();
   readonly #sessions = new Map<string, CachedSession>();
@@ -88,7 +103,14 @@ export class EngineWorker {
     const key = options.key ?? (await modelKey(model));
     let cached = this.#sessions.get(key);
     if (!cached) {
-      const sessionOptions = { ...this.#options, foldConstants: options.foldConstants ?? true };
+      const sessionOptions = {
+        ...this.#options,
+        graphOptimizationLevel: this.#options.graphOptimizationLevel === 'all' && options.layoutOptimizations === false
+          ? 'extended' as const : this.#options.graphOptimizationLevel,
+        foldConstants: options.foldConstants ?? true,
+        prepackWeights: options.prepackWeights ?? true,
+        memoryArena: options.memoryArena ?? true,
+      };
       cached = { refs: 0, created: this.#request({ type: 'create', key, model, options: sessionOptions }) };
       this.#sessions.set(key, cached);
       const attempt = cached;

@@ -11,6 +11,8 @@ export interface WorkerSessionOptions {
   graphOptimizationLevel: GraphOptimizationLevel;
   intraOpThreads?: number;
   foldConstants: boolean;
+  prepackWeights: boolean;
+  memoryArena: boolean;
 }
 
 export type WorkerRequest =

@@ -29,7 +29,11 @@ async function create({ key, model, options }) {
     logSeverityLevel: 3,
   };
   if (options.intraOpThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpThreads;
-  if (!options.foldConstants) sessionOptions.extra = { optimization: { disable_specified_optimizers: 'ConstantFolding' } };
+  if (!options.memoryArena) sessionOptions.enableCpuMemArena = false;
+  const extra = {};
+  if (!options.foldConstants) extra.optimization = { disable_specified_optimizers: 'ConstantFolding' };
+  if (!options.prepackWeights) extra.session = { disable_prepacking: '1' };
+  if (Object.keys(extra).length) sessionOptions.extra = extra;
   try {
     // A path lets onnxruntime find external data files (models over 2 GB) beside the model.
     const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : model.path, sessionOptions);

@@ -4,5 +4,6 @@ export * from './conv';
 export * from './elementwise';
 export * from './matmul';
 export * from './nn';
+export * from './ordering';
 export * from './reduce';
 export * from './shape-ops';

@@ -1,16 +1,21 @@
 import { attr, attrValue, check, defineOp, type Tensor } from '../graph';
 import { formatShape, normalizeAxis, sameShape } from '../shape';
 import { add, div, erf, less, mul, sigmoid, sqrt, sub, where } from './elementwise';
-import { matmul } from './matmul';
+import { gemm } from './matmul';
 import { reduceMean, reduceSum } from './reduce';
 import { reshape, transpose } from './shape-ops';
 
-/** torch.nn.Linear: x @ weight^T + bias, weight stored [out, in] as in checkpoints. */
+/**
+ * torch.nn.Linear: x @ weight^T + bias, weight stored [out, in] as in checkpoints. One Gemm with transB over the
+ * rows of x (leading axes folded, then restored): the weight is never transposed into a copy, neither here nor in
+ * the gradients (Gemm's rule flips its trans attributes), so a frozen weight is held once.
+ */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   check(weight.rank === 2 && x.shape[x.rank - 1] === weight.shape[1],
     `linear: input ${x.toString()} does not match weight ${weight.toString()}`);
-  const y = matmul(x, transpose(weight, [1, 0]));
-  return bias ? add(y, bias) : y;
+  const rows = x.rank === 2 ? x : reshape(x, [-1, weight.shape[1]]);
+  const y = gemm(rows, weight, bias, { transB: true });
+  return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), weight.shape[0]]);
 }
 
 export const silu = (x: Tensor): Tensor => mul(x, sigmoid(x));
