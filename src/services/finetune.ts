@@ -26,7 +26,9 @@ import { conceptCategory, getConcept, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
 import { getJob } from './jobs';
+import { ModelEventType, publishModelEvent } from './model-events';
 import { getModel, getModelToChange } from './models';
+import { admitStorage } from './storage-quota';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
 import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
@@ -193,9 +195,13 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
         flip: request.flip ?? BATCH_DEFAULTS.flip,
       };
       await admitJob(tx, user, config.jobLimits);
+      // The new version's weights take about what the head's do (a first fine-tune's are not known yet).
+      const head = model.headVersionId ? await tx.getRepository(ModelVersion).findOneByOrFail({ id: model.headVersionId }) : null;
+      await admitStorage(tx, user.id, config.jobLimits.storageBytes, head?.bytes ?? 0);
       const jobs = tx.getRepository(Job);
       const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
       await attachJobWebhook(tx, job.id, user.id, webhook);
+      await publishModelEvent(tx, { modelId: model.id, type: ModelEventType.CONTRIBUTION_QUEUED, contributionId: contribution.id, versionId: null, jobId: job.id });
       return { job, model, concept, contribution };
     });
   } catch (error) {
@@ -226,7 +232,7 @@ async function reusablePhotos(db: DataSource, user: User, conceptId: string, res
   return photos;
 }
 
-type PhotoCopy = Pick<InstanceImage, 'objectKey' | 'sha256' | 'width' | 'height' | 'ownerId'>;
+type PhotoCopy = Pick<InstanceImage, 'objectKey' | 'sha256' | 'bytes' | 'width' | 'height' | 'ownerId'>;
 
 async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[]): Promise<PhotoCopy[]> {
   const copies: PhotoCopy[] = [];
@@ -235,7 +241,7 @@ async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[
       const format = photo.objectKey.split('.').pop(); // as addInstanceImage names the object
       const objectKey = `instance-images/${user.id}/${randomUUID()}.${format}`;
       await store.put(objectKey, await store.get(photo.objectKey), `image/${format}`);
-      copies.push({ objectKey, sha256: photo.sha256, width: photo.width, height: photo.height, ownerId: user.id });
+      copies.push({ objectKey, sha256: photo.sha256, bytes: photo.bytes, width: photo.width, height: photo.height, ownerId: user.id });
     }
   } catch (error) {
     await deleteObjects(store, copies);

@@ -29,7 +29,7 @@ export async function admitJob(tx: EntityManager, user: User, limits: JobLimits,
 async function admitImages(tx: EntityManager, user: User, limits: JobLimits, images: number): Promise<void> {
   const [{ made, coming }] = await tx.query(
     `SELECT (SELECT count(*)::int FROM image JOIN job ON job.id = image."jobId"
-              WHERE job."ownerId" = $1 AND image."createdAt" > now() - interval '1 day') AS made,
+              WHERE job."ownerId" = $1 AND image."previewStep" IS NULL AND image."createdAt" > now() - interval '1 day') AS made,
             (SELECT coalesce(sum((params->>'numImages')::int), 0)::int FROM job
               WHERE "ownerId" = $1 AND type = $2 AND status IN ($3, $4)) AS coming`,
     [user.id, JobType.GENERATE, JobStatus.QUEUED, JobStatus.RUNNING],

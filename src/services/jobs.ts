@@ -11,6 +11,7 @@ import { getModel, getModelBaseModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
+import { admitStorage } from './storage-quota';
 import { isAdmin } from './viewer';
 import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
@@ -88,6 +89,11 @@ export interface GenerateParams {
   numImages: number;
 }
 
+/** What a generation's PNGs may take in storage: uncompressed RGB, more than a PNG of them ever takes. */
+export function pngBytesBound({ numImages, width, height }: Pick<GenerateParams, 'numImages' | 'width' | 'height'>, nativeSize: number): number {
+  return numImages * (width ?? nativeSize) * (height ?? nativeSize) * 3;
+}
+
 /**
  * Validates a generation request, against its model too (sizes and sampler, by the rule the worker's
  * pipeline applies), pins the model version it runs on (the model's head unless one is named) and
@@ -98,7 +104,8 @@ export async function generateImages(services: JobServices, user: User, input: G
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
   const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
-  const problem = txt2imgProblem(await basePackInfo(store, await getModelBaseModel(db, model)), request);
+  const base = await basePackInfo(store, await getModelBaseModel(db, model));
+  const problem = txt2imgProblem(base, request);
   if (problem) throw badInput(`input: ${problem}`);
   let versionId = model.headVersionId;
   if (request.versionId != null) {
@@ -122,6 +129,7 @@ export async function generateImages(services: JobServices, user: User, input: G
   };
   const job = await db.transaction(async (tx) => {
     await admitJob(tx, user, config.jobLimits, params.numImages);
+    await admitStorage(tx, user.id, config.jobLimits.storageBytes, pngBytesBound(params, base.geometry.nativeSize));
     const jobs = tx.getRepository(Job);
     const created = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
     await attachJobWebhook(tx, created.id, user.id, webhook);

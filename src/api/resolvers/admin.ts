@@ -31,8 +31,11 @@ class UserUsage implements Omit<Usage, 'userId'> {
   @Field(() => Int, { description: 'Training steps of fine-tunes that succeeded.' })
   stepsTrained: number;
 
-  @Field(() => Int)
+  @Field(() => Int, { description: 'Generated images (fine-tune previews aside).' })
   imagesMade: number;
+
+  @Field(() => Float, { description: 'Bytes kept in storage: training photos, images (previews included) and model versions’ weights.' })
+  storageBytes: number;
 }
 
 /** The platform's load and its users, for admins; a user reads their own usage. */

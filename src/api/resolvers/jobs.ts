@@ -4,6 +4,7 @@ import { Image, Job, JobStatus, JobType } from '../../entities';
 import type { JobState } from '../../services/job-state';
 import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
+import { listPreviewsOfJob } from '../../services/images';
 import { lossHistory } from '../../services/loss-history';
 import { requireUser } from '../../services/viewer';
 import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
@@ -101,6 +102,12 @@ export class JobUpdate implements JobState {
 
   @Field(() => [ID], { description: 'The images made so far, in order.' })
   imageIds: string[];
+
+  @Field(() => Int, { nullable: true, description: "A fine-tune's latest previews: the training step whose weights drew them; null before any." })
+  previewStep: number | null;
+
+  @Field(() => [ID], { description: 'The latest previews (of previewStep), in the order of the fine-tune’s previewPrompts; download each from /images/<id>.' })
+  previewImageIds: string[];
 }
 
 /**
@@ -176,6 +183,11 @@ export class JobResolver {
   @FieldResolver(() => [Image])
   images(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Image[]> {
     return loaders.imagesOfJob.load(job.id);
+  }
+
+  @FieldResolver(() => [Image], { description: "A fine-tune's previews (previewPrompts drawn every previewEvery steps), by step, each step's in prompt order; empty for generation." })
+  previews(@Root() job: Job, @Ctx() { services }: Context): Promise<Image[]> {
+    return listPreviewsOfJob(services.db, job.id);
   }
 
   @FieldResolver(() => Int, { nullable: true, description: QUEUE_POSITION_DESCRIPTION })

@@ -10,6 +10,7 @@ import { splitPriorImages, type PriorSplit } from '../../services/big-split';
 import type { Services } from '../../services/container';
 import { FineTuneFailure, fineTuneParams, learnedConcepts, type FineTuneParams } from '../../services/finetune';
 import { TrainingImages } from '../../services/training-images';
+import { ModelEventType, publishModelEvent } from '../../services/model-events';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { JobCheckpoints } from '../checkpoints';
 import type { JobHandler, JobRun } from '../job-runner';
@@ -34,16 +35,23 @@ export class FineTuneHandler implements JobHandler {
     let finished = false;
     try {
       await run.checkStillRunning();
-      await db.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
+      await db.transaction(async (tx) => {
+        await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
+        await publishModelEvent(tx, { modelId: params.modelId, type: ModelEventType.TRAINING, contributionId: params.contributionId, versionId: null, jobId: job.id });
+      });
       const result = await this.#train(job.id, params, run);
       try {
         finished = await run.finish(async (tx) => {
           const version = await appendVersion(tx, params.modelId, result.fromVersionId, {
             weightsKey: result.weightsKey,
+            bytes: result.bytes,
             method: params.method,
             contributionId: params.contributionId,
           });
           await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.MERGED, resultingVersionId: version.id });
+          await publishModelEvent(tx, {
+            modelId: params.modelId, type: ModelEventType.VERSION_APPENDED, contributionId: params.contributionId, versionId: version.id, jobId: job.id,
+          });
         });
       } finally {
         // Weights no version names (canceled meanwhile, or the transaction failed) would never be read.
@@ -126,7 +134,7 @@ export class FineTuneHandler implements JobHandler {
     const bytes = result.lora ? serializeLora(result.lora, rank) : serializeUNet(models, result.unet!);
     const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
     await store.put(weightsKey, bytes);
-    return { weightsKey, fromVersionId: head?.id ?? null };
+    return { weightsKey, bytes: bytes.length, fromVersionId: head?.id ?? null };
   }
 
   /** The split on the contribution, and its warnings on the job too: the contribution's record is not where a user watching the run looks. */
