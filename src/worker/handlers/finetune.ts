@@ -13,6 +13,7 @@ import { TrainingImages } from '../../services/training-images';
 import { ModelEventType, publishModelEvent } from '../../services/model-events';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { JobCheckpoints } from '../checkpoints';
+import { checkpointWeights, PreviewRenderer } from '../previews';
 import type { JobHandler, JobRun } from '../job-runner';
 
 /**
@@ -106,35 +107,52 @@ export class FineTuneHandler implements JobHandler {
     const rank = params.rank ?? DEFAULT_LORA_RANK;
     const checkpoints = new JobCheckpoints(store, jobId, head?.id ?? null, this.services.config.checkpoints);
     const resume = await checkpoints.newest();
-    const result = await trainDreamBooth(
-      models,
-      {
-        instance,
-        prior,
-        method: params.method === FineTuneMethod.LORA ? { kind: 'lora', rank } : { kind: 'full' },
-        steps: params.steps,
-        learningRate: params.learningRate,
-        batchSize: params.batchSize,
-        gradientAccumulation: params.gradientAccumulation,
-        crop: params.centerCrop ? 'center' : 'random',
-        flip: params.flip,
-        seed: params.seed,
-        resolution,
-        start: head?.weightsKey && !resume ? await this.#start(head, models) : undefined,
-        resume,
-      },
-      {
-        worker: this.engine,
-        onStep: (step) => run.progress(step),
-        signal: run.signal,
-        checkpoints: { every: this.services.config.checkpoints.every, save: (checkpoint) => checkpoints.save(checkpoint) },
-        drain: run.stopping,
-      },
-    );
-    const bytes = result.lora ? serializeLora(result.lora, rank) : serializeUNet(models, result.unet!);
-    const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
-    await store.put(weightsKey, bytes);
-    return { weightsKey, bytes: bytes.length, fromVersionId: head?.id ?? null };
+    const previews = params.preview && new PreviewRenderer(this.services, this.engine, models, jobId, params.preview, params.seed);
+    const loraRank = params.method === FineTuneMethod.LORA ? rank : null;
+    try {
+      const result = await trainDreamBooth(
+        models,
+        {
+          instance,
+          prior,
+          method: params.method === FineTuneMethod.LORA ? { kind: 'lora', rank } : { kind: 'full' },
+          steps: params.steps,
+          learningRate: params.learningRate,
+          batchSize: params.batchSize,
+          gradientAccumulation: params.gradientAccumulation,
+          crop: params.centerCrop ? 'center' : 'random',
+          flip: params.flip,
+          seed: params.seed,
+          resolution,
+          start: head?.weightsKey && !resume ? await this.#start(head, models) : undefined,
+          resume,
+        },
+        {
+          worker: this.engine,
+          onStep: (step) => run.progress(step),
+          signal: run.signal,
+          checkpoints: {
+            every: checkpointInterval(this.services.config.checkpoints.every, params.preview?.every),
+            // A preview step checkpoints too: the engine counts any save as the run's latest, so a worker that stops there hands on from it.
+            save: async (checkpoint) => {
+              await checkpoints.save(checkpoint);
+              if (previews?.due(checkpoint.step) && !run.stopping.aborted) await previews.render(checkpoint.step, checkpointWeights(checkpoint, loraRank), run);
+            },
+          },
+          drain: run.stopping,
+        },
+      );
+      // The engine saves no checkpoint after the last step; its preview comes from the result.
+      if (previews?.due(params.steps)) {
+        await previews.render(params.steps, result.lora ? { lora: parseLoraFile(serializeLora(result.lora, rank)) } : { unet: result.unet! }, run);
+      }
+      const bytes = result.lora ? serializeLora(result.lora, rank) : serializeUNet(models, result.unet!);
+      const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
+      await store.put(weightsKey, bytes);
+      return { weightsKey, bytes: bytes.length, fromVersionId: head?.id ?? null };
+    } finally {
+      await previews?.close();
+    }
   }
 
   /** The split on the contribution, and its warnings on the job too: the contribution's record is not where a user watching the run looks. */
@@ -149,4 +167,12 @@ export class FineTuneHandler implements JobHandler {
     const bytes = await this.services.store.get(head.weightsKey!);
     return head.method === FineTuneMethod.LORA ? { lora: parseLoraFile(bytes) } : { unet: parseUNetWeights(models, bytes) };
   }
+}
+
+/** Steps between the run's saves: every checkpoint step and every preview step (0: none but a stopping worker's). */
+function checkpointInterval(checkpointEvery: number, previewEvery: number | undefined): number {
+  if (!previewEvery) return checkpointEvery;
+  if (!checkpointEvery) return previewEvery;
+  const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+  return gcd(checkpointEvery, previewEvery);
 }
