@@ -11,6 +11,7 @@ import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
 import { JobSettingsResolver } from './resolvers/job-settings';
 import { JobResolver, JobUpdateResolver } from './resolvers/jobs';
+import { ModelFeedResolver } from './resolvers/model-feed';
 import { ModelResolver } from './resolvers/models';
 import { WebhookResolver } from './resolvers/webhooks';
 
@@ -36,6 +37,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       AdminResolver,
       BaseModelResolver,
       ModelResolver,
+      ModelFeedResolver,
       ConceptResolver,
       ContributionResolver,
       FineTuneResolver,
