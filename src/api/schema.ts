@@ -14,6 +14,7 @@ import { JobResolver, JobUpdateResolver } from './resolvers/jobs';
 import { ModelFeedResolver } from './resolvers/model-feed';
 import { ModelResolver } from './resolvers/models';
 import { WebhookResolver } from './resolvers/webhooks';
+import { WeightExportResolver } from './resolvers/weight-exports';
 
 /**
  * type-graphql requires a PubSub once a subscription exists, though ours each bring their own
@@ -47,6 +48,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       JobSettingsResolver,
       ImageResolver,
       WebhookResolver,
+      WeightExportResolver,
     ],
     // Inputs are validated by the services (zod), next to the rules they serve.
     validate: false,

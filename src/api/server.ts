@@ -18,6 +18,7 @@ import { subscribeSharingEvents } from './shared-events';
 import { isServiceOutage } from '../services/availability';
 import { createErrorFormatter, SERVICE_UNAVAILABLE_MESSAGE } from './errors';
 import { imageDownloads } from './image-downloads';
+import { weightDownloads } from './weight-downloads';
 import { queryCostError } from './query-cost';
 import { perKeyRateLimit } from './rate-limit';
 
@@ -139,7 +140,9 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     }),
   );
   app.use('/images', rateLimited);
+  app.use('/exports', rateLimited);
   app.use(imageDownloads(services));
+  app.use(weightDownloads(services));
   app.use(await playground()); // the web page at `/`
   app.use(jsonErrors(services));
 

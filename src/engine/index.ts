@@ -18,4 +18,4 @@ export { SAMPLER_NAMES, type SamplerName, type SchedulerName } from './scheduler
 export { ClipTokenizer, loadClipTokenizerFrom, TokenizerError } from './tokenizer';
 export { WeightBindingError } from './weights/bind';
 export { FolderPackSource, loadPack, PackError, type Pack, type PackSource, type RangedPackSource } from './weights/pack';
-export { readSafetensorsHeader } from './weights/safetensors';
+export { fromFloat32, parseSafetensors, readSafetensorsHeader, serializeSafetensors, type StoredTensor } from './weights/safetensors';
