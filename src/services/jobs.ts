@@ -12,7 +12,7 @@ import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest }
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
 import { admitStorage } from './storage-quota';
-import { isAdmin } from './viewer';
+import { isAdmin, ownerFilter } from './viewer';
 import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
 export interface JobFilter extends CreatedFilter {
@@ -20,6 +20,8 @@ export interface JobFilter extends CreatedFilter {
   type?: JobType | null;
   /** Jobs on this model (generations with it, fine-tunes of it). */
   modelId?: string | null;
+  /** One user's jobs: an admin's filter (anyone else may name only themselves). */
+  ownerId?: string | null;
 }
 
 /** A page of the user's jobs (an admin's: everyone's), newest first; a model filter names a model the user sees. */
@@ -27,6 +29,7 @@ export async function listJobs(db: DataSource, user: User, filter: JobFilter, pa
   const query = whereCreated(db.getRepository(Job).createQueryBuilder('job'), filter);
   if (filter.modelId != null) query.andWhere(`job.params->>'modelId' = :modelId`, { modelId: (await getModel(db, user, parseId(filter.modelId, 'modelId'))).id });
   if (!isAdmin(user)) query.andWhere('job.ownerId = :owner', { owner: user.id });
+  if (filter.ownerId != null) query.andWhere('job.ownerId = :ownerId', { ownerId: ownerFilter(user, filter.ownerId) });
   if (filter.status) query.andWhere('job.status = :status', { status: filter.status });
   if (filter.type) query.andWhere('job.type = :type', { type: filter.type });
   return pageOf(query, page);

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import sharp from 'sharp';
 import { extract } from 'tar-stream';
@@ -32,13 +33,11 @@ async function untar(bytes: Uint8Array, dir: string): Promise<string[]> {
   const files: string[] = [];
   const unpack = extract();
   unpack.on('entry', (header, stream, next) => {
-    const chunks: Buffer[] = [];
-    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-    stream.on('end', () => {
-      const file = path.join(dir, header.name);
-      files.push(header.name);
-      void fs.mkdir(path.dirname(file), { recursive: true }).then(() => fs.writeFile(file, Buffer.concat(chunks))).then(() => next(), next);
-    });
+    const file = path.join(dir, header.name);
+    files.push(header.name);
+    void fs.mkdir(path.dirname(file), { recursive: true })
+      .then(async () => fs.writeFile(file, await buffer(stream)))
+      .then(() => next(), next);
   });
   await pipeline(Readable.from([Buffer.from(bytes)]), unpack);
   return files.sort();
@@ -198,7 +197,7 @@ describe('exportWeights', () => {
     await platform.services.db.getRepository(WeightExport).update(made.id, { expiresAt: new Date(Date.now() - 1000) });
     const expired = await download(made.url);
     expect(expired.status).toBe(404);
-    expect((await expired.json()).errors[0].extensions.code).toBe('NOT_FOUND');
+    expect(((await expired.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code).toBe('NOT_FOUND');
   });
 
   it('refuses what it cannot export, and writes nothing', async () => {

@@ -129,9 +129,10 @@ export class JobResolver {
     @Arg('status', () => JobStatus, { nullable: true }) status: JobStatus | null,
     @Arg('type', () => JobType, { nullable: true }) type: JobType | null,
     @Arg('modelId', () => ID, { nullable: true, description: 'Generations with this model and fine-tunes of it.' }) modelId: string | null,
+    @Arg('ownerId', () => ID, { nullable: true, description: 'One user’s jobs (admins; others may name only themselves).' }) ownerId: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<Job>> {
-    return toConnection(await listJobs(services.db, requireUser(viewer), { ...created, status, type, modelId }, page));
+    return toConnection(await listJobs(services.db, requireUser(viewer), { ...created, status, type, modelId, ownerId }, page));
   }
 
   @Query(() => Job)
