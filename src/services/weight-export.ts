@@ -7,13 +7,14 @@ import { z } from 'zod';
 import {
   fromFloat32, parseLoraFile, parseUNetWeights, serializeLora, serializeSafetensors, serializeUNet, type LoraLayer, type StableDiffusionModels, type StoredTensor,
 } from '../engine';
-import { ModelVersion, WeightExport, WeightFormat, type User } from '../entities';
+import { ModelKind, ModelVersion, WeightExport, WeightFormat, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { loadBaseModelPack } from './base-models';
 import { badInput, forbidden, notFound } from './errors';
 import { getModel } from './models';
 import { parseId, parseInput } from './validate';
 import { versionWeights, type VersionWeights } from './versions';
+import { isAdmin } from './viewer';
 
 /**
  * Weights out: a model version's weights as the files other tools load, built for the model's owner,
@@ -34,13 +35,16 @@ const ExportInput = z
   .refine((input) => (input.modelId == null) !== (input.versionId == null), { path: ['modelId'], message: 'give either modelId (its head) or versionId' });
 export type ExportInput = z.input<typeof ExportInput>;
 
-/** Builds the export the owner asks for; anyone else gets NOT_FOUND (a model they do not see) or FORBIDDEN. */
+/**
+ * Builds the export the owner asks for (of a public metamodel, which no user owns: an admin); anyone else gets
+ * NOT_FOUND (a model they do not see) or FORBIDDEN.
+ */
 export async function exportWeights(db: DataSource, store: ObjectStore, user: User, input: ExportInput): Promise<WeightExport> {
   const request = parseInput(ExportInput, input, 'input');
   const version = request.versionId != null ? await db.getRepository(ModelVersion).findOneBy({ id: parseId(request.versionId, 'versionId') }) : null;
   if (request.versionId != null && !version) throw notFound('Model version');
   const model = await getModel(db, user, version?.modelId ?? parseId(request.modelId!, 'modelId'));
-  if (model.ownerId !== user.id) throw forbidden('Only the model’s owner may export its weights');
+  if (model.kind === ModelKind.META ? !isAdmin(user) : model.ownerId !== user.id) throw forbidden('Only the model’s owner may export its weights');
   const exported = version ?? (model.headVersionId ? await db.getRepository(ModelVersion).findOneByOrFail({ id: model.headVersionId }) : null);
   const weights = await versionWeights(db, model.id, exported?.id ?? null);
 

@@ -194,6 +194,12 @@ describe('exportWeights', () => {
     expect((await download(made.url, other)).status).toBe(404);
     expect((await download(made.url, null)).status).toBe(401);
     expect((await download('/exports/not-an-id')).status).toBe(404);
+    // The public metamodel is no user's: admins export it.
+    const baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, admin))).defaultBaseModel.id;
+    const meta = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    expect(errorCode(await exportAs('DIFFUSERS_UNET', { modelId: meta }, owner))).toBe('FORBIDDEN');
+    expect((await ok(exportAs('DIFFUSERS_UNET', { modelId: meta }, admin))).exportWeights.fileName).toBe('public-v0-unet.safetensors');
+
     await platform.services.db.getRepository(WeightExport).update(made.id, { expiresAt: new Date(Date.now() - 1000) });
     const expired = await download(made.url);
     expect(expired.status).toBe(404);
