@@ -110,6 +110,12 @@ export type StartFineTuneInput = {
   modelId?: string | number | null | undefined;
   /** For a new model; default the category. */
   name?: string | null | undefined;
+  /** Training steps between previews; default a quarter of the steps. At most 100 preview images in all (rounds x prompts). */
+  previewEvery?: number | null | undefined;
+  /** Validation prompts (at most 4) drawn with the weights being trained every previewEvery steps: Job.previews, JobUpdate.previewImageIds and the PREVIEW webhook event. Say `a <token> <category>` with the token you give (or read it from the concept). */
+  previewPrompts?: Array<string> | null | undefined;
+  /** Denoising steps of each preview, 1-50; default 10. */
+  previewSteps?: number | null | undefined;
   /** LoRA rank, default 4. */
   rank?: number | null | undefined;
   /** Unsigned 32-bit; random when absent (Job.fineTune.seed records it). The same seed, photos, base model and settings train the same weights. */
@@ -127,6 +133,7 @@ export type StartFineTuneInput = {
 export type WebhookEvent =
   | 'COMPLETED'
   | 'IMAGE'
+  | 'PREVIEW'
   | 'PROGRESS'
   | 'STARTED';
 
