@@ -120,6 +120,16 @@ describe('training previews', () => {
     })));
   }, 180_000);
 
+  it('previews a full fine-tune with the UNet of each round', async () => {
+    const started = (await ok(start({ method: 'FULL', steps: 2, learningRate: 1e-2, seed: 3, previewPrompts: ['a toy'], previewEvery: 1, previewSteps: 2 }))).startFineTune;
+    await follow(platform.url, key, started.job.id);
+    const job = (await ok(gql(platform.url, PREVIEWS, { id: started.job.id }, key))).job;
+    expect(job.status, job.error).toBe('SUCCEEDED');
+    expect(job.previews.map((p: any) => p.previewStep)).toEqual([1, 2]);
+    const [first, second] = await Promise.all(job.previews.map((p: any) => download(p.url)));
+    expect(Buffer.compare(Buffer.from(first), Buffer.from(second))).not.toBe(0);
+  }, 180_000);
+
   it('refuses preview settings it cannot honour, and queues nothing', async () => {
     const jobs = async () => (await ok(gql(platform.url, '{ jobs { totalCount } }', {}, key))).jobs.totalCount;
     const before = await jobs();
