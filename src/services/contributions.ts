@@ -78,12 +78,14 @@ export async function revertContribution(db: DataSource, user: User, id: string)
 /**
  * A fine-tune that will not merge (it failed or was canceled): its contribution is FAILED, so its
  * concept is no longer offered, and its photos go back to the owner's staged ones for another try.
+ * Runs in the transaction `tx` that ends its job, which announces it to the model's feed.
  */
-export async function withdrawContribution(db: DataSource | EntityManager, contributionId: string): Promise<void> {
-  const contribution = await db.getRepository(Contribution).findOneBy({ id: contributionId });
+export async function withdrawContribution(tx: EntityManager, contributionId: string, jobId: string): Promise<void> {
+  const contribution = await tx.getRepository(Contribution).findOneBy({ id: contributionId });
   if (!contribution || contribution.status === ContributionStatus.MERGED || contribution.status === ContributionStatus.REVERTED) return;
-  await db.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
-  await db.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
+  await tx.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
+  await tx.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
+  await publishModelEvent(tx, { modelId: contribution.modelId, type: ModelEventType.CONTRIBUTION_FAILED, contributionId, versionId: null, jobId });
 }
 
 /**

@@ -209,6 +209,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
       // The new version's weights take about what the head's do (a first fine-tune's are not known yet).
       const head = model.headVersionId ? await tx.getRepository(ModelVersion).findOneByOrFail({ id: model.headVersionId }) : null;
       const previews = previewCount(params.preview, steps) * pngBytesBound({ numImages: 1, width: null, height: null }, base.geometry.nativeSize);
+      // Copies of reused photos are rows of this transaction already: counted as stored.
       await admitStorage(tx, user.id, config.jobLimits.storageBytes, (head?.bytes ?? 0) + previews);
       const jobs = tx.getRepository(Job);
       const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));

@@ -223,7 +223,7 @@ export async function endedJobs(db: DataSource, jobIds: string[]): Promise<strin
 
 /** A fine-tune that will not merge gives its contribution up (see `withdrawContribution`). */
 async function releaseContribution(tx: EntityManager, job: Job): Promise<void> {
-  if (job.type === JobType.FINETUNE) await withdrawContribution(tx, fineTuneParams(job).contributionId);
+  if (job.type === JobType.FINETUNE) await withdrawContribution(tx, fineTuneParams(job).contributionId, job.id);
 }
 
 const fineTuneParams = (job: Job) => job.params as unknown as FineTuneParams;

@@ -9,6 +9,8 @@ export enum ModelEventType {
   CONTRIBUTION_QUEUED = 'CONTRIBUTION_QUEUED',
   /** A worker started training a contribution. */
   TRAINING = 'TRAINING',
+  /** A contribution's fine-tune failed or was canceled: it will not merge. */
+  CONTRIBUTION_FAILED = 'CONTRIBUTION_FAILED',
   /** A contribution's training merged: a new version is the head. */
   VERSION_APPENDED = 'VERSION_APPENDED',
   /** A contribution (and those after it) was reverted: a new version with the weights from before it is the head. */
@@ -23,7 +25,7 @@ export interface ModelEvent {
   contributionId: string | null;
   /** The version the event made the head (VERSION_APPENDED, REVERTED, WITHDRAWN). */
   versionId: string | null;
-  /** The fine-tune's job (CONTRIBUTION_QUEUED, TRAINING, VERSION_APPENDED). */
+  /** The fine-tune's job (CONTRIBUTION_QUEUED, TRAINING, CONTRIBUTION_FAILED, VERSION_APPENDED). */
   jobId: string | null;
   /** When it happened: the transaction's time. */
   at: string;

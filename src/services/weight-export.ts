@@ -67,8 +67,11 @@ export async function getExport(db: DataSource, user: User, id: string): Promise
   return found;
 }
 
-/** Deletes expired exports, objects first: a failure leaves a row that getExport refuses, never an unreferenced object. */
-async function deleteExpiredExports(db: DataSource, store: ObjectStore): Promise<void> {
+/**
+ * Deletes expired exports, objects first: a failure leaves a row that getExport refuses, never an unreferenced
+ * object. Each new export and every worker's periodic sweep run it.
+ */
+export async function deleteExpiredExports(db: DataSource, store: ObjectStore): Promise<void> {
   const expired = await db.getRepository(WeightExport).findBy({ expiresAt: LessThan(new Date()) });
   for (const { id, objectKey } of expired) {
     await store.delete(objectKey);

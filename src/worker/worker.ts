@@ -2,6 +2,7 @@ import { EngineWorker } from '../engine';
 import { JobType } from '../entities';
 import type { Services } from '../services/container';
 import { endedJobs, recordHeartbeat, sweepStalledJobs } from '../services/job-lifecycle';
+import { deleteExpiredExports } from '../services/weight-export';
 import { removeSilentWorkers, WorkerRegistration } from '../services/workers';
 import { FineTuneHandler } from './handlers/finetune';
 import { GenerateHandler } from './handlers/generate';
@@ -32,6 +33,7 @@ export async function startWorker(services: Services): Promise<RunningWorker> {
     try {
       await sweepStalledJobs(db, queue, log, { timeoutSeconds: timeout, maxRetries: config.jobMaxRetries });
       await removeSilentWorkers(db, timeout);
+      await deleteExpiredExports(db, services.store);
       for (const id of await endedJobs(db, await JobCheckpoints.jobIds(services.store))) await JobCheckpoints.clear(services.store, id);
     } catch (error) {
       log.error({ err: error }, 'stalled job sweep failed');

@@ -117,5 +117,17 @@ describe('modelUpdated', () => {
     const events = await feed.until(3);
     expect(events.map((e) => [e.type, e.modelId, e.jobId])).toEqual([['CONTRIBUTION_QUEUED', own, started.job.id], ['TRAINING', own, started.job.id], ['VERSION_APPENDED', own, started.job.id]]);
     expect(other.events).toEqual([]); // another model's feed hears nothing of it
+
+    const canceled = await contribute(user.key, own, 'PRIVATE_META');
+    await ok(gql(platform.url, 'mutation($id: ID!) { cancelJob(id: $id) { status } }', { id: canceled.job.id }, user.key));
+    for (const deadline = Date.now() + 60_000; !feed.events.some((e) => e.type === 'CONTRIBUTION_FAILED');) {
+      if (Date.now() > deadline) throw new Error(`no CONTRIBUTION_FAILED in ${JSON.stringify(feed.events.map((e) => e.type))}`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    // A worker may have taken it before the cancel (TRAINING); it never merges.
+    const told = feed.events.slice(3).filter((e) => e.type !== 'TRAINING');
+    expect(told.map((e) => [e.type, e.contributionId, e.jobId])).toEqual([
+      ['CONTRIBUTION_QUEUED', canceled.contribution.id, canceled.job.id], ['CONTRIBUTION_FAILED', canceled.contribution.id, canceled.job.id],
+    ]);
   }, 180_000);
 });

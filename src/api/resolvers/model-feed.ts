@@ -6,7 +6,7 @@ import type { Context } from '../context';
 
 registerEnumType(ModelEventType, { name: 'ModelEventType' });
 
-@ObjectType({ description: 'Something that happened to a model: a contribution queued or training, a version appended, a revert or withdrawal.' })
+@ObjectType({ description: 'Something that happened to a model: a contribution queued, training or failed, a version appended, a revert or withdrawal.' })
 class ModelUpdate implements ModelEvent {
   @Field(() => ID)
   modelId: string;
@@ -20,7 +20,7 @@ class ModelUpdate implements ModelEvent {
   @Field(() => ID, { nullable: true, description: 'The new head version (VERSION_APPENDED, REVERTED, WITHDRAWN).' })
   versionId: string | null;
 
-  @Field(() => ID, { nullable: true, description: 'The fine-tune’s job (CONTRIBUTION_QUEUED, TRAINING, VERSION_APPENDED); it is its owner’s to read.' })
+  @Field(() => ID, { nullable: true, description: 'The fine-tune’s job (CONTRIBUTION_QUEUED, TRAINING, CONTRIBUTION_FAILED, VERSION_APPENDED); it is its owner’s to read.' })
   jobId: string | null;
 
   @Field(() => String, { description: 'When it happened (ISO 8601).' })
