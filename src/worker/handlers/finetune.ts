@@ -110,6 +110,8 @@ export class FineTuneHandler implements JobHandler {
     const previews = params.preview && new PreviewRenderer(this.services, this.engine, models, jobId, params.preview, params.seed);
     const loraRank = params.method === FineTuneMethod.LORA ? rank : null;
     try {
+      // A worker that stopped while drawing a round saved its checkpoint first: the round is drawn here, from it.
+      if (resume && previews?.due(resume.step)) await previews.render(resume.step, checkpointWeights(resume, loraRank), run);
       const result = await trainDreamBooth(
         models,
         {
