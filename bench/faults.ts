@@ -57,7 +57,7 @@ async function upload(url: string, bytes: Uint8Array, key: string): Promise<stri
   return body.data.uploadInstanceImage.id;
 }
 
-const ENV = { JOB_HEARTBEAT_TIMEOUT_SECONDS: '2', FINETUNE_CHECKPOINT_STEPS: String(CHECKPOINT_STEPS), JOB_MAX_RETRIES: '3', MAX_ACTIVE_JOBS_PER_USER: '100000', MAX_JOBS_PER_MINUTE_PER_USER: '100000' };
+const ENV = { BUNDLED_BASE_MODEL: 'tiny-random', JOB_HEARTBEAT_TIMEOUT_SECONDS: '2', FINETUNE_CHECKPOINT_STEPS: String(CHECKPOINT_STEPS), JOB_MAX_RETRIES: '3', MAX_ACTIVE_JOBS_PER_USER: '100000', MAX_JOBS_PER_MINUTE_PER_USER: '100000' };
 
 async function start(dataDir: string, env: Record<string, string>): Promise<RunningPlatform> {
   return startPlatform(loadConfig({ ...ENV, DATA_DIR: dataDir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env }), log);

@@ -24,6 +24,7 @@ const EnvSchema = z
     MAX_BODY_BYTES: z.coerce.number().int().positive().default(1_000_000),
     QUERY_MAX_DEPTH: z.coerce.number().int().positive().default(10),
     QUERY_MAX_COST: z.coerce.number().int().positive().default(5000),
+    BUNDLED_BASE_MODEL: z.enum(['emoji-sd-64', 'tiny-random']).default('emoji-sd-64'),
     ENGINE_DEVICE: z.enum(ENGINE_DEVICES as [EngineDevice, ...EngineDevice[]]).default('cpu'),
     JOB_HEARTBEAT_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(600),
     JOB_MAX_RETRIES: z.coerce.number().int().min(0).default(3),
@@ -72,6 +73,8 @@ export interface Config {
   maxBodyBytes: number;
   queryMaxDepth: number;
   queryMaxCost: number;
+  /** The base model a fresh installation registers as its default (services/base-models.ts). */
+  bundledBaseModel: 'emoji-sd-64' | 'tiny-random';
   /** Where workers run the engine's sessions. */
   engineDevice: EngineDevice;
   /** A RUNNING job whose worker showed no life for this long is requeued (or failed, past `jobMaxRetries`): its worker died. */
@@ -148,6 +151,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: e.MAX_BODY_BYTES,
     queryMaxDepth: e.QUERY_MAX_DEPTH,
     queryMaxCost: e.QUERY_MAX_COST,
+    bundledBaseModel: e.BUNDLED_BASE_MODEL,
     engineDevice: e.ENGINE_DEVICE,
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
     jobMaxRetries: e.JOB_MAX_RETRIES,

@@ -72,7 +72,7 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
     webhooks.start();
     stack.push(() => webhooks.stop());
     const services: Services = { config, log, db, store, queue, events, keys };
-    await ensureBundledBaseModel(db, store);
+    await ensureBundledBaseModel(db, store, config.bundledBaseModel);
 
     let url: string | null = null;
     if (config.role !== 'worker') {

@@ -36,16 +36,20 @@ export interface Series {
   points: Array<[x: number, y: number]>;
 }
 
-/** A line chart as PNG: log-scale y (losses span decades), linear x, axes labelled with a few ticks. */
-export async function lineChart(series: readonly Series[], { title, xLabel, yLabel }: { title: string; xLabel: string; yLabel: string }): Promise<Buffer> {
+/** A line chart as PNG: log-scale y (losses span decades) unless `linearY`, linear x, axes labelled with a few ticks. */
+export async function lineChart(
+  series: readonly Series[], { title, xLabel, yLabel, linearY = false }: { title: string; xLabel: string; yLabel: string; linearY?: boolean },
+): Promise<Buffer> {
   const [width, height, left, right, top, bottom] = [720, 420, 70, 20, 40, 50];
   const all = series.flatMap((s) => s.points);
   const xMax = Math.max(...all.map(([x]) => x));
-  const ys = all.map(([, y]) => Math.log10(y));
+  // Ticks every quarter decade (log) or every 0.1 (linear); `scale` maps a value onto that axis.
+  const scale = linearY ? (y: number) => y * 2.5 : Math.log10;
+  const ys = all.map(([, y]) => scale(y));
   const [yMin, yMax] = [Math.floor(Math.min(...ys) * 4) / 4, Math.ceil(Math.max(...ys) * 4) / 4];
   const px = (x: number) => left + (x / xMax) * (width - left - right);
-  const py = (y: number) => top + ((yMax - Math.log10(y)) / (yMax - yMin || 1)) * (height - top - bottom);
-  const yTicks = Array.from({ length: Math.round((yMax - yMin) * 4) + 1 }, (_, i) => 10 ** (yMin + i / 4));
+  const py = (y: number) => top + ((yMax - scale(y)) / (yMax - yMin || 1)) * (height - top - bottom);
+  const yTicks = Array.from({ length: Math.round((yMax - yMin) * 4) + 1 }, (_, i) => (linearY ? (yMin + i / 4) / 2.5 : 10 ** (yMin + i / 4)));
   const xTicks = Array.from({ length: 6 }, (_, i) => Math.round((xMax * i) / 5));
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans" font-size="12">
     <rect width="100%" height="100%" fill="white"/>

@@ -12,5 +12,8 @@ node_modules/.bin/esbuild scripts/base-model/train.ts --bundle --platform=node -
   --alias:sharp=./bench/gpu/sharp-absent.ts --outfile=.gpu-base/train-base.js --log-level=warning \
   --banner:js="import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);"
 cp src/engine/runtime/session-worker.js .gpu-base/
+# The identifier rules read two word lists at run time: the bundle looks for them beside itself.
+cp node_modules/word-list/words.txt .gpu-base/
+mkdir -p .gpu-base/node_modules && cp -r node_modules/naughty-words .gpu-base/node_modules/
 cp .base-model/emoji.gz .gpu-base/
 du -sh .gpu-base

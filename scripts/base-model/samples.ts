@@ -28,7 +28,7 @@ const { values: OPTIONS } = parseArgs({
     log: { type: 'string' },
     out: { type: 'string', default: 'bench/results/base-model' },
     steps: { type: 'string', default: '20' },
-    guidance: { type: 'string', default: '5' },
+    guidance: { type: 'string', default: '7.5' },
   },
 });
 

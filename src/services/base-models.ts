@@ -1,3 +1,6 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { DataSource } from 'typeorm';
 import { In } from 'typeorm';
 import { z } from 'zod';
@@ -101,18 +104,34 @@ export async function registerBaseModel(db: DataSource, store: ObjectStore, inpu
   return repo.save(repo.create({ name: values.name, storageLocation: location, architecture }));
 }
 
-/** The base model a fresh installation starts with, so it works before an admin uploads a real one. */
-export const BUNDLED_BASE_MODEL = { name: 'bundled-tiny-sd', storageLocation: 'base-models/bundled-tiny-sd', seed: 0 };
+/**
+ * The base models a fresh installation can start with (`BUNDLED_BASE_MODEL`), so it works before an admin uploads
+ * another: the emoji model pretrained by this project (`npm run train:base`, README "Base model"), shipped in the
+ * repository; or a tiny pack of seeded random weights, which draws noise but runs every part of the platform in
+ * milliseconds (the tests' default).
+ */
+export const BUNDLED_BASE_MODELS = {
+  'emoji-sd-64': { name: 'emoji-sd-64', files: () => readFolderFiles(fileURLToPath(new URL('../../base-models/emoji-sd-64', import.meta.url))) },
+  'tiny-random': { name: 'bundled-tiny-sd', files: async () => createRandomPack(BUNDLED_TINY_SD, 0) },
+} satisfies Record<string, { name: string; files: () => Promise<Map<string, Uint8Array>> }>;
+export type BundledBaseModelName = keyof typeof BUNDLED_BASE_MODELS;
+
+/** Every file under `dir`, keyed by its path relative to `dir`. */
+async function readFolderFiles(dir: string): Promise<Map<string, Uint8Array>> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  const files = entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath, entry.name));
+  return new Map(await Promise.all(files.map(async (file) => [relative(dir, file), new Uint8Array(await readFile(file))] as const)));
+}
 
 /**
- * On a platform with no base model, uploads the bundled tiny pack (seeded random weights: it draws
- * noise, but every part of the platform works with it) and registers it as the default. Processes
+ * On a platform with no base model, uploads the bundled pack `which` and registers it as the default. Processes
  * starting together upload the same bytes and insert under one unique name, so at most one row results.
  */
-export async function ensureBundledBaseModel(db: DataSource, store: ObjectStore): Promise<void> {
+export async function ensureBundledBaseModel(db: DataSource, store: ObjectStore, which: BundledBaseModelName): Promise<void> {
   const repo = db.getRepository(BaseModel);
   if (await repo.exists()) return;
-  const { name, storageLocation, seed } = BUNDLED_BASE_MODEL;
-  for (const [path, bytes] of createRandomPack(BUNDLED_TINY_SD, seed)) await store.put(`${storageLocation}/${path}`, bytes);
+  const { name, files } = BUNDLED_BASE_MODELS[which];
+  const storageLocation = `base-models/${name}`;
+  for (const [path, bytes] of await files()) await store.put(`${storageLocation}/${path}`, bytes);
   await repo.createQueryBuilder().insert().values({ name, storageLocation, architecture: PIPELINES.StableDiffusionPipeline, isDefault: true }).orIgnore().execute();
 }

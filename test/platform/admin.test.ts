@@ -1,31 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Image, Job, JobStatus, JobType } from '../../src/entities';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, sharedServices, signUp, startTestPlatform, wsGql, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, ok, sharedServices, signUp, startTestPlatform, wsGql, type TestPlatform, type TestUser } from './helpers';
+import { newAdminKey, userWithModel, type UserWithModel } from './setup';
 
 /** What admins see of the platform: queue depth and age, each user's usage; and disabling an account. No worker runs. */
 describe('admin insight', () => {
   let platform: TestPlatform;
   let url: string;
   let admin: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
-  let modelId: string;
-
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
+  let a: UserWithModel;
+  let b: TestUser;
 
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     url = platform.url;
-    admin = (await createAdmin(platform.services.db, 'root@example.org')).secret;
-    a = await signUp(url, 'usage-a@example.org');
+    admin = await newAdminKey(platform, 'root@example.org');
+    a = await userWithModel(platform, 'usage-a@example.org');
     b = await signUp(url, 'usage-b@example.org');
-    const baseModelId = (await ok(gql(url, '{ baseModels { id } }', {}, a.key))).baseModels[0].id;
-    modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();
@@ -34,7 +25,7 @@ describe('admin insight', () => {
   it('shows queue depth and the oldest wait by job type, to admins only', async () => {
     const submitted: string[] = [];
     for (let i = 0; i < 2; i++) {
-      submitted.push((await ok(gql(url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1 }) { id createdAt } }', { m: modelId }, a.key))).generateImages.createdAt);
+      submitted.push((await ok(gql(url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1 }) { id createdAt } }', { m: a.modelId }, a.key))).generateImages.createdAt);
     }
     const { queueStats } = await ok(gql(url, '{ queueStats { type queued running oldestQueuedAt } }', {}, admin));
     expect(queueStats).toEqual([

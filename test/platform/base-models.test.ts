@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_TINY_SD, createRandomPack } from '../../src/engine';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { newAdminKey } from './setup';
 
 const DEFAULT = '{ defaultBaseModel { id name isDefault resolution } baseModels { name isDefault } }';
 const SET_DEFAULT = 'mutation($id: ID!) { setDefaultBaseModel(id: $id) { id name isDefault } }';
@@ -12,15 +12,9 @@ describe('the default base model', () => {
   let admin: string;
   let user: string;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
-
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
-    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    admin = await newAdminKey(platform);
     ({ key: user } = await signUp(platform.url, 'user@example.org'));
   });
   afterAll(async () => {

@@ -2,11 +2,11 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineWorker } from '../../src/engine/runtime';
 import { ModelVersion } from '../../src/entities';
-import { createAdmin } from '../../src/services/users';
 import { FineTuneHandler } from '../../src/worker/handlers/finetune';
 import { JobRunner } from '../../src/worker/job-runner';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, gqlUpload, registerFixturePack, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, startTestPlatform, type TestPlatform, type TestUser } from './helpers';
+import { createModel, publicMetamodelWithUsers } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } concept { id } contribution { id } model { id } } }';
 const WITHDRAW = 'mutation($id: ID!) { withdrawConcept(id: $id) { id status } }';
@@ -20,19 +20,14 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
   let platform: TestPlatform;
   let url: string;
   let admin: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
+  let a: TestUser;
+  let b: TestUser;
   let baseModelId: string;
   let metaModelId: string;
   let engine: EngineWorker;
   let runner: JobRunner;
   let shade = 0;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const upload = async (key: string) => {
     const png = await sharp({ create: { width: 40, height: 36, channels: 3, background: { r: 30 * ++shade, g: 90, b: 160 } } }).png().toBuffer();
     return (await ok(gqlUpload(url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id as string;
@@ -55,11 +50,7 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     url = platform.url;
-    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
-    a = await signUp(url, 'a@example.org');
-    b = await signUp(url, 'b@example.org');
-    baseModelId = (await registerFixturePack(platform, admin)).id;
-    metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    ({ admin, baseModelId, metaModelId, a, b } = await publicMetamodelWithUsers(platform));
     engine = new EngineWorker({ device: 'cpu' });
     runner = new JobRunner(platform.services, new FineTuneHandler(platform.services, engine));
   }, 120_000);
@@ -115,7 +106,7 @@ describe.skipIf(!hasFixtures)('concept photos', () => {
   });
 
   it('deletes a deleted concept\'s photos from storage too', async () => {
-    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "mine", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const modelId = await createModel(platform, a.key, { kind: 'PRIVATE_META', name: 'mine', baseModelId });
     const conceptId = (await ok(gql(url, 'mutation($m: ID!) { createConcept(input: { modelId: $m, category: "lamp", kind: OBJECT }) { id } }', { m: modelId }, a.key))).createConcept.id;
     const png = await sharp({ create: { width: 40, height: 40, channels: 3, background: '#456' } }).png().toBuffer();
     await ok(gqlUpload(url, 'mutation($c: ID, $file: Upload!) { uploadInstanceImage(conceptId: $c, file: $file) { id } }', { c: conceptId },

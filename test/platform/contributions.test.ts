@@ -4,10 +4,10 @@ import { EngineWorker } from '../../src/engine/runtime';
 import { ModelVersion } from '../../src/entities';
 import { FineTuneHandler } from '../../src/worker/handlers/finetune';
 import { JobRunner } from '../../src/worker/job-runner';
-import { createAdmin } from '../../src/services/users';
 import { lockVersions } from '../../src/services/versions';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, startTestPlatform, type TestPlatform, type TestUser } from './helpers';
+import { publicMetamodelWithUsers } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } concept { id } contribution { id } } }';
 const REVERT = 'mutation($id: ID!) { revertContribution(id: $id) { id status } }';
@@ -20,18 +20,13 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
   let platform: TestPlatform;
   let url: string;
   let admin: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
+  let a: TestUser;
+  let b: TestUser;
   let metaModelId: string;
   let engines: EngineWorker[];
   let runners: JobRunner[];
   let seed = 0;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const contribute = async (key: string, category: string, steps = 3) => {
     const png = await sharp({ create: { width: 36, height: 36, channels: 3, background: { r: 40 * ++seed, g: 120, b: 60 } } }).png().toBuffer();
     const photo = (await ok(gqlUpload(url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
@@ -49,11 +44,7 @@ describe.skipIf(!hasFixtures)('contributions to the public metamodel', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     url = platform.url;
-    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
-    a = await signUp(url, 'a@example.org');
-    b = await signUp(url, 'b@example.org');
-    const baseModelId = (await registerFixturePack(platform, admin)).id;
-    metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    ({ admin, metaModelId, a, b } = await publicMetamodelWithUsers(platform));
     engines = [new EngineWorker({ device: 'cpu' }), new EngineWorker({ device: 'cpu' })];
     runners = engines.map((engine) => new JobRunner(platform.services, new FineTuneHandler(platform.services, engine)));
   }, 120_000);

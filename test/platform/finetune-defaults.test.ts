@@ -1,6 +1,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { defaultBaseModelId } from './setup';
 
 const START = `mutation($input: StartFineTuneInput!) { startFineTune(input: $input) {
   job { id type status steps fineTune { modelId conceptId contributionId method steps learningRate rank seed batchSize gradientAccumulation centerCrop flip } generation { prompt } }
@@ -15,11 +16,6 @@ describe('fine-tune defaults per method', () => {
   let key: string;
   let baseModelId: string;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const photo = async () => {
     const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#a52' } }).png().toBuffer();
     return (await ok(gqlUpload(platform.url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
@@ -32,7 +28,7 @@ describe('fine-tune defaults per method', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     ({ key } = await signUp(platform.url, 'defaults@example.org'));
-    baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, key))).baseModels[0].id;
+    baseModelId = await defaultBaseModelId(platform, key);
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();

@@ -3,9 +3,9 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { classImageKey } from '../../src/services/training-images';
-import { createAdmin } from '../../src/services/users';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, startTestPlatform, type TestPlatform, type TestUser } from './helpers';
+import { createModel, publicMetamodelWithUsers } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id status type fineTune { modelId contributionId rank seed } } } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id conceptId } }';
@@ -49,17 +49,11 @@ async function photo(seed: number, size = 40): Promise<Uint8Array> {
 describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () => {
   let platform: TestPlatform;
   let url: string;
-  let admin: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
+  let a: TestUser;
+  let b: TestUser;
   let baseModelId: string;
   let metaModelId: string;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const stage = async (key: string, seed: number, size?: number): Promise<string> =>
     (await ok(gqlUpload(url, UPLOAD, {}, { bytes: await photo(seed, size), name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
   const counts = async () => {
@@ -78,11 +72,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
   beforeAll(async () => {
     platform = await startTestPlatform();
     url = platform.url;
-    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
-    a = await signUp(url, 'a@example.org');
-    b = await signUp(url, 'b@example.org');
-    baseModelId = (await registerFixturePack(platform, admin)).id;
-    metaModelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    ({ baseModelId, metaModelId, a, b } = await publicMetamodelWithUsers(platform));
   }, 120_000);
   afterAll(() => platform?.stop());
 
@@ -90,7 +80,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     const mine = await stage(a.key, 1);
     const theirs = await stage(b.key, 2);
     const tiny = await stage(a.key, 3, 16); // under the pack's 32 px training size
-    const privateMeta = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const privateMeta = await createModel(platform, a.key, { kind: 'PRIVATE_META', name: 'm', baseModelId });
     const valid = { target: 'PRIVATE', baseModelId, category: 'dog', kind: 'OBJECT', instanceImageIds: [mine], steps: 2, learningRate: 1e-4, method: 'LORA' };
     const before = await counts();
     const cases: [Record<string, unknown>, string, RegExp?][] = [
@@ -132,7 +122,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
   });
 
   it('trains a LoRA on a private metamodel, streams the loss, versions it, generates with it, then replays it', async () => {
-    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const modelId = await createModel(platform, a.key, { kind: 'PRIVATE_META', name: 'pets', baseModelId });
     const photos = [await stage(a.key, 4), await stage(a.key, 5), await stage(a.key, 6)];
     expect((await ok(gql(url, '{ instanceImages { nodes { id } } }', {}, a.key))).instanceImages.nodes.map((i: { id: string }) => i.id)).toEqual(expect.arrayContaining(photos));
 
@@ -173,7 +163,7 @@ describe.skipIf(!hasFixtures)('fine-tuning on the tiny-sd15 fixture pack', () =>
     };
     const tuned = await generate();
     expect(tuned.equals(await generate(c1.resultingVersionId))).toBe(true);
-    const untrained = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "plain", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, a.key))).createModel.id;
+    const untrained = await createModel(platform, a.key, { kind: 'PRIVATE', name: 'plain', baseModelId });
     expect(tuned.equals(await generate(undefined, untrained))).toBe(false);
 
     // The model's LoRA has rank 2: another rank is refused at submission, none inherits it.

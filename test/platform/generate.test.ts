@@ -6,9 +6,9 @@ import WebSocket from 'ws';
 import { loadConfig } from '../../src/config';
 import { Job } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
-import { createAdmin } from '../../src/services/users';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, registerFixturePack, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform, JOB_UPDATES, type JobUpdate } from './helpers';
+import { errorCode, gql, JOB_UPDATES, ok, signUp, startTestPlatform, tempDir, type GraphQLResponse, type JobUpdate, type TestPlatform, type TestUser } from './helpers';
+import { adminWithFixturePack, createModel } from './setup';
 
 const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id status } }';
 
@@ -42,15 +42,10 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
   let url: string;
   let origin: string;
   let admin: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
+  let a: TestUser;
+  let b: TestUser;
   let modelId: string;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const generate = (input: Record<string, unknown>, key = a.key) => gql(url, GENERATE, { input: { modelId, ...input } }, key);
   const download = (path: string, key?: string) =>
     fetch(origin + path, { headers: key ? { authorization: `Bearer ${key}` } : {} });
@@ -60,14 +55,12 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
     platform = await startTestPlatform();
     url = platform.url;
     origin = new URL(url).origin;
-    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    const pack = await adminWithFixturePack(platform);
+    expect(pack.architecture).toBe('stable-diffusion');
+    admin = pack.admin;
     a = await signUp(url, 'a@example.org');
     b = await signUp(url, 'b@example.org');
-    const base = { registerBaseModel: await registerFixturePack(platform, admin) };
-    expect(base.registerBaseModel.architecture).toBe('stable-diffusion');
-    modelId = (
-      await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "mine", kind: PRIVATE, baseModelId: $b }) { id } }', { b: base.registerBaseModel.id }, a.key))
-    ).createModel.id;
+    modelId = await createModel(platform, a.key, { name: 'mine', baseModelId: pack.baseModelId });
   }, 120_000);
   afterAll(() => platform?.stop());
 
@@ -152,7 +145,7 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
       { name: 'tiny-sd15', resolution: 32, sizeMultiple: 4 },
     ]);
     const bundledId = baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd').id;
-    const onBundled = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "sizes", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundledId }, a.key))).createModel.id;
+    const onBundled = await createModel(platform, a.key, { name: 'sizes', baseModelId: bundledId });
     const tooSmall = await generate({ modelId: onBundled, prompt: 'x', width: 8, height: 8 });
     expect(errorCode(tooSmall)).toBe('BAD_USER_INPUT');
     expect(tooSmall.errors![0].message).toBe('input: width 8 must be a multiple of 8 and of 32 for this model');
@@ -166,9 +159,7 @@ describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', 
       (m: { name: string }) => m.name === 'bundled-tiny-sd',
     );
     await platform.services.store.delete(`${bundled.storageLocation}/unet/diffusion_pytorch_model.safetensors`);
-    const broken = (
-      await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "broken", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundled.id }, a.key))
-    ).createModel.id;
+    const broken = await createModel(platform, a.key, { name: 'broken', baseModelId: bundled.id });
     const job = (await ok(generate({ modelId: broken, prompt: 'x', steps: 2 }))).generateImages;
     const last = (await follow(url, a.key, job.id)).at(-1)!;
     expect(last).toMatchObject({ status: 'FAILED', error: 'Generation failed', imageIds: [] });

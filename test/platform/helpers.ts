@@ -8,7 +8,6 @@ import WebSocket from 'ws';
 import { loadConfig } from '../../src/config';
 import { startPlatform, type RunningPlatform } from '../../src/main';
 import { removeEmbeddedPostgres } from '../../src/storage/embedded-postgres';
-import { TINY_SD15 } from '../helpers/fixtures';
 
 /** A temp data directory removed by the returned function, with its embedded cluster wherever that lives. */
 export async function tempDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
@@ -31,7 +30,7 @@ export interface TestPlatform extends RunningPlatform {
 /** The whole platform in this process on an ephemeral port, embedded services under a temp dir. */
 export async function startTestPlatform(env: Record<string, string> = {}): Promise<TestPlatform> {
   const data = await tempDir('bd-test-');
-  const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BUNDLED_BASE_MODEL: 'tiny-random', ...env });
   const platform = await startPlatform(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
   return {
     ...platform,
@@ -64,11 +63,24 @@ export async function gql(
   return { status: response.status, ...((await response.json()) as object) };
 }
 
+/** The data of a request expected to succeed; throws with the errors otherwise. */
+export async function ok(response: Promise<GraphQLResponse>): Promise<Record<string, any>> {
+  const r = await response;
+  if (r.errors) throw new Error(JSON.stringify(r.errors));
+  return r.data!;
+}
+
 /** The first error's code, or undefined when the request succeeded. */
 export const errorCode = (response: GraphQLResponse): string | undefined => response.errors?.[0]?.extensions?.code;
 
+/** A signed-up user: their id and API key. */
+export interface TestUser {
+  key: string;
+  userId: string;
+}
+
 /** Signs up through the API and returns the new user's key. */
-export async function signUp(url: string, email: string): Promise<{ key: string; userId: string }> {
+export async function signUp(url: string, email: string): Promise<TestUser> {
   const response = await gql(url, 'mutation($email: String!) { signUp(email: $email) { secret user { id } } }', {
     email,
   });
@@ -130,24 +142,6 @@ export async function gqlUpload(
     body: form,
   });
   return { status: response.status, ...((await response.json()) as object) };
-}
-
-/** Uploads the tiny-sd15 fixture pack into the platform's bucket and registers it as a base model (as an admin). */
-export async function registerFixturePack(platform: RunningPlatform, adminKey: string): Promise<{ id: string; architecture: string }> {
-  const pack = path.join(TINY_SD15, 'pack');
-  for (const entry of await fs.readdir(pack, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    await platform.services.store.put(`base-models/tiny-sd15/${path.relative(pack, file)}`, await fs.readFile(file));
-  }
-  const registered = await gql(
-    platform.url!,
-    'mutation { registerBaseModel(input: { name: "tiny-sd15", storageLocation: "base-models/tiny-sd15" }) { id architecture } }',
-    {},
-    adminKey,
-  );
-  if (registered.errors) throw new Error(`registerBaseModel failed: ${JSON.stringify(registered.errors)}`);
-  return registered.data!.registerBaseModel as { id: string; architecture: string };
 }
 
 /**

@@ -1,7 +1,8 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InstanceImage, Job, Model } from '../../src/entities';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { defaultBaseModelId } from './setup';
 
 /** Retried mutations with an idempotency key make one object. No worker runs, so jobs stay QUEUED. */
 describe('idempotency keys', () => {
@@ -11,11 +12,6 @@ describe('idempotency keys', () => {
   let baseModelId: string;
   let modelId: string;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const count = (entity: typeof Job | typeof Model | typeof InstanceImage) => platform.services.db.getRepository(entity).count();
   const createModel = (name: string, idempotencyKey?: string, who = key) =>
     gql(url, 'mutation($input: CreateModelInput!) { createModel(input: $input) { id name } }', { input: { name, kind: 'PRIVATE', baseModelId, idempotencyKey } }, who);
@@ -29,7 +25,7 @@ describe('idempotency keys', () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     url = platform.url;
     ({ key } = await signUp(url, 'retry@example.org'));
-    baseModelId = (await ok(gql(url, '{ baseModels { id } }', {}, key))).baseModels[0].id;
+    baseModelId = await defaultBaseModelId(platform, key);
     modelId = (await ok(createModel('target'))).createModel.id;
   }, 120_000);
   afterAll(async () => {

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type TestPlatform } from './helpers';
-import { createAdmin } from '../../src/services/users';
+import { errorCode, gql, gqlUpload, startTestPlatform, type TestPlatform } from './helpers';
+import { userWithModel } from './setup';
 
 const UPLOAD = 'mutation($c: ID!, $file: Upload!) { uploadInstanceImage(conceptId: $c, file: $file) { id width height sha256 } }';
 
@@ -17,11 +17,9 @@ describe('instance image uploads', () => {
   beforeAll(async () => {
     platform = await startTestPlatform();
     url = platform.url;
-    const admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
-    key = (await signUp(url, 'owner@example.org')).key;
-    const base = await gql(url, '{ baseModels { id } }', {}, admin); // the bundled one
-    const model = await gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE, baseModelId: $b }) { id } }', { b: base.data!.baseModels[0].id }, key);
-    const concept = await gql(url, 'mutation($m: ID!) { createConcept(input: { modelId: $m, token: "sks", category: "dog", kind: OBJECT }) { id } }', { m: model.data!.createModel.id }, key);
+    const owner = await userWithModel(platform, 'owner@example.org', { name: 'pets' });
+    key = owner.key;
+    const concept = await gql(url, 'mutation($m: ID!) { createConcept(input: { modelId: $m, token: "sks", category: "dog", kind: OBJECT }) { id } }', { m: owner.modelId }, key);
     conceptId = concept.data!.createConcept.id;
   });
   afterAll(() => platform?.stop());

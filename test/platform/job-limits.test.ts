@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Image } from '../../src/entities';
-import { errorCode, gql, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, ok, startTestPlatform, type TestPlatform } from './helpers';
+import { userWithModel } from './setup';
 
 /** Per-user limits on work: jobs queued or running at once, and jobs started per minute. No worker runs, so jobs stay QUEUED. */
 describe('job limits per user', () => {
@@ -8,11 +9,6 @@ describe('job limits per user', () => {
   let modelOf: Record<string, string>;
   const keys: Record<string, string> = {};
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const generate = (who: string) =>
     gql(platform.url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1 }) { id } }', { m: modelOf[who] }, keys[who]);
 
@@ -20,9 +16,7 @@ describe('job limits per user', () => {
     platform = await startTestPlatform({ ROLE: 'api', MAX_ACTIVE_JOBS_PER_USER: '5', MAX_JOBS_PER_MINUTE_PER_USER: '8', MAX_IMAGES_PER_DAY_PER_USER: '10' });
     modelOf = {};
     for (const who of ['a', 'b', 'c']) {
-      keys[who] = (await signUp(platform.url, `${who}@limits.example.org`)).key;
-      const baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, keys[who]))).baseModels[0].id;
-      modelOf[who] = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, keys[who]))).createModel.id;
+      ({ key: keys[who], modelId: modelOf[who] } = await userWithModel(platform, `${who}@limits.example.org`));
     }
   }, 120_000);
   afterAll(async () => {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FineTuneMethod, Image, Job, JobStatus, JobType } from '../../src/entities';
-import { createAdmin } from '../../src/services/users';
 import { appendVersion } from '../../src/services/versions';
-import { errorCode, gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, ok, signUp, sqlDuring, startTestPlatform, type TestPlatform } from './helpers';
+import { defaultBaseModelId, newAdminKey } from './setup';
 
 /**
  * Lists with nested fields cost a fixed number of SQL statements, however long they are: nested
@@ -13,12 +13,6 @@ describe('SQL statements per list query', () => {
   let key: string;
   let userId: string;
   let baseModelId: string;
-
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
 
   /** Adds `count` models, each with a concept and a version, and `count` finished jobs with two images each. */
   const grow = async (count: number) => {
@@ -50,7 +44,7 @@ describe('SQL statements per list query', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     ({ key, userId } = await signUp(platform.url, 'lists@example.org'));
-    baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, key))).baseModels[0].id;
+    baseModelId = await defaultBaseModelId(platform, key);
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();
@@ -79,12 +73,6 @@ describe('paginated lists', () => {
   let platform: TestPlatform;
   let key: string;
   let userId: string;
-
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
 
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
@@ -139,7 +127,7 @@ describe('paginated lists', () => {
 
   it('pages models, versions, keys and users the same way, with their filters', async () => {
     const { db } = platform.services;
-    const baseModelId = (await ok(gql(platform.url, '{ baseModels { id } }', {}, key))).baseModels[0].id;
+    const baseModelId = await defaultBaseModelId(platform, key);
     const made: string[] = [];
     for (const kind of ['PRIVATE', 'PRIVATE_META', 'PRIVATE']) {
       made.push((await ok(gql(platform.url, 'mutation($b: ID!, $k: ModelKind!) { createModel(input: { name: "m", kind: $k, baseModelId: $b }) { id } }', { b: baseModelId, k: kind }, key))).createModel.id);
@@ -182,7 +170,7 @@ describe('paginated lists', () => {
     await ok(gql(platform.url, 'mutation { createApiKey(name: "second") { secret } }', {}, key));
     const keys = await ok(gql(platform.url, '{ apiKeys(first: 1) { nodes { name } pageInfo { hasNextPage } totalCount } }', {}, key));
     expect(keys.apiKeys).toEqual({ nodes: [{ name: 'second' }], pageInfo: { hasNextPage: true }, totalCount: 2 });
-    const admin = (await createAdmin(db, 'pages-admin@example.org')).secret;
+    const admin = await newAdminKey(platform, 'pages-admin@example.org');
     const USERS = 'query($after: String) { users(first: 1, after: $after, role: USER) { nodes { id } pageInfo { hasNextPage endCursor } } }';
     expect(await walk(USERS, 'users', {}, admin)).toEqual([userId]);
   });

@@ -6,7 +6,8 @@ import { subscribeSharingEvents } from '../../src/api/shared-events';
 import { User } from '../../src/entities';
 import { JOB_STATES_LISTENER } from '../../src/services/job-events';
 import { claimJob, finishJob, recordJobProgress } from '../../src/services/job-lifecycle';
-import { errorCode, gql, signUp, startTestPlatform, wsGql, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, ok, startTestPlatform, wsGql, type TestPlatform } from './helpers';
+import { userWithModel, type UserWithModel } from './setup';
 
 const MY_JOBS = 'subscription { myJobs { jobId ownerId status step } }';
 
@@ -18,17 +19,11 @@ const MY_JOBS = 'subscription { myJobs { jobId ownerId status step } }';
 describe('myJobs', () => {
   let platform: TestPlatform;
   let url: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
-  const modelOf: Record<string, string> = {};
+  let a: UserWithModel;
+  let b: UserWithModel;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
-  const generate = async (who: { key: string; userId: string }) =>
-    (await ok(gql(url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 2 }) { id } }', { m: modelOf[who.userId] }, who.key))).generateImages.id as string;
+  const generate = async (who: UserWithModel) =>
+    (await ok(gql(url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 2 }) { id } }', { m: who.modelId }, who.key))).generateImages.id as string;
   const follow = async (who: { userId: string }) => {
     const viewer = await platform.services.db.getRepository(User).findOneByOrFail({ id: who.userId });
     const schema = await buildAppSchema();
@@ -44,12 +39,8 @@ describe('myJobs', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     url = platform.url;
-    a = await signUp(url, 'console-a@example.org');
-    b = await signUp(url, 'console-b@example.org');
-    for (const who of [a, b]) {
-      const baseModelId = (await ok(gql(url, '{ baseModels { id } }', {}, who.key))).baseModels[0].id;
-      modelOf[who.userId] = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, who.key))).createModel.id;
-    }
+    a = await userWithModel(platform, 'console-a@example.org');
+    b = await userWithModel(platform, 'console-b@example.org');
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();

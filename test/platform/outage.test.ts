@@ -8,7 +8,8 @@ import { startEmbeddedS3, type RunningS3 } from '../../src/storage/embedded-s3';
 import { freePort } from '../../src/storage/free-port';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, tempDir, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, startTestPlatform, tempDir, type TestPlatform } from './helpers';
+import { userWithModel } from './setup';
 
 const log = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -50,10 +51,7 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
     platform = await startTestPlatform({
       DATABASE_URL: postgres.url, S3_ENDPOINT: s3.config.endpoint, S3_ACCESS_KEY_ID: s3.config.accessKeyId, S3_SECRET_ACCESS_KEY: s3.config.secretAccessKey,
     });
-    key = (await signUp(platform.url, 'a@example.org')).key;
-    const [base] = (await gql(platform.url, '{ baseModels { id } }', {}, key)).data!.baseModels;
-    const created = await gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: base.id }, key);
-    modelId = created.data!.createModel.id;
+    ({ key, modelId } = await userWithModel(platform, 'a@example.org', { kind: 'PRIVATE_META' }));
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Job, JobStatus, JobType } from '../../src/entities';
 import { failRunningJob, recordJobProgress } from '../../src/services/job-lifecycle';
-import { errorCode, gql, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, ok, startTestPlatform, type TestPlatform } from './helpers';
+import { userWithModel, type UserWithModel } from './setup';
 
 /**
  * Where a job stands in the queue and when it should run, and a fine-tune's kept loss series. No
@@ -12,17 +13,11 @@ import { errorCode, gql, signUp, startTestPlatform, type GraphQLResponse, type T
 describe('queue positions, estimates and loss history', () => {
   let platform: TestPlatform;
   let url: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
-  let modelOf: Record<string, string>;
+  let a: UserWithModel;
+  let b: UserWithModel;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
-  const generate = async (who: { key: string; userId: string }, steps: number) =>
-    (await ok(gql(url, 'mutation($m: ID!, $s: Int!) { generateImages(input: { modelId: $m, prompt: "x", steps: $s }) { id } }', { m: modelOf[who.userId], s: steps }, who.key))).generateImages.id as string;
+  const generate = async (who: UserWithModel, steps: number) =>
+    (await ok(gql(url, 'mutation($m: ID!, $s: Int!) { generateImages(input: { modelId: $m, prompt: "x", steps: $s }) { id } }', { m: who.modelId, s: steps }, who.key))).generateImages.id as string;
   const QUEUE = 'query($id: ID!) { job(id: $id) { status queuePosition estimatedStartAt estimatedFinishAt } }';
   const queue = async (id: string, key = a.key) => {
     const { job } = await ok(gql(url, QUEUE, { id }, key));
@@ -34,13 +29,8 @@ describe('queue positions, estimates and loss history', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api' });
     url = platform.url;
-    modelOf = {};
-    a = await signUp(url, 'queue-a@example.org');
-    b = await signUp(url, 'queue-b@example.org');
-    for (const who of [a, b]) {
-      const baseModelId = (await ok(gql(url, '{ baseModels { id } }', {}, who.key))).baseModels[0].id;
-      modelOf[who.userId] = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, who.key))).createModel.id;
-    }
+    a = await userWithModel(platform, 'queue-a@example.org');
+    b = await userWithModel(platform, 'queue-b@example.org');
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();

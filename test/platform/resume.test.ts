@@ -5,10 +5,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Job, ModelVersion } from '../../src/entities';
 import { claimJob, failRunningJob, finishJob, recordJobProgress, requeueJob } from '../../src/services/job-lifecycle';
-import { createAdmin } from '../../src/services/users';
 import { startWorker, type RunningWorker } from '../../src/worker/worker';
 import { checkpointPrefix } from '../../src/worker/checkpoints';
-import { gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { gql, gqlUpload, ok, signUp, startTestPlatform, tempDir, type TestPlatform } from './helpers';
+import { newAdminKey } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
@@ -64,11 +64,6 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
   let inProcess: RunningWorker | undefined;
   const children: ReturnType<typeof startWorkerProcess>[] = [];
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const photo = async (seed: number) => new Uint8Array(await sharp({
     create: { width: resolution + 8, height: resolution, channels: 3, background: { r: 60 * seed, g: 200 - 50 * seed, b: 90 } },
   }).png().toBuffer());
@@ -94,7 +89,7 @@ describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', ()
     // Jobs run only where this test starts a worker.
     platform = await startTestPlatform({ ROLE: 'api', ...ENV });
     workerData = await tempDir('bd-resume-worker-');
-    const admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    const admin = await newAdminKey(platform);
     user = await signUp(platform.url, 'a@example.org');
     const [base] = (await ok(gql(platform.url, '{ baseModels { id resolution } }', {}, admin))).baseModels;
     ({ id: baseModelId, resolution } = base);

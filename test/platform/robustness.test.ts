@@ -7,9 +7,9 @@ import { Contribution, InstanceImage, Job, Model } from '../../src/entities';
 import { WORKER_STOPPED_MESSAGE } from '../../src/services/job-lifecycle';
 import { startWorker, type RunningWorker } from '../../src/worker/worker';
 import { parseSafetensors, serializeSafetensors } from '../../src/engine/weights/safetensors';
-import { createAdmin } from '../../src/services/users';
 import { hasFixtures, TINY_SD15 } from '../helpers/fixtures';
-import { errorCode, gql, registerFixturePack, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, tempDir, type TestPlatform, type TestUser } from './helpers';
+import { adminWithFixturePack, createModel } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }';
@@ -57,17 +57,12 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
   let platform: TestPlatform;
   let url: string;
   let admin: string;
-  let user: { key: string; userId: string };
+  let user: TestUser;
   let baseModelId: string;
   let workerData: { dir: string; remove: () => Promise<void> };
   let child: { kill(): Promise<void> };
   let sweeper: RunningWorker | undefined;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const stage = async (seed: number): Promise<string> =>
     (await ok(gqlUpload(url, UPLOAD, {}, { bytes: await photo(seed), name: 'p.png', type: 'image/png' }, user.key))).uploadInstanceImage.id;
   const job = async (id: string) => (await ok(gql(url, JOB, { id }, user.key))).job;
@@ -86,9 +81,8 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
     workerData = await tempDir('bd-worker-');
     child = startWorkerProcess(platform, workerData.dir);
     url = platform.url;
-    admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
+    ({ admin, baseModelId } = await adminWithFixturePack(platform));
     user = await signUp(url, 'a@example.org');
-    baseModelId = (await registerFixturePack(platform, admin)).id;
   }, 120_000);
   afterAll(async () => {
     await sweeper?.stop();
@@ -98,7 +92,7 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
   });
 
   it('shows the BIG split’s warnings on the fine-tune job', async () => {
-    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "pets", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
+    const modelId = await createModel(platform, user.key, { kind: 'PRIVATE_META', name: 'pets', baseModelId });
     const input = { target: 'PRIVATE_META', modelId, kind: 'OBJECT', steps: 2, learningRate: 1e-2, method: 'LORA', rank: 2 };
     const first = (await ok(gql(url, START, { input: { ...input, category: 'dog', instanceImageIds: [await stage(1)] } }, user.key))).startFineTune.job;
     expect(await finished(first.id)).toMatchObject({ status: 'SUCCEEDED', warnings: [] });
@@ -114,7 +108,7 @@ describe.skipIf(!hasFixtures)('platform robustness on the tiny-sd15 fixture pack
   }, 300_000);
 
   it('fails a fine-tune whose worker was killed mid-job past its retries, withdrawing its contribution, from another worker', async () => {
-    const modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "crash", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
+    const modelId = await createModel(platform, user.key, { kind: 'PRIVATE_META', name: 'crash', baseModelId });
     const input = { target: 'PRIVATE_META', modelId, kind: 'OBJECT', learningRate: 1e-2, method: 'LORA', rank: 2 };
     const first = (await ok(gql(url, START, { input: { ...input, steps: 2, category: 'dog', instanceImageIds: [await stage(3)] } }, user.key))).startFineTune.job;
     expect(await finished(first.id)).toMatchObject({ status: 'SUCCEEDED' });

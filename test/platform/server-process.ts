@@ -10,7 +10,7 @@ export class ServerProcess {
   constructor(env: Record<string, string>, cwd = process.cwd()) {
     this.child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd,
-      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', BUNDLED_BASE_MODEL: 'tiny-random', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     readline.createInterface({ input: this.child.stdout! }).on('line', (line) => {

@@ -10,7 +10,8 @@ import { subscribeSharingEvents } from '../../src/api/shared-events';
 import { Job, JobStatus, JobType, User } from '../../src/entities';
 import { JOB_STATES_LISTENER } from '../../src/services/job-events';
 import { failRunningJob, recordJobProgress } from '../../src/services/job-lifecycle';
-import { gql, signUp, sqlDuring, startTestPlatform, type GraphQLResponse, type TestPlatform, JOB_UPDATES, type JobUpdate } from './helpers';
+import { gql, JOB_UPDATES, ok, sqlDuring, startTestPlatform, type JobUpdate, type TestPlatform } from './helpers';
+import { userWithModel } from './setup';
 
 const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }';
 const CANCEL = 'mutation($id: ID!) { cancelJob(id: $id) { status } }';
@@ -45,11 +46,6 @@ describe('jobUpdated fan-out', () => {
   let userId: string;
   let modelId: string;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
   const generate = async (input: Record<string, unknown>): Promise<string> =>
     (await ok(gql(url, GENERATE, { input: { modelId, prompt: 'a sks dog', ...input } }, key))).generateImages.id;
   const statusOf = async (id: string) => (await platform.services.db.getRepository(Job).findOneByOrFail({ id })).status;
@@ -66,9 +62,7 @@ describe('jobUpdated fan-out', () => {
   beforeAll(async () => {
     platform = await startTestPlatform();
     url = platform.url;
-    ({ key, userId } = await signUp(url, 'subscriber@example.org'));
-    const bundled = (await ok(gql(url, '{ baseModels { id name } }', {}, key))).baseModels.find((m: { name: string }) => m.name === 'bundled-tiny-sd');
-    modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: bundled.id }, key))).createModel.id;
+    ({ key, userId, modelId } = await userWithModel(platform, 'subscriber@example.org'));
   }, 120_000);
   afterAll(() => platform?.stop());
 

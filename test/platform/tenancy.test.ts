@@ -1,8 +1,8 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Contribution, ContributionStatus, FineTuneMethod, Image, Job, JobType, ModelVersion, WebhookDelivery, WebhookDeliveryStatus } from '../../src/entities';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform, type TestUser } from './helpers';
+import { createModel, defaultBaseModelId, newAdminKey } from './setup';
 
 /** Everything user A owns, by kind; B (another user) must neither see nor change any of it. */
 interface Owned {
@@ -24,8 +24,8 @@ describe('tenancy', () => {
   let platform: TestPlatform;
   let url: string;
   let adminKey: string;
-  let a: { key: string; userId: string };
-  let b: { key: string; userId: string };
+  let a: TestUser;
+  let b: TestUser;
   let owned: Owned;
   let baseModelId: string;
   let publicModelId: string;
@@ -33,17 +33,11 @@ describe('tenancy', () => {
   let publicConceptId: string;
   let png: Uint8Array;
 
-  const ok = async (response: Promise<GraphQLResponse>) => {
-    const r = await response;
-    if (r.errors) throw new Error(JSON.stringify(r.errors));
-    return r.data!;
-  };
-
   beforeAll(async () => {
     platform = await startTestPlatform();
     url = platform.url;
     const { db } = platform.services;
-    adminKey = (await createAdmin(db, 'admin@example.org')).secret;
+    adminKey = await newAdminKey(platform);
     a = await signUp(url, 'a@example.org');
     b = await signUp(url, 'b@example.org');
     png = new Uint8Array(
@@ -51,16 +45,10 @@ describe('tenancy', () => {
     );
 
     // The bundled base model, registered at start.
-    baseModelId = (await ok(gql(url, '{ baseModels { id } }', {}, adminKey))).baseModels[0].id;
-    const createModel = (kind: string, key: string) =>
-      ok(
-        gql(url, 'mutation($input: CreateModelInput!) { createModel(input: $input) { id } }', {
-          input: { name: `${kind} model`, kind, baseModelId },
-        }, key),
-      ).then((d) => d.createModel.id as string);
-    publicModelId = await createModel('META', adminKey);
-    const privateModelId = await createModel('PRIVATE', a.key);
-    const privateMetaModelId = await createModel('PRIVATE_META', a.key);
+    baseModelId = await defaultBaseModelId(platform, adminKey);
+    publicModelId = await createModel(platform, adminKey, { kind: 'META', baseModelId });
+    const privateModelId = await createModel(platform, a.key, { kind: 'PRIVATE', baseModelId });
+    const privateMetaModelId = await createModel(platform, a.key, { kind: 'PRIVATE_META', baseModelId });
     const createConcept = (modelId: string, token: string, key: string) =>
       ok(
         gql(url, 'mutation($input: CreateConceptInput!) { createConcept(input: $input) { id } }', {

@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config';
 import { Job } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
-import { createAdmin } from '../../src/services/users';
 import { isPublicAddress, publicOnlyLookup } from '../../src/services/webhook-urls';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, registerFixturePack, sharedServices, signUp, startTestPlatform, tempDir, type GraphQLResponse } from './helpers';
+import { errorCode, gql, ok, sharedServices, signUp, startTestPlatform, tempDir } from './helpers';
+import { adminWithFixturePack, userWithModel, type UserWithModel } from './setup';
 
 /** One POST the receiver got, and what it answered. */
 interface Received {
@@ -71,12 +71,6 @@ class Receiver {
   }
 }
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
-
 const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id } }';
 const DELIVERIES = `query($jobId: ID, $status: WebhookDeliveryStatus) {
   webhookDeliveries(jobId: $jobId, status: $status, first: 100) { totalCount nodes { id type status attempts responseStatus lastError url payload } }
@@ -87,21 +81,20 @@ describe.skipIf(!hasFixtures)('webhooks', () => {
   let data: Awaited<ReturnType<typeof tempDir>>;
   let platform: RunningPlatform;
   let url: string;
-  let user: { key: string; userId: string };
+  let user: UserWithModel;
   let secret: string;
-  let modelId: string;
 
   /** The platform on `data.dir`: stopping and starting it again keeps its database and bucket. */
   const start = async () => {
     const config = loadConfig({
-      DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent',
+      DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BUNDLED_BASE_MODEL: 'tiny-random',
       WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', WEBHOOK_RETRY_BASE_SECONDS: '0.5',
     });
     platform = await startPlatform(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
     url = platform.url!;
   };
   const generate = (webhook: Record<string, unknown> | null, extra: Record<string, unknown> = {}) =>
-    ok(gql(url, GENERATE, { input: { modelId, prompt: 'a dog', steps: 3, width: 64, height: 64, ...extra, ...(webhook ? { webhook } : {}) } }, user.key)).then(
+    ok(gql(url, GENERATE, { input: { modelId: user.modelId, prompt: 'a dog', steps: 3, width: 64, height: 64, ...extra, ...(webhook ? { webhook } : {}) } }, user.key)).then(
       (d) => d.generateImages.id as string,
     );
   const deliveries = (jobId: string, key = user.key) => ok(gql(url, DELIVERIES, { jobId }, key)).then((d) => d.webhookDeliveries);
@@ -112,10 +105,8 @@ describe.skipIf(!hasFixtures)('webhooks', () => {
     await receiver.start();
     data = await tempDir('bd-webhooks-');
     await start();
-    const admin = (await createAdmin(platform.services.db, 'admin@example.org')).secret;
-    user = await signUp(url, 'hooks@example.org');
-    const base = await registerFixturePack(platform, admin);
-    modelId = (await ok(gql(url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: base.id }, user.key))).createModel.id;
+    const { baseModelId } = await adminWithFixturePack(platform);
+    user = await userWithModel(platform, 'hooks@example.org', { baseModelId });
     secret = (await ok(gql(url, '{ webhookSettings { secret } }', {}, user.key))).webhookSettings.secret;
   }, 120_000);
   afterAll(async () => {
@@ -222,7 +213,7 @@ describe.skipIf(!hasFixtures)('webhooks', () => {
         receiver.url, 'http://localhost:9/', 'http://10.1.2.3/', 'http://192.168.0.1/', 'http://169.254.169.254/latest/meta-data',
         'http://[::1]/', 'http://[::ffff:127.0.0.1]/', 'http://100.64.0.1/', 'http://0.0.0.0/', 'ftp://example.com/', 'http://u:p@example.com/', 'not a url',
       ]) {
-        const refused = await gql(guarded.url, GENERATE, { input: { modelId, prompt: 'a dog', webhook: { url: bad } } }, user.key);
+        const refused = await gql(guarded.url, GENERATE, { input: { modelId: user.modelId, prompt: 'a dog', webhook: { url: bad } } }, user.key);
         expect(errorCode(refused), bad).toBe('BAD_USER_INPUT');
         expect(refused.errors![0].message).toMatch(/^webhook\.url: /);
         const asDefault = await gql(guarded.url, 'mutation($url: String!) { setWebhookDefault(input: { url: $url }) { secret } }', { url: bad }, user.key);

@@ -1,0 +1,244 @@
+/**
+ * The forgetting benchmark's run: K concepts taught one after another to three arms with the same steps, learning
+ * rate, rank, batch and seed per stage (stage k trains with seed `seed + k`), scored after every stage.
+ * - alone: a PRIVATE fine-tune through the platform's API, from the base model (the upper bound);
+ * - big: a contribution to one PRIVATE_META metamodel through the API: the worker's own BIG split and replay;
+ * - naive: plain DreamBooth-LoRA continuing from the previous stage's LoRA, in process with the engine's
+ *   `trainDreamBooth` (what the worker calls) and the platform's own class images of the category (its non-meta split).
+ * Resumable: `state.json` in the work folder records each finished stage and the jobs in flight; the platform's
+ * database and bucket live there too, and the naive arm's LoRA after each stage.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  EngineWorker, FolderPackSource, imageGeometry, loadStableDiffusionFrom, loadTrainingPicture, parseLoraFile, serializeLora, trainDreamBooth,
+  Txt2ImgPipeline, type LoraLayer, type StableDiffusionModels,
+} from '../../src/engine';
+import { pickIdentifier } from '../../src/services/identifiers';
+import { readEmojiDataset } from '../../scripts/base-model/emoji-records';
+import { buildConcepts, pngOf } from './concepts';
+import { Encoder, loadEncoder, saveEncoder, trainEncoder } from './encoder';
+import { BenchPlatform, type StartedFineTune, type TrainingSettings } from './platform';
+import { type Arm, type GridRow, meanRetention, type Results, type StageResult, stageTable, writeGrid, writeReport } from './report';
+import { Scorer, type Taught } from './scores';
+
+export interface ForgettingOptions {
+  /** The base model: a diffusers pack folder. */
+  pack: string;
+  /** The emoji dataset (`npm run train:base:data`). */
+  data: string;
+  /** Platform data, encoder, LoRAs and state: what a resumed run continues from. */
+  work: string;
+  /** Tables, plot and grids. */
+  out: string;
+  k: number;
+  steps: number;
+  learningRate: number;
+  rank: number;
+  batchSize: number;
+  seed: number;
+  /** Generated images per concept prompt. */
+  images: number;
+  sampleSteps: number;
+  guidance: number;
+  encoderSteps: number;
+  log?: (line: string) => void;
+}
+
+/** What must match for a work folder to be continued. */
+const fingerprint = ({ log: _log, out: _out, work: _work, ...rest }: ForgettingOptions) => JSON.stringify(rest);
+
+interface Pending {
+  alone?: StartedFineTune;
+  big?: StartedFineTune;
+  aloneSeconds?: number;
+  bigSeconds?: number;
+  naiveSeconds?: number;
+}
+
+interface State {
+  fingerprint: string;
+  baseModelId: string;
+  metamodelId: string;
+  tokens: string[];
+  base?: Record<string, number>;
+  stages: StageResult[];
+  pending?: Pending;
+}
+
+const STATE = 'state.json';
+
+export async function runForgetting(options: ForgettingOptions): Promise<Results> {
+  const log = options.log ?? ((line: string) => console.log(`[forgetting] ${line}`));
+  await mkdir(options.work, { recursive: true });
+  await mkdir(options.out, { recursive: true });
+  const data = await readEmojiDataset(options.data);
+  const concepts = await buildConcepts(data, options.k);
+  const models = await loadStableDiffusionFrom(new FolderPackSource(options.pack));
+  const resolution = imageGeometry(models).nativeSize;
+  const engine = new EngineWorker();
+  const platform = await BenchPlatform.start(join(options.work, 'platform'));
+  const pipeline = new Txt2ImgPipeline(models, engine);
+  let encoder: Encoder | undefined;
+  try {
+    const statePath = join(options.work, STATE);
+    const saved = existsSync(statePath) ? (JSON.parse(await readFile(statePath, 'utf8')) as State) : undefined;
+    if (saved && saved.fingerprint !== fingerprint(options)) {
+      throw new Error(`${options.work} holds a run with other options (${saved.fingerprint}); pick another --work or delete it`);
+    }
+    const state: State = saved ?? await (async () => {
+      const baseModelId = await platform.registerPack(options.pack, 'forgetting-base');
+      const taken = new Set<string>();
+      // The platform's identifier service, as a metamodel hands them out: the rarest free token for each concept.
+      const tokens = concepts.map((c) => {
+        const token = pickIdentifier(models.tokenizer, c.category, taken);
+        taken.add(token);
+        return token;
+      });
+      return { fingerprint: fingerprint(options), baseModelId, metamodelId: await platform.createMetamodel(baseModelId, 'forgetting'), tokens, stages: [] };
+    })();
+    const save = () => writeFile(statePath, `${JSON.stringify(state, null, 2)}\n`);
+    await save();
+    const taught: Taught[] = concepts.map((concept, i) => ({ concept, token: state.tokens[i] }));
+
+    const trained = await (async () => {
+      const path = join(options.work, 'encoder.json');
+      if (existsSync(path)) return loadEncoder(path);
+      log(`training the encoder (${options.encoderSteps} steps)`);
+      const fresh = await trainEncoder(engine, data, { steps: options.encoderSteps, learningRate: 2e-3, seed: options.seed }, log);
+      await saveEncoder(path, fresh);
+      return fresh;
+    })();
+    log(`encoder: held-out top-1 ${(100 * trained.heldOutAccuracy).toFixed(1)} % over ${trained.classes} subcategories (subjects it never saw); style check ${(100 * trained.styleAccuracy).toFixed(1)} %`);
+    encoder = await Encoder.open(engine, trained);
+    const heldIn = data.records.flatMap((r, i) => (r.heldOut ? [] : [i])).filter((_, i) => i % 4 === 0);
+    await encoder.centerOn(heldIn.map((i) => data.images.subarray(i * 64 * 64 * 3, (i + 1) * 64 * 64 * 3)));
+    const scorer = new Scorer(pipeline, encoder, { images: options.images, steps: options.sampleSteps, guidance: options.guidance, seed: options.seed });
+
+    const basePrior = await scorer.prior(undefined);
+    if (!state.base) {
+      state.base = {};
+      for (const t of taught) state.base[t.concept.name] = (await scorer.concept(t, undefined)).score;
+      await save();
+      await writeGrid(join(options.out, 'concepts.png'), 'Training images of each concept, in teaching order', taught.map((t) => ({
+        label: `${t.concept.name}: a ${t.token} ${t.concept.category}`, images: t.concept.images,
+      })));
+    }
+
+    const results = (): Results => ({
+      options: JSON.parse(state.fingerprint) as Record<string, unknown>,
+      encoder: { ...trained, weights: undefined } as Results['encoder'],
+      concepts: taught.map((t) => ({ name: t.concept.name, kind: t.concept.kind, category: t.concept.category, token: t.token, images: t.concept.images.length })),
+      base: state.base!,
+      stages: state.stages,
+    });
+
+    let naive = state.stages.length ? await readLora(join(options.work, `naive-${state.stages.length}.safetensors`)) : undefined;
+    for (let k = state.stages.length + 1; k <= options.k; k++) {
+      const t = taught[k - 1];
+      const settings: TrainingSettings = { steps: options.steps, learningRate: options.learningRate, rank: options.rank, seed: options.seed + k, batchSize: options.batchSize };
+      const pending = (state.pending ??= {});
+      const concept = { token: t.token, category: t.concept.category, kind: t.concept.kind === 'subject' ? 'OBJECT' as const : 'STYLE' as const, images: t.concept.images };
+      log(`stage ${k}/${options.k}: ${t.concept.name} as "a ${t.token} ${t.concept.category}"`);
+
+      pending.alone ??= await platform.startFineTune({ baseModelId: state.baseModelId }, concept, settings, `alone-${k}`);
+      await save();
+      pending.aloneSeconds ??= await platform.waitForJob(pending.alone.jobId);
+      log(`  alone: ${pending.aloneSeconds.toFixed(1)} s`);
+      pending.big ??= await platform.startFineTune({ modelId: state.metamodelId }, concept, settings, `big-${k}`);
+      await save();
+      pending.bigSeconds ??= await platform.waitForJob(pending.big.jobId);
+      log(`  big: ${pending.bigSeconds.toFixed(1)} s`);
+      const naivePath = join(options.work, `naive-${k}.safetensors`);
+      if (!existsSync(naivePath) || pending.naiveSeconds === undefined) {
+        const started = performance.now();
+        const lora = await trainNaive(platform, engine, models, state.baseModelId, t, naive, settings, resolution);
+        await writeFile(naivePath, lora);
+        pending.naiveSeconds = (performance.now() - started) / 1000;
+        await save();
+      }
+      naive = await readLora(naivePath);
+      log(`  naive: ${pending.naiveSeconds.toFixed(1)} s`);
+
+      const evaluationStarted = performance.now();
+      const arms = { naive, big: await platform.headLora(state.metamodelId), alone: await platform.headLora(pending.alone.modelId) };
+      const grid: GridRow[] = [];
+      const scores = { naive: {}, big: {}, alone: {} } as StageResult['scores'];
+      for (const arm of ['naive', 'big'] as const) {
+        for (const known of taught.slice(0, k)) {
+          const scored = await scorer.concept(known, arms[arm]);
+          scores[arm][known.concept.name] = scored.score;
+          grid.push({ label: `${arm}: ${known.concept.name} (${scored.score.toFixed(2)})`, images: scored.samples.slice(0, 8) });
+        }
+      }
+      const alone = await scorer.concept(t, arms.alone);
+      scores.alone[t.concept.name] = alone.score;
+      grid.push({ label: `alone: ${t.concept.name} (${alone.score.toFixed(2)})`, images: alone.samples.slice(0, 8) });
+      const prior = {} as Record<Arm, number>;
+      grid.push({ label: 'base: prior prompts', images: basePrior.samples });
+      for (const arm of ['naive', 'big', 'alone'] as const) {
+        const scored = await scorer.prior(arms[arm]);
+        prior[arm] = scored.score;
+        grid.push({ label: `${arm}: prior prompts (${scored.score.toFixed(2)})`, images: scored.samples });
+      }
+      const composition: StageResult['composition'] = { naive: {}, big: {} };
+      const subjects = taught.slice(0, k).filter((x) => x.concept.kind === 'subject');
+      const styles = taught.slice(0, k).filter((x) => x.concept.kind === 'style');
+      for (const [j, style] of styles.entries()) {
+        const subject = subjects[j % subjects.length];
+        const pair = `${subject.concept.name} + ${style.concept.name}`;
+        for (const arm of ['naive', 'big'] as const) {
+          const scored = await scorer.composition(subject, style, arms[arm]);
+          composition[arm]![pair] = scored.score;
+          grid.push({ label: `${arm}: ${pair} (${scored.score.toFixed(2)})`, images: scored.samples });
+        }
+      }
+      state.stages.push({
+        k, concept: t.concept.name, scores, prior, composition,
+        trainSeconds: { alone: pending.aloneSeconds, big: pending.bigSeconds, naive: pending.naiveSeconds },
+        evaluationSeconds: (performance.now() - evaluationStarted) / 1000,
+      });
+      state.pending = undefined;
+      await save();
+      await writeReport(options.out, results());
+      await writeGrid(join(options.out, `stage-${k}.png`), `After stage ${k}: ${t.concept.name} (score in brackets)`, grid);
+      console.log(`\n${stageTable(results(), k)}\n`);
+    }
+    const final = results();
+    const last = final.stages.length;
+    log(`mean retention at k = ${last}: naive ${meanRetention(final, 'naive', last)?.toFixed(3) ?? 'n/a'}, big ${meanRetention(final, 'big', last)?.toFixed(3) ?? 'n/a'}`);
+    return final;
+  } finally {
+    await encoder?.close();
+    await pipeline.close();
+    await platform.stop();
+    await engine.close();
+  }
+}
+
+async function readLora(path: string): Promise<Map<string, LoraLayer>> {
+  return parseLoraFile(new Uint8Array(await readFile(path)));
+}
+
+/**
+ * One naive stage: the concept's images as instance examples, the platform's class images of its category for the
+ * whole prior (plain DreamBooth), continuing from the previous stage's LoRA. Returns the LoRA file's bytes.
+ */
+async function trainNaive(
+  platform: BenchPlatform, engine: EngineWorker, models: StableDiffusionModels, baseModelId: string, t: Taught,
+  previous: ReadonlyMap<string, LoraLayer> | undefined, settings: TrainingSettings, resolution: number,
+): Promise<Uint8Array> {
+  const prompt = `a ${t.token} ${t.concept.category}`;
+  const instance = await Promise.all(t.concept.images.map(async (image) => {
+    const picture = await loadTrainingPicture(await pngOf(image), resolution);
+    return { image: async () => picture, prompt };
+  }));
+  const prior = await platform.classImages(engine, models, baseModelId, t.concept.category, settings.steps, resolution);
+  const result = await trainDreamBooth(models, {
+    instance, prior, method: { kind: 'lora', rank: settings.rank }, steps: settings.steps, learningRate: settings.learningRate,
+    batchSize: settings.batchSize, gradientAccumulation: 1, crop: 'center', flip: false, seed: settings.seed, resolution,
+    start: previous ? { lora: previous } : undefined,
+  }, { worker: engine });
+  return serializeLora(result.lora!, settings.rank);
+}
