@@ -2,8 +2,8 @@ import { createClient, type Client } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, wsGql, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform, wsGql } from './helpers';
+import { createModel, newAdminKey } from './setup';
 
 const FEED = 'subscription($id: ID!) { modelUpdated(modelId: $id) { modelId type contributionId versionId jobId at } }';
 
@@ -16,11 +16,6 @@ interface ModelUpdate {
   at: string;
 }
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
 
 /** A live subscription to a model's events, collecting them until closed. */
 class Feed {
@@ -59,7 +54,6 @@ describe('modelUpdated', () => {
   let admin: string;
   let user: { key: string; userId: string };
   let stranger: { key: string; userId: string };
-  let baseModelId: string;
   let metaModelId: string;
   const feeds: Feed[] = [];
 
@@ -73,11 +67,10 @@ describe('modelUpdated', () => {
 
   beforeAll(async () => {
     platform = await startTestPlatform();
-    admin = (await createAdmin(platform.services.db, 'root@example.org')).secret;
+    admin = await newAdminKey(platform, 'root@example.org');
     user = await signUp(platform.url, 'feed@example.org');
     stranger = await signUp(platform.url, 'stranger@example.org');
-    baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, user.key))).defaultBaseModel.id;
-    metaModelId = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    metaModelId = await createModel(platform, admin, { kind: 'META', name: 'public' });
   }, 120_000);
   afterAll(async () => {
     for (const feed of feeds) await feed.close();
@@ -106,7 +99,7 @@ describe('modelUpdated', () => {
   }, 180_000);
 
   it('tells the owner of their private model; others cannot subscribe to it', async () => {
-    const own = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "mine", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, user.key))).createModel.id;
+    const own = await createModel(platform, user.key, { kind: 'PRIVATE_META', name: 'mine' });
     expect(errorCode(await wsGql(platform.url, FEED, { id: own }, stranger.key))).toBe('NOT_FOUND');
     expect(errorCode(await wsGql(platform.url, FEED, { id: own }))).toBe('UNAUTHENTICATED');
     const feed = new Feed(platform.url, user.key, own);

@@ -4,13 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config';
 import { Image } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
-import { gql, gqlUpload, signUp, tempDir, type GraphQLResponse } from './helpers';
+import { gql, gqlUpload, ok, signUp, tempDir } from './helpers';
+import { defaultBaseModelId } from './setup';
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
 
 /** A fine-tune whose worker stops mid-run (Ctrl-C) and resumes after a restart draws each preview round once. */
 describe('training previews across a restart', () => {
@@ -19,7 +15,7 @@ describe('training previews across a restart', () => {
 
   /** The platform on `data.dir`: stopping and starting it again keeps its database and bucket. */
   const start = async () => {
-    const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', FINETUNE_CHECKPOINT_STEPS: '0' });
+    const config = loadConfig({ DATA_DIR: data.dir, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BUNDLED_BASE_MODEL: 'tiny-random', FINETUNE_CHECKPOINT_STEPS: '0' });
     platform = await startPlatform(config, pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }));
   };
 
@@ -34,7 +30,7 @@ describe('training previews across a restart', () => {
 
   it('hands the job on at the stop and draws the rounds it had not drawn, none twice', async () => {
     const { key } = await signUp(platform.url!, 'resume@example.org');
-    const baseModelId = (await ok(gql(platform.url!, '{ defaultBaseModel { id } }', {}, key))).defaultBaseModel.id;
+    const baseModelId = await defaultBaseModelId(platform, key);
     const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#5a5' } }).png().toBuffer();
     const photo = (await ok(gqlUpload(platform.url!, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, key))).uploadInstanceImage.id;
     const jobId = (await ok(gql(platform.url!, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }', {

@@ -4,7 +4,8 @@ import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { defaultBaseModelId } from './setup';
 
 const START = `mutation($input: StartFineTuneInput!) { startFineTune(input: $input) {
   job { id fineTune { preview { prompts every steps } } } concept { token } } }`;
@@ -19,11 +20,6 @@ interface Update {
   previewImageIds: string[];
 }
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
 
 /** Every update of a job until the server completes the subscription. */
 function follow(url: string, key: string, jobId: string): Promise<Update[]> {
@@ -74,7 +70,7 @@ describe('training previews', () => {
     await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
     platform = await startTestPlatform({ WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', WEBHOOK_RETRY_BASE_SECONDS: '0.2' });
     ({ key } = await signUp(platform.url, 'previews@example.org'));
-    baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, key))).defaultBaseModel.id;
+    baseModelId = await defaultBaseModelId(platform, key);
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();

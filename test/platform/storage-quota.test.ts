@@ -2,18 +2,13 @@ import { randomBytes } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InstanceImage } from '../../src/entities';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { createModel, defaultBaseModelId, newAdminKey } from './setup';
 
 const QUOTA = 60_000;
 const UPLOAD = 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id bytes } }';
 const USAGE = '{ me { usage { storageBytes imagesMade } } }';
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
 
 /** Each user keeps at most MAX_STORAGE_BYTES_PER_USER in storage: photos, images and model weights, counted as written. */
 describe('storage quota', () => {
@@ -36,8 +31,8 @@ describe('storage quota', () => {
 
   beforeAll(async () => {
     platform = await startTestPlatform({ MAX_STORAGE_BYTES_PER_USER: String(QUOTA) });
-    admin = (await createAdmin(platform.services.db, 'root@example.org')).secret;
-    baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, admin))).defaultBaseModel.id;
+    admin = await newAdminKey(platform, 'root@example.org');
+    baseModelId = await defaultBaseModelId(platform, admin);
   }, 120_000);
   afterAll(async () => {
     await platform?.stop();
@@ -57,7 +52,7 @@ describe('storage quota', () => {
     expect(await platform.services.db.getRepository(InstanceImage).countBy({ ownerId: userId })).toBe(1);
     expect(await platform.services.store.list(`instance-images/${userId}/`)).toHaveLength(1);
 
-    const modelId = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, key))).createModel.id;
+    const modelId = await createModel(platform, key);
     const generate = (numImages: number) => gql(platform.url, 'mutation($m: ID!, $n: Int) { generateImages(input: { modelId: $m, prompt: "x", steps: 1, numImages: $n }) { id } }', { m: modelId, n: numImages }, key);
     const job = await settled(key, (await ok(generate(1))).generateImages.id);
     expect(job.status, job.error).toBe('SUCCEEDED');

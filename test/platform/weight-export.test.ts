@@ -13,8 +13,8 @@ import {
 import { toFloat32 } from '../../src/engine/weights/safetensors';
 import { WeightExport } from '../../src/entities';
 import { loadBaseModelPack } from '../../src/services/base-models';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, tempDir, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, tempDir, type TestPlatform } from './helpers';
+import { createModel, defaultBaseModelId, newAdminKey } from './setup';
 
 const EXPORT = 'mutation($input: ExportWeightsInput!) { exportWeights(input: $input) { id url fileName bytes format modelId versionId expiresAt } }';
 
@@ -22,11 +22,6 @@ const EXPORT = 'mutation($input: ExportWeightsInput!) { exportWeights(input: $in
 const hasDiffusers = spawnSync('python3', ['-c', 'import diffusers, torch'], { stdio: 'ignore' }).status === 0;
 if (!hasDiffusers) console.warn('[weight-export] python3 has no diffusers and torch: the StableDiffusionPipeline.from_pretrained check is skipped.');
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
 
 /** Unpacks a tar into `dir`, returning the files' paths relative to it. */
 async function untar(bytes: Uint8Array, dir: string): Promise<string[]> {
@@ -84,8 +79,8 @@ describe('exportWeights', () => {
     engine = new EngineWorker({ device: 'cpu' });
     ({ key: owner } = await signUp(platform.url, 'exporter@example.org'));
     ({ key: other } = await signUp(platform.url, 'other@example.org'));
-    admin = (await createAdmin(platform.services.db, 'root@example.org')).secret;
-    const baseModel = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, owner))).defaultBaseModel;
+    admin = await newAdminKey(platform, 'root@example.org');
+    const baseModel = { id: await defaultBaseModelId(platform, owner) };
     const [{ storageLocation }] = await platform.services.db.query('SELECT "storageLocation" FROM base_model WHERE id = $1', [baseModel.id]);
     base = await loadBaseModelPack(platform.services.store, storageLocation);
 
@@ -195,8 +190,7 @@ describe('exportWeights', () => {
     expect((await download(made.url, null)).status).toBe(401);
     expect((await download('/exports/not-an-id')).status).toBe(404);
     // The public metamodel is no user's: admins export it.
-    const baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, admin))).defaultBaseModel.id;
-    const meta = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "public", kind: META, baseModelId: $b }) { id } }', { b: baseModelId }, admin))).createModel.id;
+    const meta = await createModel(platform, admin, { kind: 'META', name: 'public' });
     expect(errorCode(await exportAs('DIFFUSERS_UNET', { modelId: meta }, owner))).toBe('FORBIDDEN');
     expect((await ok(exportAs('DIFFUSERS_UNET', { modelId: meta }, admin))).exportWeights.fileName).toBe('public-v0-unet.safetensors');
 
@@ -207,9 +201,7 @@ describe('exportWeights', () => {
   });
 
   it('refuses what it cannot export, and writes nothing', async () => {
-    const empty = (await ok(gql(platform.url, 'mutation($input: CreateModelInput!) { createModel(input: $input) { id } }', {
-      input: { name: 'empty', kind: 'PRIVATE', baseModelId: (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, owner))).defaultBaseModel.id },
-    }, owner))).createModel;
+    const empty = { id: await createModel(platform, owner, { name: 'empty' }) };
     const count = () => platform.services.db.getRepository(WeightExport).count();
     const before = await count();
     const versionId = (await ok(gql(platform.url, 'query($id: ID!) { modelVersions(modelId: $id) { nodes { id } } }', { id: modelId }, owner))).modelVersions.nodes[0].id;

@@ -3,16 +3,11 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkerProcess } from '../../src/entities';
 import { removeSilentWorkers } from '../../src/services/workers';
-import { createAdmin } from '../../src/services/users';
-import { errorCode, gql, gqlUpload, signUp, startTestPlatform, type GraphQLResponse, type TestPlatform } from './helpers';
+import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { createModel, defaultBaseModelId, newAdminKey } from './setup';
 
 const WORKERS = '{ workers { id host pid device startedAt lastHeartbeatAt currentJobIds } }';
 
-const ok = async (response: Promise<GraphQLResponse>) => {
-  const r = await response;
-  if (r.errors) throw new Error(JSON.stringify(r.errors));
-  return r.data!;
-};
 
 /** What admins see of the workers and of every tenant's jobs and models. */
 describe('admin: workers and tenants', () => {
@@ -23,7 +18,7 @@ describe('admin: workers and tenants', () => {
 
   beforeAll(async () => {
     platform = await startTestPlatform();
-    admin = (await createAdmin(platform.services.db, 'root@example.org')).secret;
+    admin = await newAdminKey(platform, 'root@example.org');
     user = await signUp(platform.url, 'worker-user@example.org');
     other = await signUp(platform.url, 'other-user@example.org');
   }, 120_000);
@@ -38,7 +33,7 @@ describe('admin: workers and tenants', () => {
     expect(errorCode(await gql(platform.url, WORKERS, {}, user.key))).toBe('FORBIDDEN');
 
     // A fine-tune long enough to be seen running.
-    const baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, user.key))).defaultBaseModel.id;
+    const baseModelId = await defaultBaseModelId(platform, user.key);
     const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#a4a' } }).png().toBuffer();
     const photo = (await ok(gqlUpload(platform.url, 'mutation($file: Upload!) { uploadInstanceImage(file: $file) { id } }', {}, { bytes: png, name: 'p.png', type: 'image/png' }, user.key))).uploadInstanceImage.id;
     const jobId = (await ok(gql(platform.url, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }', {
@@ -65,8 +60,7 @@ describe('admin: workers and tenants', () => {
   });
 
   it('lets admins read any tenant’s jobs and models, and list one user’s; others only their own', async () => {
-    const baseModelId = (await ok(gql(platform.url, '{ defaultBaseModel { id } }', {}, other.key))).defaultBaseModel.id;
-    const modelId = (await ok(gql(platform.url, 'mutation($b: ID!) { createModel(input: { name: "private", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, other.key))).createModel.id;
+    const modelId = await createModel(platform, other.key);
     const jobId = (await ok(gql(platform.url, 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "x", steps: 1 }) { id } }', { m: modelId }, other.key))).generateImages.id;
 
     expect((await ok(gql(platform.url, 'query($id: ID!) { model(id: $id) { id ownerId } }', { id: modelId }, admin))).model).toEqual({ id: modelId, ownerId: other.userId });
