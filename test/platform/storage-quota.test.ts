@@ -38,7 +38,7 @@ describe('storage quota', () => {
     await platform?.stop();
   });
 
-  it('counts photos and images as stored, and refuses an upload or a generation that would pass the quota', async () => {
+  it('counts photos and images as stored, and refuses an upload, a generation or a fine-tune that would pass the quota', async () => {
     const { key, userId } = await signUp(platform.url, 'keeper@example.org');
     const small = await png(64);
     const photo = (await ok(upload(key, small))).uploadInstanceImage;
@@ -66,6 +66,16 @@ describe('storage quota', () => {
     const before = await jobs();
     expect(errorCode(await generate(8))).toBe('QUOTA_EXCEEDED');
     expect(await jobs()).toBe(before);
+    // So is a fine-tune whose previews may: 4 rounds of 4 prompts, 16 images of 64 x 64.
+    const staged = (await ok(upload(key, small))).uploadInstanceImage.id;
+    const fineTune = await gql(platform.url, 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }', {
+      input: { target: 'PRIVATE', baseModelId, category: 'hat', kind: 'OBJECT', method: 'LORA', steps: 4, instanceImageIds: [staged], previewPrompts: ['a', 'b', 'c', 'd'], previewEvery: 1 },
+    }, key);
+    expect(errorCode(fineTune)).toBe('QUOTA_EXCEEDED');
+    expect(fineTune.errors![0].message).toMatch(/bytes in storage; 196608 more would pass/);
+    expect(await jobs()).toBe(before);
+    expect((await ok(gql(platform.url, '{ instanceImages { nodes { id } } }', {}, key))).instanceImages.nodes.map((n: { id: string }) => n.id)).toContain(staged);
+    await ok(gql(platform.url, 'mutation($id: ID!) { deleteInstanceImage(id: $id) }', { id: staged }, key));
 
     // Admins read everyone's storage; deleting frees it.
     const listed = (await ok(gql(platform.url, '{ users(first: 100) { nodes { id usage { storageBytes } } } }', {}, admin))).users.nodes;
