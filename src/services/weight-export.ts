@@ -54,10 +54,15 @@ export async function exportWeights(db: DataSource, store: ObjectStore, user: Us
   const objectKey = `exports/${id}/${file.name}`;
   await store.put(objectKey, file.bytes, file.contentType);
   const exports = db.getRepository(WeightExport);
-  return exports.save(exports.create({
-    id, ownerId: user.id, modelId: model.id, versionId: exported?.id ?? null, format: request.format, objectKey, fileName: file.name,
-    bytes: file.bytes.length, expiresAt: new Date(Date.now() + EXPORT_TTL_MINUTES * 60_000),
-  }));
+  try {
+    return await exports.save(exports.create({
+      id, ownerId: user.id, modelId: model.id, versionId: exported?.id ?? null, format: request.format, objectKey, fileName: file.name,
+      bytes: file.bytes.length, expiresAt: new Date(Date.now() + EXPORT_TTL_MINUTES * 60_000),
+    }));
+  } catch (error) {
+    await store.delete(objectKey).catch(() => {}); // no row will ever name it
+    throw error;
+  }
 }
 
 /** An export of the user's that has not expired; NOT_FOUND for anyone else's, as if it did not exist. */
