@@ -1,8 +1,11 @@
 // The API under load: `npm run bench:api` (DURATION=seconds per scenario, default 10; ONLY=a word of
-// the scenarios to run; CPU_PROF=dir to write the server's CPU profile there).
+// the scenarios to run, or several separated by commas; CPU_PROF=dir to write the server's CPU profile
+// there; BASELINE=the folder of another checkout, e.g. a worktree of main, to measure it beside this one).
 // The platform runs as its own process (ROLE=api, so no worker competes for the cores), as `npm start`
-// would start it; autocannon drives it from this process over loopback. Prints one markdown row per scenario.
-import { spawn } from 'node:child_process';
+// would start it; autocannon drives it from this process over loopback. Prints one markdown row per
+// scenario. With BASELINE, both platforms run seeded alike and each scenario runs on the baseline, then
+// on this checkout, back to back: on a machine shared with other work, both see the same load.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,51 +17,90 @@ import { embeddedPostgresUrl, removeEmbeddedPostgres } from '../src/storage/embe
 const DURATION = Number(process.env.DURATION ?? 10);
 const ROWS = 50;
 const JOBS = 10_000;
-
-const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bd-bench-api-'));
-const profile = process.env.CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF}`] : [];
-// The node arguments of `npm start` ("exec node <args>"), so the bench runs what users run.
-const startArgs = (JSON.parse(await fs.readFile('package.json', 'utf8')).scripts.start as string).split(' ').slice(2);
-const server = spawn(process.execPath, [...profile, ...startArgs], {
-  env: {
-    ...process.env,
-    DATA_DIR: dataDir,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    ROLE: 'api',
-    LOG_LEVEL: 'info',
-    // Submissions are measured, not refused: the limits are tested elsewhere.
-    MAX_ACTIVE_JOBS_PER_USER: '100000000',
-    MAX_JOBS_PER_MINUTE_PER_USER: '100000000',
-    MAX_REQUESTS_PER_MINUTE_PER_KEY: '100000000',
-  },
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-const logged = new Map<string, Record<string, any>>();
-/** What the server logged at error level or above, by message: a scenario's errors are counted here. */
-const serverErrors = new Map<string, number>();
-readline.createInterface({ input: server.stdout! }).on('line', (line) => {
-  try {
-    const entry = JSON.parse(line);
-    if (!logged.has(entry.msg)) logged.set(entry.msg, entry);
-    if (entry.level >= 50) serverErrors.set(`${entry.msg}: ${entry.err?.message ?? ''}`, (serverErrors.get(entry.msg) ?? 0) + 1);
-  } catch {
-    // not a log line
-  }
-});
-
-/**
- * CPU time the server process has used, in ms (user + system, from /proc): per request, it says what a
- * request costs even when other processes share the cores and throughput moves with them.
- */
-async function serverCpuMs(): Promise<number> {
-  const fields = (await fs.readFile(`/proc/${server.pid}/stat`, 'utf8')).split(') ')[1].split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
-}
 /** Linux's USER_HZ, the unit of /proc/<pid>/stat's times, is 100 on every common build. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
-async function waitForLog(msg: string): Promise<Record<string, any>> {
+interface Platform {
+  label: string;
+  url: string;
+  /** The embedded PostgreSQL, for seeding. */
+  databaseUrl: string;
+  /** CPU time the server process has used, in ms (user + system, from /proc). */
+  serverCpuMs(): Promise<number>;
+  /** CPU time of the server's descendants: the embedded PostgreSQL (its backends and those it reaped) and S3. */
+  databaseCpuMs(): Promise<number>;
+  /** What the server logged at error level or above since the last call, by message. */
+  takeErrors(): Map<string, number>;
+  stop(): Promise<void>;
+}
+
+/** `npm start` of the checkout in `dir` (its own node arguments and sources), on a fresh data folder. */
+async function startPlatform(label: string, dir: string): Promise<Platform> {
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bd-bench-api-'));
+  const profile = process.env.CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF}`] : [];
+  // The node arguments of `npm start` ("exec node <args>"), so the bench runs what users run.
+  const startArgs = (JSON.parse(await fs.readFile(path.join(dir, 'package.json'), 'utf8')).scripts.start as string).split(' ').slice(2);
+  const server = spawn(process.execPath, [...profile, ...startArgs], {
+    cwd: dir,
+    env: {
+      ...process.env,
+      DATA_DIR: dataDir,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      ROLE: 'api',
+      LOG_LEVEL: 'info',
+      // Submissions are measured, not refused: the limits are tested elsewhere.
+      MAX_ACTIVE_JOBS_PER_USER: '100000000',
+      MAX_IMAGES_PER_DAY_PER_USER: '100000000',
+      MAX_JOBS_PER_MINUTE_PER_USER: '100000000',
+      MAX_REQUESTS_PER_MINUTE_PER_KEY: '100000000',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const logged = new Map<string, Record<string, any>>();
+  let errors = new Map<string, number>();
+  readline.createInterface({ input: server.stdout! }).on('line', (line) => {
+    try {
+      const entry = JSON.parse(line);
+      if (!logged.has(entry.msg)) logged.set(entry.msg, entry);
+      const message = `${entry.msg}: ${entry.err?.message ?? ''}`;
+      if (entry.level >= 50) errors.set(message, (errors.get(message) ?? 0) + 1);
+    } catch {
+      // not a log line
+    }
+  });
+  const stop = async () => {
+    if (server.exitCode === null) {
+      const exited = new Promise((resolve) => server.once('exit', resolve));
+      server.kill('SIGTERM');
+      await exited;
+    }
+    await removeEmbeddedPostgres(path.join(dataDir, 'postgres'));
+    await fs.rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    const { url } = await waitForLog(server, logged, 'GraphQL API listening');
+    const { port } = await waitForLog(server, logged, 'embedded PostgreSQL started');
+    return {
+      label,
+      url,
+      databaseUrl: embeddedPostgresUrl(port),
+      serverCpuMs: async () => cpuMs(await fs.readFile(`/proc/${server.pid}/stat`, 'utf8'), false),
+      databaseCpuMs: () => descendantsCpuMs(server.pid!),
+      takeErrors: () => {
+        const taken = errors;
+        errors = new Map();
+        return taken;
+      },
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+async function waitForLog(server: ChildProcess, logged: Map<string, Record<string, any>>, msg: string): Promise<Record<string, any>> {
   for (let i = 0; i < 1200; i++) {
     const entry = logged.get(msg);
     if (entry) return entry;
@@ -68,11 +110,47 @@ async function waitForLog(msg: string): Promise<Record<string, any>> {
   throw new Error(`no "${msg}" within 2 minutes`);
 }
 
-try {
-  const { url } = await waitForLog('GraphQL API listening');
-  const { port } = await waitForLog('embedded PostgreSQL started');
+/** User + system time of a /proc/<pid>/stat line, in ms; with `reaped`, that of its waited-for children too. */
+function cpuMs(stat: string, reaped: boolean): number {
+  const fields = stat.split(') ')[1].split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]) + (reaped ? Number(fields[13]) + Number(fields[14]) : 0);
+  return (ticks * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/**
+ * CPU time of every process below `root` (not `root` itself), with the children each reaped: processes
+ * that come and go (autovacuum workers) still count, so the sum only grows.
+ */
+async function descendantsCpuMs(root: number): Promise<number> {
+  const processes = new Map<number, { parent: number; stat: string }>();
+  for (const name of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
+    if (stat) processes.set(Number(name), { parent: Number(stat.split(') ')[1].split(' ')[1]), stat }); // else it exited meanwhile
+  }
+  const below = (pid: number): boolean => {
+    for (let p = processes.get(pid)?.parent; p; p = processes.get(p)?.parent) if (p === root) return true;
+    return false;
+  };
+  return [...processes].reduce((sum, [pid, { stat }]) => sum + (below(pid) ? cpuMs(stat, true) : 0), 0);
+}
+
+interface Scenario {
+  name: string;
+  connections: number;
+  query: string;
+  variables?: object;
+  key: string;
+  expect: number;
+}
+
+/**
+ * Through the API: a user with 50 models (a concept each) and 10,000 finished generation jobs (two
+ * images each), a revoked key, and a second user who submits generations. Returns the scenarios.
+ */
+async function seed(platform: Platform): Promise<Scenario[]> {
   const gql = async (query: string, variables: Record<string, unknown> = {}, key?: string) => {
-    const response = await fetch(url, {
+    const response = await fetch(platform.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
       body: JSON.stringify({ query, variables }),
@@ -81,16 +159,13 @@ try {
     if (body.errors) throw new Error(JSON.stringify(body.errors));
     return body.data;
   };
-
-  // A user with 50 models (a concept each) and 10,000 finished generation jobs (two images each).
   const { secret: key, user } = (await gql('mutation { signUp(email: "bench@example.org") { secret user { id } } }')).signUp;
   const baseModelId = (await gql('{ baseModels { id } }', {}, key)).baseModels[0].id;
-  let modelId = '';
   for (let i = 0; i < ROWS; i++) {
-    modelId = (await gql('mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, key)).createModel.id;
+    const modelId = (await gql('mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE_META, baseModelId: $b }) { id } }', { b: baseModelId }, key)).createModel.id;
     await gql('mutation($m: ID!) { createConcept(input: { modelId: $m, category: "dog", kind: OBJECT }) { id } }', { m: modelId }, key);
   }
-  const db = new pg.Client({ connectionString: embeddedPostgresUrl(port) });
+  const db = new pg.Client({ connectionString: platform.databaseUrl });
   await db.connect();
   await db.query(
     `WITH jobs AS (
@@ -100,12 +175,18 @@ try {
      SELECT 'images/' || jobs.id || '/' || n || '.png', jobs.id, n, 'a dog', 64, 64 FROM jobs, generate_series(0, 1) AS n`,
     [user.id, JOBS],
   );
+  // Statistics now, not whenever autovacuum comes by in the middle of a scenario.
+  await db.query('VACUUM ANALYZE');
   await db.end();
   const revoked = (await gql('mutation { createApiKey(name: "revoked") { secret apiKey { id } } }', {}, key)).createApiKey;
   await gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: revoked.apiKey.id }, key);
   const unknownKey = `${key.slice(0, 12)}${'A'.repeat(key.length - 12)}`;
+  // Submissions come from a second user: the first one's 20,000 images of today would be counted by
+  // the images-per-day check (up to the limit, lifted here), which no real user reaches past the limit.
+  const submitter = (await gql('mutation { signUp(email: "submitter@example.org") { secret } }')).signUp.secret;
+  const submitterModel = (await gql('mutation($b: ID!) { createModel(input: { name: "m", kind: PRIVATE, baseModelId: $b }) { id } }', { b: baseModelId }, submitter)).createModel.id;
 
-  const scenarios: { name: string; connections: number; query: string; variables?: object; key: string; expect: number }[] = [
+  return [
     { name: '`{ me { id email } }`', connections: 50, query: '{ me { id email } }', key, expect: 200 },
     { name: '`{ me { id email } }`', connections: 200, query: '{ me { id email } }', key, expect: 200 },
     {
@@ -129,40 +210,55 @@ try {
       name: '`generateImages` submission',
       connections: 50,
       query: 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "a dog", steps: 20 }) { id } }',
-      variables: { m: modelId },
-      key,
+      variables: { m: submitterModel },
+      key: submitter,
       expect: 200,
     },
   ];
+}
 
-  console.log(`\nAPI under load: ${DURATION} s per scenario, ${os.cpus().length} CPUs (${os.cpus()[0].model}), Node ${process.version}\n`);
-  console.log('| request | connections | req/s | p50 | p99 | server CPU per request | unexpected responses | server errors |');
-  console.log('|---|---|---|---|---|---|---|---|');
-  for (const scenario of scenarios.filter((s) => !process.env.ONLY || s.name.includes(process.env.ONLY))) {
-    const cpuBefore = await serverCpuMs();
-    const result = await autocannon({
-      url,
-      method: 'POST',
-      connections: scenario.connections,
-      duration: DURATION,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${scenario.key}` },
-      body: JSON.stringify({ query: scenario.query, variables: scenario.variables ?? {} }),
-    });
-    const cpuPerRequest = ((await serverCpuMs()) - cpuBefore) / result.requests.total;
-    const errors = [...serverErrors.values()].reduce((sum, n) => sum + n, 0);
-    if (errors) console.error([...serverErrors.keys()].join('\n'));
-    serverErrors.clear();
-    const unexpected = Object.entries(result.statusCodeStats ?? {})
+async function measure(platform: Platform, scenario: Scenario): Promise<string> {
+  const [cpuBefore, databaseCpuBefore] = [await platform.serverCpuMs(), await platform.databaseCpuMs()];
+  const result = await autocannon({
+    url: platform.url,
+    method: 'POST',
+    connections: scenario.connections,
+    duration: DURATION,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${scenario.key}` },
+    body: JSON.stringify({ query: scenario.query, variables: scenario.variables ?? {} }),
+    // A 200 carrying GraphQL errors (a refusal) is not the answer measured.
+    ...(scenario.expect === 200 ? { verifyBody: (body) => !String(body).includes('"errors"') } : {}),
+  });
+  const perRequest = async (before: number, now: Promise<number>) => (((await now) - before) / result.requests.total).toFixed(2);
+  const cpu = await perRequest(cpuBefore, platform.serverCpuMs());
+  const databaseCpu = await perRequest(databaseCpuBefore, platform.databaseCpuMs());
+  const logged = platform.takeErrors();
+  if (logged.size) console.error([...logged.keys()].join('\n'));
+  const errors = [...logged.values()].reduce((sum, n) => sum + n, 0);
+  const unexpected =
+    Object.entries(result.statusCodeStats ?? {})
       .filter(([status]) => Number(status) !== scenario.expect)
-      .reduce((sum, [, stats]) => sum + (stats as { count: number }).count, 0) + result.errors + result.timeouts;
-    console.log(
-      `| ${scenario.name} | ${scenario.connections} | ${Math.round(result.requests.average)} | ${result.latency.p50} ms | ${result.latency.p99} ms | ${cpuPerRequest.toFixed(2)} ms | ${unexpected} | ${errors} |`,
-    );
+      .reduce((sum, [, stats]) => sum + (stats as { count: number }).count, 0) +
+    result.errors +
+    result.timeouts +
+    result.mismatches;
+  const name = platform.label ? `${scenario.name} (${platform.label})` : scenario.name;
+  return `| ${name} | ${scenario.connections} | ${Math.round(result.requests.average)} | ${result.latency.p50} ms | ${result.latency.p99} ms | ${cpu} ms | ${databaseCpu} ms | ${unexpected} | ${errors} |`;
+}
+
+const platforms: Platform[] = [];
+try {
+  if (process.env.BASELINE) platforms.push(await startPlatform('baseline', path.resolve(process.env.BASELINE)));
+  platforms.push(await startPlatform(process.env.BASELINE ? 'this checkout' : '', process.cwd()));
+  const scenarios = await Promise.all(platforms.map(seed));
+  console.log(`\nAPI under load: ${DURATION} s per scenario, ${os.cpus().length} CPUs (${os.cpus()[0].model}), Node ${process.version}\n`);
+  console.log('| request | connections | req/s | p50 | p99 | server CPU per request | database CPU per request | unexpected responses | server errors |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  const only = process.env.ONLY?.split(',');
+  for (const [i, scenario] of scenarios[0].entries()) {
+    if (only && !only.some((word) => scenario.name.includes(word))) continue;
+    for (const [p, platform] of platforms.entries()) console.log(await measure(platform, scenarios[p][i]));
   }
 } finally {
-  const exited = new Promise((resolve) => server.once('exit', resolve));
-  server.kill('SIGTERM');
-  await exited;
-  await removeEmbeddedPostgres(path.join(dataDir, 'postgres'));
-  await fs.rm(dataDir, { recursive: true, force: true });
+  for (const platform of platforms) await platform.stop();
 }

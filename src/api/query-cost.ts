@@ -31,14 +31,35 @@ export function queryCostError(
   operationName: string | null | undefined,
   maxCost: number,
 ): GraphQLError | null {
-  let cost: number;
-  try {
-    cost = getComplexity({ schema, query: document, variables: variables ?? {}, operationName: operationName ?? undefined, estimators });
-  } catch {
-    return null;
-  }
-  if (cost <= maxCost) return null;
+  const cost = costOf(schema, document, variables ?? {}, operationName ?? undefined);
+  if (cost === null || cost <= maxCost) return null;
   return new GraphQLError(`Query cost ${cost} exceeds the limit of ${maxCost}; a connection costs its selection once per row of its page (first)`, {
     extensions: { code: 'GRAPHQL_VALIDATION_FAILED', http: { status: 400 } },
   });
+}
+
+/**
+ * Costs already counted, by document (Apollo's document cache hands back the same one for the same
+ * query text) and then by operation and variables: walking the document was a tenth of a cheap
+ * query's CPU, and clients send the same few queries over and over. A document's memo is bounded.
+ */
+const costs = new WeakMap<DocumentNode, Map<string, number | null>>();
+const COSTS_PER_DOCUMENT = 64;
+
+/** The operation's cost; null when it cannot be counted (variables that do not fit it). */
+function costOf(schema: GraphQLSchema, document: DocumentNode, variables: Record<string, unknown>, operationName: string | undefined): number | null {
+  let known = costs.get(document);
+  if (!known) costs.set(document, (known = new Map()));
+  const key = `${operationName ?? ''}\n${JSON.stringify(variables)}`;
+  let cost = known.get(key);
+  if (cost === undefined) {
+    try {
+      cost = getComplexity({ schema, query: document, variables, operationName, estimators });
+    } catch {
+      cost = null;
+    }
+    if (known.size >= COSTS_PER_DOCUMENT) known.clear();
+    known.set(key, cost);
+  }
+  return cost;
 }

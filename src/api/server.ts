@@ -14,6 +14,7 @@ import { playground } from '../../web/server';
 import { AppError } from '../services/errors';
 import type { Services } from '../services/container';
 import { createContext, type Context } from './context';
+import { isJsonGraphqlPost, sendRequestError, serveJsonGraphqlPost, type RequestError } from './graphql-post';
 import { subscribeSharingEvents } from './shared-events';
 import { isServiceOutage } from '../services/availability';
 import { createErrorFormatter, SERVICE_UNAVAILABLE_MESSAGE } from './errors';
@@ -35,7 +36,25 @@ export interface RunningApi {
 export async function startApiServer(services: Services, schema: GraphQLSchema): Promise<RunningApi> {
   const { config, log, keys } = services;
   const app = express();
-  const httpServer = http.createServer(app);
+  app.disable('x-powered-by'); // as on the lean path below: it tells attackers what to look up
+  const rateLimited = perKeyRateLimit(config.requestsPerMinutePerKey);
+  const failedBeforeGraphql = requestErrors(services);
+  const httpServer = http.createServer((req, res) => {
+    if (!isJsonGraphqlPost(req, GRAPHQL_PATH)) return app(req, res);
+    // express-rate-limit reads and answers through express's request and response (req.ip, res.append,
+    // res.status().json()): give them what express gives every request it routes.
+    Object.assign(Object.setPrototypeOf(req, app.request), { res });
+    Object.assign(Object.setPrototypeOf(res, app.response), { req });
+    rateLimited(req as express.Request, res as express.Response, (error?: unknown) => {
+      const served = error
+        ? Promise.reject(error)
+        : serveJsonGraphqlPost(req, res, { apollo, maxBodyBytes: config.maxBodyBytes, context: contextOf, requestError: failedBeforeGraphql });
+      served.catch((failure: unknown) => {
+        if (!res.headersSent) sendRequestError(res, failedBeforeGraphql(failure));
+        else res.destroy();
+      });
+    });
+  });
   const formatError = createErrorFormatter(log);
   const armor = new ApolloArmor({
     maxDepth: { n: config.queryMaxDepth },
@@ -119,32 +138,34 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
   });
   await apollo.start();
 
-  const rateLimited = perKeyRateLimit(config.requestsPerMinutePerKey);
+  /** Who is asking, from the request's API key; a bad key fails the whole request (401). */
+  const contextOf = async (req: http.IncomingMessage): Promise<Context> => {
+    try {
+      return createContext((await keys.authenticate(req.headers.authorization)) ?? null, services);
+    } catch (error) {
+      if (isServiceOutage(error)) {
+        throw new GraphQLError(SERVICE_UNAVAILABLE_MESSAGE, { extensions: { code: 'SERVICE_UNAVAILABLE', http: { status: 503 } } });
+      }
+      if (!(error instanceof AppError)) throw error;
+      throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });
+    }
+  };
   app.use(
     GRAPHQL_PATH,
     rateLimited,
     graphqlUploadExpress({ maxFileSize: MAX_UPLOAD_BYTES, maxFiles: 1, maxFieldSize: config.maxBodyBytes }),
     express.json({ limit: config.maxBodyBytes }),
-    expressMiddleware(apollo, {
-      context: async ({ req }): Promise<Context> => {
-        try {
-          return createContext((await keys.authenticate(req.headers.authorization)) ?? null, services);
-        } catch (error) {
-          if (isServiceOutage(error)) {
-            throw new GraphQLError(SERVICE_UNAVAILABLE_MESSAGE, { extensions: { code: 'SERVICE_UNAVAILABLE', http: { status: 503 } } });
-          }
-          if (!(error instanceof AppError)) throw error;
-          throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });
-        }
-      },
-    }),
+    expressMiddleware(apollo, { context: ({ req }) => contextOf(req) }),
   );
   app.use('/images', rateLimited);
   app.use('/exports', rateLimited);
   app.use(imageDownloads(services));
   app.use(weightDownloads(services));
   app.use(await playground()); // the web page at `/`
-  app.use(jsonErrors(services));
+  app.use(((error, _req, res, _next) => {
+    const { status, body } = failedBeforeGraphql(error);
+    res.status(status).json(body);
+  }) satisfies ErrorRequestHandler);
 
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject);
@@ -173,17 +194,20 @@ function withDefaultCode(error: GraphQLError, code: string): GraphQLFormattedErr
  * Errors raised before GraphQL runs (a body over the size limit, malformed JSON or multipart) as a
  * GraphQL-shaped JSON body: express's default handler would answer HTML with a stack trace.
  */
-function jsonErrors({ log }: Services): ErrorRequestHandler {
-  return (error, _req, res, _next) => {
-    const status: number = typeof error?.status === 'number' ? error.status : 500;
+function requestErrors({ log }: Services): (error: unknown) => RequestError {
+  return (error) => {
+    const status: number = typeof (error as { status?: unknown })?.status === 'number' ? (error as { status: number }).status : 500;
     const known = status === 413 ? 'PAYLOAD_TOO_LARGE' : status >= 400 && status < 500 ? 'BAD_REQUEST' : undefined;
     if (!known) log.error({ err: error }, 'request failed before GraphQL');
-    res.status(status).json({
-      errors: [
-        known
-          ? { message: status === 413 ? 'Request body too large' : 'Malformed request', extensions: { code: known } }
-          : { message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } },
-      ],
-    });
+    return {
+      status,
+      body: {
+        errors: [
+          known
+            ? { message: status === 413 ? 'Request body too large' : 'Malformed request', extensions: { code: known } }
+            : { message: 'Internal server error', extensions: { code: 'INTERNAL_SERVER_ERROR' } },
+        ],
+      },
+    };
   };
 }

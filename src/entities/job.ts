@@ -21,8 +21,9 @@ registerEnumType(JobStatus, { name: 'JobStatus' });
 /** A unit of GPU/CPU work a worker runs; the row is the user-facing record, pg-boss carries delivery. */
 @ObjectType()
 @Entity('job')
-// A user's jobs newest first (the `jobs` list), and their active jobs (the queue limit).
-@Index(['ownerId', 'createdAt'])
+// A user's jobs newest first (the `jobs` list, ordered by createdAt then id: jobs made in one statement
+// share createdAt), and their active jobs (the queue limit).
+@Index(['ownerId', 'createdAt', 'id'])
 @Index(['ownerId', 'status'])
 // The queue in order (queue positions), and each type's recent finished runs (their measured pace).
 @Index(['type', 'status', 'createdAt'])

@@ -1,5 +1,4 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { In } from 'typeorm';
 import { z } from 'zod';
 import type { ClipTokenizer } from '../engine';
 import { Concept, ConceptKind, ContributionStatus, InstanceImage, Model, type User } from '../entities';
@@ -21,21 +20,17 @@ export async function listConcepts(db: DataSource, user: User, modelId: string):
 
 /** The concepts each model offers, oldest first, in one query; the caller has checked that the user sees the models. */
 export function listConceptsOfModels(db: DataSource, modelIds: readonly string[]): Promise<Concept[]> {
-  return db
-    .getRepository(Concept)
-    .createQueryBuilder('concept')
-    .where('concept.modelId IN (:...modelIds)', { modelIds })
-    .andWhere(
-      `NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status IN (:...withdrawn))`,
-      { withdrawn: [ContributionStatus.FAILED, ContributionStatus.REVERTED, ContributionStatus.WITHDRAWN] },
-    )
-    .orderBy('concept.createdAt', 'ASC')
-    .getMany();
+  return db.query(
+    `SELECT * FROM concept WHERE "modelId" = ANY($1::uuid[])
+        AND NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status = ANY($2::contribution_status[]))
+      ORDER BY "createdAt"`,
+    [modelIds, [ContributionStatus.FAILED, ContributionStatus.REVERTED, ContributionStatus.WITHDRAWN]],
+  );
 }
 
 /** Concepts by id, in one query; the caller has checked that the user sees their models. */
 export function getConcepts(db: DataSource, ids: readonly string[]): Promise<Concept[]> {
-  return db.getRepository(Concept).findBy({ id: In([...ids]) });
+  return db.query('SELECT * FROM concept WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
 }
 
 export async function getConcept(db: DataSource, user: User, id: string): Promise<Concept> {

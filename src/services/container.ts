@@ -11,8 +11,8 @@ import type { JobEvents } from './job-events';
  * is the Job row's id, so both name the same work.
  */
 export interface JobQueue {
-  /** Queues the work of Job row `id`. */
-  send(type: JobType, id: string): Promise<void>;
+  /** Queues the work of Job row `id`; in transaction `tx` when given (with the row's insert). */
+  send(type: JobType, id: string, tx?: EntityManager): Promise<void>;
   /** Delivers job `id` again, whatever became of its earlier delivery, in transaction `tx` (with the row's return to QUEUED). */
   requeue(tx: EntityManager, type: JobType, id: string): Promise<void>;
   /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */

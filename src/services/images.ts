@@ -1,5 +1,5 @@
 import type { DataSource } from 'typeorm';
-import { In, IsNull, Not } from 'typeorm';
+import { IsNull, Not } from 'typeorm';
 import { Image, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
@@ -15,8 +15,9 @@ export function listImages(db: DataSource, user: User, filter: CreatedFilter, pa
 }
 
 /** The images jobs made, each job's in the order it made them, in one query; callers have checked the jobs are visible. */
-export function listImagesOfJobs(db: DataSource, jobIds: readonly string[]): Promise<Image[]> {
-  return db.getRepository(Image).find({ where: { jobId: In([...jobIds]), previewStep: IsNull() }, order: { objectKey: 'ASC' } });
+export async function listImagesOfJobs(db: DataSource, jobIds: readonly string[]): Promise<Image[]> {
+  const rows: Image[] = await db.query('SELECT * FROM image WHERE "jobId" = ANY($1::uuid[]) AND "previewStep" IS NULL ORDER BY "objectKey"', [jobIds]);
+  return rows.map((row) => ({ ...row, seed: Number(row.seed), bytes: Number(row.bytes) })); // bigints arrive as strings
 }
 
 /** A fine-tune's previews, by step, each step's in prompt order; the caller has checked the job is visible. */

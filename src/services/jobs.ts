@@ -1,4 +1,4 @@
-import { randomInt } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { SAMPLER_NAMES, txt2imgProblem, type SamplerName } from '../engine';
@@ -6,7 +6,7 @@ import { Job, type JobStatus, JobType, ModelVersion, type User } from '../entiti
 import type { JobQueue, JobServices } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
-import { admitJob } from './job-limits';
+import { insertAdmittedJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
@@ -130,19 +130,14 @@ export async function generateImages(services: JobServices, user: User, input: G
     height: request.height ?? null,
     numImages: request.numImages,
   };
-  const job = await db.transaction(async (tx) => {
-    await admitJob(tx, user, config.jobLimits, params.numImages);
-    await admitStorage(tx, user.id, config.jobLimits.storageBytes, pngBytesBound(params, base.geometry.nativeSize));
-    const jobs = tx.getRepository(Job);
-    const created = await jobs.save(jobs.create({ type: JobType.GENERATE, ownerId: user.id, params: { ...params }, steps: params.steps }));
-    await attachJobWebhook(tx, created.id, user.id, webhook);
-    return created;
+  // Outside the admission's lock: stored bytes change by uploads and finished jobs, which that lock does not order.
+  await admitStorage(db, user.id, config.jobLimits.storageBytes, pngBytesBound(params, base.geometry.nativeSize));
+  // The delivery first: the user's lock (taken by the insert) is then held only for the commit.
+  const id = randomUUID();
+  return db.transaction(async (tx) => {
+    await queue.send(JobType.GENERATE, id, tx);
+    const job = await insertAdmittedJob(tx, user, config.jobLimits, { id, type: JobType.GENERATE, params, steps: params.steps }, params.numImages);
+    await attachJobWebhook(tx, job.id, user.id, webhook);
+    return job;
   });
-  try {
-    await queue.send(JobType.GENERATE, job.id);
-  } catch (error) {
-    await db.getRepository(Job).delete(job.id);
-    throw error;
-  }
-  return job;
 }

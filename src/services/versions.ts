@@ -1,5 +1,4 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { In } from 'typeorm';
 import {
   loadClipTokenizerFrom, loadPack, packImageGeometry, packScheduler, type ClipTokenizer, type ImageGeometry, type SchedulerName,
 } from '../engine';
@@ -72,7 +71,7 @@ export function modelVersionPage(db: DataSource, modelId: string, page: PageRequ
 
 /** Versions by id, in one query; the caller has checked that the user sees their models. */
 export function getVersions(db: DataSource, ids: readonly string[]): Promise<ModelVersion[]> {
-  return db.getRepository(ModelVersion).findBy({ id: In([...ids]) });
+  return db.query('SELECT * FROM model_version WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
 }
 
 export interface NewVersion {

@@ -14,6 +14,11 @@ const QUEUES: Record<JobType, { name: string; expireInMinutes: number }> = {
   [JobType.GENERATE]: { name: 'generate', expireInMinutes: 60 },
 };
 
+/** pg-boss's statements run in transaction `tx` (its `db` option). */
+const inTransaction = (tx: EntityManager) => ({
+  executeSql: async (text: string, values: unknown[]) => ({ rows: (await tx.queryRunner!.query(text, values, true)).records }),
+});
+
 /** How often an idle worker asks PostgreSQL for work (pg-boss's minimum is 0.5 s). */
 const POLLING_INTERVAL_SECONDS = 1;
 
@@ -36,12 +41,13 @@ export class PgBossQueue {
   }
 
   /**
-   * Queues the work of Job row `id`. A handler that throws is retried once; handlers record ordinary
-   * failures on the row and return.
+   * Queues the work of Job row `id`; inside transaction `tx` when given, so the row and its delivery
+   * commit together (one commit, one WAL flush). A handler that throws is retried once; handlers record
+   * ordinary failures on the row and return.
    */
-  async send(type: JobType, id: string): Promise<void> {
+  async send(type: JobType, id: string, tx?: EntityManager): Promise<void> {
     const { name, expireInMinutes } = QUEUES[type];
-    await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes });
+    await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes, ...(tx && { db: inTransaction(tx) }) });
   }
 
   /**
@@ -51,9 +57,7 @@ export class PgBossQueue {
    */
   async requeue(tx: EntityManager, type: JobType, id: string): Promise<void> {
     const { name, expireInMinutes } = QUEUES[type];
-    const db = {
-      executeSql: async (text: string, values: unknown[]) => ({ rows: (await tx.queryRunner!.query(text, values, true)).records }),
-    };
+    const db = inTransaction(tx);
     await this.boss.deleteJob(name, id, { db });
     await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes, db });
   }

@@ -108,6 +108,14 @@ describe('API errors and limits', () => {
     expectNoInternals(body);
   });
 
+  it('answers JSON that is not an object or array with a JSON 400, as body-parser’s strict mode did', async () => {
+    for (const body of ['"{ me { email } }"', '42', 'null']) {
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json; charset=utf-8' }, body });
+      expect(response.status, body).toBe(400);
+      expect(((await response.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code).toBe('BAD_REQUEST');
+    }
+  });
+
   it('answers malformed JSON with a JSON 400, not an HTML stack trace', async () => {
     const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' });
     expect(response.status).toBe(400);

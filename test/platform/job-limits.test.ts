@@ -60,5 +60,13 @@ describe('job limits per user', () => {
     // Made more than a day ago, they no longer count.
     await db.query(`UPDATE image SET "createdAt" = now() - interval '25 hours' WHERE "jobId" = $1`, [eight]);
     expect(errorCode(await images(8))).toBeUndefined();
+
+    // Past the limit, the day's images are counted only as far as the limit: the refusal says so.
+    await db.query(`UPDATE job SET status = 'CANCELED' WHERE "ownerId" = (SELECT "ownerId" FROM job WHERE id = $1)`, [eight]);
+    await db.query(`UPDATE image SET "createdAt" = now() WHERE "jobId" = $1`, [eight]);
+    await db.getRepository(Image).insert(Array.from({ length: 8 }, (_, n) => ({ objectKey: `images/${eight}/more-${n}.png`, jobId: eight, seed: n, prompt: 'x', width: 8, height: 8 })));
+    const pastLimit = await images(1);
+    expect(errorCode(pastLimit)).toBe('QUOTA_EXCEEDED');
+    expect(pastLimit.errors![0].message).toMatch(/more than 10 images in the last 24 hours and have 0 on the way/);
   });
 });
