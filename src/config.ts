@@ -33,6 +33,7 @@ const EnvSchema = z
     MAX_ACTIVE_JOBS_PER_USER: z.coerce.number().int().positive().default(100),
     MAX_JOBS_PER_MINUTE_PER_USER: z.coerce.number().int().positive().default(600),
     MAX_IMAGES_PER_DAY_PER_USER: z.coerce.number().int().positive().default(2000),
+    MAX_STORAGE_BYTES_PER_USER: z.coerce.number().int().positive().default(10 * 1024 ** 3),
     MAX_REQUESTS_PER_MINUTE_PER_KEY: z.coerce.number().int().positive().default(1200),
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: boolean.default(false),
     WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(8),
@@ -107,11 +108,12 @@ export interface WebhookConfig {
   retryBaseSeconds: number;
 }
 
-/** How much work one user may ask for: jobs queued or running at once, jobs submitted per minute, images a day. */
+/** How much work one user may ask for: jobs queued or running at once, jobs submitted per minute, images a day; and bytes kept in storage. */
 export interface JobLimits {
   active: number;
   perMinute: number;
   imagesPerDay: number;
+  storageBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -154,7 +156,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     jobHeartbeatTimeoutSeconds: e.JOB_HEARTBEAT_TIMEOUT_SECONDS,
     jobMaxRetries: e.JOB_MAX_RETRIES,
     checkpoints: { every: e.FINETUNE_CHECKPOINT_STEPS, kept: e.FINETUNE_CHECKPOINTS_KEPT },
-    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER, imagesPerDay: e.MAX_IMAGES_PER_DAY_PER_USER },
+    jobLimits: { active: e.MAX_ACTIVE_JOBS_PER_USER, perMinute: e.MAX_JOBS_PER_MINUTE_PER_USER, imagesPerDay: e.MAX_IMAGES_PER_DAY_PER_USER,
+      storageBytes: e.MAX_STORAGE_BYTES_PER_USER },
     requestsPerMinutePerKey: e.MAX_REQUESTS_PER_MINUTE_PER_KEY,
     webhooks: {
       allowPrivateNetworks: e.WEBHOOK_ALLOW_PRIVATE_NETWORKS,

@@ -11,8 +11,10 @@ import { ImageResolver } from './resolvers/images';
 import { InstanceImageResolver } from './resolvers/instance-images';
 import { JobSettingsResolver } from './resolvers/job-settings';
 import { JobResolver, JobUpdateResolver } from './resolvers/jobs';
+import { ModelFeedResolver } from './resolvers/model-feed';
 import { ModelResolver } from './resolvers/models';
 import { WebhookResolver } from './resolvers/webhooks';
+import { WeightExportResolver } from './resolvers/weight-exports';
 
 /**
  * type-graphql requires a PubSub once a subscription exists, though ours each bring their own
@@ -36,6 +38,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       AdminResolver,
       BaseModelResolver,
       ModelResolver,
+      ModelFeedResolver,
       ConceptResolver,
       ContributionResolver,
       FineTuneResolver,
@@ -45,6 +48,7 @@ export function buildAppSchema(): Promise<GraphQLSchema> {
       JobSettingsResolver,
       ImageResolver,
       WebhookResolver,
+      WeightExportResolver,
     ],
     // Inputs are validated by the services (zod), next to the rules they serve.
     validate: false,

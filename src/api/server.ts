@@ -19,6 +19,7 @@ import { subscribeSharingEvents } from './shared-events';
 import { isServiceOutage } from '../services/availability';
 import { createErrorFormatter, SERVICE_UNAVAILABLE_MESSAGE } from './errors';
 import { imageDownloads } from './image-downloads';
+import { weightDownloads } from './weight-downloads';
 import { queryCostError } from './query-cost';
 import { perKeyRateLimit } from './rate-limit';
 
@@ -157,7 +158,9 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     expressMiddleware(apollo, { context: ({ req }) => contextOf(req) }),
   );
   app.use('/images', rateLimited);
+  app.use('/exports', rateLimited);
   app.use(imageDownloads(services));
+  app.use(weightDownloads(services));
   app.use(await playground()); // the web page at `/`
   app.use(((error, _req, res, _next) => {
     const { status, body } = failedBeforeGraphql(error);

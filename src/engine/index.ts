@@ -8,7 +8,7 @@ export { DEFAULT_LORA_RANK, LoraError, loraRank, type LoraLayer } from './models
 export { BUNDLED_TINY_SD, createRandomPack, type PackPreset } from './packs';
 export {
   checkStableDiffusionPack, DreamBoothError, encodePngs, generateClassImages, imageGeometry, ImageInputError, loadStableDiffusion,
-  loadStableDiffusionFrom, loadTrainingPicture, packImageGeometry, packScheduler, parseDreamBoothCheckpoint, parseLoraFile, parseUNetWeights,
+  loadStableDiffusionFrom, loadTrainingPicture, loraFromSlots, packImageGeometry, packScheduler, parseDreamBoothCheckpoint, parseLoraFile, parseUNetWeights,
   serializeDreamBoothCheckpoint, serializeLora, serializeUNet, trainDreamBooth, txt2imgProblem, Txt2ImgError, Txt2ImgPipeline, withUNetWeights,
   type DreamBoothCheckpoint, type DreamBoothProgress, type DreamBoothRequest, type Example, type ImageGeometry, type StableDiffusionModels, type TrainingMethod,
   type TrainingStart, type Txt2ImgProgress, type Txt2ImgRequest,
@@ -18,4 +18,4 @@ export { SAMPLER_NAMES, type SamplerName, type SchedulerName } from './scheduler
 export { ClipTokenizer, loadClipTokenizerFrom, TokenizerError } from './tokenizer';
 export { WeightBindingError } from './weights/bind';
 export { FolderPackSource, loadPack, PackError, type Pack, type PackSource, type RangedPackSource } from './weights/pack';
-export { readSafetensorsHeader } from './weights/safetensors';
+export { fromFloat32, parseSafetensors, readSafetensorsHeader, serializeSafetensors, type StoredTensor } from './weights/safetensors';

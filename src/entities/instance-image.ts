@@ -1,5 +1,6 @@
-import { Field, ID, Int, ObjectType } from 'type-graphql';
+import { Field, Float, ID, Int, ObjectType } from 'type-graphql';
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
+import { BIGINT_AS_NUMBER } from './bigint';
 import { Concept } from './concept';
 import { User } from './user';
 
@@ -22,6 +23,10 @@ export class InstanceImage {
   @Field(() => String)
   @Column({ type: 'char', length: 64 })
   sha256: string;
+
+  @Field(() => Float, { description: 'Bytes in storage (counted against your storage quota).' })
+  @Column({ type: 'bigint', default: 0, transformer: BIGINT_AS_NUMBER })
+  bytes: number;
 
   @Field(() => Int)
   @Column({ type: 'integer' })

@@ -1,5 +1,6 @@
-import { Field, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { Field, Float, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { Column, CreateDateColumn, Entity, JoinColumn, ManyToOne, PrimaryGeneratedColumn, Unique } from 'typeorm';
+import { BIGINT_AS_NUMBER } from './bigint';
 import { Model } from './model';
 import type { Contribution } from './contribution';
 
@@ -36,6 +37,11 @@ export class ModelVersion {
   /** The trained weights (LoRA layers or a whole UNet, by `method`); null: the base model's own. */
   @Column({ type: 'varchar', length: 1024, nullable: true })
   weightsKey: string | null;
+
+  /** The weights object's size (0 for the base model's own), counted against the model owner's storage quota. */
+  @Field(() => Float, { description: "Bytes of this version's own weights in storage (0: the base model's)." })
+  @Column({ type: 'bigint', default: 0, transformer: BIGINT_AS_NUMBER })
+  bytes: number;
 
   @Field(() => FineTuneMethod)
   @Column({ type: 'enum', enum: FineTuneMethod, enumName: 'fine_tune_method' })

@@ -12,6 +12,8 @@ export enum WebhookEvent {
   PROGRESS = 'PROGRESS',
   /** One per image made, when the job succeeds. */
   IMAGE = 'IMAGE',
+  /** A fine-tune's previews of one training step (its previewPrompts). */
+  PREVIEW = 'PREVIEW',
   /** SUCCEEDED, FAILED or CANCELED. */
   COMPLETED = 'COMPLETED',
 }
@@ -121,7 +123,7 @@ export class WebhookDelivery {
   @JoinColumn({ name: 'jobId' })
   job?: Job;
 
-  @Field(() => String, { description: '`job.started`, `job.progress`, `job.image` or `job.completed`.' })
+  @Field(() => String, { description: '`job.started`, `job.progress`, `job.image`, `job.preview` or `job.completed`.' })
   @Column({ type: 'text' })
   type: string;
 

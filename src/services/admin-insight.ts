@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { JobStatus, JobType, User } from '../entities';
 import { announceKeyChange, type KeyCache } from './api-keys';
 import { conflict, notFound } from './errors';
+import { storedBytesOf } from './storage-quota';
 import { parseId } from './validate';
 
 /** What an admin sees of the platform's load and its users' use of it. Callers check for an admin (or the user's own usage). */
@@ -36,22 +37,26 @@ export interface Usage {
   computeSeconds: number;
   /** Training steps of fine-tunes that succeeded. */
   stepsTrained: number;
+  /** Generated images, previews aside. */
   imagesMade: number;
+  /** Bytes kept in storage (storage-quota.ts says what counts). */
+  storageBytes: number;
 }
 
 /** The usage of users by id, in one query. */
 export async function usageOf(db: DataSource, userIds: readonly string[]): Promise<Map<string, Usage>> {
-  const rows: { userId: string; jobsRun: number; computeSeconds: number; stepsTrained: number; imagesMade: number }[] = await db.query(
+  const rows: Omit<Usage, 'storageBytes'>[] = await db.query(
     `SELECT u.id AS "userId",
             count(job.id) FILTER (WHERE job."startedAt" IS NOT NULL)::int AS "jobsRun",
             coalesce(sum(extract(epoch FROM coalesce(job."finishedAt", now()) - job."startedAt")), 0)::float AS "computeSeconds",
             coalesce(sum(job.steps) FILTER (WHERE job.type = $2 AND job.status = $3), 0)::int AS "stepsTrained",
-            (SELECT count(*)::int FROM image JOIN job j ON j.id = image."jobId" WHERE j."ownerId" = u.id) AS "imagesMade"
+            (SELECT count(*)::int FROM image JOIN job j ON j.id = image."jobId" WHERE j."ownerId" = u.id AND image."previewStep" IS NULL) AS "imagesMade"
        FROM "user" u LEFT JOIN job ON job."ownerId" = u.id
       WHERE u.id = ANY($1) GROUP BY u.id`,
     [[...userIds], JobType.FINETUNE, JobStatus.SUCCEEDED],
   );
-  return new Map(rows.map((row) => [row.userId, row]));
+  const stored = await storedBytesOf(db, userIds);
+  return new Map(rows.map((row) => [row.userId, { ...row, storageBytes: stored.get(row.userId) ?? 0 }]));
 }
 
 /**

@@ -4,6 +4,7 @@ import { Contribution, ContributionStatus, InstanceImage, ModelKind, ModelVersio
 import type { ObjectStore } from '../storage/object-store';
 import { getConcept } from './concepts';
 import { badInput, conflict, forbidden, notFound } from './errors';
+import { ModelEventType, publishModelEvent } from './model-events';
 import { canChangeModel, canSeeModel, getModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
@@ -58,11 +59,12 @@ export async function revertContribution(db: DataSource, user: User, id: string)
     const made = await versions.findOneByOrFail({ id: current.resultingVersionId });
     const before = made.parentVersionId ? await versions.findOneByOrFail({ id: made.parentVersionId }) : null;
     const [{ headVersionId }] = await tx.query('SELECT "headVersionId" FROM model WHERE id = $1', [current.modelId]);
-    await appendVersion(tx, current.modelId, headVersionId, {
+    const version = await appendVersion(tx, current.modelId, headVersionId, {
       weightsKey: before?.weightsKey ?? null,
       method: made.method,
       contributionId: null,
     });
+    await publishModelEvent(tx, { modelId: current.modelId, type: ModelEventType.REVERTED, contributionId: current.id, versionId: version.id, jobId: null });
     const undone: { id: string }[] = await tx.query(
       `SELECT c.id FROM contribution c JOIN model_version v ON v.id = c."resultingVersionId"
        WHERE c."modelId" = $1 AND c.status = $2 AND v.number >= $3`,
@@ -76,12 +78,14 @@ export async function revertContribution(db: DataSource, user: User, id: string)
 /**
  * A fine-tune that will not merge (it failed or was canceled): its contribution is FAILED, so its
  * concept is no longer offered, and its photos go back to the owner's staged ones for another try.
+ * Runs in the transaction `tx` that ends its job, which announces it to the model's feed.
  */
-export async function withdrawContribution(db: DataSource | EntityManager, contributionId: string): Promise<void> {
-  const contribution = await db.getRepository(Contribution).findOneBy({ id: contributionId });
+export async function withdrawContribution(tx: EntityManager, contributionId: string, jobId: string): Promise<void> {
+  const contribution = await tx.getRepository(Contribution).findOneBy({ id: contributionId });
   if (!contribution || contribution.status === ContributionStatus.MERGED || contribution.status === ContributionStatus.REVERTED) return;
-  await db.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
-  await db.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
+  await tx.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.FAILED });
+  await tx.getRepository(InstanceImage).update({ conceptId: contribution.conceptId }, { conceptId: null });
+  await publishModelEvent(tx, { modelId: contribution.modelId, type: ModelEventType.CONTRIBUTION_FAILED, contributionId, versionId: null, jobId });
 }
 
 /**
@@ -110,11 +114,12 @@ export async function withdrawConcept(db: DataSource, store: ObjectStore, user: 
     const made = await versions.findOneByOrFail({ id: contribution.resultingVersionId });
     const latest = head.weightsKey === made.weightsKey;
     const before = latest && made.parentVersionId ? await versions.findOneByOrFail({ id: made.parentVersionId }) : null;
-    await appendVersion(tx, concept.modelId, head.id, {
+    const version = await appendVersion(tx, concept.modelId, head.id, {
       weightsKey: latest ? (before?.weightsKey ?? null) : head.weightsKey,
       method: head.method,
       contributionId: null,
     });
+    await publishModelEvent(tx, { modelId: concept.modelId, type: ModelEventType.WITHDRAWN, contributionId: contribution.id, versionId: version.id, jobId: null });
     await tx.getRepository(Contribution).update(contribution.id, { status: ContributionStatus.WITHDRAWN });
     const photos = await tx.getRepository(InstanceImage).find({ where: { conceptId: concept.id }, select: { id: true, objectKey: true } });
     await tx.getRepository(InstanceImage).delete({ conceptId: concept.id });

@@ -25,8 +25,11 @@ import { badInput, notFound } from './errors';
 import { conceptCategory, getConcept, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
 import { admitJob } from './job-limits';
-import { getJob } from './jobs';
+import { getJob, pngBytesBound } from './jobs';
+import { ModelEventType, publishModelEvent } from './model-events';
 import { getModel, getModelToChange } from './models';
+import { MAX_PREVIEW_PROMPTS, MAX_PREVIEW_STEPS, previewCount, previewSettings, type PreviewSettings } from './previews';
+import { admitStorage } from './storage-quota';
 import { basePackInfo } from './versions';
 import { parseId } from './validate';
 import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
@@ -79,6 +82,12 @@ const FineTuneInput = z
     centerCrop: z.boolean().nullish(),
     flip: z.boolean().nullish(),
     webhook: WebhookTargetInput.nullish(),
+    previewPrompts: z
+      .array(z.string().trim().min(1, 'must not be empty').max(1000, 'must be at most 1000 characters'))
+      .max(MAX_PREVIEW_PROMPTS, `takes at most ${MAX_PREVIEW_PROMPTS} prompts`)
+      .nullish(),
+    previewEvery: z.number().int().min(1, 'must be at least 1').nullish(),
+    previewSteps: z.number().int().min(1, 'must be at least 1').max(MAX_PREVIEW_STEPS, `must be at most ${MAX_PREVIEW_STEPS}`).nullish(),
   })
   .superRefine((input, ctx) => {
     if (!input.instanceImageIds?.length && input.fromConceptId == null) {
@@ -116,6 +125,8 @@ export interface FineTuneParams {
   centerCrop: boolean;
   /** Mirror images at random. */
   flip: boolean;
+  /** Validation prompts drawn every few steps; null: none. */
+  preview: PreviewSettings | null;
 }
 
 /**
@@ -123,7 +134,7 @@ export interface FineTuneParams {
  * the center square, unflipped: those are filled in, so the record says what the job did.
  */
 export function fineTuneParams(job: Pick<Job, 'params'>): FineTuneParams {
-  return { batchSize: 1, gradientAccumulation: 1, centerCrop: true, flip: false, ...(job.params as Partial<FineTuneParams>) } as FineTuneParams;
+  return { batchSize: 1, gradientAccumulation: 1, centerCrop: true, flip: false, preview: null, ...(job.params as Partial<FineTuneParams>) } as FineTuneParams;
 }
 
 /** What a queued fine-tune made: its job, the model it trains (new or existing), the concept with its identifier, the contribution. */
@@ -178,11 +189,12 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
       const contribution = await tx.getRepository(Contribution).save(
         tx.getRepository(Contribution).create({ userId: user.id, modelId: model.id, conceptId: concept.id, status: ContributionStatus.PENDING }),
       );
+      const steps = request.steps ?? TRAINING_DEFAULTS[request.method].steps[request.kind];
       const params: FineTuneParams = {
         modelId: model.id,
         conceptId: concept.id,
         contributionId: contribution.id,
-        steps: request.steps ?? TRAINING_DEFAULTS[request.method].steps[request.kind],
+        steps,
         learningRate: request.learningRate ?? TRAINING_DEFAULTS[request.method].learningRate,
         method,
         rank,
@@ -191,11 +203,18 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
         gradientAccumulation: request.gradientAccumulation ?? BATCH_DEFAULTS.gradientAccumulation,
         centerCrop: request.centerCrop ?? BATCH_DEFAULTS.centerCrop,
         flip: request.flip ?? BATCH_DEFAULTS.flip,
+        preview: previewSettings(request, steps),
       };
       await admitJob(tx, user, config.jobLimits);
+      // The new version's weights take about what the head's do (a first fine-tune's are not known yet).
+      const head = model.headVersionId ? await tx.getRepository(ModelVersion).findOneByOrFail({ id: model.headVersionId }) : null;
+      const previews = previewCount(params.preview, steps) * pngBytesBound({ numImages: 1, width: null, height: null }, base.geometry.nativeSize);
+      // Copies of reused photos are rows of this transaction already: counted as stored.
+      await admitStorage(tx, user.id, config.jobLimits.storageBytes, (head?.bytes ?? 0) + previews);
       const jobs = tx.getRepository(Job);
       const job = await jobs.save(jobs.create({ type: JobType.FINETUNE, ownerId: user.id, params: { ...params }, steps: params.steps }));
       await attachJobWebhook(tx, job.id, user.id, webhook);
+      await publishModelEvent(tx, { modelId: model.id, type: ModelEventType.CONTRIBUTION_QUEUED, contributionId: contribution.id, versionId: null, jobId: job.id });
       return { job, model, concept, contribution };
     });
   } catch (error) {
@@ -226,7 +245,7 @@ async function reusablePhotos(db: DataSource, user: User, conceptId: string, res
   return photos;
 }
 
-type PhotoCopy = Pick<InstanceImage, 'objectKey' | 'sha256' | 'width' | 'height' | 'ownerId'>;
+type PhotoCopy = Pick<InstanceImage, 'objectKey' | 'sha256' | 'bytes' | 'width' | 'height' | 'ownerId'>;
 
 async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[]): Promise<PhotoCopy[]> {
   const copies: PhotoCopy[] = [];
@@ -235,7 +254,7 @@ async function copyPhotos(store: ObjectStore, user: User, photos: InstanceImage[
       const format = photo.objectKey.split('.').pop(); // as addInstanceImage names the object
       const objectKey = `instance-images/${user.id}/${randomUUID()}.${format}`;
       await store.put(objectKey, await store.get(photo.objectKey), `image/${format}`);
-      copies.push({ objectKey, sha256: photo.sha256, width: photo.width, height: photo.height, ownerId: user.id });
+      copies.push({ objectKey, sha256: photo.sha256, bytes: photo.bytes, width: photo.width, height: photo.height, ownerId: user.id });
     }
   } catch (error) {
     await deleteObjects(store, copies);

@@ -1,4 +1,5 @@
 import type { DataSource } from 'typeorm';
+import { IsNull, Not } from 'typeorm';
 import { Image, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { notFound } from './errors';
@@ -8,15 +9,20 @@ import { isAdmin } from './viewer';
 
 /** A page of the user's generated images (an admin's: everyone's), newest first; images belong to the owner of the job that made them. */
 export function listImages(db: DataSource, user: User, filter: CreatedFilter, page: PageRequest): Promise<Page<Image>> {
-  const query = whereCreated(db.getRepository(Image).createQueryBuilder('image'), filter);
+  const query = whereCreated(db.getRepository(Image).createQueryBuilder('image'), filter).andWhere('image.previewStep IS NULL');
   if (!isAdmin(user)) query.innerJoin('image.job', 'job').andWhere('job.ownerId = :owner', { owner: user.id });
   return pageOf(query, page);
 }
 
 /** The images jobs made, each job's in the order it made them, in one query; callers have checked the jobs are visible. */
 export async function listImagesOfJobs(db: DataSource, jobIds: readonly string[]): Promise<Image[]> {
-  const rows: Image[] = await db.query('SELECT * FROM image WHERE "jobId" = ANY($1::uuid[]) ORDER BY "objectKey"', [jobIds]);
-  return rows.map((row) => ({ ...row, seed: Number(row.seed) })); // bigint arrives as a string
+  const rows: Image[] = await db.query('SELECT * FROM image WHERE "jobId" = ANY($1::uuid[]) AND "previewStep" IS NULL ORDER BY "objectKey"', [jobIds]);
+  return rows.map((row) => ({ ...row, seed: Number(row.seed), bytes: Number(row.bytes) })); // bigints arrive as strings
+}
+
+/** A fine-tune's previews, by step, each step's in prompt order; the caller has checked the job is visible. */
+export function listPreviewsOfJob(db: DataSource, jobId: string): Promise<Image[]> {
+  return db.getRepository(Image).find({ where: { jobId, previewStep: Not(IsNull()) }, order: { previewStep: 'ASC', objectKey: 'ASC' } });
 }
 
 /** The HTTP route an image downloads from (see api/image-downloads.ts). */

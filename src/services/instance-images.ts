@@ -9,6 +9,7 @@ import { getConcept } from './concepts';
 import { pageOf, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
 import { basePackInfo } from './versions';
+import { admitStorage } from './storage-quota';
 import { isAdmin } from './viewer';
 
 const ACCEPTED_FORMATS = new Set(['jpeg', 'png', 'webp']);
@@ -47,7 +48,8 @@ export async function getInstanceImage(db: DataSource, user: User, id: string): 
 /**
  * Stores a photo of a concept the user may teach (one of a model they may change, or a concept they
  * contributed), or without a concept, staged for `startFineTune` to claim. The bytes are kept as
- * uploaded; sharp only reads the format and size.
+ * uploaded; sharp only reads the format and size. Refused when it would take the user past
+ * `storageLimit` bytes in storage.
  */
 export async function addInstanceImage(
   db: DataSource,
@@ -55,6 +57,7 @@ export async function addInstanceImage(
   user: User,
   conceptId: string | null,
   bytes: Uint8Array,
+  storageLimit: number,
 ): Promise<InstanceImage> {
   const concept = conceptId === null ? null : await getConcept(db, user, conceptId);
   if (concept && !canChangeModel(user, concept.model!) && concept.contributorId !== user.id) {
@@ -75,6 +78,7 @@ export async function addInstanceImage(
       throw badInput(`conceptId: the concept has ${MAX_INSTANCE_IMAGES} photos, the most it may have`);
     }
   }
+  await admitStorage(db, user.id, storageLimit, bytes.length);
   const objectKey = `instance-images/${user.id}/${randomUUID()}.${metadata.format}`;
   await store.put(objectKey, bytes, `image/${metadata.format}`);
   const repo = db.getRepository(InstanceImage);
@@ -82,6 +86,7 @@ export async function addInstanceImage(
     repo.create({
       objectKey,
       sha256: createHash('sha256').update(bytes).digest('hex'),
+      bytes: bytes.length,
       width: metadata.width,
       height: metadata.height,
       ownerId: user.id,

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { AppError } from './errors';
 import { FINISHED } from './job-lifecycle';
 import { JOB_STATE_JSON, JOB_STATES_CHANNEL, type JobState } from './job-state';
+import { MODEL_EVENTS_CHANNEL, type ModelEvent } from './model-events';
 
 /**
  * How many states a subscriber may fall behind before its stream ends with FellBehind. States are
@@ -26,12 +27,14 @@ class FellBehind extends AppError {
   }
 }
 
-/** Ends an owner's feed whose connection was lost: states may have been missed, so the client starts again. */
+/** Ends an owner's (or a model's) feed whose connection was lost: states may have been missed, so the client starts again. */
 class FeedInterrupted extends AppError {
-  constructor() {
-    super('CONFLICT', 'The job feed was interrupted and may have missed states; read your jobs again and subscribe again');
+  constructor(what = 'The job feed was interrupted and may have missed states; read your jobs again and subscribe again') {
+    super('CONFLICT', what);
   }
 }
+
+const MODEL_FEED_INTERRUPTED = 'The model feed was interrupted and may have missed events; read the model again and subscribe again';
 
 /** What a notification carries (publishJobState): a new state, and the id of the transaction that made it. */
 interface JobEvent {
@@ -80,7 +83,9 @@ class ReadSnapshot {
 export class JobEvents {
   readonly #feeds = new Map<string, JobFeed>();
   /** The streams of `followOwner`, by owner. */
-  readonly #owners = new Map<string, Set<StateStream>>();
+  readonly #owners = new Map<string, Set<StateStream<JobState>>>();
+  /** The streams of `followModel`, by model. */
+  readonly #models = new Map<string, Set<StateStream<ModelEvent>>>();
   readonly #waker = new Waker();
   #client: Promise<pg.Client> | null = null;
   #connected: pg.Client | null = null;
@@ -109,10 +114,10 @@ export class JobEvents {
     }
     await feed.ready;
     const joined = feed;
-    const stream = new StateStream(this.#waker, () => {
+    const stream = new StateStream<JobState>(this.#waker, () => {
       joined.streams.delete(stream);
       if (joined.streams.size === 0 && this.#feeds.get(jobId) === joined) this.#feeds.delete(jobId);
-    });
+    }, (state) => FINISHED.includes(state.status));
     joined.join(stream);
     return stream;
   }
@@ -122,19 +127,28 @@ export class JobEvents {
    * leaves; FellBehind when the reader lags MAX_BUFFERED_STATES behind, and FeedInterrupted when the
    * listening connection is lost (states may have been missed: the client reads the jobs again).
    */
-  async followOwner(ownerId: string): Promise<AsyncIterableIterator<JobState>> {
+  followOwner(ownerId: string): Promise<AsyncIterableIterator<JobState>> {
+    return this.#join(this.#owners, ownerId);
+  }
+
+  /**
+   * Every event of model `modelId` committed from now on (model-events.ts), in commit order, until the
+   * reader leaves; ends like `followOwner`'s streams when the reader lags or the connection is lost.
+   */
+  followModel(modelId: string): Promise<AsyncIterableIterator<ModelEvent>> {
+    return this.#join(this.#models, modelId);
+  }
+
+  /** A new open-ended stream among `registry`'s streams under `key`, once this process listens. */
+  async #join<T>(registry: Map<string, Set<StateStream<T>>>, key: string): Promise<AsyncIterableIterator<T>> {
     await this.#listen();
-    let streams = this.#owners.get(ownerId);
-    if (!streams) this.#owners.set(ownerId, (streams = new Set()));
+    let streams = registry.get(key);
+    if (!streams) registry.set(key, (streams = new Set()));
     const joined = streams;
-    const stream: StateStream = new StateStream(
-      this.#waker,
-      () => {
-        joined.delete(stream);
-        if (joined.size === 0 && this.#owners.get(ownerId) === joined) this.#owners.delete(ownerId);
-      },
-      false,
-    );
+    const stream: StateStream<T> = new StateStream<T>(this.#waker, () => {
+      joined.delete(stream);
+      if (joined.size === 0 && registry.get(key) === joined) registry.delete(key);
+    });
     joined.add(stream);
     return stream;
   }
@@ -165,7 +179,8 @@ export class JobEvents {
 
   async #connect(): Promise<pg.Client> {
     const client = new pg.Client({ connectionString: this.databaseUrl, application_name: JOB_STATES_LISTENER });
-    client.on('notification', ({ payload }) => {
+    client.on('notification', ({ channel, payload }) => {
+      if (channel === MODEL_EVENTS_CHANNEL) return this.#receiveModelEvent(payload);
       let event: JobEvent;
       try {
         const { xid, state } = JSON.parse(payload ?? '') as { xid: string; state: JobState };
@@ -184,17 +199,30 @@ export class JobEvents {
       this.#connected = null;
       this.#client = null;
       for (const streams of [...this.#owners.values()]) for (const stream of [...streams]) stream.fail(new FeedInterrupted());
+      for (const streams of [...this.#models.values()]) for (const stream of [...streams]) stream.fail(new FeedInterrupted(MODEL_FEED_INTERRUPTED));
       setTimeout(() => this.#reconnect(), RECONNECT_DELAY_MS).unref();
     });
     try {
       await client.connect();
       await client.query(`LISTEN ${JOB_STATES_CHANNEL}`);
+      await client.query(`LISTEN ${MODEL_EVENTS_CHANNEL}`);
     } catch (error) {
       await client.end().catch(() => {});
       throw error;
     }
     this.#connected = client;
     return client;
+  }
+
+  #receiveModelEvent(payload: string | undefined): void {
+    let event: ModelEvent;
+    try {
+      event = (JSON.parse(payload ?? '') as { event: ModelEvent }).event;
+    } catch (error) {
+      this.log.warn({ err: error, payload }, 'ignoring a malformed model event');
+      return;
+    }
+    for (const stream of this.#models.get(event.modelId) ?? []) stream.push(event);
   }
 
   /** Listens again and reads every followed job again; a read that fails waits for the next reconnection. */
@@ -213,7 +241,7 @@ export class JobEvents {
 
 /** One job's subscribers in this process, and the latest state they were sent. */
 class JobFeed {
-  readonly streams = new Set<StateStream>();
+  readonly streams = new Set<StateStream<JobState>>();
   /** The first read of the job; its subscribers wait for it. */
   ready!: Promise<void>;
   /** The latest state: where a new subscriber starts; null once the job is gone, undefined before the first read. */
@@ -241,7 +269,7 @@ class JobFeed {
     else if (!this.#seen!.saw(event.xid)) this.#send(event.state);
   }
 
-  join(stream: StateStream): void {
+  join(stream: StateStream<JobState>): void {
     this.streams.add(stream);
     stream.push(this.#latest!);
   }
@@ -261,9 +289,9 @@ class JobFeed {
  * that is the engine waiting for its next step.
  */
 class Waker {
-  readonly #due: StateStream[] = [];
+  readonly #due: { hand(): void }[] = [];
 
-  wake(stream: StateStream): void {
+  wake(stream: { hand(): void }): void {
     if (this.#due.push(stream) === 1) setImmediate(() => this.#wakeSome());
   }
 
@@ -279,27 +307,27 @@ class Waker {
  * states already buffered) rather than skip states or grow without bound. Not an async generator:
  * `return()` (the client unsubscribed or left) must end it at once, even while `next()` waits.
  */
-class StateStream implements AsyncIterableIterator<JobState> {
-  readonly #buffer: JobState[] = [];
-  #reader: { resolve: (result: IteratorResult<JobState>) => void; reject: (error: Error) => void } | null = null;
+class StateStream<T> implements AsyncIterableIterator<T> {
+  readonly #buffer: T[] = [];
+  #reader: { resolve: (result: IteratorResult<T>) => void; reject: (error: Error) => void } | null = null;
   #ended = false;
   #error: Error | null = null;
 
   constructor(
     private readonly waker: Waker,
     private readonly leave: () => void,
-    /** One job's stream ends after its finished state; an owner's goes on. */
-    private readonly endsWhenFinished = true,
+    /** Whether a state is the stream's last (one job's stream ends after its finished state); an owner's or a model's goes on. */
+    private readonly endsAfter: (state: T) => boolean = () => false,
   ) {}
 
-  /** The next state, or null: the job is gone. A job's stream ends after a finished state. */
-  push(state: JobState | null): void {
+  /** The next state, or null: the job is gone. */
+  push(state: T | null): void {
     if (this.#ended) return;
     if (state === null) return this.#end();
     if (this.#buffer.length === MAX_BUFFERED_STATES) return this.#end(new FellBehind());
     this.#buffer.push(state);
     if (this.#reader && this.#buffer.length === 1) this.waker.wake(this);
-    if (this.endsWhenFinished && FINISHED.includes(state.status)) this.#end();
+    if (this.endsAfter(state)) this.#end();
   }
 
   /** Ends the stream with `error`, after the states already buffered. */
@@ -307,7 +335,7 @@ class StateStream implements AsyncIterableIterator<JobState> {
     this.#end(error);
   }
 
-  next(): Promise<IteratorResult<JobState>> {
+  next(): Promise<IteratorResult<T>> {
     const state = this.#buffer.shift();
     if (state) return Promise.resolve({ value: state, done: false });
     if (this.#error) return Promise.reject(this.#error);
@@ -323,14 +351,14 @@ class StateStream implements AsyncIterableIterator<JobState> {
     this.#reader = null;
   }
 
-  async return(): Promise<IteratorResult<JobState>> {
+  async return(): Promise<IteratorResult<T>> {
     this.#buffer.length = 0;
     this.#error = null;
     this.#end();
     return { value: undefined, done: true };
   }
 
-  [Symbol.asyncIterator](): AsyncIterableIterator<JobState> {
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     return this;
   }
 

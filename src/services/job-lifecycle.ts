@@ -74,6 +74,26 @@ export async function recordJobProgress(
   });
 }
 
+/**
+ * Writes what a run made on its way (a fine-tune's previews) with `write`, in a transaction that holds the
+ * job row while it is RUNNING as run `claimedAt`, and announces the job's new state; false, with nothing
+ * written, when the job is no longer that run's (canceled, taken back).
+ */
+export async function recordForRun(db: DataSource, jobId: string, claimedAt: Date, write: (tx: EntityManager) => Promise<void>): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const running = await tx
+      .getRepository(Job)
+      .createQueryBuilder('job')
+      .setLock('pessimistic_write')
+      .where('job.id = :jobId AND job.status = :running AND job.startedAt = :claimedAt', { jobId, running: JobStatus.RUNNING, claimedAt })
+      .getExists();
+    if (!running) return false;
+    await write(tx);
+    await publishJobState(tx, jobId);
+    return true;
+  });
+}
+
 export async function isJobRunning(db: DataSource, jobId: string, claimedAt?: Date): Promise<boolean> {
   return db.getRepository(Job).existsBy({ id: jobId, status: JobStatus.RUNNING, ...(claimedAt ? { startedAt: claimedAt } : {}) });
 }
@@ -203,7 +223,7 @@ export async function endedJobs(db: DataSource, jobIds: string[]): Promise<strin
 
 /** A fine-tune that will not merge gives its contribution up (see `withdrawContribution`). */
 async function releaseContribution(tx: EntityManager, job: Job): Promise<void> {
-  if (job.type === JobType.FINETUNE) await withdrawContribution(tx, fineTuneParams(job).contributionId);
+  if (job.type === JobType.FINETUNE) await withdrawContribution(tx, fineTuneParams(job).contributionId, job.id);
 }
 
 const fineTuneParams = (job: Job) => job.params as unknown as FineTuneParams;

@@ -18,6 +18,9 @@ export interface JobState {
   error: string | null;
   /** The images made, in order; written only in the transaction that makes the job SUCCEEDED. */
   imageIds: string[];
+  /** A fine-tune's latest previews: the step whose weights drew them, and the images in prompt order; null and empty before any. */
+  previewStep: number | null;
+  previewImageIds: string[];
 }
 
 /**
@@ -28,7 +31,10 @@ export interface JobState {
 export const JOB_STATE_JSON = `json_build_object(
   'jobId', job.id, 'ownerId', job."ownerId", 'status', job.status, 'progress', job.progress, 'step', job.step, 'steps', job.steps,
   'loss', job.loss, 'error', job.error,
-  'imageIds', ARRAY(SELECT image.id FROM image WHERE image."jobId" = job.id ORDER BY image."objectKey"))`;
+  'imageIds', ARRAY(SELECT image.id FROM image WHERE image."jobId" = job.id AND image."previewStep" IS NULL ORDER BY image."objectKey"),
+  'previewStep', (SELECT max(image."previewStep") FROM image WHERE image."jobId" = job.id),
+  'previewImageIds', ARRAY(SELECT image.id FROM image WHERE image."jobId" = job.id
+    AND image."previewStep" = (SELECT max(p."previewStep") FROM image p WHERE p."jobId" = job.id) ORDER BY image."objectKey"))`;
 
 /**
  * Announces job `jobId`'s state to every process's subscribers, from inside the transaction `tx` that
@@ -41,8 +47,8 @@ export const JOB_STATE_JSON = `json_build_object(
  * - NOTIFY delivers at commit, and PostgreSQL queues notifications in commit order;
  * - the transaction's id travels too, so a listener can tell whether its own read of the job already
  *   saw this state (JobEvents).
- * The payload fits NOTIFY's 8000 bytes: at most 8 image ids and two more, numbers, and a user message of at most
- * 1000 characters (failRunningJob) make under 7000 even with every character JSON-escaped.
+ * The payload fits NOTIFY's 8000 bytes: at most 8 image ids and two more, 4 preview ids (MAX_PREVIEW_PROMPTS), numbers,
+ * and a user message of at most 1000 characters (failRunningJob) make under 7200 even with every character JSON-escaped.
  * The job's webhook events, if it has a webhook, go into the outbox in the same transaction, for the
  * same reasons.
  */

@@ -11,7 +11,8 @@ import { getModel, getModelBaseModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
-import { isAdmin } from './viewer';
+import { admitStorage } from './storage-quota';
+import { isAdmin, ownerFilter } from './viewer';
 import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
 
 export interface JobFilter extends CreatedFilter {
@@ -19,6 +20,8 @@ export interface JobFilter extends CreatedFilter {
   type?: JobType | null;
   /** Jobs on this model (generations with it, fine-tunes of it). */
   modelId?: string | null;
+  /** One user's jobs: an admin's filter (anyone else may name only themselves). */
+  ownerId?: string | null;
 }
 
 /** A page of the user's jobs (an admin's: everyone's), newest first; a model filter names a model the user sees. */
@@ -26,6 +29,7 @@ export async function listJobs(db: DataSource, user: User, filter: JobFilter, pa
   const query = whereCreated(db.getRepository(Job).createQueryBuilder('job'), filter);
   if (filter.modelId != null) query.andWhere(`job.params->>'modelId' = :modelId`, { modelId: (await getModel(db, user, parseId(filter.modelId, 'modelId'))).id });
   if (!isAdmin(user)) query.andWhere('job.ownerId = :owner', { owner: user.id });
+  if (filter.ownerId != null) query.andWhere('job.ownerId = :ownerId', { ownerId: ownerFilter(user, filter.ownerId) });
   if (filter.status) query.andWhere('job.status = :status', { status: filter.status });
   if (filter.type) query.andWhere('job.type = :type', { type: filter.type });
   return pageOf(query, page);
@@ -88,6 +92,11 @@ export interface GenerateParams {
   numImages: number;
 }
 
+/** What a generation's PNGs may take in storage: uncompressed RGB, more than a PNG of them ever takes. */
+export function pngBytesBound({ numImages, width, height }: Pick<GenerateParams, 'numImages' | 'width' | 'height'>, nativeSize: number): number {
+  return numImages * (width ?? nativeSize) * (height ?? nativeSize) * 3;
+}
+
 /**
  * Validates a generation request, against its model too (sizes and sampler, by the rule the worker's
  * pipeline applies), pins the model version it runs on (the model's head unless one is named) and
@@ -98,7 +107,8 @@ export async function generateImages(services: JobServices, user: User, input: G
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
   const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
-  const problem = txt2imgProblem(await basePackInfo(store, await getModelBaseModel(db, model)), request);
+  const base = await basePackInfo(store, await getModelBaseModel(db, model));
+  const problem = txt2imgProblem(base, request);
   if (problem) throw badInput(`input: ${problem}`);
   let versionId = model.headVersionId;
   if (request.versionId != null) {
@@ -120,6 +130,8 @@ export async function generateImages(services: JobServices, user: User, input: G
     height: request.height ?? null,
     numImages: request.numImages,
   };
+  // Outside the admission's lock: stored bytes change by uploads and finished jobs, which that lock does not order.
+  await admitStorage(db, user.id, config.jobLimits.storageBytes, pngBytesBound(params, base.geometry.nativeSize));
   // The delivery first: the user's lock (taken by the insert) is then held only for the commit.
   const id = randomUUID();
   return db.transaction(async (tx) => {

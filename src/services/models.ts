@@ -6,7 +6,7 @@ import type { ObjectStore } from '../storage/object-store';
 import { badInput, forbidden, notFound } from './errors';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
-import { isAdmin } from './viewer';
+import { isAdmin, ownerFilter } from './viewer';
 
 /**
  * Tenancy for models, the root of most other rules: a user sees their own PRIVATE and PRIVATE_META
@@ -34,6 +34,8 @@ export function canChangeModel(user: User, model: Model): boolean {
 export interface ModelFilter extends CreatedFilter {
   kind?: ModelKind | null;
   baseModelId?: string | null;
+  /** One user's models: an admin's filter (anyone else may name only themselves). */
+  ownerId?: string | null;
 }
 
 /** A page of the models the user sees (listModels' tenancy: `visibleModels`), newest first. */
@@ -41,6 +43,7 @@ export function listModels(db: DataSource, user: User, filter: ModelFilter, page
   const query = whereCreated(visibleModels(db, user), filter);
   if (filter.kind) query.andWhere('model.kind = :kind', { kind: filter.kind });
   if (filter.baseModelId != null) query.andWhere('model.baseModelId = :baseModelId', { baseModelId: parseId(filter.baseModelId, 'baseModelId') });
+  if (filter.ownerId != null) query.andWhere('model.ownerId = :ownerId', { ownerId: ownerFilter(user, filter.ownerId) });
   return pageOf(query, page);
 }
 

@@ -77,6 +77,8 @@ export function getVersions(db: DataSource, ids: readonly string[]): Promise<Mod
 export interface NewVersion {
   /** Null: the base model's own weights. */
   weightsKey: string | null;
+  /** The weights object's size; absent (0) when it has no object of its own (the base's, or an earlier version's). */
+  bytes?: number;
   method: FineTuneMethod;
   contributionId: string | null;
 }

@@ -133,6 +133,19 @@ export async function enqueueJobWebhookEvents(tx: EntityManager, jobId: string):
   }
 }
 
+/** Writes a fine-tune's `job.preview` delivery for its previews of `step`, in `tx`, when its webhook wants them. */
+export async function enqueuePreviewWebhookEvent(tx: EntityManager, jobId: string, step: number, images: { imageId: string; prompt: string }[]): Promise<void> {
+  const hook = await tx.getRepository(JobWebhook).findOneBy({ jobId });
+  if (!hook?.target.events.includes(WebhookEvent.PREVIEW)) return;
+  const [{ ownerId, now }]: { ownerId: string; now: Date }[] = await tx.query('SELECT "ownerId", now() AS now FROM job WHERE id = $1', [jobId]);
+  const event: WebhookEventBody = {
+    type: 'job.preview',
+    timestamp: now.toISOString(),
+    data: { jobId, step, images: images.map(({ imageId, prompt }) => ({ imageId, prompt, url: imagePath(imageId) })) },
+  };
+  await tx.getRepository(WebhookDelivery).insert({ ownerId, jobId, type: event.type, url: hook.target.url, body: JSON.stringify(event) });
+}
+
 function progressDue(target: WebhookTarget, stepsSince: number, lastAt: Date | null, now: Date): boolean {
   if (stepsSince <= 0) return false;
   if (target.progressEverySteps && stepsSince >= target.progressEverySteps) return true;

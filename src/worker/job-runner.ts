@@ -2,7 +2,7 @@ import type { EntityManager } from 'typeorm';
 import type { Job } from '../entities';
 import { isServiceOutage, untilServicesAnswer } from '../services/availability';
 import type { Services } from '../services/container';
-import { claimJob, failRunningJob, finishJob, isJobRunning, recordJobProgress, requeueJob } from '../services/job-lifecycle';
+import { claimJob, failRunningJob, finishJob, isJobRunning, recordForRun, recordJobProgress, requeueJob } from '../services/job-lifecycle';
 
 /** The abort reason of a job whose worker is stopping: the job goes back to the queue for another worker. */
 export class WorkerStopping extends Error {
@@ -22,6 +22,11 @@ export interface JobRun {
   progress(values: { step: number; steps: number; loss?: number }): void;
   /** Re-reads the row after a long wait (for a lock), aborting `signal` and throwing once the job is no longer RUNNING. */
   checkStillRunning(): Promise<void>;
+  /**
+   * Waits for the progress writes, then writes what the run made on its way (previews) with `write`, while the
+   * job is still this run's; false when it is not (canceled meanwhile: `signal` aborts) and nothing was written.
+   */
+  record(write: (tx: EntityManager) => Promise<void>): Promise<boolean>;
   /**
    * Waits for the progress writes, then makes the job SUCCEEDED together with what `record` writes of
    * its result; false when the job was canceled meanwhile, and the caller discards what it made.
@@ -97,6 +102,12 @@ export class JobRunner {
       checkStillRunning: async () => {
         if (!(await isJobRunning(db, jobId, claimedAt))) controller.abort(new Error('canceled'));
         controller.signal.throwIfAborted();
+      },
+      record: async (write) => {
+        await written;
+        const recorded = await recordForRun(db, jobId, claimedAt, write);
+        if (!recorded) controller.abort(new Error('canceled'));
+        return recorded;
       },
       finish: async (record) => {
         await written;

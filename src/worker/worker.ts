@@ -2,6 +2,8 @@ import { EngineWorker } from '../engine';
 import { JobType } from '../entities';
 import type { Services } from '../services/container';
 import { endedJobs, recordHeartbeat, sweepStalledJobs } from '../services/job-lifecycle';
+import { deleteExpiredExports } from '../services/weight-export';
+import { removeSilentWorkers, WorkerRegistration } from '../services/workers';
 import { FineTuneHandler } from './handlers/finetune';
 import { GenerateHandler } from './handlers/generate';
 import { JobCheckpoints } from './checkpoints';
@@ -30,13 +32,19 @@ export async function startWorker(services: Services): Promise<RunningWorker> {
   const sweep = async () => {
     try {
       await sweepStalledJobs(db, queue, log, { timeoutSeconds: timeout, maxRetries: config.jobMaxRetries });
+      await removeSilentWorkers(db, timeout);
+      await deleteExpiredExports(db, services.store);
       for (const id of await endedJobs(db, await JobCheckpoints.jobIds(services.store))) await JobCheckpoints.clear(services.store, id);
     } catch (error) {
       log.error({ err: error }, 'stalled job sweep failed');
     }
   };
   await sweep();
-  const sweeper = setInterval(sweep, intervalMs);
+  const registration = await WorkerRegistration.register(db, config.engineDevice);
+  const sweeper = setInterval(() => {
+    void sweep();
+    registration.beat().catch((error) => log.warn({ err: error }, 'worker heartbeat failed'));
+  }, intervalMs);
 
   const engine = new EngineWorker({ device: config.engineDevice });
   const handlers: Record<JobType, JobHandler> = {
@@ -56,6 +64,7 @@ export async function startWorker(services: Services): Promise<RunningWorker> {
       for (const stop of stopFetching) await stop();
       for (const runner of runners) await runner.stop();
       await engine.close();
+      await registration.unregister().catch((error) => log.warn({ err: error }, 'could not unregister the worker; a sweep will'));
     },
   };
 
@@ -63,10 +72,13 @@ export async function startWorker(services: Services): Promise<RunningWorker> {
   async function beating(id: string, run: () => Promise<void>): Promise<void> {
     const beat = () => recordHeartbeat(db, id).catch((error) => log.warn({ err: error, jobId: id }, 'job heartbeat failed'));
     const timer = setInterval(beat, intervalMs);
+    const told = (update: Promise<void>) => update.catch((error) => log.warn({ err: error, jobId: id }, 'worker heartbeat failed'));
+    await told(registration.started(id));
     try {
       await run();
     } finally {
       clearInterval(timer);
+      await told(registration.ended(id));
     }
   }
 }

@@ -137,6 +137,8 @@ describe('tenancy', () => {
     startFineTuneFromConcept: (key) =>
       gql(url, FINE_TUNE, { input: { ...fineTune(), instanceImageIds: null, fromConceptId: owned.conceptId, target: 'PRIVATE', baseModelId } }, key),
     withdrawConcept: (key) => gql(url, 'mutation($id: ID!) { withdrawConcept(id: $id) { id } }', { id: owned.metaConceptId }, key),
+    exportWeights: (key) =>
+      gql(url, 'mutation($input: ExportWeightsInput!) { exportWeights(input: $input) { url } }', { input: { modelId: owned.privateModelId, format: 'DIFFUSERS_LORA' } }, key),
     // A's concept of the public metamodel: everyone sees it, only A (or an admin) takes it out.
     withdrawPublicConcept: (key) => gql(url, 'mutation($id: ID!) { withdrawConcept(id: $id) { id } }', { id: publicConceptId }, key),
   });

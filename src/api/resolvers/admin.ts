@@ -1,7 +1,8 @@
 import { Arg, Ctx, Field, FieldResolver, Float, ID, Int, Mutation, ObjectType, Query, Resolver, Root } from 'type-graphql';
-import { JobType, User } from '../../entities';
+import { JobType, User, WorkerProcess } from '../../entities';
 import { queueStats, setUserDisabled, type QueueStats, type Usage } from '../../services/admin-insight';
 import { forbidden } from '../../services/errors';
+import { listWorkers } from '../../services/workers';
 import { isAdmin, requireAdmin, requireUser } from '../../services/viewer';
 import type { Context } from '../context';
 
@@ -31,8 +32,11 @@ class UserUsage implements Omit<Usage, 'userId'> {
   @Field(() => Int, { description: 'Training steps of fine-tunes that succeeded.' })
   stepsTrained: number;
 
-  @Field(() => Int)
+  @Field(() => Int, { description: 'Generated images (fine-tune previews aside).' })
   imagesMade: number;
+
+  @Field(() => Float, { description: 'Bytes kept in storage: training photos, images (previews included) and model versions’ weights.' })
+  storageBytes: number;
 }
 
 /** The platform's load and its users, for admins; a user reads their own usage. */
@@ -42,6 +46,12 @@ export class AdminResolver {
   queueStats(@Ctx() { viewer, services }: Context): Promise<JobQueueStats[]> {
     requireAdmin(viewer);
     return queueStats(services.db);
+  }
+
+  @Query(() => [WorkerProcess], { description: 'The running worker processes: host, pid, device, the jobs each runs and its last heartbeat. Admins only.' })
+  workers(@Ctx() { viewer, services }: Context): Promise<WorkerProcess[]> {
+    requireAdmin(viewer);
+    return listWorkers(services.db);
   }
 
   @Mutation(() => User, { description: 'Disables an account (its keys are refused at once) or enables it again. Admins only.' })

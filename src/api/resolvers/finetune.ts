@@ -2,6 +2,7 @@ import { Arg, Args, Ctx, Field, Float, ID, InputType, Int, Mutation, ObjectType,
 import { DEFAULT_LORA_RANK } from '../../engine';
 import { Concept, ConceptKind, Contribution, FineTuneMethod, Job, Model, ModelKind, ModelVersion } from '../../entities';
 import { BATCH_DEFAULTS, getStartedFineTune, startFineTune, TRAINING_DEFAULTS, type StartedFineTune } from '../../services/finetune';
+import { DEFAULT_PREVIEW_STEPS, MAX_PREVIEW_IMAGES, MAX_PREVIEW_PROMPTS, MAX_PREVIEW_STEPS } from '../../services/previews';
 import { listModelVersions } from '../../services/versions';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
 import { requireUser } from '../../services/viewer';
@@ -94,6 +95,22 @@ class StartFineTuneInput {
 
   @Field(() => Boolean, { nullable: true, description: 'Mirror each image left to right at random; default false.' })
   flip?: boolean | null;
+
+  @Field(() => [String], {
+    nullable: true,
+    description: `Validation prompts (at most ${MAX_PREVIEW_PROMPTS}) drawn with the weights being trained every previewEvery steps: Job.previews, `
+      + 'JobUpdate.previewImageIds and the PREVIEW webhook event. Say `a <token> <category>` with the token you give (or read it from the concept).',
+  })
+  previewPrompts?: string[] | null;
+
+  @Field(() => Int, {
+    nullable: true,
+    description: `Training steps between previews; default a quarter of the steps. At most ${MAX_PREVIEW_IMAGES} preview images in all (rounds x prompts).`,
+  })
+  previewEvery?: number | null;
+
+  @Field(() => Int, { nullable: true, description: `Denoising steps of each preview, 1-${MAX_PREVIEW_STEPS}; default ${DEFAULT_PREVIEW_STEPS}.` })
+  previewSteps?: number | null;
 
   @Field(() => WebhookInput, { nullable: true, description: 'Default: your default webhook, if any (setWebhookDefault).' })
   webhook?: WebhookInput | null;

@@ -51,7 +51,7 @@ export class InstanceImageResolver {
       services,
       user,
       { key: idempotencyKey, operation: 'uploadInstanceImage', request },
-      { create: () => addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes), idOf: (made) => made.id, load: (id) => getInstanceImage(services.db, user, id) },
+      { create: () => addInstanceImage(services.db, services.store, user, conceptId ?? null, bytes, services.config.jobLimits.storageBytes), idOf: (made) => made.id, load: (id) => getInstanceImage(services.db, user, id) },
     );
   }
 

@@ -3,7 +3,20 @@ import type { SamplerName } from '../../engine';
 import { FineTuneMethod, Job, JobType } from '../../entities';
 import { fineTuneParams, type FineTuneParams } from '../../services/finetune';
 import type { GenerateParams } from '../../services/jobs';
+import type { PreviewSettings } from '../../services/previews';
 import { Scheduler } from './jobs';
+
+@ObjectType('PreviewSettings', { description: 'How a fine-tune previews its training.' })
+class PreviewSettingsType implements PreviewSettings {
+  @Field(() => [String])
+  prompts: string[];
+
+  @Field(() => Int, { description: 'Training steps between previews.' })
+  every: number;
+
+  @Field(() => Int, { description: 'Denoising steps of each preview.' })
+  steps: number;
+}
 
 /** A fine-tune job's settings as queued, defaults filled in: the typed view of what the worker reads from `Job.params`. */
 @ObjectType({ description: 'What a fine-tune trains, and with what, as queued (defaults filled in).' })
@@ -43,6 +56,9 @@ class FineTuneSettings implements FineTuneParams {
 
   @Field(() => Boolean)
   flip: boolean;
+
+  @Field(() => PreviewSettingsType, { nullable: true, description: 'Null: no previews.' })
+  preview: PreviewSettings | null;
 }
 
 @ObjectType({ description: 'What a generation draws, as queued (defaults filled in).' })

@@ -4,6 +4,7 @@ import { Image, Job, JobStatus, JobType } from '../../entities';
 import type { JobState } from '../../services/job-state';
 import { cancelJob, generateImages, getJob, listJobs } from '../../services/jobs';
 import { IDEMPOTENCY_KEY_DESCRIPTION, idempotent } from '../../services/idempotency';
+import { listPreviewsOfJob } from '../../services/images';
 import { lossHistory } from '../../services/loss-history';
 import { requireUser } from '../../services/viewer';
 import { connectionType, CreatedArgs, PageArgs, toConnection, type Connection } from '../connections';
@@ -101,6 +102,12 @@ export class JobUpdate implements JobState {
 
   @Field(() => [ID], { description: 'The images made so far, in order.' })
   imageIds: string[];
+
+  @Field(() => Int, { nullable: true, description: "A fine-tune's latest previews: the training step whose weights drew them; null before any." })
+  previewStep: number | null;
+
+  @Field(() => [ID], { description: 'The latest previews (of previewStep), in the order of the fine-tune’s previewPrompts; download each from /images/<id>.' })
+  previewImageIds: string[];
 }
 
 /**
@@ -122,9 +129,10 @@ export class JobResolver {
     @Arg('status', () => JobStatus, { nullable: true }) status: JobStatus | null,
     @Arg('type', () => JobType, { nullable: true }) type: JobType | null,
     @Arg('modelId', () => ID, { nullable: true, description: 'Generations with this model and fine-tunes of it.' }) modelId: string | null,
+    @Arg('ownerId', () => ID, { nullable: true, description: 'One user’s jobs (admins; others may name only themselves).' }) ownerId: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<Job>> {
-    return toConnection(await listJobs(services.db, requireUser(viewer), { ...created, status, type, modelId }, page));
+    return toConnection(await listJobs(services.db, requireUser(viewer), { ...created, status, type, modelId, ownerId }, page));
   }
 
   @Query(() => Job)
@@ -176,6 +184,11 @@ export class JobResolver {
   @FieldResolver(() => [Image])
   images(@Root() job: Job, @Ctx() { loaders }: Context): Promise<Image[]> {
     return loaders.imagesOfJob.load(job.id);
+  }
+
+  @FieldResolver(() => [Image], { description: "A fine-tune's previews (previewPrompts drawn every previewEvery steps), by step, each step's in prompt order; empty for generation." })
+  previews(@Root() job: Job, @Ctx() { services }: Context): Promise<Image[]> {
+    return listPreviewsOfJob(services.db, job.id);
   }
 
   @FieldResolver(() => Int, { nullable: true, description: QUEUE_POSITION_DESCRIPTION })

@@ -32,9 +32,10 @@ export class ModelResolver {
     @Args(() => CreatedArgs) created: CreatedArgs,
     @Arg('kind', () => ModelKind, { nullable: true }) kind: ModelKind | null,
     @Arg('baseModelId', () => ID, { nullable: true }) baseModelId: string | null,
+    @Arg('ownerId', () => ID, { nullable: true, description: 'One user’s models (admins; others may name only themselves).' }) ownerId: string | null,
     @Ctx() { viewer, services }: Context,
   ): Promise<Connection<Model>> {
-    return toConnection(await listModels(services.db, requireUser(viewer), { ...created, kind, baseModelId }, page));
+    return toConnection(await listModels(services.db, requireUser(viewer), { ...created, kind, baseModelId, ownerId }, page));
   }
 
   @Query(() => Model)

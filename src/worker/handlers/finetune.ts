@@ -10,8 +10,10 @@ import { splitPriorImages, type PriorSplit } from '../../services/big-split';
 import type { Services } from '../../services/container';
 import { FineTuneFailure, fineTuneParams, learnedConcepts, type FineTuneParams } from '../../services/finetune';
 import { TrainingImages } from '../../services/training-images';
+import { ModelEventType, publishModelEvent } from '../../services/model-events';
 import { appendVersion, lockVersions } from '../../services/versions';
 import { JobCheckpoints } from '../checkpoints';
+import { checkpointWeights, PreviewRenderer } from '../previews';
 import type { JobHandler, JobRun } from '../job-runner';
 
 /**
@@ -34,16 +36,23 @@ export class FineTuneHandler implements JobHandler {
     let finished = false;
     try {
       await run.checkStillRunning();
-      await db.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
+      await db.transaction(async (tx) => {
+        await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.TRAINING });
+        await publishModelEvent(tx, { modelId: params.modelId, type: ModelEventType.TRAINING, contributionId: params.contributionId, versionId: null, jobId: job.id });
+      });
       const result = await this.#train(job.id, params, run);
       try {
         finished = await run.finish(async (tx) => {
           const version = await appendVersion(tx, params.modelId, result.fromVersionId, {
             weightsKey: result.weightsKey,
+            bytes: result.bytes,
             method: params.method,
             contributionId: params.contributionId,
           });
           await tx.getRepository(Contribution).update(params.contributionId, { status: ContributionStatus.MERGED, resultingVersionId: version.id });
+          await publishModelEvent(tx, {
+            modelId: params.modelId, type: ModelEventType.VERSION_APPENDED, contributionId: params.contributionId, versionId: version.id, jobId: job.id,
+          });
         });
       } finally {
         // Weights no version names (canceled meanwhile, or the transaction failed) would never be read.
@@ -98,35 +107,54 @@ export class FineTuneHandler implements JobHandler {
     const rank = params.rank ?? DEFAULT_LORA_RANK;
     const checkpoints = new JobCheckpoints(store, jobId, head?.id ?? null, this.services.config.checkpoints);
     const resume = await checkpoints.newest();
-    const result = await trainDreamBooth(
-      models,
-      {
-        instance,
-        prior,
-        method: params.method === FineTuneMethod.LORA ? { kind: 'lora', rank } : { kind: 'full' },
-        steps: params.steps,
-        learningRate: params.learningRate,
-        batchSize: params.batchSize,
-        gradientAccumulation: params.gradientAccumulation,
-        crop: params.centerCrop ? 'center' : 'random',
-        flip: params.flip,
-        seed: params.seed,
-        resolution,
-        start: head?.weightsKey && !resume ? await this.#start(head, models) : undefined,
-        resume,
-      },
-      {
-        worker: this.engine,
-        onStep: (step) => run.progress(step),
-        signal: run.signal,
-        checkpoints: { every: this.services.config.checkpoints.every, save: (checkpoint) => checkpoints.save(checkpoint) },
-        drain: run.stopping,
-      },
-    );
-    const bytes = result.lora ? serializeLora(result.lora, rank) : serializeUNet(models, result.unet!);
-    const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
-    await store.put(weightsKey, bytes);
-    return { weightsKey, fromVersionId: head?.id ?? null };
+    const previews = params.preview && new PreviewRenderer(this.services, this.engine, models, jobId, params.preview, params.seed);
+    const loraRank = params.method === FineTuneMethod.LORA ? rank : null;
+    try {
+      // A worker that stopped while drawing a round saved its checkpoint first: the round is drawn here, from it.
+      if (resume && previews?.due(resume.step)) await previews.render(resume.step, checkpointWeights(resume, loraRank), run);
+      const result = await trainDreamBooth(
+        models,
+        {
+          instance,
+          prior,
+          method: params.method === FineTuneMethod.LORA ? { kind: 'lora', rank } : { kind: 'full' },
+          steps: params.steps,
+          learningRate: params.learningRate,
+          batchSize: params.batchSize,
+          gradientAccumulation: params.gradientAccumulation,
+          crop: params.centerCrop ? 'center' : 'random',
+          flip: params.flip,
+          seed: params.seed,
+          resolution,
+          start: head?.weightsKey && !resume ? await this.#start(head, models) : undefined,
+          resume,
+        },
+        {
+          worker: this.engine,
+          onStep: (step) => run.progress(step),
+          signal: run.signal,
+          checkpoints: {
+            every: checkpointInterval(this.services.config.checkpoints.every, params.preview?.every),
+            // A preview step checkpoints too: the engine counts any save as the run's latest, so a worker that stops there hands on from it.
+            save: async (checkpoint) => {
+              await checkpoints.save(checkpoint);
+              if (previews?.due(checkpoint.step) && !run.stopping.aborted) await previews.render(checkpoint.step, checkpointWeights(checkpoint, loraRank), run);
+            },
+          },
+          drain: run.stopping,
+        },
+      );
+      // The engine saves no checkpoint after the last step; its preview comes from the result.
+      if (previews?.due(params.steps)) {
+        await previews.render(params.steps, result.lora ? { lora: parseLoraFile(serializeLora(result.lora, rank)) } : { unet: result.unet! }, run);
+      }
+      const bytes = result.lora ? serializeLora(result.lora, rank) : serializeUNet(models, result.unet!);
+      const weightsKey = `models/${model.id}/weights/${randomUUID()}.safetensors`;
+      await store.put(weightsKey, bytes);
+      return { weightsKey, bytes: bytes.length, fromVersionId: head?.id ?? null };
+    } finally {
+      await previews?.close();
+    }
   }
 
   /** The split on the contribution, and its warnings on the job too: the contribution's record is not where a user watching the run looks. */
@@ -141,4 +169,12 @@ export class FineTuneHandler implements JobHandler {
     const bytes = await this.services.store.get(head.weightsKey!);
     return head.method === FineTuneMethod.LORA ? { lora: parseLoraFile(bytes) } : { unet: parseUNetWeights(models, bytes) };
   }
+}
+
+/** Steps between the run's saves: every checkpoint step and every preview step (0: none but a stopping worker's). */
+function checkpointInterval(checkpointEvery: number, previewEvery: number | undefined): number {
+  if (!previewEvery) return checkpointEvery;
+  if (!checkpointEvery) return previewEvery;
+  const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+  return gcd(checkpointEvery, previewEvery);
 }

@@ -41,7 +41,9 @@ export class GenerateHandler implements JobHandler {
     for (const [i, png] of pngs.entries()) await this.services.store.put(keys[i], png, 'image/png');
     const finished = await run.finish(async (tx) => {
       await tx.getRepository(Image).insert(
-        keys.map((objectKey) => ({ objectKey, jobId: job.id, seed: result.seed, prompt: params.prompt, width: result.width, height: result.height })),
+        keys.map((objectKey, i) => ({
+          objectKey, bytes: pngs[i].length, jobId: job.id, seed: result.seed, prompt: params.prompt, width: result.width, height: result.height,
+        })),
       );
     });
     // Canceled after the last step: the images were never recorded, so they go.

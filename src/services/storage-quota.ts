@@ -1,0 +1,33 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import { quotaExceeded } from './errors';
+
+/**
+ * What a user keeps in object storage: their training photos, the images their jobs made (previews
+ * included) and the weights of the versions of the models they own. Each row records its object's size
+ * when it is written. Weight exports are not counted: they are gone within the hour.
+ */
+const STORED_BYTES = `
+  SELECT u.id AS "userId",
+         (SELECT coalesce(sum(p.bytes), 0) FROM instance_image p WHERE p."ownerId" = u.id)
+       + (SELECT coalesce(sum(i.bytes), 0) FROM image i JOIN job j ON j.id = i."jobId" WHERE j."ownerId" = u.id)
+       + (SELECT coalesce(sum(v.bytes), 0) FROM model_version v JOIN model m ON m.id = v."modelId" WHERE m."ownerId" = u.id) AS bytes
+    FROM "user" u WHERE u.id = ANY($1)`;
+
+/** Bytes each user keeps in storage, by user id, in one query. */
+export async function storedBytesOf(db: DataSource | EntityManager, userIds: readonly string[]): Promise<Map<string, number>> {
+  const rows: { userId: string; bytes: string }[] = await db.query(STORED_BYTES, [[...userIds]]);
+  return new Map(rows.map((row) => [row.userId, Number(row.bytes)]));
+}
+
+/**
+ * Refuses (QUOTA_EXCEEDED) what would take the user's stored bytes past `limit`: `adding` bytes more, exact
+ * for an upload, an estimate for a job's results. Nothing is written when it refuses.
+ */
+export async function admitStorage(db: DataSource | EntityManager, userId: string, limit: number, adding: number): Promise<void> {
+  const stored = (await storedBytesOf(db, [userId])).get(userId) ?? 0;
+  if (stored + adding > limit) {
+    throw quotaExceeded(
+      `You keep ${stored} bytes in storage; ${adding} more would pass the ${limit} allowed: delete images, photos or models first`,
+    );
+  }
+}
