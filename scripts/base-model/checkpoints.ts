@@ -8,6 +8,8 @@ export interface StageState {
   stepsDone: number;
   checkpoint: TrainerCheckpoint;
   ema?: Record<string, Float32Array>;
+  /** What the weights were trained to predict (the UNet's `prediction_type`); absent where nothing was recorded. */
+  objective?: string;
 }
 
 type Precision = 'F32' | 'F16' | 'BF16';
@@ -33,7 +35,7 @@ export async function saveStage(
   const entries = tensors('param', state.checkpoint.params, param);
   if (moments) entries.push(...tensors('m', state.checkpoint.m, moments), ...tensors('v', state.checkpoint.v, moments));
   const averages = state.ema ? tensors('ema', state.ema, ema) : [];
-  const metadata = { steps: String(state.stepsDone) };
+  const metadata = { steps: String(state.stepsDone), ...(state.objective && { objective: state.objective }) };
   if (emaApart && averages.length) await writeFile(emaPath(path), serializeSafetensors(new Map(averages), metadata));
   else entries.push(...averages);
   await writeFile(path, serializeSafetensors(new Map(entries), metadata));
@@ -56,7 +58,8 @@ export async function loadStage(path: string, names: readonly string[]): Promise
     if (!tensor) throw new Error(`${path} lacks ${prefix}.${name}: it was saved for another model`);
     return [name, toFloat32(tensor)];
   }));
-  const stepsDone = Number(metadataOf(bytes).steps);
+  const metadata = metadataOf(bytes);
+  const stepsDone = Number(metadata.steps);
   const params = read('param');
   const zeros = () => Object.fromEntries(names.map((name) => [name, new Float32Array(params[name].length)]));
   const full = stored.has(`m.${names[0]}`);
@@ -64,5 +67,6 @@ export async function loadStage(path: string, names: readonly string[]): Promise
     stepsDone,
     checkpoint: full ? { steps: stepsDone, params, m: read('m'), v: read('v') } : { steps: 0, params, m: zeros(), v: zeros() },
     ema: stored.has(`ema.${names[0]}`) ? read('ema') : undefined,
+    objective: metadata.objective,
   };
 }

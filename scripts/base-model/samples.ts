@@ -16,7 +16,7 @@ import { Graph, serialize } from '../../src/engine/graph';
 import { buildVaeDecoder, buildVaeEncoder } from '../../src/engine/models/vae';
 import { attachWeights, textToImageLoss } from '../../src/engine/pipelines';
 import { Rng } from '../../src/engine/random';
-import { createScheduler, type DdpmScheduler } from '../../src/engine/schedulers';
+import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../../src/engine/schedulers';
 import { captionOf, type EmojiDataset, IMAGE_SIZE, readEmojiDataset } from './emoji-records';
 import { labeledGrid, lineChart } from './figures';
 import sharp from 'sharp';
@@ -78,7 +78,7 @@ async function reconstructions(worker: EngineWorker, models: StableDiffusionMode
   ];
 }
 
-/** Mean denoising loss of `indices`' images under their style captions, at noise and timesteps fixed by `seed`. */
+/** Mean denoising loss (MSE of the pack's target, epsilon or v) of `indices`' images under their style captions, at noise and timesteps fixed by `seed`. */
 async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels, data: EmojiDataset, indices: number[], seed: number): Promise<number> {
   const batch = indices.length;
   const latentSize = IMAGE_SIZE / 2;
@@ -95,6 +95,7 @@ async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels
   attachWeights(graph, new Map([...models.unet.weights, ...models.textEncoder.weights]));
   const session = await worker.createSession(serialize(graph));
   const scheduler = createScheduler('ddpm', models.scheduler.config) as DdpmScheduler;
+  const predictsVelocity = resolveSchedulerConfig('ddpm', models.scheduler.config).prediction_type === 'v_prediction';
   const rng = new Rng(seed);
   const latents = Float64Array.from(mean.data as Float32Array, (x) => x * models.vae.config.scaling_factor);
   const noise = rng.normal(latents.length);
@@ -105,7 +106,7 @@ async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels
   const out = await worker.run(session, {
     input_ids: { dtype: 'int64', dims: [batch, models.tokenizer.maxLength], data: BigInt64Array.from(ids, BigInt) },
     noisy_latents: { dtype: 'float32', dims, data: Float32Array.from(scheduler.addNoise(latents, noise, timesteps)) },
-    target: { dtype: 'float32', dims, data: Float32Array.from(noise) },
+    target: { dtype: 'float32', dims, data: Float32Array.from(predictsVelocity ? scheduler.getVelocity(latents, noise, timesteps) : noise) },
     timesteps: { dtype: 'int64', dims: [batch], data: BigInt64Array.from(timesteps, BigInt) },
     row_weights: { dtype: 'float32', dims: [batch], data: new Float32Array(batch).fill(1) },
   });
@@ -151,7 +152,7 @@ async function main() {
         heldIn: await denoisingLoss(worker, models, data, sampleHeldIn, 11),
         heldOut: await denoisingLoss(worker, models, data, heldOut, 11),
         images: heldOut.length,
-        note: 'mean epsilon MSE at timesteps spread evenly over [0, 1000), fixed noise, captions with style',
+        note: `mean ${resolveSchedulerConfig('ddpm', models.scheduler.config).prediction_type} MSE at timesteps spread evenly over [0, 1000), fixed noise, captions with style`,
       },
       generation: { images: 4, steps: Number(OPTIONS.steps), guidance: Number(OPTIONS.guidance), firstSeconds: secondsFor4, warmSeconds: warmSecondsFor4 },
     };

@@ -26,7 +26,7 @@ import { declaredPackWeights, initialWeights, type PackPreset, stableDiffusionPa
 import { attachWeights, TEXT_ENCODER_PREFIX } from '../../src/engine/pipelines';
 import { Rng } from '../../src/engine/random';
 import { EngineWorker, parseEngineDevice, type TensorData } from '../../src/engine/runtime';
-import { createScheduler, type DdpmScheduler } from '../../src/engine/schedulers';
+import { createScheduler, type DdpmScheduler, resolveSchedulerConfig } from '../../src/engine/schedulers';
 import { ClipTokenizer } from '../../src/engine/tokenizer';
 import { fromFloat32, parseSafetensors, serializeSafetensors } from '../../src/engine/weights/safetensors';
 import { profileModel } from '../../bench/gpu/profile';
@@ -101,6 +101,8 @@ interface Stage {
   totalSteps: number;
   lr: number;
   ema: boolean;
+  /** What the stage trains its weights to predict, where that can change between runs (the UNet's prediction type). */
+  objective?: string;
   /** The feeds of step `n` (0-based). */
   batch: (n: number) => Promise<Record<string, TensorData>>;
 }
@@ -112,19 +114,31 @@ async function startOf(stage: Stage): Promise<StageState | undefined> {
   return (await loadStage(join(RUN, `${stage.name}.safetensors`), names)) ?? (from ? loadStage(join(from, `${stage.name}.safetensors`), names) : undefined);
 }
 
-/** Runs a stage until its planned steps or the deadline; returns its weights (the EMA where kept) and whether it finished. */
-async function runStage(worker: EngineWorker, stage: Stage): Promise<{ weights: Map<string, Float32Array>; done: boolean }> {
+/**
+ * Runs a stage until its planned steps or the deadline; returns its weights (the EMA where kept), whether it finished,
+ * and what the weights were trained to predict.
+ */
+async function runStage(worker: EngineWorker, stage: Stage): Promise<{ weights: Map<string, Float32Array>; done: boolean; objective?: string }> {
   const names = stage.step.trainable;
   const start = await startOf(stage);
-  let done = start?.stepsDone ?? 0;
+  const startedAt = start?.stepsDone ?? 0;
+  let done = startedAt;
+  // UNet states from before objectives were recorded were trained on epsilon. A state trained for another objective
+  // continues with this stage's: its EMA restarts from the weights, and it keeps its old label until a step is done.
+  const startObjective = stage.objective && (start ? (start.objective ?? 'epsilon') : stage.objective);
+  const retargeted = startObjective !== stage.objective;
+  const objective = () => (done > startedAt ? stage.objective : startObjective);
   const finalWeights = (params: (name: string) => Float32Array, ema?: Record<string, Float32Array>) =>
     new Map(names.map((name) => [name, ema && OPTIONS['pack-weights'] === 'ema' ? ema[name] : params(name)]));
-  if (done >= stage.totalSteps && start) return { weights: finalWeights((name) => start.checkpoint.params[name] as Float32Array, start.ema), done: true };
+  if (done >= stage.totalSteps && start && !retargeted) {
+    return { weights: finalWeights((name) => start.checkpoint.params[name] as Float32Array, start.ema), done: true, objective: startObjective };
+  }
   const trainer = await Trainer.create(worker, stage.step.compiled, start?.checkpoint ?? Object.fromEntries(stage.initial()));
-  const ema = stage.ema ? (start?.ema ?? Object.fromEntries(names.map((name) => [name, Float32Array.from(trainer.param(name))]))) : undefined;
+  const ema = stage.ema ? ((!retargeted && start?.ema) || Object.fromEntries(names.map((name) => [name, Float32Array.from(trainer.param(name))]))) : undefined;
+  if (retargeted) log(`${stage.name}: trained for ${startObjective}, continuing with ${stage.objective} (the EMA restarts)`);
   const parameters = names.reduce((n, name) => n + stage.shapes.get(name)!.reduce((a, b) => a * b, 1), 0);
   log(`${stage.name}: ${start ? `resuming at step ${done}` : 'starting'}, ${parameters} parameters`);
-  const save = () => saveStage(join(RUN, `${stage.name}.safetensors`), 'full', { stepsDone: done, checkpoint: trainer.checkpoint(), ema }, stage.shapes);
+  const save = () => saveStage(join(RUN, `${stage.name}.safetensors`), 'full', { stepsDone: done, checkpoint: trainer.checkpoint(), ema, objective: objective() }, stage.shapes);
   let losses: number[] = [];
   let since = Date.now();
   let next: Promise<Record<string, TensorData>> | undefined;
@@ -159,7 +173,7 @@ async function runStage(worker: EngineWorker, stage: Stage): Promise<{ weights: 
   await save();
   const weights = finalWeights((name) => Float32Array.from(trainer.param(name)), ema);
   await trainer.dispose();
-  return { weights, done: done >= stage.totalSteps };
+  return { weights, done: done >= stage.totalSteps, objective: objective() };
 }
 
 // ---------- data ----------
@@ -301,14 +315,17 @@ async function main() {
     const batch = num('batch');
     const textDeclared = textEncoderDeclared(preset);
     const scheduler = createScheduler('ddpm', preset.scheduler) as DdpmScheduler;
+    const predictionType = resolveSchedulerConfig('ddpm', preset.scheduler).prediction_type;
     const snr = Array.from(scheduler.alphasCumprod, (a) => a / (1 - a));
+    // Min-SNR-γ (Hang et al. 2023): min(SNR, γ) / SNR for epsilon targets, min(SNR, γ) / (SNR + 1) for v.
+    const snrWeight = (t: number) => Math.min(snr[t], MIN_SNR_GAMMA) / (predictionType === 'v_prediction' ? snr[t] + 1 : snr[t]);
     const ids = new Map<string, number[]>();
     const length = LATENT_CHANNELS * LATENT_SIZE * LATENT_SIZE;
     const step = textToImageTrainStep(parseClipTextConfig(preset.textEncoder), parseUNetConfig(preset.unet), tokenizer.maxLength,
       { batchSize: batch, latentSize: LATENT_SIZE }, { maxGradNorm: 1, weightDecay: 1e-2 });
     if (OPTIONS.profile) return console.log(await profileStep(step));
     const model = await runStage(worker, {
-      name: 'unet', index: 1, totalSteps: num('unet-steps'), lr: num('lr'), ema: true,
+      name: 'unet', index: 1, totalSteps: num('unet-steps'), lr: num('lr'), ema: true, objective: predictionType,
       step,
       shapes: new Map([...textDeclared, ...declared.unet].map(([name, shape]) => [name, [...shape]])),
       initial: () => new Map([...initialWeights(textDeclared, new Rng(SEED + 2)), ...initialWeights(declared.unet, new Rng(SEED + 3))]),
@@ -333,14 +350,16 @@ async function main() {
         return {
           input_ids: { dtype: 'int64', dims: [batch, tokenizer.maxLength], data: BigInt64Array.from(tokens, BigInt) },
           noisy_latents: { dtype: 'float32', dims, data: Float32Array.from(scheduler.addNoise(latents, noise, timesteps)) },
-          target: { dtype: 'float32', dims, data: Float32Array.from(noise) },
+          target: { dtype: 'float32', dims, data: Float32Array.from(predictionType === 'v_prediction' ? scheduler.getVelocity(latents, noise, timesteps) : noise) },
           timesteps: { dtype: 'int64', dims: [batch], data: BigInt64Array.from(timesteps, BigInt) },
-          // Min-SNR-γ (Hang et al. 2023) for epsilon targets: min(SNR, γ) / SNR.
-          row_weights: { dtype: 'float32', dims: [batch], data: Float32Array.from(timesteps, (t) => Math.min(snr[t], MIN_SNR_GAMMA) / snr[t]) },
+          row_weights: { dtype: 'float32', dims: [batch], data: Float32Array.from(timesteps, snrWeight) },
         };
       },
     });
-    if (model.done || OPTIONS.pack) await writePack(preset, join(RUN, 'tokenizer'), vae.weights, model.weights);
+    if (model.done || OPTIONS.pack) {
+      if (model.objective !== predictionType) throw new Error(`the UNet was trained for ${model.objective}: train steps of ${predictionType} before packing it`);
+      await writePack(preset, join(RUN, 'tokenizer'), vae.weights, model.weights);
+    }
   } finally {
     await worker.close();
     await exportState();

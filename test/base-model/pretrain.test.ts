@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildEmojiDataset, HELD_OUT_SUBJECTS } from '../../scripts/base-model/dataset';
 import { captionOf, readEmojiDataset, writeEmojiDataset } from '../../scripts/base-model/emoji-records';
 import { EngineWorker, FolderPackSource, loadStableDiffusionFrom, Txt2ImgPipeline } from '../../src/engine';
-import { parseSafetensors, toFloat32 } from '../../src/engine/weights/safetensors';
+import { parseSafetensors, serializeSafetensors, toFloat32 } from '../../src/engine/weights/safetensors';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'pretrain-'));
@@ -74,5 +74,19 @@ describe('base model pretraining (train:base, CPU smoke run)', () => {
       await pipeline.close();
       await worker.close();
     }
+  });
+
+  it('continues a UNet trained on epsilon with v-prediction, and packs it only after a step of v', async () => {
+    const legacy = join(dir, 'legacy');
+    cpSync(join(dir, 'straight'), legacy, { recursive: true });
+    // As the states saved before objectives were recorded (the shipped model's): no objective in the metadata.
+    const file = join(legacy, 'unet.safetensors');
+    writeFileSync(file, serializeSafetensors(parseSafetensors(new Uint8Array(readFileSync(file))), { steps: '4' }));
+    await expect(trainBase(legacy, 4, ['--minutes', '0', '--pack'])).rejects.toThrow(/trained for epsilon: train steps of v_prediction/);
+    const log = await trainBase(legacy, 6);
+    expect(log).toMatch(/trained for epsilon, continuing with v_prediction/);
+    expect(log).toMatch(/pack written/);
+    const header = readFileSync(file);
+    expect(new TextDecoder().decode(header.subarray(8, 8 + Number(header.readBigUInt64LE(0))))).toContain('"objective":"v_prediction"');
   });
 });
