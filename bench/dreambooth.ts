@@ -12,18 +12,15 @@ import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { declaredUNetWeights } from '../src/engine/models/declared-weights';
-import { parseUNetConfig } from '../src/engine/models/unet';
-import { BUNDLED_TINY_SD, clipTokenizerFiles, createRandomPack } from '../src/engine/packs';
+import { BUNDLED_TINY_SD, createRandomPack } from '../src/engine/packs';
 import {
-  DreamBoothTrainer, type Example, loadStableDiffusion, loadTrainingPicture, type StableDiffusionModels, trainDreamBooth,
+  DreamBoothTrainer, type Example, loadStableDiffusion, loadTrainingPicture, trainDreamBooth,
   type TrainingMethod,
 } from '../src/engine/pipelines';
 import { Rng } from '../src/engine/random';
 import { EngineWorker, type GraphOptimizationLevel, memoryStats } from '../src/engine/runtime';
-import { ClipTokenizer } from '../src/engine/tokenizer';
 import { FolderPackSource, loadPack, type PackSource } from '../src/engine/weights/pack';
-import { randomWeightValues, SD15_UNET_CONFIG } from './sd15';
+import { sd15LoraModels, timeLoraSteps } from './sd15';
 
 const STEPS = Number(process.env.BENCH_STEPS ?? 10);
 const TINY_PACK = join(import.meta.dirname, '../../shared/fixtures/tiny-sd15/pack');
@@ -68,38 +65,17 @@ async function tinyPack(worker: EngineWorker): Promise<void> {
   }
 }
 
-const SD15_SCHEDULER = {
-  _class_name: 'PNDMScheduler', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085, num_train_timesteps: 1000,
-  prediction_type: 'epsilon', set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1,
-};
-
 async function sd15Lora(worker: EngineWorker): Promise<void> {
   const resolution = Number(process.env.RESOLUTION ?? 512);
   const latent = resolution / 8;
-  const config = parseUNetConfig(SD15_UNET_CONFIG);
-  const models = {
-    unet: { config, sampleSize: 64, weights: randomWeightValues(declaredUNetWeights(config)) },
-    tokenizer: ClipTokenizer.fromFiles(clipTokenizerFiles()),
-    scheduler: { config: SD15_SCHEDULER, name: 'pndm' },
-  } satisfies Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
+  const models = sd15LoraModels();
   log(`SD 1.5 UNet (random weights), LoRA rank 4, ${resolution} px (${latent}x${latent} latents), rows 1 instance + 1 prior`);
-  let start = performance.now();
+  const start = performance.now();
   const trainer = await DreamBoothTrainer.create(models, worker, {
     method: { kind: 'lora', rank: 4 }, batchSize: 1, prior: true, latentSize: latent, maxGradNorm: 1, rng: new Rng(0),
   });
   log(`RESULT compile (graph, gradients, AdamW, write with external data) + session: ${seconds(start).toFixed(1)} s`);
-  const rng = new Rng(1);
-  const count = 2 * 4 * latent * latent;
-  const times: number[] = [];
-  for (let step = 0; step <= Number(process.env.SD15_STEPS ?? 2); step++) {
-    start = performance.now();
-    const { loss } = await trainer.step({
-      latents: rng.normalFloat32(count), noise: rng.normalFloat32(count), timesteps: [500, 500],
-      encoderHiddenStates: rng.normalFloat32(2 * 77 * 768),
-    }, 1e-4);
-    times.push(seconds(start));
-    log(`${step === 0 ? 'first step (warm-up)' : `step ${step}`}: ${times[step].toFixed(1)} s, loss ${loss.toFixed(4)}`);
-  }
+  const times = await timeLoraSteps(trainer, latent, Number(process.env.SD15_STEPS ?? 2), log);
   await trainer.dispose();
   const timed = times.slice(1);
   log(`RESULT seconds per LoRA step (SD 1.5 shape, ${resolution} px, 1+1 rows): ${(timed.reduce((a, b) => a + b, 0) / timed.length).toFixed(1)}`);

@@ -9,14 +9,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { declaredUNetWeights } from '../src/engine/models/declared-weights';
-import { parseUNetConfig } from '../src/engine/models/unet';
-import { clipTokenizerFiles } from '../src/engine/packs';
-import { DreamBoothTrainer, type StableDiffusionModels } from '../src/engine/pipelines';
+import { DreamBoothTrainer } from '../src/engine/pipelines';
 import { Rng } from '../src/engine/random';
 import { EngineWorker, type GraphOptimizationLevel, memoryStats } from '../src/engine/runtime';
-import { ClipTokenizer } from '../src/engine/tokenizer';
-import { randomWeightValues, SD15_UNET_CONFIG } from './sd15';
+import { sd15LoraModels, timeLoraSteps } from './sd15';
 
 const RESOLUTION = Number(process.env.RESOLUTION ?? 512);
 const STEPS = Number(process.env.STEPS ?? 1);
@@ -49,11 +45,6 @@ class PeakSampler {
   }
 }
 
-const SD15_SCHEDULER = {
-  _class_name: 'PNDMScheduler', beta_end: 0.012, beta_schedule: 'scaled_linear', beta_start: 0.00085, num_train_timesteps: 1000,
-  prediction_type: 'epsilon', set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1,
-};
-
 function stage(name: string): void {
   const { anon, file } = residentParts();
   log(`${name}: RSS ${gib(memoryStats().rssBytes)} (anonymous ${gib(anon)}, file-backed ${gib(file)})`);
@@ -64,37 +55,20 @@ async function main(): Promise<void> {
   log(`SD 1.5 UNet (random weights), LoRA rank 4, ${RESOLUTION} px (${latent}x${latent} latents), 1 instance + 1 prior row; `
     + `load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   const sampler = new PeakSampler();
-  const config = parseUNetConfig(SD15_UNET_CONFIG);
-  const models = {
-    unet: { config, sampleSize: 64, weights: randomWeightValues(declaredUNetWeights(config)) },
-    tokenizer: ClipTokenizer.fromFiles(clipTokenizerFiles()),
-    scheduler: { config: SD15_SCHEDULER, name: 'pndm' },
-  } satisfies Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'>;
+  const models = sd15LoraModels();
   stage('random weights');
   const level = (process.env.ORT_OPT ?? 'all') as GraphOptimizationLevel;
   log(`onnxruntime graph optimization ${level}`);
   const worker = new EngineWorker({ graphOptimizationLevel: level });
   try {
-    let start = performance.now();
+    const start = performance.now();
     const recompute = process.env.RECOMPUTE === undefined ? undefined : process.env.RECOMPUTE === 'on';
     const trainer = await DreamBoothTrainer.create(models, worker, {
       method: { kind: 'lora', rank: 4 }, batchSize: 1, prior: true, latentSize: latent, maxGradNorm: 1, rng: new Rng(0), recompute,
     });
     log(`RESULT compile + session: ${seconds(start).toFixed(1)} s; recomputation ${trainer.recomputes ? 'on' : 'off'}`);
     stage('session created');
-    const rng = new Rng(1);
-    const count = 2 * 4 * latent * latent;
-    const times: number[] = [];
-    for (let step = 0; step <= STEPS; step++) {
-      start = performance.now();
-      const { loss } = await trainer.step({
-        latents: rng.normalFloat32(count), noise: rng.normalFloat32(count), timesteps: [500, 500],
-        encoderHiddenStates: rng.normalFloat32(2 * 77 * 768),
-      }, 1e-4);
-      times.push(seconds(start));
-      log(`${step === 0 ? 'first step (warm-up)' : `step ${step}`}: ${times[step].toFixed(1)} s, loss ${loss.toFixed(4)}`);
-      stage(`after step ${step}`);
-    }
+    const times = await timeLoraSteps(trainer, latent, STEPS, log, (step) => stage(`after step ${step}`));
     await trainer.dispose();
     const timed = times.slice(1);
     sampler.sample();

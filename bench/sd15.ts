@@ -1,6 +1,12 @@
 import { type Graph } from '../src/engine/graph';
 import { expectedWeights } from '../src/engine/models/params';
-import { attachWeights } from '../src/engine/pipelines/stable-diffusion';
+import { declaredUNetWeights } from '../src/engine/models/declared-weights';
+import { parseUNetConfig } from '../src/engine/models/unet';
+import { clipTokenizerFiles, SD15_PNDM } from '../src/engine/packs';
+import { type DreamBoothTrainer } from '../src/engine/pipelines';
+import { attachWeights, type StableDiffusionModels } from '../src/engine/pipelines/stable-diffusion';
+import { Rng } from '../src/engine/random';
+import { ClipTokenizer } from '../src/engine/tokenizer';
 
 /** runwayml/stable-diffusion-v1-5 unet/config.json, the keys that shape the model. */
 export const SD15_UNET_CONFIG = {
@@ -66,4 +72,37 @@ export function randomWeightValues(
 export function randomWeights(g: Graph, values: Map<string, Float32Array> = new Map()): Map<string, Float32Array> {
   attachWeights(g, randomWeightValues(expectedWeights(g), values));
   return values;
+}
+
+/** What an SD 1.5 LoRA step needs: the UNet with random weights (the same memory as the real ones), a tokenizer, the scheduler. */
+export function sd15LoraModels(): Pick<StableDiffusionModels, 'unet' | 'tokenizer' | 'scheduler'> {
+  const config = parseUNetConfig(SD15_UNET_CONFIG);
+  return {
+    unet: { config, sampleSize: 64, weights: randomWeightValues(declaredUNetWeights(config)) },
+    tokenizer: ClipTokenizer.fromFiles(clipTokenizerFiles()),
+    scheduler: { config: SD15_PNDM, name: 'pndm' },
+  };
+}
+
+/**
+ * `steps` LoRA steps after a warm-up one, on random latents of `latent`x`latent` (1 instance + 1 prior row), each
+ * logged; `afterStep` runs after each. Returns every step's seconds, the warm-up's first.
+ */
+export async function timeLoraSteps(
+  trainer: DreamBoothTrainer, latent: number, steps: number, log: (line: string) => void, afterStep: (step: number) => void = () => {},
+): Promise<number[]> {
+  const rng = new Rng(1);
+  const count = 2 * 4 * latent * latent;
+  const times: number[] = [];
+  for (let step = 0; step <= steps; step++) {
+    const start = performance.now();
+    const { loss } = await trainer.step({
+      latents: rng.normalFloat32(count), noise: rng.normalFloat32(count), timesteps: [500, 500],
+      encoderHiddenStates: rng.normalFloat32(2 * 77 * 768),
+    }, 1e-4);
+    times.push((performance.now() - start) / 1000);
+    log(`${step === 0 ? 'first step (warm-up)' : `step ${step}`}: ${times[step].toFixed(1)} s, loss ${loss.toFixed(4)}`);
+    afterStep(step);
+  }
+  return times;
 }

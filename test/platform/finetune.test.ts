@@ -1,10 +1,8 @@
-import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { classImageKey } from '../../src/services/training-images';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, gqlUpload, ok, startTestPlatform, type TestPlatform, type TestUser } from './helpers';
+import { errorCode, followJob, gql, gqlUpload, ok, startTestPlatform, type TestPlatform, type TestUser } from './helpers';
 import { createModel, publicMetamodelWithUsers } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id status type fineTune { modelId contributionId rank seed } } } }';
@@ -19,21 +17,7 @@ interface Update {
   error: string | null;
 }
 
-/** Every update of a job until the server completes the subscription. */
-function follow(url: string, key: string, jobId: string): Promise<Update[]> {
-  const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
-  const updates: Update[] = [];
-  return new Promise<Update[]>((resolve, reject) => {
-    client.subscribe<{ jobUpdated: Update }>(
-      { query: UPDATES, variables: { id: jobId } },
-      {
-        next: ({ data, errors }) => (errors ? reject(new Error(errors[0].message)) : updates.push(data!.jobUpdated)),
-        error: reject,
-        complete: () => resolve(updates),
-      },
-    );
-  }).finally(() => client.dispose());
-}
+const follow = (url: string, key: string, jobId: string) => followJob<Update>(url, key, UPDATES, jobId);
 
 /** A synthetic photo: a coloured square on a background, different per seed. */
 async function photo(seed: number, size = 40): Promise<Uint8Array> {

@@ -1,41 +1,16 @@
-import { createClient } from 'graphql-ws';
 import { pino } from 'pino';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { loadConfig } from '../../src/config';
 import { Job } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
 import { hasFixtures } from '../helpers/fixtures';
-import { errorCode, gql, JOB_UPDATES, ok, signUp, startTestPlatform, tempDir, type GraphQLResponse, type JobUpdate, type TestPlatform, type TestUser } from './helpers';
+import { errorCode, followJob, gql, type GraphQLResponse, JOB_UPDATES, type JobUpdate, ok, signUp, startTestPlatform, tempDir, type TestPlatform, type TestUser } from './helpers';
 import { adminWithFixturePack, createModel } from './setup';
 
 const GENERATE = 'mutation($input: GenerateImagesInput!) { generateImages(input: $input) { id status } }';
 
-/** Every update of a job's subscription until the server completes it; `onUpdate` sees each as it comes. */
-function follow(url: string, key: string | undefined, jobId: string, onUpdate: (u: JobUpdate) => void = () => {}): Promise<JobUpdate[]> {
-  const client = createClient({
-    url: url.replace(/^http/, 'ws'),
-    webSocketImpl: WebSocket,
-    connectionParams: key ? { authorization: `Bearer ${key}` } : {},
-    retryAttempts: 0,
-  });
-  const updates: JobUpdate[] = [];
-  return new Promise<JobUpdate[]>((resolve, reject) => {
-    client.subscribe<{ jobUpdated: JobUpdate }>(
-      { query: JOB_UPDATES, variables: { id: jobId } },
-      {
-        next: ({ data, errors }) => {
-          if (errors) return reject(Object.assign(new Error(errors[0].message), { errors }));
-          updates.push(data!.jobUpdated);
-          onUpdate(data!.jobUpdated);
-        },
-        error: (error) => reject(Array.isArray(error) ? Object.assign(new Error(error[0].message), { errors: error }) : error),
-        complete: () => resolve(updates),
-      },
-    );
-  }).finally(() => client.dispose());
-}
+const follow = (url: string, key: string | undefined, jobId: string, onUpdate?: (u: JobUpdate) => void) => followJob<JobUpdate>(url, key, JOB_UPDATES, jobId, onUpdate);
 
 describe.skipIf(!hasFixtures)('image generation on the tiny-sd15 fixture pack', () => {
   let platform: TestPlatform;

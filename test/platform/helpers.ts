@@ -88,6 +88,26 @@ export async function signUp(url: string, email: string): Promise<TestUser> {
   return { key: response.data.signUp.secret, userId: response.data.signUp.user.id };
 }
 
+/** Every `jobUpdated` of a job, in order, until the server completes the subscription; `onUpdate` sees each as it comes. */
+export function followJob<T>(url: string, key: string | undefined, subscription: string, jobId: string, onUpdate: (update: T) => void = () => {}): Promise<T[]> {
+  const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: key ? { authorization: `Bearer ${key}` } : {}, retryAttempts: 0 });
+  const updates: T[] = [];
+  return new Promise<T[]>((resolve, reject) => {
+    client.subscribe<{ jobUpdated: T }>(
+      { query: subscription, variables: { id: jobId } },
+      {
+        next: ({ data, errors }) => {
+          if (errors) return reject(Object.assign(new Error(errors[0].message), { errors }));
+          updates.push(data!.jobUpdated);
+          onUpdate(data!.jobUpdated);
+        },
+        error: (error) => reject(Array.isArray(error) ? Object.assign(new Error(error[0].message), { errors: error }) : error),
+        complete: () => resolve(updates),
+      },
+    );
+  }).finally(() => client.dispose());
+}
+
 /** One GraphQL operation over a fresh graphql-ws WebSocket; rejects with the close code when refused. */
 export async function wsGql(
   url: string,

@@ -1,10 +1,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { errorCode, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
+import { errorCode, followJob, gql, gqlUpload, ok, signUp, startTestPlatform, type TestPlatform } from './helpers';
 import { defaultBaseModelId } from './setup';
 
 const START = `mutation($input: StartFineTuneInput!) { startFineTune(input: $input) {
@@ -21,17 +19,7 @@ interface Update {
 }
 
 
-/** Every update of a job until the server completes the subscription. */
-function follow(url: string, key: string, jobId: string): Promise<Update[]> {
-  const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
-  const updates: Update[] = [];
-  return new Promise<Update[]>((resolve, reject) => {
-    client.subscribe<{ jobUpdated: Update }>(
-      { query: UPDATES, variables: { id: jobId } },
-      { next: ({ data, errors }) => (errors ? reject(new Error(errors[0].message)) : updates.push(data!.jobUpdated)), error: reject, complete: () => resolve(updates) },
-    );
-  }).finally(() => client.dispose());
-}
+const follow = (url: string, key: string, jobId: string) => followJob<Update>(url, key, UPDATES, jobId);
 
 /**
  * A fine-tune's validation prompts, drawn every few steps with the weights being trained, on the bundled

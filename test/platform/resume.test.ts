@@ -1,13 +1,11 @@
 import { spawn } from 'node:child_process';
-import { createClient } from 'graphql-ws';
 import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { Job, ModelVersion } from '../../src/entities';
 import { claimJob, failRunningJob, finishJob, recordJobProgress, requeueJob } from '../../src/services/job-lifecycle';
 import { startWorker, type RunningWorker } from '../../src/worker/worker';
 import { checkpointPrefix } from '../../src/worker/checkpoints';
-import { gql, gqlUpload, ok, signUp, startTestPlatform, tempDir, type TestPlatform } from './helpers';
+import { followJob, gql, gqlUpload, ok, signUp, startTestPlatform, tempDir, type TestPlatform } from './helpers';
 import { newAdminKey } from './setup';
 
 const START = 'mutation($input: StartFineTuneInput!) { startFineTune(input: $input) { job { id } } }';
@@ -41,17 +39,7 @@ function startWorkerProcess(platform: TestPlatform, dataDir: string) {
   };
 }
 
-/** Every state of a job, in order, until it finishes. */
-function follow(url: string, key: string, jobId: string): Promise<{ status: string; step: number }[]> {
-  const client = createClient({ url: url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0 });
-  const states: { status: string; step: number }[] = [];
-  return new Promise<typeof states>((resolve, reject) => {
-    client.subscribe<{ jobUpdated: { status: string; step: number } }>(
-      { query: UPDATES, variables: { id: jobId } },
-      { next: ({ data }) => states.push(data!.jobUpdated), error: reject, complete: () => resolve(states) },
-    );
-  }).finally(() => client.dispose());
-}
+const follow = (url: string, key: string, jobId: string) => followJob<{ status: string; step: number }>(url, key, UPDATES, jobId);
 
 describe('fine-tunes survive their worker: SIGKILL and SIGTERM mid-training', () => {
   let platform: TestPlatform;
