@@ -78,7 +78,11 @@ async function reconstructions(worker: EngineWorker, models: StableDiffusionMode
   ];
 }
 
-/** Mean denoising loss (MSE of the pack's target, epsilon or v) of `indices`' images under their style captions, at noise and timesteps fixed by `seed`. */
+/**
+ * Mean denoising loss of `indices`' images under their style captions, at noise and timesteps fixed by `seed`, as
+ * epsilon MSE whatever the pack predicts, so packs of either objective compare: a v prediction implies
+ * epsilon = sqrt(alphaBar) v + sqrt(1 - alphaBar) x_t, so its epsilon error is its v error times sqrt(alphaBar).
+ */
 async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels, data: EmojiDataset, indices: number[], seed: number): Promise<number> {
   const batch = indices.length;
   const latentSize = IMAGE_SIZE / 2;
@@ -108,7 +112,7 @@ async function denoisingLoss(worker: EngineWorker, models: StableDiffusionModels
     noisy_latents: { dtype: 'float32', dims, data: Float32Array.from(scheduler.addNoise(latents, noise, timesteps)) },
     target: { dtype: 'float32', dims, data: Float32Array.from(predictsVelocity ? scheduler.getVelocity(latents, noise, timesteps) : noise) },
     timesteps: { dtype: 'int64', dims: [batch], data: BigInt64Array.from(timesteps, BigInt) },
-    row_weights: { dtype: 'float32', dims: [batch], data: new Float32Array(batch).fill(1) },
+    row_weights: { dtype: 'float32', dims: [batch], data: Float32Array.from(timesteps, (t) => (predictsVelocity ? scheduler.alphasCumprod[t] : 1)) },
   });
   await worker.release(session);
   return Number(out.loss.data[0]);
@@ -152,7 +156,7 @@ async function main() {
         heldIn: await denoisingLoss(worker, models, data, sampleHeldIn, 11),
         heldOut: await denoisingLoss(worker, models, data, heldOut, 11),
         images: heldOut.length,
-        note: `mean ${resolveSchedulerConfig('ddpm', models.scheduler.config).prediction_type} MSE at timesteps spread evenly over [0, 1000), fixed noise, captions with style`,
+        note: `mean epsilon MSE (implied by the ${resolveSchedulerConfig('ddpm', models.scheduler.config).prediction_type} prediction) at timesteps spread evenly over [0, 1000), fixed noise, captions with style`,
       },
       generation: { images: 4, steps: Number(OPTIONS.steps), guidance: Number(OPTIONS.guidance), firstSeconds: secondsFor4, warmSeconds: warmSecondsFor4 },
     };
