@@ -8,8 +8,9 @@
  * Resumable: `state.json` in the work folder records each finished stage and the jobs in flight; the platform's
  * database and bucket live there too, and the naive arm's LoRA after each stage.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   EngineWorker, FolderPackSource, imageGeometry, loadStableDiffusionFrom, loadTrainingPicture, parseLoraFile, serializeLora, trainDreamBooth,
@@ -46,8 +47,15 @@ export interface ForgettingOptions {
   log?: (line: string) => void;
 }
 
-/** What must match for a work folder to be continued. */
-const fingerprint = ({ log: _log, out: _out, work: _work, ...rest }: ForgettingOptions) => JSON.stringify(rest);
+/** What must match for a work folder to be continued: the options, and the pack's content (retrained weights keep its folder name). */
+async function fingerprint({ log: _log, out: _out, work: _work, ...rest }: ForgettingOptions): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of (await readdir(rest.pack, { recursive: true })).sort()) {
+    const path = join(rest.pack, file);
+    if ((await stat(path)).isFile()) hash.update(file).update(await readFile(path));
+  }
+  return JSON.stringify({ ...rest, packSha256: hash.digest('hex') });
+}
 
 interface Pending {
   alone?: StartedFineTune;
@@ -84,7 +92,8 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
   try {
     const statePath = join(options.work, STATE);
     const saved = existsSync(statePath) ? (JSON.parse(await readFile(statePath, 'utf8')) as State) : undefined;
-    if (saved && saved.fingerprint !== fingerprint(options)) {
+    const expected = await fingerprint(options);
+    if (saved && saved.fingerprint !== expected) {
       throw new Error(`${options.work} holds a run with other options (${saved.fingerprint}); pick another --work or delete it`);
     }
     const state: State = saved ?? await (async () => {
@@ -96,7 +105,7 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
         taken.add(token);
         return token;
       });
-      return { fingerprint: fingerprint(options), baseModelId, metamodelId: await platform.createMetamodel(baseModelId, 'forgetting'), tokens, stages: [] };
+      return { fingerprint: expected, baseModelId, metamodelId: await platform.createMetamodel(baseModelId, 'forgetting'), tokens, stages: [] };
     })();
     const save = () => writeFile(statePath, `${JSON.stringify(state, null, 2)}\n`);
     await save();

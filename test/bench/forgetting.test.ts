@@ -89,9 +89,12 @@ describe('forgetting benchmark (tiny random pack, K = 3)', () => {
     if (meanRetention(results, 'big', 3) !== undefined) expect(existsSync(join(options.out, 'retention.png'))).toBe(true);
   }, 600_000);
 
-  it('resumes a finished work folder without training again, and refuses one made with other options', async () => {
+  it('resumes a finished work folder without training again, and refuses one made with other options or other weights', async () => {
     const again = await runForgetting(options);
     expect(again.stages.map((s) => s.trainSeconds)).toEqual(JSON.parse(await readFile(join(options.out, 'results.json'), 'utf8')).stages.map((s: { trainSeconds: unknown }) => s.trainSeconds));
     await expect(runForgetting({ ...options, steps: 3 })).rejects.toThrow(/other options/);
+    // The same pack folder with retrained weights (another seed's) is another base model.
+    await writePackToFolder(createRandomPack(BUNDLED_TINY_SD, 1), options.pack);
+    await expect(runForgetting(options)).rejects.toThrow(/other options/);
   }, 300_000);
 });
