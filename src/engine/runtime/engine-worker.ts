@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { PROVIDER_INSTALL_HINTS, type EngineDevice } from './device';
@@ -12,7 +13,11 @@ export interface EngineWorkerOptions {
   device?: EngineDevice;
   /** Default `all`. */
   graphOptimizationLevel?: GraphOptimizationLevel;
-  /** Threads onnxruntime uses inside one operator; its default is one per physical core. */
+  /**
+   * Threads onnxruntime uses inside one operator. Default: every core this process may use. onnxruntime's own
+   * default, one per physical core as it counts them, ran one thread on the 2-vCPU dev VM, where two make a
+   * 4-image generation of the emoji model 1.3x as fast.
+   */
   intraOpThreads?: number;
   /**
    * The worker script. A bundled build copies `session-worker.js` beside its bundle, where this
@@ -81,7 +86,7 @@ export class EngineWorker {
     this.#options = {
       device: this.device,
       graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
-      intraOpThreads: options.intraOpThreads,
+      intraOpThreads: options.intraOpThreads ?? availableParallelism(),
     };
     this.#worker = new Worker(options.workerUrl ?? new URL('./session-worker.js', import.meta.url), {
       workerData: { onnxruntimeModule: options.onnxruntimeModule },

@@ -9,7 +9,7 @@ export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
 export interface WorkerSessionOptions {
   device: EngineDevice;
   graphOptimizationLevel: GraphOptimizationLevel;
-  intraOpThreads?: number;
+  intraOpThreads: number;
   foldConstants: boolean;
   prepackWeights: boolean;
   memoryArena: boolean;

@@ -27,13 +27,15 @@ async function create({ key, model, options }) {
     executionProviders: [options.device],
     graphOptimizationLevel: options.graphOptimizationLevel,
     logSeverityLevel: 3,
+    intraOpNumThreads: options.intraOpThreads,
   };
-  if (options.intraOpThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpThreads;
   if (!options.memoryArena) sessionOptions.enableCpuMemArena = false;
-  const extra = {};
+  // Threads waiting between operators sleep instead of spinning: the cores are shared with the API's thread,
+  // PostgreSQL and other sessions, which spinning would starve (it saves ~10% of a generation on an idle machine).
+  const extra = { session: { 'intra_op.allow_spinning': '0' } };
   if (!options.foldConstants) extra.optimization = { disable_specified_optimizers: 'ConstantFolding' };
-  if (!options.prepackWeights) extra.session = { disable_prepacking: '1' };
-  if (Object.keys(extra).length) sessionOptions.extra = extra;
+  if (!options.prepackWeights) extra.session.disable_prepacking = '1';
+  sessionOptions.extra = extra;
   try {
     // A path lets onnxruntime find external data files (models over 2 GB) beside the model.
     const session = await ort.InferenceSession.create(model instanceof Uint8Array ? model : model.path, sessionOptions);
