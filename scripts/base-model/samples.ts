@@ -167,7 +167,7 @@ async function main() {
       const lines = (await readFile(OPTIONS.log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { stage: string; step: number; loss: number });
       const entries = [...new Map(lines.map((e) => [`${e.stage}:${e.step}`, e])).values()].sort((a, b) => a.step - b.step);
       const series = (stage: string, label: string, color: string) => ({ label, color, points: entries.filter((e) => e.stage === stage).map((e): [number, number] => [e.step, e.loss]) });
-      await writeFile(join(out, 'loss.png'), await lineChart([series('unet', 'text encoder + UNet: min-SNR weighted ε-MSE', '#c0392b')], { title: 'Pretraining loss (mean of 50 steps)', xLabel: 'step', yLabel: 'loss' }));
+      await writeFile(join(out, 'loss.png'), await lineChart([series('unet', 'text encoder + UNet: min-SNR weighted MSE (steps up where the schedule or the objective changed)', '#c0392b')], { title: 'Pretraining loss (mean of 50 steps)', xLabel: 'step', yLabel: 'loss' }));
       await writeFile(join(out, 'vae-loss.png'), await lineChart([series('vae', 'VAE: L1 + KL', '#2c3e50')], { title: 'VAE pretraining loss (mean of 50 steps)', xLabel: 'step', yLabel: 'loss' }));
     }
   } finally {
