@@ -37,8 +37,8 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, port?:
   if (!(await exists(path.join(dir, 'PG_VERSION')))) {
     await initCluster(binaries, dir, { user: USER, password: PASSWORD }, runAs, log);
   }
-  port ??= await freePort();
-  const server = await startServer(binaries, dir, port, runAs, log);
+  const { server, port: listening } = await startOnPort(binaries, dir, port, runAs, log);
+  port = listening;
   try {
     await createDatabase(port);
   } catch (error) {
@@ -47,6 +47,22 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, port?:
   }
   log.info({ dataDir, port }, 'embedded PostgreSQL started');
   return { url: embeddedPostgresUrl(port), stop: () => server.stop() };
+}
+
+/**
+ * Starts the postmaster on `port`, or on a free port: another process may take that port between
+ * asking for it and listening on it, so a port we chose is chosen again a few times.
+ */
+async function startOnPort(binaries: PostgresBinaries, dir: string, port: number | undefined, runAs: OsUser | undefined, log: Logger) {
+  for (let attempt = 1; ; attempt++) {
+    const tried = port ?? (await freePort());
+    try {
+      return { server: await startServer(binaries, dir, tried, runAs, log), port: tried };
+    } catch (error) {
+      if (port !== undefined || attempt === 3) throw error;
+      log.warn({ port: tried, err: error }, 'embedded PostgreSQL could not listen; trying another port');
+    }
+  }
 }
 
 /** The URL of the embedded cluster listening on `port` (for a second process sharing it). */

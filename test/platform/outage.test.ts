@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InstanceImage, Job } from '../../src/entities';
 import { startEmbeddedPostgres, type RunningPostgres } from '../../src/storage/embedded-postgres';
 import { startEmbeddedS3, type RunningS3 } from '../../src/storage/embedded-s3';
-import { freePort } from '../../src/storage/free-port';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { errorCode, gql, gqlUpload, startTestPlatform, tempDir, type TestPlatform } from './helpers';
@@ -24,15 +23,23 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
   let data: Awaited<ReturnType<typeof tempDir>>;
   let postgres: RunningPostgres;
   let s3: RunningS3;
-  let pgPort: number;
-  let s3Port: number;
+  // Each server first takes a port the OS hands it, then restarts on that port: choosing ports ahead
+  // raced the other test files' servers for them.
+  let pgPort: number | undefined;
+  let s3Port: number | undefined;
   let platform: TestPlatform;
   let key: string;
   let modelId: string;
   let imageUrl: string;
 
-  const startPostgres = async () => (postgres = await startEmbeddedPostgres(path.join(data.dir, 'postgres'), log, pgPort));
-  const startS3 = async () => (s3 = await startEmbeddedS3(path.join(data.dir, 's3'), 'bigdiffusion', log, s3Port));
+  const startPostgres = async () => {
+    postgres = await startEmbeddedPostgres(path.join(data.dir, 'postgres'), log, pgPort);
+    pgPort = Number(new URL(postgres.url).port);
+  };
+  const startS3 = async () => {
+    s3 = await startEmbeddedS3(path.join(data.dir, 's3'), 'bigdiffusion', log, s3Port);
+    s3Port = Number(new URL(s3.config.endpoint).port);
+  };
   const health = async () => (await gql(platform.url, HEALTH)).data?.health;
   const until = async (condition: () => Promise<boolean>) => {
     while (!(await condition())) await sleep(200);
@@ -45,7 +52,6 @@ describe('PostgreSQL and S3 outages under a running platform', () => {
 
   beforeAll(async () => {
     data = await tempDir('bd-outage-');
-    [pgPort, s3Port] = [await freePort(), await freePort()];
     await startPostgres();
     await startS3();
     platform = await startTestPlatform({
