@@ -37,7 +37,7 @@ const JOB_ADMISSION_BEFORE = `
         END IF;
         RETURN NEXT;
       END $$`;
-const JOB_ADMISSION_PREVIEWS_APART = `
+export const JOB_ADMISSION_PREVIEWS_APART = `
       CREATE OR REPLACE FUNCTION job_admission(owner uuid, images int, max_active int, max_per_minute int, max_images_per_day int)
       RETURNS TABLE (active int, recent int, coming int, made int, refusal text)
       LANGUAGE plpgsql VOLATILE AS $$

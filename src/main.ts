@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfig, type Config, type S3Config } from './config';
 import { KeyCache } from './services/api-keys';
+import { JobAdmissions } from './services/job-admissions';
 import { JobEvents } from './services/job-events';
 import { WebhookDispatcher } from './services/webhook-delivery';
 import { PgBossQueue } from './storage/job-queue';
@@ -71,7 +72,8 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
     const webhooks = new WebhookDispatcher(databaseUrl, log, config.webhooks);
     webhooks.start();
     stack.push(() => webhooks.stop());
-    const services: Services = { config, log, db, store, queue, events, keys };
+    const admissions = new JobAdmissions({ db, queue, limits: config.jobLimits });
+    const services: Services = { config, log, db, store, queue, events, keys, admissions };
     await ensureBundledBaseModel(db, store, config.bundledBaseModel);
 
     let url: string | null = null;

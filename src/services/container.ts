@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import type { JobType } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import type { KeyCache } from './api-keys';
+import type { JobAdmissions } from './job-admissions';
 import type { JobEvents } from './job-events';
 
 /**
@@ -11,8 +12,8 @@ import type { JobEvents } from './job-events';
  * is the Job row's id, so both name the same work.
  */
 export interface JobQueue {
-  /** Queues the work of Job row `id`; in transaction `tx` when given (with the row's insert). */
-  send(type: JobType, id: string, tx?: EntityManager): Promise<void>;
+  /** Queues the work of Job rows `ids`; in transaction `tx` when given (with the rows' insert). */
+  send(type: JobType, ids: readonly string[], tx?: EntityManager): Promise<void>;
   /** Delivers job `id` again, whatever became of its earlier delivery, in transaction `tx` (with the row's return to QUEUED). */
   requeue(tx: EntityManager, type: JobType, id: string): Promise<void>;
   /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */
@@ -22,8 +23,8 @@ export interface JobQueue {
   stop(): Promise<void>;
 }
 
-/** What the services that queue work use: the database, the object store (base packs), the queue and the job limits. */
-export type JobServices = Pick<Services, 'db' | 'store' | 'queue' | 'config'>;
+/** What the services that queue work use: the database, the object store (base packs), the queue, the job limits and admissions. */
+export type JobServices = Pick<Services, 'db' | 'store' | 'queue' | 'config' | 'admissions'>;
 
 /** The long-lived parts the API and the worker share, built once by main.ts. */
 export interface Services {
@@ -36,4 +37,6 @@ export interface Services {
   events: JobEvents;
   /** Authenticates requests, remembering verified keys until a change is announced. */
   keys: KeyCache;
+  /** Admits, inserts and queues each user's generations in groups. */
+  admissions: JobAdmissions;
 }

@@ -24,7 +24,7 @@ import type { JobServices } from './container';
 import { badInput, notFound } from './errors';
 import { conceptCategory, getConcept, identifierFor } from './concepts';
 import { MAX_INSTANCE_IMAGES, photoSizeProblem } from './instance-images';
-import { admitJob } from './job-limits';
+import { admitJob } from './job-admissions';
 import { getJob, pngBytesBound } from './jobs';
 import { ModelEventType, publishModelEvent } from './model-events';
 import { getModel, getModelToChange } from './models';
@@ -222,7 +222,7 @@ export async function startFineTune(services: JobServices, user: User, input: Fi
     throw error;
   }
   try {
-    await queue.send(JobType.FINETUNE, started.job.id);
+    await queue.send(JobType.FINETUNE, [started.job.id]);
   } catch (error) {
     await undoStart(db, started.job, !existing, copies);
     await deleteObjects(store, copies);

@@ -6,14 +6,12 @@ import { Job, type JobStatus, JobType, ModelVersion, type User } from '../entiti
 import type { JobQueue, JobServices } from './container';
 import { badInput, conflict, notFound } from './errors';
 import { cancelJobRow } from './job-lifecycle';
-import { insertAdmittedJob } from './job-limits';
 import { getModel, getModelBaseModel } from './models';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId, parseInput } from './validate';
 import { basePackInfo } from './versions';
-import { admitStorage } from './storage-quota';
 import { isAdmin, ownerFilter } from './viewer';
-import { attachJobWebhook, jobWebhookTarget, WebhookTargetInput } from './webhooks';
+import { parseTarget, WebhookTargetInput } from './webhooks';
 
 export interface JobFilter extends CreatedFilter {
   status?: JobStatus | null;
@@ -103,10 +101,10 @@ export function pngBytesBound({ numImages, width, height }: Pick<GenerateParams,
  * queues it. Nothing is written when the request is refused.
  */
 export async function generateImages(services: JobServices, user: User, input: GenerateInput): Promise<Job> {
-  const { db, store, queue, config } = services;
+  const { db, store, config, admissions } = services;
   const request = parseInput(GenerateInput, input, 'input');
   const model = await getModel(db, user, parseId(request.modelId, 'modelId'));
-  const webhook = await jobWebhookTarget(db, user, request.webhook, config.webhooks);
+  const webhook = request.webhook ? await parseTarget(request.webhook, config.webhooks, 'webhook') : null;
   const base = await basePackInfo(store, await getModelBaseModel(db, model));
   const problem = txt2imgProblem(base, request);
   if (problem) throw badInput(`input: ${problem}`);
@@ -130,14 +128,10 @@ export async function generateImages(services: JobServices, user: User, input: G
     height: request.height ?? null,
     numImages: request.numImages,
   };
-  // Outside the admission's lock: stored bytes change by uploads and finished jobs, which that lock does not order.
-  await admitStorage(db, user.id, config.jobLimits.storageBytes, pngBytesBound(params, base.geometry.nativeSize));
-  // The delivery first: the user's lock (taken by the insert) is then held only for the commit.
-  const id = randomUUID();
-  return db.transaction(async (tx) => {
-    await queue.send(JobType.GENERATE, id, tx);
-    const job = await insertAdmittedJob(tx, user, config.jobLimits, { id, type: JobType.GENERATE, params, steps: params.steps }, params.numImages);
-    await attachJobWebhook(tx, job.id, user.id, webhook);
-    return job;
+  return admissions.submit(user, {
+    job: { id: randomUUID(), type: JobType.GENERATE, params, steps: params.steps },
+    images: params.numImages,
+    storageBytes: pngBytesBound(params, base.geometry.nativeSize),
+    webhook,
   });
 }

@@ -1,5 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { quotaExceeded } from './errors';
+import { quotaExceeded, type AppError } from './errors';
 
 /**
  * What a user keeps in object storage: their training photos, the images their jobs made (previews
@@ -24,10 +24,12 @@ export async function storedBytesOf(db: DataSource | EntityManager, userIds: rea
  * for an upload, an estimate for a job's results. Nothing is written when it refuses.
  */
 export async function admitStorage(db: DataSource | EntityManager, userId: string, limit: number, adding: number): Promise<void> {
-  const stored = (await storedBytesOf(db, [userId])).get(userId) ?? 0;
-  if (stored + adding > limit) {
-    throw quotaExceeded(
-      `You keep ${stored} bytes in storage; ${adding} more would pass the ${limit} allowed: delete images, photos or models first`,
-    );
-  }
+  const refused = storageRefusal((await storedBytesOf(db, [userId])).get(userId) ?? 0, adding, limit);
+  if (refused) throw refused;
+}
+
+/** The refusal of `adding` bytes to the `stored` ones, when they would pass `limit`. */
+export function storageRefusal(stored: number, adding: number, limit: number): AppError | null {
+  if (stored + adding <= limit) return null;
+  return quotaExceeded(`You keep ${stored} bytes in storage; ${adding} more would pass the ${limit} allowed: delete images, photos or models first`);
 }

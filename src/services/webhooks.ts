@@ -29,7 +29,7 @@ export const WebhookTargetInput = z.object({
 export type WebhookTargetInput = z.input<typeof WebhookTargetInput>;
 
 /** A webhook as given (a job's, or a default), checked: its URL must resolve to public addresses (webhook-urls.ts). */
-async function parseTarget(input: WebhookTargetInput, config: WebhookConfig, field: string): Promise<WebhookTarget> {
+export async function parseTarget(input: WebhookTargetInput, config: WebhookConfig, field: string): Promise<WebhookTarget> {
   const request = parseInput(WebhookTargetInput, input, field);
   const everySteps = request.progressEverySteps ?? null;
   return {
@@ -47,8 +47,12 @@ export async function jobWebhookTarget(
   input: WebhookTargetInput | null | undefined,
   config: WebhookConfig,
 ): Promise<WebhookTarget | null> {
-  if (input) return parseTarget(input, config, 'webhook');
-  const settings = await db.getRepository(WebhookSettings).findOneBy({ userId: user.id });
+  return input ? parseTarget(input, config, 'webhook') : defaultWebhookTarget(db, user.id);
+}
+
+/** The user's default webhook for new jobs, if they set one. */
+export async function defaultWebhookTarget(db: DataSource | EntityManager, userId: string): Promise<WebhookTarget | null> {
+  const settings = await db.getRepository(WebhookSettings).findOneBy({ userId });
   return settings?.defaultTarget ?? null;
 }
 

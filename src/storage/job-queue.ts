@@ -19,6 +19,12 @@ const inTransaction = (tx: EntityManager) => ({
   executeSql: async (text: string, values: unknown[]) => ({ rows: (await tx.queryRunner!.query(text, values, true)).records }),
 });
 
+/** pg-boss's job for the work of Job row `id`. */
+function delivery(type: JobType, id: string): PgBoss.JobInsert {
+  const { name, expireInMinutes } = QUEUES[type];
+  return { id, name, retryLimit: 1, expireInSeconds: expireInMinutes * 60 };
+}
+
 /** How often an idle worker asks PostgreSQL for work (pg-boss's minimum is 0.5 s). */
 const POLLING_INTERVAL_SECONDS = 1;
 
@@ -41,13 +47,12 @@ export class PgBossQueue {
   }
 
   /**
-   * Queues the work of Job row `id`; inside transaction `tx` when given, so the row and its delivery
-   * commit together (one commit, one WAL flush). A handler that throws is retried once; handlers record
-   * ordinary failures on the row and return.
+   * Queues the work of Job rows `ids`, in one statement; inside transaction `tx` when given, so the rows
+   * and their deliveries commit together (one commit, one WAL flush). A handler that throws is retried
+   * once; handlers record ordinary failures on the row and return.
    */
-  async send(type: JobType, id: string, tx?: EntityManager): Promise<void> {
-    const { name, expireInMinutes } = QUEUES[type];
-    await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes, ...(tx && { db: inTransaction(tx) }) });
+  async send(type: JobType, ids: readonly string[], tx?: EntityManager): Promise<void> {
+    await this.boss.insert(ids.map((id) => delivery(type, id)), tx ? { db: inTransaction(tx) } : {});
   }
 
   /**
@@ -56,10 +61,9 @@ export class PgBossQueue {
    * commit together or not at all.
    */
   async requeue(tx: EntityManager, type: JobType, id: string): Promise<void> {
-    const { name, expireInMinutes } = QUEUES[type];
     const db = inTransaction(tx);
-    await this.boss.deleteJob(name, id, { db });
-    await this.boss.send(name, {}, { id, retryLimit: 1, expireInMinutes, db });
+    await this.boss.deleteJob(QUEUES[type].name, id, { db });
+    await this.boss.insert([delivery(type, id)], { db });
   }
 
   /** Runs `handler` for each job of `type`, one at a time in this process; returns what stops fetching. */

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Image } from '../../src/entities';
+import { randomUUID } from 'node:crypto';
+import { Image, Job, JobType, User } from '../../src/entities';
 import { errorCode, gql, ok, startTestPlatform, type TestPlatform } from './helpers';
 import { userWithModel } from './setup';
 
@@ -15,7 +16,7 @@ describe('job limits per user', () => {
   beforeAll(async () => {
     platform = await startTestPlatform({ ROLE: 'api', MAX_ACTIVE_JOBS_PER_USER: '5', MAX_JOBS_PER_MINUTE_PER_USER: '8', MAX_IMAGES_PER_DAY_PER_USER: '10' });
     modelOf = {};
-    for (const who of ['a', 'b', 'c']) {
+    for (const who of ['a', 'b', 'c', 'd']) {
       ({ key: keys[who], modelId: modelOf[who] } = await userWithModel(platform, `${who}@limits.example.org`));
     }
   }, 120_000);
@@ -68,5 +69,24 @@ describe('job limits per user', () => {
     const pastLimit = await images(1);
     expect(errorCode(pastLimit)).toBe('QUOTA_EXCEEDED');
     expect(pastLimit.errors![0].message).toMatch(/more than 10 images in the last 24 hours and have 0 on the way/);
+  });
+
+  it('admits the submissions that arrive while a commit is in flight as one group, in order of arrival', async () => {
+    const { db, admissions } = platform.services;
+    const user = await db.getRepository(User).findOneByOrFail({ email: 'd@limits.example.org' });
+    const ids = Array.from({ length: 8 }, () => randomUUID());
+    const outcomes = await Promise.allSettled(ids.map((id) =>
+      admissions.submit(user, { job: { id, type: JobType.GENERATE, params: { modelId: modelOf.d, numImages: 1 }, steps: 1 }, images: 1, storageBytes: 0, webhook: null })));
+    // The limit (5 active) admits the first five; the rest are refused and leave nothing behind.
+    expect(outcomes.map((o) => o.status)).toEqual([...Array(5).fill('fulfilled'), ...Array(3).fill('rejected')]);
+    expect(outcomes.slice(5).map((o) => (o as PromiseRejectedResult).reason.code)).toEqual(Array(3).fill('QUOTA_EXCEEDED'));
+    const rows = await db.getRepository(Job).find({ where: ids.map((id) => ({ id })) });
+    expect(rows.map((r) => r.id).sort()).toEqual(ids.slice(0, 5).sort());
+    const [{ queued }] = await db.query('SELECT count(*)::int AS queued FROM pgboss.job WHERE id = ANY($1::uuid[])', [ids]);
+    expect(queued).toBe(5);
+    // The first went alone; the other seven arrived during its commit and went in one transaction (one now()).
+    const createdAt = new Map(rows.map((r) => [r.id, r.createdAt.getTime()]));
+    expect(createdAt.get(ids[1])).not.toBe(createdAt.get(ids[0]));
+    expect(new Set(ids.slice(1, 5).map((id) => createdAt.get(id))).size).toBe(1);
   });
 });
