@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HeaderMap, type ApolloServer, type BaseContext } from '@apollo/server';
+import { GraphQLError } from 'graphql';
 import getRawBody from 'raw-body';
 
 /**
@@ -28,15 +29,18 @@ export type RequestError = { status: number; body: { errors: { message: string; 
 export interface GraphqlPostOptions<TContext extends BaseContext> {
   apollo: ApolloServer<TContext>;
   maxBodyBytes: number;
+  /** Who is asking; throws a GraphQLError with an HTTP status (a bad key: 401) to refuse the request. */
   context: (req: IncomingMessage) => Promise<TContext>;
   /** The answer to a request that failed before GraphQL, from its error's status (set by raw-body). */
   requestError: (error: unknown) => RequestError;
+  /** The answer to a request whose context was refused: what Apollo would answer, with no pipeline run. */
+  contextRefusal: (error: GraphQLError, status: number) => RequestError;
 }
 
 export async function serveJsonGraphqlPost<TContext extends BaseContext>(
   req: IncomingMessage,
   res: ServerResponse,
-  { apollo, maxBodyBytes, context, requestError }: GraphqlPostOptions<TContext>,
+  { apollo, maxBodyBytes, context, requestError, contextRefusal }: GraphqlPostOptions<TContext>,
 ): Promise<void> {
   let body: unknown;
   try {
@@ -48,6 +52,15 @@ export async function serveJsonGraphqlPost<TContext extends BaseContext>(
     if (!req.complete) await new Promise((resolve) => req.once('end', resolve).once('close', resolve));
     return sendRequestError(res, requestError(error));
   }
+  // Who is asking, before Apollo's pipeline: a refused key costs no more than the key check.
+  let asking: TContext;
+  try {
+    asking = await context(req);
+  } catch (error) {
+    const status = error instanceof GraphQLError ? (error.extensions.http as { status?: unknown } | undefined)?.status : undefined;
+    if (typeof status === 'number') return sendRequestError(res, contextRefusal(error as GraphQLError, status));
+    throw error;
+  }
   const headers = new HeaderMap();
   for (const [name, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
@@ -56,7 +69,7 @@ export async function serveJsonGraphqlPost<TContext extends BaseContext>(
   const search = query >= 0 ? req.url!.slice(query) : '';
   const response = await apollo.executeHTTPGraphQLRequest({
     httpGraphQLRequest: { method: 'POST', headers, search, body },
-    context: () => context(req),
+    context: async () => asking,
   });
   res.statusCode = response.status ?? 200;
   for (const [name, value] of response.headers) res.setHeader(name, value);

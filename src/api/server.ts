@@ -48,7 +48,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     rateLimited(req as express.Request, res as express.Response, (error?: unknown) => {
       const served = error
         ? Promise.reject(error)
-        : serveJsonGraphqlPost(req, res, { apollo, maxBodyBytes: config.maxBodyBytes, context: contextOf, requestError: failedBeforeGraphql });
+        : serveJsonGraphqlPost(req, res, { apollo, maxBodyBytes: config.maxBodyBytes, context: contextOf, requestError: failedBeforeGraphql, contextRefusal });
       served.catch((failure: unknown) => {
         if (!res.headersSent) sendRequestError(res, failedBeforeGraphql(failure));
         else res.destroy();
@@ -150,6 +150,10 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       throw new GraphQLError(error.message, { extensions: { code: error.code, http: { status: 401 } } });
     }
   };
+  const contextRefusal = (error: GraphQLError, status: number): RequestError => ({
+    status,
+    body: { errors: [formatError(error.toJSON(), error)] as RequestError['body']['errors'] },
+  });
   app.use(
     GRAPHQL_PATH,
     rateLimited,

@@ -123,4 +123,18 @@ describe('API errors and limits', () => {
     expect(body.errors[0].extensions.code).toBe('BAD_REQUEST');
     expectNoInternals(body);
   });
+
+  it('refuses a bad key before GraphQL runs, with the same 401 on the JSON path as through express', async () => {
+    const refusal = async (init: RequestInit, target = url) => {
+      const response = await fetch(target, init);
+      return { status: response.status, type: response.headers.get('content-type'), body: await response.json() };
+    };
+    const headers = { authorization: `Bearer ${key.slice(0, -4)}AAAA` };
+    const json = await refusal({ method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ me { email } }' }) });
+    // GET goes through express and Apollo's own context handling.
+    const viaExpress = await refusal({ headers: { ...headers, 'apollo-require-preflight': 'true' } }, `${url}?query=${encodeURIComponent('{ me { email } }')}`);
+    expect(json).toEqual(viaExpress);
+    expect(json.status).toBe(401);
+    expect(json.body).toEqual({ errors: [{ message: expect.any(String), extensions: { code: 'UNAUTHENTICATED' } }] });
+  });
 });
