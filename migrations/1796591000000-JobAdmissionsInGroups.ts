@@ -51,7 +51,7 @@ export class JobAdmissionsInGroups1796591000000 implements MigrationInterface {
   }
 
   async down(runner: QueryRunner): Promise<void> {
-    await runner.query(JOB_ADMISSION_PREVIEWS_APART.replace('CREATE OR REPLACE FUNCTION', 'CREATE FUNCTION'));
+    await runner.query(JOB_ADMISSION_PREVIEWS_APART);
     await runner.query('DROP FUNCTION job_admissions(uuid, int[], int, int, int)');
   }
 }
