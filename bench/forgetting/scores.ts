@@ -70,7 +70,10 @@ export class Scorer {
   #model(weights: ArmWeights | undefined): { pipeline: Txt2ImgPipeline; lora?: ReadonlyMap<string, LoraLayer> } {
     if (!weights || 'lora' in weights) return { pipeline: this.pipeline, lora: weights?.lora };
     let pipeline = this.#unetPipelines.get(weights.unet);
-    if (!pipeline) this.#unetPipelines.set(weights.unet, (pipeline = new Txt2ImgPipeline(withUNetWeights(this.pipeline.models, weights.unet), this.pipeline.worker)));
+    if (!pipeline) {
+      pipeline = new Txt2ImgPipeline(withUNetWeights(this.pipeline.models, weights.unet), this.pipeline.worker);
+      this.#unetPipelines.set(weights.unet, pipeline);
+    }
     return { pipeline };
   }
 
