@@ -1,41 +1,44 @@
 /**
- * The forgetting benchmark's run: K concepts taught one after another to three arms with the same steps, learning
- * rate, rank, batch and seed per stage (stage k trains with seed `seed + k`), scored after every stage.
+ * The forgetting benchmark's run: K concepts taught one after another to three arms with the same method (LoRA or
+ * full fine-tuning), steps, learning rate, rank, batch and seed per stage (stage k trains with seed `seed + k`),
+ * scored after every stage.
  * - alone: a PRIVATE fine-tune through the platform's API, from the base model (the upper bound);
  * - big: a contribution to one PRIVATE_META metamodel through the API: the worker's own BIG split and replay;
- * - naive: plain DreamBooth-LoRA continuing from the previous stage's LoRA, in process with the engine's
+ * - naive: plain DreamBooth continuing from the previous stage's weights, in process with the engine's
  *   `trainDreamBooth` (what the worker calls) and the platform's own class images of the category (its non-meta split).
  * Resumable: `state.json` in the work folder records each finished stage and the jobs in flight; the platform's
- * database and bucket live there too, and the naive arm's LoRA after each stage.
+ * database and bucket live there too, and the naive arm's weights after each stage.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  EngineWorker, FolderPackSource, imageGeometry, loadStableDiffusionFrom, loadTrainingPicture, parseLoraFile, serializeLora, trainDreamBooth,
-  Txt2ImgPipeline, type LoraLayer, type StableDiffusionModels,
+  EngineWorker, FolderPackSource, imageGeometry, loadStableDiffusionFrom, loadTrainingPicture, parseLoraFile, parseUNetWeights, serializeLora,
+  serializeUNet, trainDreamBooth, Txt2ImgPipeline, type StableDiffusionModels,
 } from '../../src/engine';
 import { pickIdentifier } from '../../src/services/identifiers';
 import { readEmojiDataset } from '../../scripts/base-model/emoji-records';
 import { buildConcepts, pngOf } from './concepts';
 import { Encoder, loadEncoder, saveEncoder, trainEncoder } from './encoder';
-import { BenchPlatform, type StartedFineTune, type TrainingSettings } from './platform';
+import { BenchPlatform, type ForgettingMethod, type StartedFineTune, type TrainingSettings } from './platform';
 import { type Arm, type GridRow, meanRetention, type Results, type StageResult, stageTable, writeGrid, writeReport } from './report';
-import { Scorer, type Taught } from './scores';
+import { type ArmWeights, Scorer, type Taught } from './scores';
 
 export interface ForgettingOptions {
   /** The base model: a diffusers pack folder. */
   pack: string;
   /** The emoji dataset (`npm run train:base:data`). */
   data: string;
-  /** Platform data, encoder, LoRAs and state: what a resumed run continues from. */
+  /** Platform data, encoder, the naive arm's weights and state: what a resumed run continues from. */
   work: string;
   /** Tables, plot and grids. */
   out: string;
+  method: ForgettingMethod;
   k: number;
   steps: number;
   learningRate: number;
+  /** LoRA only: a full fine-tune ignores it. */
   rank: number;
   batchSize: number;
   seed: number;
@@ -47,14 +50,19 @@ export interface ForgettingOptions {
   log?: (line: string) => void;
 }
 
-/** What must match for a work folder to be continued: the options, and the pack's content (retrained weights keep its folder name). */
-async function fingerprint({ log: _log, out: _out, work: _work, ...rest }: ForgettingOptions): Promise<string> {
+/**
+ * What must match for a work folder to be continued: the options, and the pack's content (retrained weights keep its
+ * folder name). A LoRA run's is what it was before full fine-tuning came (its work folders and results.json's options
+ * stay as they were); a full run's names its method and leaves out the rank it ignores.
+ */
+async function fingerprint({ log: _log, out: _out, work: _work, method, ...rest }: ForgettingOptions): Promise<string> {
   const hash = createHash('sha256');
   for (const file of (await readdir(rest.pack, { recursive: true })).sort()) {
     const path = join(rest.pack, file);
     if ((await stat(path)).isFile()) hash.update(file).update(await readFile(path));
   }
-  return JSON.stringify({ ...rest, packSha256: hash.digest('hex') });
+  const { rank: _rank, ...full } = rest;
+  return JSON.stringify({ ...(method === 'lora' ? rest : { ...full, method }), packSha256: hash.digest('hex') });
 }
 
 interface Pending {
@@ -143,10 +151,11 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
       stages: state.stages,
     });
 
-    let naive = state.stages.length ? await readLora(join(options.work, `naive-${state.stages.length}.safetensors`)) : undefined;
+    const readNaive = async (stage: number) => readWeights(options.method, models, new Uint8Array(await readFile(join(options.work, `naive-${stage}.safetensors`))));
+    let naive = state.stages.length ? await readNaive(state.stages.length) : undefined;
     for (let k = state.stages.length + 1; k <= options.k; k++) {
       const t = taught[k - 1];
-      const settings: TrainingSettings = { steps: options.steps, learningRate: options.learningRate, rank: options.rank, seed: options.seed + k, batchSize: options.batchSize };
+      const settings: TrainingSettings = { method: options.method, steps: options.steps, learningRate: options.learningRate, rank: options.rank, seed: options.seed + k, batchSize: options.batchSize };
       const pending = (state.pending ??= {});
       const concept = { token: t.token, category: t.concept.category, kind: t.concept.kind === 'subject' ? 'OBJECT' as const : 'STYLE' as const, images: t.concept.images };
       log(`stage ${k}/${options.k}: ${t.concept.name} as "a ${t.token} ${t.concept.category}"`);
@@ -162,47 +171,18 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
       const naivePath = join(options.work, `naive-${k}.safetensors`);
       if (!existsSync(naivePath) || pending.naiveSeconds === undefined) {
         const started = performance.now();
-        const lora = await trainNaive(platform, engine, models, state.baseModelId, t, naive, settings, resolution);
-        await writeFile(naivePath, lora);
+        await writeFile(naivePath, await trainNaive(platform, engine, models, state.baseModelId, t, naive, settings, resolution));
         pending.naiveSeconds = (performance.now() - started) / 1000;
         await save();
       }
-      naive = await readLora(naivePath);
+      naive = await readNaive(k);
       log(`  naive: ${pending.naiveSeconds.toFixed(1)} s`);
 
       const evaluationStarted = performance.now();
-      const arms = { naive, big: await platform.headLora(state.metamodelId), alone: await platform.headLora(pending.alone.modelId) };
-      const grid: GridRow[] = [];
-      const scores = { naive: {}, big: {}, alone: {} } as StageResult['scores'];
-      for (const arm of ['naive', 'big'] as const) {
-        for (const known of taught.slice(0, k)) {
-          const scored = await scorer.concept(known, arms[arm]);
-          scores[arm][known.concept.name] = scored.score;
-          grid.push({ label: `${arm}: ${known.concept.name} (${scored.score.toFixed(2)})`, images: scored.samples.slice(0, 8) });
-        }
-      }
-      const alone = await scorer.concept(t, arms.alone);
-      scores.alone[t.concept.name] = alone.score;
-      grid.push({ label: `alone: ${t.concept.name} (${alone.score.toFixed(2)})`, images: alone.samples.slice(0, 8) });
-      const prior = {} as Record<Arm, number>;
-      grid.push({ label: 'base: prior prompts', images: basePrior.samples });
-      for (const arm of ['naive', 'big', 'alone'] as const) {
-        const scored = await scorer.prior(arms[arm]);
-        prior[arm] = scored.score;
-        grid.push({ label: `${arm}: prior prompts (${scored.score.toFixed(2)})`, images: scored.samples });
-      }
-      const composition: StageResult['composition'] = { naive: {}, big: {} };
-      const subjects = taught.slice(0, k).filter((x) => x.concept.kind === 'subject');
-      const styles = taught.slice(0, k).filter((x) => x.concept.kind === 'style');
-      for (const [j, style] of styles.entries()) {
-        const subject = subjects[j % subjects.length];
-        const pair = `${subject.concept.name} + ${style.concept.name}`;
-        for (const arm of ['naive', 'big'] as const) {
-          const scored = await scorer.composition(subject, style, arms[arm]);
-          composition[arm]![pair] = scored.score;
-          grid.push({ label: `${arm}: ${pair} (${scored.score.toFixed(2)})`, images: scored.samples });
-        }
-      }
+      const arms = { naive, big: await platform.headWeights(state.metamodelId, models), alone: await platform.headWeights(pending.alone.modelId, models) };
+      // Each full UNet gets a pipeline while the stage is scored (its sessions serve all its images), then closes.
+      const { scores, prior, composition, grid } = await scoreStage(scorer, taught.slice(0, k), arms, basePrior.samples)
+        .finally(() => scorer.release());
       state.stages.push({
         k, concept: t.concept.name, scores, prior, composition,
         trainSeconds: { alone: pending.aloneSeconds, big: pending.bigSeconds, naive: pending.naiveSeconds },
@@ -226,17 +206,59 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
   }
 }
 
-async function readLora(path: string): Promise<Map<string, LoraLayer>> {
-  return parseLoraFile(new Uint8Array(await readFile(path)));
+/**
+ * Scores after a stage: naive and big on every concept taught so far (`known`, the newest last), alone on the newest,
+ * each arm's prior integrity, and the compositions; with the images of each score for the stage's grid.
+ */
+async function scoreStage(scorer: Scorer, known: readonly Taught[], arms: Record<Arm, ArmWeights>, basePrior: Uint8Array[]) {
+  const newest = known[known.length - 1];
+  const grid: GridRow[] = [];
+  const scores = { naive: {}, big: {}, alone: {} } as StageResult['scores'];
+  for (const arm of ['naive', 'big'] as const) {
+    for (const concept of known) {
+      const scored = await scorer.concept(concept, arms[arm]);
+      scores[arm][concept.concept.name] = scored.score;
+      grid.push({ label: `${arm}: ${concept.concept.name} (${scored.score.toFixed(2)})`, images: scored.samples.slice(0, 8) });
+    }
+  }
+  const alone = await scorer.concept(newest, arms.alone);
+  scores.alone[newest.concept.name] = alone.score;
+  grid.push({ label: `alone: ${newest.concept.name} (${alone.score.toFixed(2)})`, images: alone.samples.slice(0, 8) });
+  const prior = {} as Record<Arm, number>;
+  grid.push({ label: 'base: prior prompts', images: basePrior });
+  for (const arm of ['naive', 'big', 'alone'] as const) {
+    const scored = await scorer.prior(arms[arm]);
+    prior[arm] = scored.score;
+    grid.push({ label: `${arm}: prior prompts (${scored.score.toFixed(2)})`, images: scored.samples });
+  }
+  const composition: StageResult['composition'] = { naive: {}, big: {} };
+  const subjects = known.filter((x) => x.concept.kind === 'subject');
+  const styles = known.filter((x) => x.concept.kind === 'style');
+  for (const [j, style] of styles.entries()) {
+    const subject = subjects[j % subjects.length];
+    const pair = `${subject.concept.name} + ${style.concept.name}`;
+    for (const arm of ['naive', 'big'] as const) {
+      const scored = await scorer.composition(subject, style, arms[arm]);
+      composition[arm]![pair] = scored.score;
+      grid.push({ label: `${arm}: ${pair} (${scored.score.toFixed(2)})`, images: scored.samples });
+    }
+  }
+  return { scores, prior, composition, grid };
+}
+
+/** A naive stage's file: a LoRA, or a full UNet of `models`. */
+function readWeights(method: ForgettingMethod, models: StableDiffusionModels, bytes: Uint8Array): ArmWeights {
+  return method === 'lora' ? { lora: parseLoraFile(bytes) } : { unet: parseUNetWeights(models, bytes) };
 }
 
 /**
  * One naive stage: the concept's images as instance examples, the platform's class images of its category for the
- * whole prior (plain DreamBooth), continuing from the previous stage's LoRA. Returns the LoRA file's bytes.
+ * whole prior (plain DreamBooth), continuing from the previous stage's weights. Returns the weights file's bytes: a
+ * LoRA, or the whole UNet as the worker stores a full fine-tune.
  */
 async function trainNaive(
   platform: BenchPlatform, engine: EngineWorker, models: StableDiffusionModels, baseModelId: string, t: Taught,
-  previous: ReadonlyMap<string, LoraLayer> | undefined, settings: TrainingSettings, resolution: number,
+  previous: ArmWeights | undefined, settings: TrainingSettings, resolution: number,
 ): Promise<Uint8Array> {
   const prompt = `a ${t.token} ${t.concept.category}`;
   const instance = await Promise.all(t.concept.images.map(async (image) => {
@@ -245,9 +267,9 @@ async function trainNaive(
   }));
   const prior = await platform.classImages(engine, models, baseModelId, t.concept.category, settings.steps, resolution);
   const result = await trainDreamBooth(models, {
-    instance, prior, method: { kind: 'lora', rank: settings.rank }, steps: settings.steps, learningRate: settings.learningRate,
-    batchSize: settings.batchSize, gradientAccumulation: 1, crop: 'center', flip: false, seed: settings.seed, resolution,
-    start: previous ? { lora: previous } : undefined,
+    instance, prior, method: settings.method === 'lora' ? { kind: 'lora', rank: settings.rank } : { kind: 'full' }, steps: settings.steps,
+    learningRate: settings.learningRate, batchSize: settings.batchSize, gradientAccumulation: 1, crop: 'center', flip: false, seed: settings.seed,
+    resolution, start: previous,
   }, { worker: engine });
-  return serializeLora(result.lora!, settings.rank);
+  return result.lora ? serializeLora(result.lora, settings.rank) : serializeUNet(models, result.unet!);
 }

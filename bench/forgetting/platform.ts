@@ -1,14 +1,14 @@
 /**
  * The platform as the benchmark drives it: the whole of `startPlatform` (embedded PostgreSQL and S3, the job queue,
  * the worker, the GraphQL API) over a data folder that outlives the process, so a stopped run resumes. Fine-tunes go
- * through the API exactly as a client's do (upload the photos, startFineTune, wait for the job); the trained LoRA is
- * read back as the generate worker reads it.
+ * through the API exactly as a client's do (upload the photos, startFineTune, wait for the job); the trained weights
+ * (a LoRA or a whole UNet) are read back as the generate worker reads them.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../../src/config';
-import { parseLoraFile, type EngineWorker, type Example, type LoraLayer, type StableDiffusionModels } from '../../src/engine';
+import { parseLoraFile, parseUNetWeights, type EngineWorker, type Example, type StableDiffusionModels } from '../../src/engine';
 import { Model } from '../../src/entities';
 import { startPlatform, type RunningPlatform } from '../../src/main';
 import { splitPriorImages } from '../../src/services/big-split';
@@ -16,10 +16,16 @@ import { TrainingImages } from '../../src/services/training-images';
 import { createAdmin } from '../../src/services/users';
 import { versionWeights } from '../../src/services/versions';
 import { pngOf } from './concepts';
+import type { ArmWeights } from './scores';
+
+/** What every arm trains: a LoRA of `rank` on the frozen UNet, or the whole UNet (full fine-tuning). */
+export type ForgettingMethod = 'lora' | 'full';
 
 export interface TrainingSettings {
+  method: ForgettingMethod;
   steps: number;
   learningRate: number;
+  /** LoRA only. */
   rank: number;
   seed: number;
   batchSize: number;
@@ -123,9 +129,9 @@ export class BenchPlatform {
   }
 
   /**
-   * Uploads the concept's images and starts a LoRA fine-tune: a new PRIVATE model from `baseModelId`, or a
-   * contribution to the metamodel `modelId`. One example of each set per step (batch 1, no accumulation), center crop
-   * (the images are the training size), no flip. `idempotencyKey` makes a request sent twice start one job.
+   * Uploads the concept's images and starts a fine-tune of `settings.method`: a new PRIVATE model from `baseModelId`,
+   * or a contribution to the metamodel `modelId`. One example of each set per step (batch 1, no accumulation), center
+   * crop (the images are the training size), no flip. `idempotencyKey` makes a request sent twice start one job.
    */
   async startFineTune(
     target: { baseModelId: string } | { modelId: string },
@@ -137,7 +143,8 @@ export class BenchPlatform {
     for (const image of concept.images) instanceImageIds.push(await this.#upload(image));
     const input = {
       ...('modelId' in target ? { target: 'PRIVATE_META', modelId: target.modelId } : { target: 'PRIVATE', baseModelId: target.baseModelId }),
-      token: concept.token, category: concept.category, kind: concept.kind, instanceImageIds, method: 'LORA', rank: settings.rank,
+      token: concept.token, category: concept.category, kind: concept.kind, instanceImageIds,
+      ...(settings.method === 'lora' ? { method: 'LORA', rank: settings.rank } : { method: 'FULL' }),
       steps: settings.steps, learningRate: settings.learningRate, seed: settings.seed, batchSize: settings.batchSize, gradientAccumulation: 1,
       centerCrop: true, flip: false, idempotencyKey,
     };
@@ -156,12 +163,13 @@ export class BenchPlatform {
     }
   }
 
-  /** The LoRA at the model's head, as the generate worker loads it. */
-  async headLora(modelId: string): Promise<Map<string, LoraLayer>> {
+  /** The weights at the model's head (a LoRA or a full UNet for `models`), as the generate worker loads them. */
+  async headWeights(modelId: string, models: StableDiffusionModels): Promise<ArmWeights> {
     const { headVersionId } = await this.services.db.getRepository(Model).findOneByOrFail({ id: modelId });
     const weights = await versionWeights(this.services.db, modelId, headVersionId);
-    if (!weights.lora) throw new Error(`model ${modelId} has no LoRA at its head`);
-    return parseLoraFile(await this.services.store.get(weights.lora));
+    if (weights.lora) return { lora: parseLoraFile(await this.services.store.get(weights.lora)) };
+    if (weights.unet) return { unet: parseUNetWeights(models, await this.services.store.get(weights.unet)) };
+    throw new Error(`model ${modelId} has no trained weights at its head`);
   }
 
   /**

@@ -4,9 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runForgetting, type ForgettingOptions } from '../../bench/forgetting/benchmark';
 import { PRIOR_SUBJECTS, STYLE_PROMPT_SUBJECTS, STYLE_SOURCES, SUBJECTS } from '../../bench/forgetting/concepts';
+import { BenchPlatform } from '../../bench/forgetting/platform';
 import { meanRetention, stageTable } from '../../bench/forgetting/report';
 import { type EmojiRecord, IMAGE_SIZE, writeEmojiDataset } from '../../scripts/base-model/emoji-records';
+import { FolderPackSource, loadStableDiffusionFrom, parseUNetWeights } from '../../src/engine';
 import { BUNDLED_TINY_SD, createRandomPack, writePackToFolder } from '../../src/engine/packs';
+import { FineTuneMethod, Model, ModelKind, ModelVersion } from '../../src/entities';
 import { tempDir } from '../platform/helpers';
 
 /** A disc on white whose colour and size depend on the record: enough for every part of the run to have images. */
@@ -49,7 +52,7 @@ describe('forgetting benchmark (tiny random pack, K = 3)', () => {
     await writeEmojiDataset(join(dir.dir, 'emoji.gz'), tinyDataset());
     options = {
       pack: join(dir.dir, 'pack'), data: join(dir.dir, 'emoji.gz'), work: join(dir.dir, 'work'), out: join(dir.dir, 'out'),
-      k: 3, steps: 2, learningRate: 1e-3, rank: 2, batchSize: 1, seed: 1, images: 2, sampleSteps: 2, guidance: 5, encoderSteps: 3,
+      method: 'lora', k: 3, steps: 2, learningRate: 1e-3, rank: 2, batchSize: 1, seed: 1, images: 2, sampleSteps: 2, guidance: 5, encoderSteps: 3,
       log: () => {},
     };
   });
@@ -96,5 +99,75 @@ describe('forgetting benchmark (tiny random pack, K = 3)', () => {
     // The same pack folder with retrained weights (another seed's) is another base model.
     await writePackToFolder(createRandomPack(BUNDLED_TINY_SD, 1), options.pack);
     await expect(runForgetting(options)).rejects.toThrow(/other options/);
+  }, 300_000);
+});
+
+/** Root mean square of the difference of two UNets over all their tensors. */
+function rmsDistance(a: ReadonlyMap<string, Float32Array>, b: ReadonlyMap<string, Float32Array>): number {
+  let sum = 0;
+  let count = 0;
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    for (let i = 0; i < x.length; i++) sum += (x[i] - y[i]) ** 2;
+    count += x.length;
+  }
+  return Math.sqrt(sum / count);
+}
+
+describe('forgetting benchmark with full fine-tuning (tiny random pack, K = 2)', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let options: ForgettingOptions;
+
+  beforeAll(async () => {
+    dir = await tempDir('bd-forgetting-full-');
+    await writePackToFolder(createRandomPack(BUNDLED_TINY_SD, 0), join(dir.dir, 'pack'));
+    await writeEmojiDataset(join(dir.dir, 'emoji.gz'), tinyDataset());
+    options = {
+      pack: join(dir.dir, 'pack'), data: join(dir.dir, 'emoji.gz'), work: join(dir.dir, 'work'), out: join(dir.dir, 'out'),
+      method: 'full', k: 2, steps: 2, learningRate: 1e-3, rank: 2, batchSize: 1, seed: 1, images: 2, sampleSteps: 2, guidance: 5, encoderSteps: 3,
+      log: () => {},
+    };
+  });
+  afterAll(async () => {
+    await dir?.remove();
+  });
+
+  it('trains whole UNets in every arm: the platform stores FULL versions, naive is the same training and continues its own UNet', async () => {
+    const results = await runForgetting(options);
+    expect(results.stages.map((s) => s.k)).toEqual([1, 2]);
+    expect(results.options).toMatchObject({ method: 'full' });
+    expect(results.options).not.toHaveProperty('rank');
+    // Stage 1 is one request from the base model in every arm.
+    const fish = results.stages[0].scores;
+    expect(fish.naive[SUBJECTS[0]]).toBeCloseTo(fish.alone[SUBJECTS[0]], 3);
+    expect(fish.big[SUBJECTS[0]]).toBeCloseTo(fish.alone[SUBJECTS[0]], 3);
+
+    const models = await loadStableDiffusionFrom(new FolderPackSource(options.pack));
+    const base = models.unet.weights;
+    const naive = async (k: number) => parseUNetWeights(models, new Uint8Array(await readFile(join(options.work, `naive-${k}.safetensors`))));
+    const platform = await BenchPlatform.start(join(options.work, 'platform'));
+    try {
+      const { db } = platform.services;
+      const { metamodelId } = JSON.parse(await readFile(join(options.work, 'state.json'), 'utf8')) as { metamodelId: string };
+      const alone = await db.getRepository(Model).find({ where: { kind: ModelKind.PRIVATE }, order: { createdAt: 'ASC' } });
+      expect(alone).toHaveLength(2);
+      const heads = [...alone.map((m) => m.id), metamodelId];
+      for (const id of heads) {
+        const { headVersionId } = await db.getRepository(Model).findOneByOrFail({ id });
+        expect((await db.getRepository(ModelVersion).findOneByOrFail({ id: headVersionId! })).method).toBe(FineTuneMethod.FULL);
+      }
+      const [alone1, big] = await Promise.all([platform.headWeights(alone[0].id, models), platform.headWeights(metamodelId, models)]);
+      if (!('unet' in alone1) || !('unet' in big)) throw new Error('expected full UNets at the heads');
+      expect(new Set(big.unet.keys())).toEqual(new Set(base.keys()));
+      // The in-process naive stage 1 is the platform's training: the same UNet, up to float noise, far from the base's.
+      const [naive1, naive2] = [await naive(1), await naive(2)];
+      const trained = rmsDistance(alone1.unet, base);
+      expect(trained).toBeGreaterThan(0);
+      expect(rmsDistance(naive1, alone1.unet)).toBeLessThan(trained / 100);
+      // Stage 2 continues from stage 1's UNet: it ends nearer to it than to the base.
+      expect(rmsDistance(naive2, naive1)).toBeLessThan(rmsDistance(naive2, base));
+    } finally {
+      await platform.stop();
+    }
   }, 300_000);
 });
