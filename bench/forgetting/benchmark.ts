@@ -118,6 +118,8 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
     const save = () => writeFile(statePath, `${JSON.stringify(state, null, 2)}\n`);
     await save();
     const taught: Taught[] = concepts.map((concept, i) => ({ concept, token: state.tokens[i] }));
+    // Idempotency keys of this run's fine-tunes: its metamodel is its own, so runs that share a platform folder never collide.
+    const runKey = `${state.metamodelId}:`;
 
     const trained = await (async () => {
       const path = join(options.work, 'encoder.json');
@@ -160,11 +162,11 @@ export async function runForgetting(options: ForgettingOptions): Promise<Results
       const concept = { token: t.token, category: t.concept.category, kind: t.concept.kind === 'subject' ? 'OBJECT' as const : 'STYLE' as const, images: t.concept.images };
       log(`stage ${k}/${options.k}: ${t.concept.name} as "a ${t.token} ${t.concept.category}"`);
 
-      pending.alone ??= await platform.startFineTune({ baseModelId: state.baseModelId }, concept, settings, `alone-${k}`);
+      pending.alone ??= await platform.startFineTune({ baseModelId: state.baseModelId }, concept, settings, `${runKey}alone-${k}`);
       await save();
       pending.aloneSeconds ??= await platform.waitForJob(pending.alone.jobId);
       log(`  alone: ${pending.aloneSeconds.toFixed(1)} s`);
-      pending.big ??= await platform.startFineTune({ modelId: state.metamodelId }, concept, settings, `big-${k}`);
+      pending.big ??= await platform.startFineTune({ modelId: state.metamodelId }, concept, settings, `${runKey}big-${k}`);
       await save();
       pending.bigSeconds ??= await platform.waitForJob(pending.big.jobId);
       log(`  big: ${pending.bigSeconds.toFixed(1)} s`);
