@@ -206,14 +206,14 @@ async function seed(platform: Platform): Promise<Scenario[]> {
     { name: 'unknown key (401)', connections: 50, query: '{ me { id } }', key: unknownKey, expect: 401 },
     { name: 'revoked key (401)', connections: 50, query: '{ me { id } }', key: revoked.secret, expect: 401 },
     { name: 'malformed key (401)', connections: 50, query: '{ me { id } }', key: 'not-a-key', expect: 401 },
-    {
+    ...[50, 200].map((connections) => ({
       name: '`generateImages` submission',
-      connections: 50,
+      connections,
       query: 'mutation($m: ID!) { generateImages(input: { modelId: $m, prompt: "a dog", steps: 20 }) { id } }',
       variables: { m: submitterModel },
       key: submitter,
       expect: 200,
-    },
+    })),
   ];
 }
 
