@@ -42,23 +42,30 @@ function tinyDataset() {
   return { records, images: Uint8Array.from(images.flatMap((image) => [...image])) };
 }
 
-describe('forgetting benchmark (tiny random pack, K = 3)', () => {
+/**
+ * A run's folder with a random tiny pack and the tiny dataset, made before the describe's tests and removed after;
+ * `ready` gets the options of a `k`-stage run of `method` with a few steps of everything.
+ */
+function tinyRun(method: ForgettingOptions['method'], k: number, ready: (options: ForgettingOptions) => void) {
   let dir: Awaited<ReturnType<typeof tempDir>>;
-  let options: ForgettingOptions;
-
   beforeAll(async () => {
-    dir = await tempDir('bd-forgetting-');
+    dir = await tempDir(`bd-forgetting-${method}-`);
     await writePackToFolder(createRandomPack(BUNDLED_TINY_SD, 0), join(dir.dir, 'pack'));
     await writeEmojiDataset(join(dir.dir, 'emoji.gz'), tinyDataset());
-    options = {
+    ready({
       pack: join(dir.dir, 'pack'), data: join(dir.dir, 'emoji.gz'), work: join(dir.dir, 'work'), out: join(dir.dir, 'out'),
-      method: 'lora', k: 3, steps: 2, learningRate: 1e-3, rank: 2, batchSize: 1, seed: 1, images: 2, sampleSteps: 2, guidance: 5, encoderSteps: 3,
+      method, k, steps: 2, learningRate: 1e-3, rank: 2, batchSize: 1, seed: 1, images: 2, sampleSteps: 2, guidance: 5, encoderSteps: 3,
       log: () => {},
-    };
+    });
   });
   afterAll(async () => {
     await dir?.remove();
   });
+}
+
+describe('forgetting benchmark (tiny random pack, K = 3)', () => {
+  let options: ForgettingOptions;
+  tinyRun('lora', 3, (made) => (options = made));
 
   it('teaches two subjects and a style to every arm, with a finite score for each concept an arm knows after each stage', async () => {
     const results = await runForgetting(options);
@@ -115,22 +122,8 @@ function rmsDistance(a: ReadonlyMap<string, Float32Array>, b: ReadonlyMap<string
 }
 
 describe('forgetting benchmark with full fine-tuning (tiny random pack, K = 2)', () => {
-  let dir: Awaited<ReturnType<typeof tempDir>>;
   let options: ForgettingOptions;
-
-  beforeAll(async () => {
-    dir = await tempDir('bd-forgetting-full-');
-    await writePackToFolder(createRandomPack(BUNDLED_TINY_SD, 0), join(dir.dir, 'pack'));
-    await writeEmojiDataset(join(dir.dir, 'emoji.gz'), tinyDataset());
-    options = {
-      pack: join(dir.dir, 'pack'), data: join(dir.dir, 'emoji.gz'), work: join(dir.dir, 'work'), out: join(dir.dir, 'out'),
-      method: 'full', k: 2, steps: 2, learningRate: 1e-3, rank: 2, batchSize: 1, seed: 1, images: 2, sampleSteps: 2, guidance: 5, encoderSteps: 3,
-      log: () => {},
-    };
-  });
-  afterAll(async () => {
-    await dir?.remove();
-  });
+  tinyRun('full', 2, (made) => (options = made));
 
   it('trains whole UNets in every arm: the platform stores FULL versions, naive is the same training and continues its own UNet', async () => {
     const results = await runForgetting(options);
