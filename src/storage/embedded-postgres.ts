@@ -38,15 +38,14 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger, port?:
     await initCluster(binaries, dir, { user: USER, password: PASSWORD }, runAs, log);
   }
   const { server, port: listening } = await startOnPort(binaries, dir, port, runAs, log);
-  port = listening;
   try {
-    await createDatabase(port);
+    await createDatabase(listening);
   } catch (error) {
     await server.stop();
     throw error;
   }
-  log.info({ dataDir, port }, 'embedded PostgreSQL started');
-  return { url: embeddedPostgresUrl(port), stop: () => server.stop() };
+  log.info({ dataDir, port: listening }, 'embedded PostgreSQL started');
+  return { url: embeddedPostgresUrl(listening), stop: () => server.stop() };
 }
 
 /**
