@@ -1,6 +1,8 @@
 // The API under load: `npm run bench:api` (DURATION=seconds per scenario, default 10; ONLY=a word of
 // the scenarios to run, or several separated by commas; CPU_PROF=dir to write the server's CPU profile
-// there; BASELINE=the folder of another checkout, e.g. a worktree of main, to measure it beside this one).
+// there; BASELINE=the folder of another checkout, e.g. a worktree of main, to measure it beside this one,
+// and BASELINE_ENV="NAME=value ..." for settings only the baseline gets, e.g. BASELINE=. BASELINE_ENV=
+// API_PROCESSES=1 API_PROCESSES=2 to compare one API process with two).
 // The platform runs as its own process (ROLE=api, so no worker competes for the cores), as `npm start`
 // would start it; autocannon drives it from this process over loopback. Prints one markdown row per
 // scenario. With BASELINE, both platforms run seeded alike and each scenario runs on the baseline, then
@@ -25,17 +27,16 @@ interface Platform {
   url: string;
   /** The embedded PostgreSQL, for seeding. */
   databaseUrl: string;
-  /** CPU time the server process has used, in ms (user + system, from /proc). */
-  serverCpuMs(): Promise<number>;
-  /** CPU time of the server's descendants: the embedded PostgreSQL (its backends and those it reaped) and S3. */
-  databaseCpuMs(): Promise<number>;
+  /** CPU time the platform has used, in ms (user + system, from /proc): its node processes (API_PROCESSES),
+   * and the embedded PostgreSQL (its backends and those it reaped). */
+  cpuMs(): Promise<{ server: number; database: number }>;
   /** What the server logged at error level or above since the last call, by message. */
   takeErrors(): Map<string, number>;
   stop(): Promise<void>;
 }
 
 /** `npm start` of the checkout in `dir` (its own node arguments and sources), on a fresh data folder. */
-async function startPlatform(label: string, dir: string): Promise<Platform> {
+async function startPlatform(label: string, dir: string, settings: Record<string, string> = {}): Promise<Platform> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bd-bench-api-'));
   const profile = process.env.CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.CPU_PROF}`] : [];
   // The node arguments of `npm start` ("exec node <args>"), so the bench runs what users run.
@@ -54,6 +55,7 @@ async function startPlatform(label: string, dir: string): Promise<Platform> {
       MAX_IMAGES_PER_DAY_PER_USER: '100000000',
       MAX_JOBS_PER_MINUTE_PER_USER: '100000000',
       MAX_REQUESTS_PER_MINUTE_PER_KEY: '100000000',
+      ...settings,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -85,8 +87,7 @@ async function startPlatform(label: string, dir: string): Promise<Platform> {
       label,
       url,
       databaseUrl: embeddedPostgresUrl(port),
-      serverCpuMs: async () => cpuMs(await fs.readFile(`/proc/${server.pid}/stat`, 'utf8'), false),
-      databaseCpuMs: () => descendantsCpuMs(server.pid!),
+      cpuMs: () => processTreeCpuMs(server.pid!),
       takeErrors: () => {
         const taken = errors;
         errors = new Map();
@@ -118,10 +119,11 @@ function cpuMs(stat: string, reaped: boolean): number {
 }
 
 /**
- * CPU time of every process below `root` (not `root` itself), with the children each reaped: processes
- * that come and go (autovacuum workers) still count, so the sum only grows.
+ * CPU time of `root` and the node processes below it (API processes), and that of the other processes below
+ * it (the embedded PostgreSQL) with the children each reaped: processes that come and go (autovacuum
+ * workers) still count, so the sums only grow.
  */
-async function descendantsCpuMs(root: number): Promise<number> {
+async function processTreeCpuMs(root: number): Promise<{ server: number; database: number }> {
   const processes = new Map<number, { parent: number; stat: string }>();
   for (const name of await fs.readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -132,7 +134,12 @@ async function descendantsCpuMs(root: number): Promise<number> {
     for (let p = processes.get(pid)?.parent; p; p = processes.get(p)?.parent) if (p === root) return true;
     return false;
   };
-  return [...processes].reduce((sum, [pid, { stat }]) => sum + (below(pid) ? cpuMs(stat, true) : 0), 0);
+  const sums = { server: 0, database: 0 };
+  for (const [pid, { stat }] of processes) {
+    if (pid === root || (below(pid) && stat.includes('(node)'))) sums.server += cpuMs(stat, false);
+    else if (below(pid)) sums.database += cpuMs(stat, true);
+  }
+  return sums;
 }
 
 interface Scenario {
@@ -218,7 +225,7 @@ async function seed(platform: Platform): Promise<Scenario[]> {
 }
 
 async function measure(platform: Platform, scenario: Scenario): Promise<string> {
-  const [cpuBefore, databaseCpuBefore] = [await platform.serverCpuMs(), await platform.databaseCpuMs()];
+  const before = await platform.cpuMs();
   const result = await autocannon({
     url: platform.url,
     method: 'POST',
@@ -229,9 +236,8 @@ async function measure(platform: Platform, scenario: Scenario): Promise<string> 
     // A 200 carrying GraphQL errors (a refusal) is not the answer measured.
     ...(scenario.expect === 200 ? { verifyBody: (body) => !String(body).includes('"errors"') } : {}),
   });
-  const perRequest = async (before: number, now: Promise<number>) => (((await now) - before) / result.requests.total).toFixed(2);
-  const cpu = await perRequest(cpuBefore, platform.serverCpuMs());
-  const databaseCpu = await perRequest(databaseCpuBefore, platform.databaseCpuMs());
+  const after = await platform.cpuMs();
+  const [cpu, databaseCpu] = (['server', 'database'] as const).map((part) => ((after[part] - before[part]) / result.requests.total).toFixed(2));
   const logged = platform.takeErrors();
   if (logged.size) console.error([...logged.keys()].join('\n'));
   const errors = [...logged.values()].reduce((sum, n) => sum + n, 0);
@@ -248,7 +254,10 @@ async function measure(platform: Platform, scenario: Scenario): Promise<string> 
 
 const platforms: Platform[] = [];
 try {
-  if (process.env.BASELINE) platforms.push(await startPlatform('baseline', path.resolve(process.env.BASELINE)));
+  if (process.env.BASELINE) {
+    const settings = Object.fromEntries((process.env.BASELINE_ENV ?? '').split(' ').filter(Boolean).map((s) => s.split(/=(.*)/s).slice(0, 2)));
+    platforms.push(await startPlatform('baseline', path.resolve(process.env.BASELINE), settings));
+  }
   platforms.push(await startPlatform(process.env.BASELINE ? 'this checkout' : '', process.cwd()));
   const scenarios = await Promise.all(platforms.map(seed));
   console.log(`\nAPI under load: ${DURATION} s per scenario, ${os.cpus().length} CPUs (${os.cpus()[0].model}), Node ${process.version}\n`);

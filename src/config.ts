@@ -12,6 +12,7 @@ const EnvSchema = z
     PORT: z.coerce.number().int().min(0).max(65535).default(4000),
     HOST: z.string().min(1).default('0.0.0.0'),
     ROLE: z.enum(['all', 'api', 'worker']).default('all'),
+    API_PROCESSES: z.coerce.number().int().min(1).max(64).default(1),
     DATA_DIR: z.string().min(1).default('./data'),
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
     S3_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
@@ -61,6 +62,8 @@ export interface Config {
   port: number;
   host: string;
   role: 'all' | 'api' | 'worker';
+  /** Processes serving the API on the one port (api/processes.ts); 1: this process serves it. */
+  apiProcesses: number;
   /** Where embedded PostgreSQL (`postgres/`) and S3 (`s3/`) keep their data. */
   dataDir: string;
   /** External PostgreSQL; when absent an embedded one starts under `dataDir`. */
@@ -134,6 +137,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: e.PORT,
     host: e.HOST,
     role: e.ROLE,
+    apiProcesses: e.API_PROCESSES,
     dataDir: path.resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
     s3: e.S3_ENDPOINT

@@ -1,5 +1,6 @@
 // Composition root: config -> services (database, object store, queue) -> API and/or worker.
 import 'reflect-metadata';
+import cluster from 'node:cluster';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
@@ -11,6 +12,7 @@ import { WebhookDispatcher } from './services/webhook-delivery';
 import { PgBossQueue } from './storage/job-queue';
 import { startWorker } from './worker/worker';
 import { startApiServer } from './api/server';
+import { startApiProcesses } from './api/processes';
 import { ensureBundledBaseModel } from './services/base-models';
 import type { Services } from './services/container';
 import { buildAppSchema } from './api/schema';
@@ -78,7 +80,10 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
 
     let url: string | null = null;
     if (config.role !== 'worker') {
-      const api = await startApiServer(services, await buildAppSchema());
+      const api =
+        config.apiProcesses > 1
+          ? await startApiProcesses(config, { databaseUrl, s3 }, log)
+          : await startApiServer(services, await buildAppSchema());
       stack.push(() => api.stop());
       url = api.url;
     }
@@ -125,10 +130,11 @@ async function main(): Promise<void> {
     );
   };
   // Ours stop the API and queue first, then the cluster, so they replace any installed before (tsx's,
-  // when started through its CLI).
+  // when started through its CLI). An API process of several (api/processes.ts) stops when the process
+  // that started it says so: a Ctrl-C reaches every process of the terminal's group at once.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.removeAllListeners(signal);
-    process.on(signal, () => shutdown(signal));
+    process.on(signal, cluster.isWorker && signal === 'SIGINT' ? () => {} : () => shutdown(signal));
   }
 }
 

@@ -175,9 +175,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     httpServer.once('error', reject);
     httpServer.listen(config.port, config.host, resolve);
   });
-  const { port } = httpServer.address() as AddressInfo;
-  const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-  const url = `http://${host}:${port}${GRAPHQL_PATH}`;
+  const url = apiUrl(config.host, (httpServer.address() as AddressInfo).port);
   log.info({ url }, 'GraphQL API listening');
   return {
     url,
@@ -187,6 +185,11 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       httpServer.closeAllConnections();
     },
   };
+}
+
+/** The GraphQL endpoint of a server listening on `host` (all interfaces: this machine's name for itself). */
+export function apiUrl(host: string, port: number): string {
+  return `http://${host === '0.0.0.0' || host === '::' ? 'localhost' : host}:${port}${GRAPHQL_PATH}`;
 }
 
 function withDefaultCode(error: GraphQLError, code: string): GraphQLFormattedError {

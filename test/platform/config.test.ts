@@ -8,6 +8,7 @@ describe('loadConfig', () => {
     const config = loadConfig({});
     expect(config.port).toBe(4000);
     expect(config.role).toBe('all');
+    expect(config.apiProcesses).toBe(1);
     expect(config.databaseUrl).toBeUndefined();
     expect(config.s3).toBeUndefined();
     expect(config.signupEnabled).toBe(true);
@@ -37,6 +38,7 @@ describe('loadConfig', () => {
   it.each([
     [{ PORT: 'eighty' }, 'PORT'],
     [{ ROLE: 'both' }, 'ROLE'],
+    [{ API_PROCESSES: '0' }, 'API_PROCESSES'],
     [{ DATABASE_URL: 'mysql://x/y' }, 'DATABASE_URL'],
     [{ S3_ENDPOINT: 'http://minio:9000' }, 'S3_ACCESS_KEY_ID'],
     [{ SIGNUP_ENABLED: 'maybe' }, 'SIGNUP_ENABLED'],

@@ -1,15 +1,16 @@
 import fs from 'node:fs/promises';
+import http from 'node:http';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { embeddedPostgresUrl } from '../../src/storage/embedded-postgres';
 import { gql, signUp, startTestPlatform, tempDir } from './helpers';
-import { alive, ServerProcess } from './server-process';
+import { alive, childrenOf, ServerProcess } from './server-process';
 
 describe('server lifecycle', () => {
   let data: Awaited<ReturnType<typeof tempDir>>;
   const started: ServerProcess[] = [];
-  const launch = (dir: string) => {
-    const server = new ServerProcess({ DATA_DIR: dir });
+  const launch = (dir: string, env: Record<string, string> = {}) => {
+    const server = new ServerProcess({ DATA_DIR: dir, ...env });
     started.push(server);
     return server;
   };
@@ -58,6 +59,36 @@ describe('server lifecycle', () => {
     expect(await restarted.interrupt()).toBe(0);
   });
 
+  it('serves from several API processes on one port, each told of a revocation, and stops them all', async () => {
+    const dir = path.join(data.dir, 'processes');
+    const server = launch(dir, { API_PROCESSES: '2' });
+    const { url } = await server.logged('platform started', (line) => line.role === 'all');
+    const children = await childrenOf(server.pid);
+    const commands = await Promise.all(children.map(commandOf));
+    const apiProcesses = children.filter((_, i) => commands[i] === 'node');
+    expect(apiProcesses).toHaveLength(2);
+
+    // Each new connection goes to the next process: four requests reach both, and both remember the key.
+    const { key } = await signUp(url, 'processes@example.org');
+    const spare = (await gql(url, 'mutation { createApiKey(name: "spare") { secret apiKey { id } } }', {}, key)).data!.createApiKey;
+    const meOnNewConnections = () => Promise.all([1, 2, 3, 4].map(() => postOnNewConnection(url, '{ me { email } }', {}, spare.secret)));
+    for (const answer of await meOnNewConnections()) expect(answer.body.data?.me.email).toBe('processes@example.org');
+    expect((await gql(url, 'mutation($id: ID!) { revokeApiKey(id: $id) { revoked } }', { id: spare.apiKey.id }, key)).data?.revokeApiKey.revoked).toBe(true);
+    await vi.waitFor(async () => expect((await meOnNewConnections()).map((answer) => answer.status)).toEqual([401, 401, 401, 401]), { timeout: 5000 });
+
+    // One that dies is replaced; the API keeps answering.
+    process.kill(apiProcesses[0], 'SIGKILL');
+    await server.logged('API process exited; starting another');
+    await server.logged('platform started', (line) => line.role === 'api' && !apiProcesses.includes(line.pid));
+    expect((await postOnNewConnection(url, '{ __typename }')).body.data).toEqual({ __typename: 'Query' });
+
+    // What a process manager sends: every process stops, the embedded PostgreSQL too.
+    const postgresPid = Number((await fs.readFile(path.join(dir, 'postgres', 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    const all = [...(await childrenOf(server.pid)), postgresPid];
+    expect(await server.interrupt('SIGTERM')).toBe(0);
+    expect(all.filter(alive)).toEqual([]);
+  });
+
   it('runs as a worker without the API (ROLE=worker)', async () => {
     const api = await startTestPlatform();
     try {
@@ -75,3 +106,22 @@ describe('server lifecycle', () => {
     }
   });
 });
+
+const commandOf = async (pid: number) => (await fs.readFile(`/proc/${pid}/comm`, 'utf8')).trim();
+
+/** A GraphQL POST on a connection of its own (fetch would reuse one): the answer's status and body. */
+function postOnNewConnection(url: string, query: string, variables: Record<string, unknown> = {}, key?: string): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(url, {
+      method: 'POST',
+      agent: false,
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+    });
+    request.on('error', reject).on('response', (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk)).on('error', reject);
+      response.on('end', () => resolve({ status: response.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString()) }));
+    });
+    request.end(JSON.stringify({ query, variables }));
+  });
+}

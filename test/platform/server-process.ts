@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
 import readline from 'node:readline';
 
 /** `npm start` as a real child process (in `cwd`, with `env` added): pino logs on stdout. */
@@ -24,20 +25,24 @@ export class ServerProcess {
     this.child.once('exit', () => this.waiters.splice(0).forEach((wake) => wake()));
   }
 
-  /** The first log line with this message, waiting for it. */
-  async logged(msg: string): Promise<Record<string, any>> {
+  /** The first log line with this message (and whatever else `matches` asks), waiting for it. */
+  async logged(msg: string, matches: (line: Record<string, any>) => boolean = () => true): Promise<Record<string, any>> {
     for (;;) {
-      const line = this.lines.find((l) => l.msg === msg);
+      const line = this.lines.find((l) => l.msg === msg && matches(l));
       if (line) return line;
       if (this.child.exitCode !== null) throw new Error(`server exited (${this.child.exitCode}) before "${msg}"`);
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
   }
 
-  /** Ctrl-C; resolves with the exit code. */
-  interrupt(): Promise<number | null> {
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Ctrl-C (SIGINT), or another signal; resolves with the exit code. */
+  interrupt(signal: NodeJS.Signals = 'SIGINT'): Promise<number | null> {
     const exited = new Promise<number | null>((resolve) => this.child.once('exit', (code) => resolve(code)));
-    this.child.kill('SIGINT');
+    this.child.kill(signal);
     return exited;
   }
 
@@ -53,4 +58,15 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The processes whose parent is `parent`, from /proc. */
+export async function childrenOf(parent: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const name of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8').catch(() => null); // null: it exited meanwhile
+    if (stat && Number(stat.split(') ')[1].split(' ')[1]) === parent) children.push(Number(name));
+  }
+  return children;
 }
