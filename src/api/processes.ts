@@ -8,6 +8,9 @@ import { apiUrl, type RunningApi } from './server';
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 /** How long a stopping API process may take to finish its requests before it is killed. */
 const STOP_TIMEOUT_MS = 20_000;
+/** The wait before starting again an API process that failed to start, doubling up to the second bound. */
+const MIN_RETRY_MS = 1_000;
+const MAX_RETRY_MS = 30_000;
 
 /**
  * The API served by `config.apiProcesses` processes on one port, for the cores one Node thread cannot use:
@@ -35,7 +38,7 @@ export async function startApiProcesses(config: Config, backing: { databaseUrl: 
   let stopping = false;
 
   /** One API process; resolves with its port once it listens, rejects if it exits first. */
-  const start = () =>
+  const start = (): Promise<number> =>
     new Promise<number>((listening, failed) => {
       const worker = cluster.fork(env);
       running.add(worker);
@@ -49,9 +52,17 @@ export async function startApiProcesses(config: Config, backing: { databaseUrl: 
         if (!listened) return failed(new Error(`API process ${worker.process.pid} exited (${signal ?? code}) before it listened`));
         if (stopping) return;
         log.error({ pid: worker.process.pid, code, signal }, 'API process exited; starting another');
-        start().catch((error) => log.error({ err: error }, 'API process failed to start'));
+        replace(MIN_RETRY_MS);
       });
     });
+  /** Another process for one that died; while they fail to start (the database away), again, less often. */
+  const replace = (retryMs: number) => {
+    if (stopping) return;
+    start().catch((error) => {
+      log.error({ err: error, retryInMs: retryMs }, 'API process failed to start');
+      setTimeout(() => replace(Math.min(2 * retryMs, MAX_RETRY_MS)), retryMs).unref();
+    });
+  };
   const stop = async () => {
     stopping = true;
     await Promise.all([...running].map(stopProcess));
