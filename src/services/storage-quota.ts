@@ -4,14 +4,10 @@ import { quotaExceeded, type AppError } from './errors';
 /**
  * What a user keeps in object storage: their training photos, the images their jobs made (previews
  * included) and the weights of the versions of the models they own. Each row records its object's size
- * when it is written. Weight exports are not counted: they are gone within the hour.
+ * when it is written, and triggers add it to its owner's user_usage row (migration UsageCounters says how).
+ * Weight exports are not counted: they are gone within the hour.
  */
-const STORED_BYTES = `
-  SELECT u.id AS "userId",
-         (SELECT coalesce(sum(p.bytes), 0) FROM instance_image p WHERE p."ownerId" = u.id)
-       + (SELECT coalesce(sum(i.bytes), 0) FROM image i JOIN job j ON j.id = i."jobId" WHERE j."ownerId" = u.id)
-       + (SELECT coalesce(sum(v.bytes), 0) FROM model_version v JOIN model m ON m.id = v."modelId" WHERE m."ownerId" = u.id) AS bytes
-    FROM "user" u WHERE u.id = ANY($1)`;
+const STORED_BYTES = 'SELECT "userId", "storedBytes" AS bytes FROM user_usage WHERE "userId" = ANY($1)';
 
 /** Bytes each user keeps in storage, by user id, in one query. */
 export async function storedBytesOf(db: DataSource | EntityManager, userIds: readonly string[]): Promise<Map<string, number>> {

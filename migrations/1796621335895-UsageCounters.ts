@@ -1,0 +1,229 @@
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGroups';
+
+/**
+ * What a user uses, counted as it changes, so that admitting a job (src/services/job-admissions.ts) and
+ * checking storage (src/services/storage-quota.ts) cost the same whatever the user has made:
+ * - user_usage: one row per user, made with the user: jobs queued or running, the images those of them
+ *   that generate will make, and the bytes the user keeps in storage (training photos, every image of their
+ *   jobs, previews included, and the weights of the versions of the models they own).
+ * - user_job_starts: jobs created, per user and bucket (the whole second of their createdAt), for the
+ *   per-minute limit.
+ * - user_images_made: images made (previews aside), per user and bucket (the whole minute of their
+ *   createdAt), for the per-day limit.
+ * Triggers on the rows that carry these facts keep the counts, whatever writes them (workers, cancellations,
+ * cascades, uploads). A row's owner never changes (a trigger refuses it), so a row's share stays with one user.
+ * An image finds its owner through its job, a model version through its model: when the job or model is
+ * deleted, its children cannot, so the parent takes their shares back before the cascade deletes them.
+ * Buckets out of their window are left to job_admissions(), which prunes the user's before counting.
+ */
+export class UsageCounters1796621335895 implements MigrationInterface {
+  name = 'UsageCounters1796621335895';
+
+  async up(runner: QueryRunner): Promise<void> {
+    await runner.query(`
+      CREATE TABLE user_usage (
+        "userId" uuid PRIMARY KEY REFERENCES "user" (id) ON DELETE CASCADE,
+        "activeJobs" int NOT NULL DEFAULT 0,
+        "imagesComing" int NOT NULL DEFAULT 0,
+        "storedBytes" bigint NOT NULL DEFAULT 0)`);
+    await runner.query(`
+      CREATE TABLE user_job_starts (
+        "userId" uuid NOT NULL REFERENCES "user" (id) ON DELETE CASCADE,
+        bucket timestamptz NOT NULL,
+        jobs int NOT NULL,
+        PRIMARY KEY ("userId", bucket))`);
+    await runner.query(`
+      CREATE TABLE user_images_made (
+        "userId" uuid NOT NULL REFERENCES "user" (id) ON DELETE CASCADE,
+        bucket timestamptz NOT NULL,
+        images int NOT NULL,
+        PRIMARY KEY ("userId", bucket))`);
+
+    // Each row's share, one definition for the triggers and the backfill. A missing row (OLD of an insert,
+    // NEW of a delete) has a null id and no share.
+    await runner.query(`
+      CREATE FUNCTION job_is_active(j job) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+        SELECT CASE WHEN j.status IN ('QUEUED', 'RUNNING') THEN 1 ELSE 0 END $$`);
+    await runner.query(`
+      CREATE FUNCTION job_images_coming(j job) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+        SELECT CASE WHEN j.status IN ('QUEUED', 'RUNNING') AND j.type = 'GENERATE' THEN coalesce((j.params->>'numImages')::int, 0) ELSE 0 END $$`);
+    await runner.query(`
+      CREATE FUNCTION image_is_made(i image) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+        SELECT CASE WHEN i.id IS NOT NULL AND i."previewStep" IS NULL THEN 1 ELSE 0 END $$`);
+
+    // Bucket counts up or down. Only a new row adds: its user exists. Taking back never inserts, so a row
+    // deleted with its user (whose buckets may be gone already) or in a pruned bucket changes nothing.
+    await runner.query(`
+      CREATE FUNCTION count_job_start(owner uuid, created timestamptz, n int) RETURNS void LANGUAGE sql AS $$
+        INSERT INTO user_job_starts ("userId", bucket, jobs) SELECT owner, date_trunc('second', created), n WHERE n > 0
+          ON CONFLICT ("userId", bucket) DO UPDATE SET jobs = user_job_starts.jobs + n;
+        UPDATE user_job_starts SET jobs = jobs + n WHERE n < 0 AND "userId" = owner AND bucket = date_trunc('second', created) $$`);
+    await runner.query(`
+      CREATE FUNCTION count_images_made(owner uuid, created timestamptz, n int) RETURNS void LANGUAGE sql AS $$
+        INSERT INTO user_images_made ("userId", bucket, images) SELECT owner, date_trunc('minute', created), n WHERE n > 0
+          ON CONFLICT ("userId", bucket) DO UPDATE SET images = user_images_made.images + n;
+        UPDATE user_images_made SET images = images + n WHERE n < 0 AND "userId" = owner AND bucket = date_trunc('minute', created) $$`);
+    await runner.query(`
+      CREATE FUNCTION count_usage(owner uuid, active int, coming int, bytes bigint) RETURNS void LANGUAGE sql AS $$
+        UPDATE user_usage SET "activeJobs" = "activeJobs" + active, "imagesComing" = "imagesComing" + coming, "storedBytes" = "storedBytes" + bytes
+         WHERE "userId" = owner AND (active, coming, bytes) <> (0, 0, 0) $$`);
+
+    await runner.query(`
+      CREATE FUNCTION user_usage_row() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        INSERT INTO user_usage ("userId") VALUES (NEW.id);
+        RETURN NULL;
+      END $$`);
+    await runner.query(`
+      CREATE FUNCTION owner_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF to_jsonb(NEW)->TG_ARGV[0] IS DISTINCT FROM to_jsonb(OLD)->TG_ARGV[0] THEN
+          RAISE EXCEPTION '%.% does not change: usage counters rely on it', TG_TABLE_NAME, TG_ARGV[0] USING ERRCODE = 'restrict_violation';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await runner.query(`
+      CREATE FUNCTION job_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+      DECLARE
+        owner uuid := coalesce(NEW."ownerId", OLD."ownerId");
+      BEGIN
+        PERFORM count_usage(owner, job_is_active(NEW) - job_is_active(OLD), job_images_coming(NEW) - job_images_coming(OLD), 0);
+        IF TG_OP = 'DELETE' THEN
+          PERFORM count_job_start(owner, OLD."createdAt", -1);
+          -- Its images, before the cascade deletes them (they find their owner through this row).
+          PERFORM count_usage(owner, 0, 0, -(SELECT coalesce(sum(bytes), 0) FROM image WHERE "jobId" = OLD.id)::bigint);
+          PERFORM count_images_made(owner, i."createdAt", -image_is_made(i)) FROM image i WHERE i."jobId" = OLD.id;
+          RETURN OLD;
+        END IF;
+        IF TG_OP = 'INSERT' OR date_trunc('second', NEW."createdAt") <> date_trunc('second', OLD."createdAt") THEN
+          PERFORM count_job_start(owner, OLD."createdAt", -1) WHERE TG_OP = 'UPDATE';
+          PERFORM count_job_start(owner, NEW."createdAt", 1);
+        END IF;
+        RETURN NULL;
+      END $$`);
+    await runner.query(`
+      CREATE FUNCTION image_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+      DECLARE
+        owner uuid := (SELECT "ownerId" FROM job WHERE id = coalesce(NEW."jobId", OLD."jobId"));
+      BEGIN
+        IF owner IS NULL THEN
+          RETURN NULL; -- deleted with its job, which took its share back
+        END IF;
+        PERFORM count_usage(owner, 0, 0, coalesce(NEW.bytes, 0) - coalesce(OLD.bytes, 0));
+        IF (image_is_made(NEW), date_trunc('minute', NEW."createdAt")) IS DISTINCT FROM (image_is_made(OLD), date_trunc('minute', OLD."createdAt")) THEN
+          PERFORM count_images_made(owner, OLD."createdAt", -image_is_made(OLD));
+          PERFORM count_images_made(owner, NEW."createdAt", image_is_made(NEW));
+        END IF;
+        RETURN NULL;
+      END $$`);
+    await runner.query(`
+      CREATE FUNCTION instance_image_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM count_usage(coalesce(NEW."ownerId", OLD."ownerId"), 0, 0, coalesce(NEW.bytes, 0) - coalesce(OLD.bytes, 0));
+        RETURN NULL;
+      END $$`);
+    await runner.query(`
+      CREATE FUNCTION model_version_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        -- None: a public model's (nobody's), or deleted with its model, which took its share back.
+        PERFORM count_usage(model."ownerId", 0, 0, coalesce(NEW.bytes, 0) - coalesce(OLD.bytes, 0))
+           FROM model WHERE id = coalesce(NEW."modelId", OLD."modelId") AND "ownerId" IS NOT NULL;
+        RETURN NULL;
+      END $$`);
+    await runner.query(`
+      CREATE FUNCTION model_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        -- Its versions, before the cascade deletes them (they find their owner through this row).
+        PERFORM count_usage(OLD."ownerId", 0, 0, -(SELECT coalesce(sum(bytes), 0) FROM model_version WHERE "modelId" = OLD.id)::bigint)
+          WHERE OLD."ownerId" IS NOT NULL;
+        RETURN OLD;
+      END $$`);
+
+    // Triggers first: they lock their tables against writes until the commit, so the backfill below
+    // counts every row and no row is counted twice.
+    for (const [table, column] of [['job', 'ownerId'], ['model', 'ownerId'], ['instance_image', 'ownerId'], ['image', 'jobId']]) {
+      await runner.query(`CREATE TRIGGER owner_fixed BEFORE UPDATE OF "${column}" ON ${table} FOR EACH ROW EXECUTE FUNCTION owner_fixed('${column}')`);
+    }
+    await runner.query('CREATE TRIGGER user_usage_row AFTER INSERT ON "user" FOR EACH ROW EXECUTE FUNCTION user_usage_row()');
+    await runner.query('CREATE TRIGGER usage_counts AFTER INSERT OR UPDATE OF status, type, params, "createdAt" ON job FOR EACH ROW EXECUTE FUNCTION job_usage()');
+    await runner.query('CREATE TRIGGER usage_counts_before_cascade BEFORE DELETE ON job FOR EACH ROW EXECUTE FUNCTION job_usage()');
+    await runner.query('CREATE TRIGGER usage_counts AFTER INSERT OR DELETE OR UPDATE OF bytes, "previewStep", "createdAt" ON image FOR EACH ROW EXECUTE FUNCTION image_usage()');
+    await runner.query('CREATE TRIGGER usage_counts AFTER INSERT OR DELETE OR UPDATE OF bytes ON instance_image FOR EACH ROW EXECUTE FUNCTION instance_image_usage()');
+    await runner.query('CREATE TRIGGER usage_counts AFTER INSERT OR DELETE OR UPDATE OF bytes ON model_version FOR EACH ROW EXECUTE FUNCTION model_version_usage()');
+    await runner.query('CREATE TRIGGER usage_counts_before_cascade BEFORE DELETE ON model FOR EACH ROW EXECUTE FUNCTION model_usage()');
+
+    await runner.query(`
+      INSERT INTO user_usage ("userId", "activeJobs", "imagesComing", "storedBytes")
+      SELECT u.id,
+             (SELECT coalesce(sum(job_is_active(j)), 0) FROM job j WHERE j."ownerId" = u.id),
+             (SELECT coalesce(sum(job_images_coming(j)), 0) FROM job j WHERE j."ownerId" = u.id),
+             (SELECT coalesce(sum(p.bytes), 0) FROM instance_image p WHERE p."ownerId" = u.id)
+           + (SELECT coalesce(sum(i.bytes), 0) FROM image i JOIN job j ON j.id = i."jobId" WHERE j."ownerId" = u.id)
+           + (SELECT coalesce(sum(v.bytes), 0) FROM model_version v JOIN model m ON m.id = v."modelId" WHERE m."ownerId" = u.id)
+        FROM "user" u`);
+    await runner.query(`
+      INSERT INTO user_job_starts ("userId", bucket, jobs)
+      SELECT "ownerId", date_trunc('second', "createdAt"), count(*) FROM job WHERE "createdAt" >= now() - interval '61 seconds' GROUP BY 1, 2`);
+    await runner.query(`
+      INSERT INTO user_images_made ("userId", bucket, images)
+      SELECT j."ownerId", date_trunc('minute', i."createdAt"), sum(image_is_made(i)) FROM image i JOIN job j ON j.id = i."jobId"
+       WHERE i."createdAt" >= now() - interval '1 day 1 minute' GROUP BY 1, 2`);
+    await runner.query(JOB_ADMISSIONS_COUNTED_AHEAD);
+  }
+
+  async down(runner: QueryRunner): Promise<void> {
+    await runner.query(JOB_ADMISSIONS_COUNTING_ROWS);
+    for (const [table, trigger] of [['job', 'usage_counts'], ['job', 'usage_counts_before_cascade'], ['image', 'usage_counts'], ['instance_image', 'usage_counts'],
+      ['model_version', 'usage_counts'], ['model', 'usage_counts_before_cascade'], ['"user"', 'user_usage_row'],
+      ['job', 'owner_fixed'], ['model', 'owner_fixed'], ['instance_image', 'owner_fixed'], ['image', 'owner_fixed']]) {
+      await runner.query(`DROP TRIGGER ${trigger} ON ${table}`);
+    }
+    for (const fn of ['job_usage()', 'image_usage()', 'instance_image_usage()', 'model_version_usage()', 'model_usage()', 'user_usage_row()', 'owner_fixed()',
+      'count_usage(uuid, int, int, bigint)', 'count_job_start(uuid, timestamptz, int)', 'count_images_made(uuid, timestamptz, int)',
+      'job_is_active(job)', 'job_images_coming(job)', 'image_is_made(image)']) {
+      await runner.query(`DROP FUNCTION ${fn}`);
+    }
+    await runner.query('DROP TABLE user_images_made');
+    await runner.query('DROP TABLE user_job_starts');
+    await runner.query('DROP TABLE user_usage');
+  }
+}
+
+/**
+ * job_admissions() on the counters: the user's counts are read, not counted, after the user's lock and the
+ * pruning of their expired buckets. The windows are whole buckets: a job counts against the per-minute
+ * limit from its second and the 60 whole seconds after it (60 to 61 s), an image against the per-day limit
+ * from its minute and the 1,440 whole minutes after it (24 h to 24 h 1 min).
+ */
+const JOB_ADMISSIONS_COUNTED_AHEAD = `
+      CREATE OR REPLACE FUNCTION job_admissions(owner uuid, images int[], max_active int, max_per_minute int, max_images_per_day int)
+      RETURNS TABLE (item int, active int, recent int, coming int, made int, refusal text)
+      LANGUAGE plpgsql VOLATILE AS $$
+      DECLARE
+        minute_from timestamptz := date_trunc('second', now()) - interval '60 seconds';
+        day_from timestamptz := date_trunc('minute', now()) - interval '1 day';
+      BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended('bigdiffusion:jobs-of:' || owner, 0));
+        DELETE FROM user_job_starts WHERE "userId" = owner AND bucket < minute_from;
+        DELETE FROM user_images_made WHERE "userId" = owner AND bucket < day_from;
+        SELECT "activeJobs", "imagesComing" INTO active, coming FROM user_usage WHERE "userId" = owner;
+        -- Qualified: images is also the argument's name.
+        SELECT coalesce(sum(s.jobs), 0) INTO recent FROM user_job_starts s WHERE s."userId" = owner AND s.bucket >= minute_from;
+        SELECT coalesce(sum(m.images), 0) INTO made FROM user_images_made m WHERE m."userId" = owner AND m.bucket >= day_from;
+        -- The loop's own variable: a FOR loop's counter hides the output column of its name.
+        FOR i IN 1 .. coalesce(array_length(images, 1), 0) LOOP
+          item := i;
+          refusal := CASE
+            WHEN active >= max_active THEN 'ACTIVE'
+            WHEN recent >= max_per_minute THEN 'PER_MINUTE'
+            WHEN images[i] > 0 AND made + coming + images[i] > max_images_per_day THEN 'IMAGES_PER_DAY'
+          END;
+          RETURN NEXT;
+          IF refusal IS NULL THEN
+            active := active + 1;
+            recent := recent + 1;
+            coming := coming + images[i];
+          END IF;
+        END LOOP;
+      END $$`;
