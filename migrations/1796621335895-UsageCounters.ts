@@ -16,6 +16,9 @@ import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGro
  * An image finds its owner through its job, a model version through its model: when the job or model is
  * deleted, its children cannot, so the parent takes their shares back before the cascade deletes them.
  * Buckets out of their window are left to job_admissions(), which prunes the user's before counting.
+ * No foreign key to the user: a user's deletion cascades to rows whose triggers take their shares back from
+ * these counters, and PostgreSQL checks the key of a row updated twice in a transaction, even unchanged, so
+ * the second would fail on the user just deleted. A trigger on the user deletes them instead.
  */
 export class UsageCounters1796621335895 implements MigrationInterface {
   name = 'UsageCounters1796621335895';
@@ -23,19 +26,19 @@ export class UsageCounters1796621335895 implements MigrationInterface {
   async up(runner: QueryRunner): Promise<void> {
     await runner.query(`
       CREATE TABLE user_usage (
-        "userId" uuid PRIMARY KEY REFERENCES "user" (id) ON DELETE CASCADE,
+        "userId" uuid PRIMARY KEY,
         "activeJobs" int NOT NULL DEFAULT 0,
         "imagesComing" int NOT NULL DEFAULT 0,
         "storedBytes" bigint NOT NULL DEFAULT 0)`);
     await runner.query(`
       CREATE TABLE user_job_starts (
-        "userId" uuid NOT NULL REFERENCES "user" (id) ON DELETE CASCADE,
+        "userId" uuid NOT NULL,
         bucket timestamptz NOT NULL,
         jobs int NOT NULL,
         PRIMARY KEY ("userId", bucket))`);
     await runner.query(`
       CREATE TABLE user_images_made (
-        "userId" uuid NOT NULL REFERENCES "user" (id) ON DELETE CASCADE,
+        "userId" uuid NOT NULL,
         bucket timestamptz NOT NULL,
         images int NOT NULL,
         PRIMARY KEY ("userId", bucket))`);
@@ -70,9 +73,15 @@ export class UsageCounters1796621335895 implements MigrationInterface {
          WHERE "userId" = owner AND (active, coming, bytes) <> (0, 0, 0) $$`);
 
     await runner.query(`
-      CREATE FUNCTION user_usage_row() RETURNS trigger LANGUAGE plpgsql AS $$
+      CREATE FUNCTION user_counters() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
-        INSERT INTO user_usage ("userId") VALUES (NEW.id);
+        IF TG_OP = 'INSERT' THEN
+          INSERT INTO user_usage ("userId") VALUES (NEW.id);
+        ELSE
+          DELETE FROM user_usage WHERE "userId" = OLD.id;
+          DELETE FROM user_job_starts WHERE "userId" = OLD.id;
+          DELETE FROM user_images_made WHERE "userId" = OLD.id;
+        END IF;
         RETURN NULL;
       END $$`);
     await runner.query(`
@@ -145,7 +154,7 @@ export class UsageCounters1796621335895 implements MigrationInterface {
     for (const [table, column] of [['job', 'ownerId'], ['model', 'ownerId'], ['instance_image', 'ownerId'], ['image', 'jobId']]) {
       await runner.query(`CREATE TRIGGER owner_fixed BEFORE UPDATE OF "${column}" ON ${table} FOR EACH ROW EXECUTE FUNCTION owner_fixed('${column}')`);
     }
-    await runner.query('CREATE TRIGGER user_usage_row AFTER INSERT ON "user" FOR EACH ROW EXECUTE FUNCTION user_usage_row()');
+    await runner.query('CREATE TRIGGER counters AFTER INSERT OR DELETE ON "user" FOR EACH ROW EXECUTE FUNCTION user_counters()');
     await runner.query('CREATE TRIGGER usage_counts AFTER INSERT OR UPDATE OF status, type, params, "createdAt" ON job FOR EACH ROW EXECUTE FUNCTION job_usage()');
     await runner.query('CREATE TRIGGER usage_counts_before_cascade BEFORE DELETE ON job FOR EACH ROW EXECUTE FUNCTION job_usage()');
     await runner.query('CREATE TRIGGER usage_counts AFTER INSERT OR DELETE OR UPDATE OF bytes, "previewStep", "createdAt" ON image FOR EACH ROW EXECUTE FUNCTION image_usage()');
@@ -175,11 +184,11 @@ export class UsageCounters1796621335895 implements MigrationInterface {
   async down(runner: QueryRunner): Promise<void> {
     await runner.query(JOB_ADMISSIONS_COUNTING_ROWS);
     for (const [table, trigger] of [['job', 'usage_counts'], ['job', 'usage_counts_before_cascade'], ['image', 'usage_counts'], ['instance_image', 'usage_counts'],
-      ['model_version', 'usage_counts'], ['model', 'usage_counts_before_cascade'], ['"user"', 'user_usage_row'],
+      ['model_version', 'usage_counts'], ['model', 'usage_counts_before_cascade'], ['"user"', 'counters'],
       ['job', 'owner_fixed'], ['model', 'owner_fixed'], ['instance_image', 'owner_fixed'], ['image', 'owner_fixed']]) {
       await runner.query(`DROP TRIGGER ${trigger} ON ${table}`);
     }
-    for (const fn of ['job_usage()', 'image_usage()', 'instance_image_usage()', 'model_version_usage()', 'model_usage()', 'user_usage_row()', 'owner_fixed()',
+    for (const fn of ['job_usage()', 'image_usage()', 'instance_image_usage()', 'model_version_usage()', 'model_usage()', 'user_counters()', 'owner_fixed()',
       'count_usage(uuid, int, int, bigint)', 'count_job_start(uuid, timestamptz, int)', 'count_images_made(uuid, timestamptz, int)',
       'job_is_active(job)', 'job_images_coming(job)', 'image_is_made(image)']) {
       await runner.query(`DROP FUNCTION ${fn}`);
