@@ -4,9 +4,9 @@ import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGro
 /**
  * What a user uses, counted as it changes, so that admitting a job (src/services/job-admissions.ts) and
  * checking storage (src/services/storage-quota.ts) cost the same whatever the user has made:
- * - user_usage: one row per user, made with the user: jobs queued or running, the images those of them
- *   that generate will make, and the bytes the user keeps in storage (training photos, every image of their
- *   jobs, previews included, and the weights of the versions of the models they own).
+ * - user_usage_now (a view): per user, jobs queued or running, the images those of them that generate
+ *   will make, and the bytes the user keeps in storage (training photos, every image of their jobs,
+ *   previews included, and the weights of the versions of the models they own).
  * - user_job_starts: jobs created, per user and bucket (the whole second of their createdAt), for the
  *   per-minute limit.
  * - user_images_made: images made (previews aside), per user and bucket (the whole minute of their
@@ -15,10 +15,17 @@ import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGro
  * cascades, uploads). A row's owner never changes (a trigger refuses it), so a row's share stays with one user.
  * An image finds its owner through its job, a model version through its model: when the job or model is
  * deleted, its children cannot, so the parent takes their shares back before the cascade deletes them.
- * Buckets out of their window are left to job_admissions(), which prunes the user's before counting.
- * No foreign key to the user: a user's deletion cascades to rows whose triggers take their shares back from
- * these counters, and PostgreSQL checks the key of a row updated twice in a transaction, even unchanged, so
- * the second would fail on the user just deleted. A trigger on the user deletes them instead.
+ *
+ * The view sums a row per user (user_usage, made with the user) and the changes since (user_usage_changes),
+ * one row per user and transaction. Triggers never update a row another transaction writes: a counter row
+ * updated in place would be locked by every transaction that changes it, in whatever order it takes its
+ * other locks (a finishing fine-tune holds its owner's counter, then waits for the model's row; a new
+ * fine-tune of the same model holds the model's row, then waits for the counter: a deadlock).
+ * job_admissions(), under the lock of the user's user_usage row, folds the committed changes into it
+ * and prunes the user's buckets out of their window, so both stay few.
+ * No foreign key to the user: a user's deletion cascades to rows whose triggers count against that user,
+ * and PostgreSQL checks the key of a row written twice in a transaction, so the second would fail on the
+ * user just deleted. A trigger on the user deletes their counters instead, after the cascades.
  */
 export class UsageCounters1796621335895 implements MigrationInterface {
   name = 'UsageCounters1796621335895';
@@ -30,6 +37,22 @@ export class UsageCounters1796621335895 implements MigrationInterface {
         "activeJobs" int NOT NULL DEFAULT 0,
         "imagesComing" int NOT NULL DEFAULT 0,
         "storedBytes" bigint NOT NULL DEFAULT 0)`);
+    await runner.query(`
+      CREATE TABLE user_usage_changes (
+        "userId" uuid NOT NULL,
+        "transaction" xid8 NOT NULL,
+        "activeJobs" int NOT NULL,
+        "imagesComing" int NOT NULL,
+        "storedBytes" bigint NOT NULL,
+        PRIMARY KEY ("userId", "transaction"))`);
+    await runner.query(`
+      CREATE VIEW user_usage_now AS
+      SELECT u."userId",
+             u."activeJobs" + coalesce(sum(c."activeJobs"), 0)::int AS "activeJobs",
+             u."imagesComing" + coalesce(sum(c."imagesComing"), 0)::int AS "imagesComing",
+             u."storedBytes" + coalesce(sum(c."storedBytes"), 0)::bigint AS "storedBytes"
+        FROM user_usage u LEFT JOIN user_usage_changes c ON c."userId" = u."userId"
+       GROUP BY u."userId"`);
     await runner.query(`
       CREATE TABLE user_job_starts (
         "userId" uuid NOT NULL,
@@ -69,8 +92,10 @@ export class UsageCounters1796621335895 implements MigrationInterface {
         UPDATE user_images_made SET images = images + n WHERE n < 0 AND "userId" = owner AND bucket = date_trunc('minute', created) $$`);
     await runner.query(`
       CREATE FUNCTION count_usage(owner uuid, active int, coming int, bytes bigint) RETURNS void LANGUAGE sql AS $$
-        UPDATE user_usage SET "activeJobs" = "activeJobs" + active, "imagesComing" = "imagesComing" + coming, "storedBytes" = "storedBytes" + bytes
-         WHERE "userId" = owner AND (active, coming, bytes) <> (0, 0, 0) $$`);
+        INSERT INTO user_usage_changes ("userId", "transaction", "activeJobs", "imagesComing", "storedBytes")
+        SELECT owner, pg_current_xact_id(), active, coming, bytes WHERE (active, coming, bytes) <> (0, 0, 0)
+            ON CONFLICT ("userId", "transaction") DO UPDATE SET "activeJobs" = user_usage_changes."activeJobs" + active,
+               "imagesComing" = user_usage_changes."imagesComing" + coming, "storedBytes" = user_usage_changes."storedBytes" + bytes $$`);
 
     await runner.query(`
       CREATE FUNCTION user_counters() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -79,6 +104,7 @@ export class UsageCounters1796621335895 implements MigrationInterface {
           INSERT INTO user_usage ("userId") VALUES (NEW.id);
         ELSE
           DELETE FROM user_usage WHERE "userId" = OLD.id;
+          DELETE FROM user_usage_changes WHERE "userId" = OLD.id;
           DELETE FROM user_job_starts WHERE "userId" = OLD.id;
           DELETE FROM user_images_made WHERE "userId" = OLD.id;
         END IF;
@@ -202,6 +228,8 @@ export class UsageCounters1796621335895 implements MigrationInterface {
       'job_is_active(job)', 'job_images_coming(job)', 'image_is_made(image)']) {
       await runner.query(`DROP FUNCTION ${fn}`);
     }
+    await runner.query('DROP VIEW user_usage_now');
+    await runner.query('DROP TABLE user_usage_changes');
     await runner.query('DROP TABLE user_images_made');
     await runner.query('DROP TABLE user_job_starts');
     await runner.query('DROP TABLE user_usage');
@@ -209,10 +237,11 @@ export class UsageCounters1796621335895 implements MigrationInterface {
 }
 
 /**
- * job_admissions() on the counters: the user's counts are read, not counted, after the user's lock and the
- * pruning of their expired buckets. The windows are whole buckets: a job counts against the per-minute
- * limit from its second and the 60 whole seconds after it (60 to 61 s), an image against the per-day limit
- * from its minute and the 1,440 whole minutes after it (24 h to 24 h 1 min).
+ * job_admissions() on the counters. The user's user_usage row, locked until the commit, orders the user's
+ * admissions (as the advisory lock did): the committed changes are folded into it, the expired buckets
+ * pruned, and the counts read. The windows are whole buckets: a job counts against the per-minute limit
+ * from its second and the 60 whole seconds after it (60 to 61 s), an image against the per-day limit from
+ * its minute and the 1,440 whole minutes after it (24 h to 24 h 1 min).
  */
 const JOB_ADMISSIONS_COUNTED_AHEAD = `
       CREATE OR REPLACE FUNCTION job_admissions(owner uuid, images int[], max_active int, max_per_minute int, max_images_per_day int)
@@ -222,10 +251,18 @@ const JOB_ADMISSIONS_COUNTED_AHEAD = `
         minute_from timestamptz := date_trunc('second', now()) - interval '60 seconds';
         day_from timestamptz := date_trunc('minute', now()) - interval '1 day';
       BEGIN
-        PERFORM pg_advisory_xact_lock(hashtextextended('bigdiffusion:jobs-of:' || owner, 0));
+        PERFORM FROM user_usage WHERE "userId" = owner FOR UPDATE;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'user % has no usage row', owner;
+        END IF;
+        WITH folded AS (DELETE FROM user_usage_changes WHERE "userId" = owner RETURNING *)
+        UPDATE user_usage u
+           SET "activeJobs" = u."activeJobs" + f."activeJobs", "imagesComing" = u."imagesComing" + f."imagesComing", "storedBytes" = u."storedBytes" + f."storedBytes"
+          FROM (SELECT sum("activeJobs") AS "activeJobs", sum("imagesComing") AS "imagesComing", sum("storedBytes") AS "storedBytes" FROM folded) f
+         WHERE u."userId" = owner AND f."activeJobs" IS NOT NULL;
         DELETE FROM user_job_starts WHERE "userId" = owner AND bucket < minute_from;
         DELETE FROM user_images_made WHERE "userId" = owner AND bucket < day_from;
-        SELECT "activeJobs", "imagesComing" INTO active, coming FROM user_usage WHERE "userId" = owner;
+        SELECT u."activeJobs", u."imagesComing" INTO active, coming FROM user_usage_now u WHERE u."userId" = owner;
         -- Qualified: images is also the argument's name.
         SELECT coalesce(sum(s.jobs), 0) INTO recent FROM user_job_starts s WHERE s."userId" = owner AND s.bucket >= minute_from;
         SELECT coalesce(sum(m.images), 0) INTO made FROM user_images_made m WHERE m."userId" = owner AND m.bucket >= day_from;

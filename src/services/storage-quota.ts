@@ -4,10 +4,10 @@ import { quotaExceeded, type AppError } from './errors';
 /**
  * What a user keeps in object storage: their training photos, the images their jobs made (previews
  * included) and the weights of the versions of the models they own. Each row records its object's size
- * when it is written, and triggers add it to its owner's user_usage row (migration UsageCounters says how).
+ * when it is written, and triggers count it for its owner in user_usage_now (migration UsageCounters says how).
  * Weight exports are not counted: they are gone within the hour.
  */
-const STORED_BYTES = 'SELECT "userId", "storedBytes" AS bytes FROM user_usage WHERE "userId" = ANY($1)';
+const STORED_BYTES = 'SELECT "userId", "storedBytes" AS bytes FROM user_usage_now WHERE "userId" = ANY($1)';
 
 /** Bytes each user keeps in storage, by user id, in one query. */
 export async function storedBytesOf(db: DataSource | EntityManager, userIds: readonly string[]): Promise<Map<string, number>> {

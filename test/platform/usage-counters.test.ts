@@ -197,6 +197,38 @@ describe('usage counters', () => {
     }
   });
 
+  it('never make a finishing job and its owner’s next admission wait for each other (no deadlock)', async () => {
+    const a = await signUp(platform.url, 'locks@usage.example.org');
+    const modelId = await createModel(platform, a.key);
+    const { db } = platform.services;
+    const [{ id: jobId }] = await db.query(`INSERT INTO job (type, status, "ownerId") VALUES ('FINETUNE', 'RUNNING', $1) RETURNING id`, [a.userId]);
+    // As a fine-tune finishes (its job done, then the model's row for the new version) while its owner
+    // starts another on the same model (the model's row, then admission and the new job).
+    const [finishing, starting] = [db.createQueryRunner(), db.createQueryRunner()];
+    try {
+      await finishing.startTransaction();
+      await starting.startTransaction();
+      await finishing.query(`UPDATE job SET status = 'SUCCEEDED' WHERE id = $1`, [jobId]);
+      await starting.query('SELECT FROM model WHERE id = $1 FOR UPDATE', [modelId]);
+      const started = (async () => {
+        expect(await starting.query(`SELECT refusal FROM job_admissions($1, '{0}', 100, 100, 100)`, [a.userId])).toEqual([{ refusal: null }]);
+        await starting.query(`INSERT INTO job (type, "ownerId") VALUES ('FINETUNE', $1)`, [a.userId]);
+        await starting.commitTransaction();
+      })();
+      const finished = (async () => {
+        await finishing.query('SELECT FROM model WHERE id = $1 FOR UPDATE', [modelId]);
+        await finishing.commitTransaction();
+      })();
+      await Promise.all([started, finished]); // PostgreSQL would break a deadlock by failing one
+    } finally {
+      for (const runner of [finishing, starting]) {
+        if (runner.isTransactionActive) await runner.rollbackTransaction();
+        await runner.release();
+      }
+    }
+    await expectCountersRight();
+  });
+
   it('refuse to move a row to another owner, which would leave its share with the first', async () => {
     const a = await signUp(platform.url, 'owner-a@usage.example.org');
     const b = await signUp(platform.url, 'owner-b@usage.example.org');
