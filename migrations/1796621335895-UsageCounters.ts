@@ -21,8 +21,8 @@ import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGro
  * updated in place would be locked by every transaction that changes it, in whatever order it takes its
  * other locks (a finishing fine-tune holds its owner's counter, then waits for the model's row; a new
  * fine-tune of the same model holds the model's row, then waits for the counter: a deadlock).
- * job_admissions(), under the lock of the user's user_usage row, folds the committed changes into it
- * and prunes the user's buckets out of their window, so both stay few.
+ * Admission and the storage checks fold the user's committed changes into their row (fold_usage()), and
+ * admission prunes the user's buckets out of their window, so both stay few.
  * No foreign key to the user: a user's deletion cascades to rows whose triggers count against that user,
  * and PostgreSQL checks the key of a row written twice in a transaction, so the second would fail on the
  * user just deleted. A trigger on the user deletes their counters instead, after the cascades.
@@ -53,6 +53,22 @@ export class UsageCounters1796621335895 implements MigrationInterface {
              u."storedBytes" + coalesce(sum(c."storedBytes"), 0)::bigint AS "storedBytes"
         FROM user_usage u LEFT JOIN user_usage_changes c ON c."userId" = u."userId"
        GROUP BY u."userId"`);
+    // The user's counts, the committed changes folded into their row first, under that row's lock until
+    // the commit: what admission and the storage checks read, so the changes stay few.
+    await runner.query(`
+      CREATE FUNCTION fold_usage(owner uuid) RETURNS SETOF user_usage_now LANGUAGE plpgsql AS $$
+      BEGIN
+        PERFORM FROM user_usage WHERE "userId" = owner FOR UPDATE;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'user % has no usage row', owner;
+        END IF;
+        WITH folded AS (DELETE FROM user_usage_changes WHERE "userId" = owner RETURNING *)
+        UPDATE user_usage u
+           SET "activeJobs" = u."activeJobs" + f."activeJobs", "imagesComing" = u."imagesComing" + f."imagesComing", "storedBytes" = u."storedBytes" + f."storedBytes"
+          FROM (SELECT sum("activeJobs") AS "activeJobs", sum("imagesComing") AS "imagesComing", sum("storedBytes") AS "storedBytes" FROM folded) f
+         WHERE u."userId" = owner AND f."activeJobs" IS NOT NULL;
+        RETURN QUERY SELECT * FROM user_usage_now WHERE "userId" = owner;
+      END $$`);
     await runner.query(`
       CREATE TABLE user_job_starts (
         "userId" uuid NOT NULL,
@@ -228,6 +244,7 @@ export class UsageCounters1796621335895 implements MigrationInterface {
       'job_is_active(job)', 'job_images_coming(job)', 'image_is_made(image)']) {
       await runner.query(`DROP FUNCTION ${fn}`);
     }
+    await runner.query('DROP FUNCTION fold_usage(uuid)');
     await runner.query('DROP VIEW user_usage_now');
     await runner.query('DROP TABLE user_usage_changes');
     await runner.query('DROP TABLE user_images_made');
@@ -237,9 +254,9 @@ export class UsageCounters1796621335895 implements MigrationInterface {
 }
 
 /**
- * job_admissions() on the counters. The user's user_usage row, locked until the commit, orders the user's
- * admissions (as the advisory lock did): the committed changes are folded into it, the expired buckets
- * pruned, and the counts read. The windows are whole buckets: a job counts against the per-minute limit
+ * job_admissions() on the counters. fold_usage() locks the user's user_usage row until the commit, which
+ * orders the user's admissions as the advisory lock did, and reads their counts; the user's expired
+ * buckets are pruned and the rest summed. The windows are whole buckets: a job counts against the per-minute limit
  * from its second and the 60 whole seconds after it (60 to 61 s), an image against the per-day limit from
  * its minute and the 1,440 whole minutes after it (24 h to 24 h 1 min).
  */
@@ -251,18 +268,9 @@ const JOB_ADMISSIONS_COUNTED_AHEAD = `
         minute_from timestamptz := date_trunc('second', now()) - interval '60 seconds';
         day_from timestamptz := date_trunc('minute', now()) - interval '1 day';
       BEGIN
-        PERFORM FROM user_usage WHERE "userId" = owner FOR UPDATE;
-        IF NOT FOUND THEN
-          RAISE EXCEPTION 'user % has no usage row', owner;
-        END IF;
-        WITH folded AS (DELETE FROM user_usage_changes WHERE "userId" = owner RETURNING *)
-        UPDATE user_usage u
-           SET "activeJobs" = u."activeJobs" + f."activeJobs", "imagesComing" = u."imagesComing" + f."imagesComing", "storedBytes" = u."storedBytes" + f."storedBytes"
-          FROM (SELECT sum("activeJobs") AS "activeJobs", sum("imagesComing") AS "imagesComing", sum("storedBytes") AS "storedBytes" FROM folded) f
-         WHERE u."userId" = owner AND f."activeJobs" IS NOT NULL;
+        SELECT u."activeJobs", u."imagesComing" INTO active, coming FROM fold_usage(owner) u;
         DELETE FROM user_job_starts WHERE "userId" = owner AND bucket < minute_from;
         DELETE FROM user_images_made WHERE "userId" = owner AND bucket < day_from;
-        SELECT u."activeJobs", u."imagesComing" INTO active, coming FROM user_usage_now u WHERE u."userId" = owner;
         -- Qualified: images is also the argument's name.
         SELECT coalesce(sum(s.jobs), 0) INTO recent FROM user_job_starts s WHERE s."userId" = owner AND s.bucket >= minute_from;
         SELECT coalesce(sum(m.images), 0) INTO made FROM user_images_made m WHERE m."userId" = owner AND m.bucket >= day_from;

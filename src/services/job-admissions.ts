@@ -3,7 +3,7 @@ import type { JobLimits } from '../config';
 import { Job, type JobType, type User, type WebhookTarget } from '../entities';
 import type { JobQueue } from './container';
 import { quotaExceeded, rateLimited, type AppError } from './errors';
-import { storageRefusal, storedBytesOf } from './storage-quota';
+import { storageRefusal, storedBytesToAdd } from './storage-quota';
 import { attachJobWebhook, defaultWebhookTarget } from './webhooks';
 
 // A new job is refused when its user already has `limits.active` jobs queued or running (QUOTA_EXCEEDED:
@@ -91,15 +91,15 @@ export class JobAdmissions {
   }
 
   /**
-   * One transaction: the storage check, then the admissions and inserts in one statement, the admitted
-   * jobs' deliveries in another. Stored bytes are not ordered by the user's lock (uploads and finished jobs
-   * change them), so they are read before it; each submission's bytes count against the ones after it.
-   * Each count is one counter row or a few bucket rows, whatever the user has made.
+   * One transaction: the storage check, which takes the user's lock, then the admissions and inserts in
+   * one statement, the admitted jobs' deliveries in another. Each submission's bytes count against the
+   * ones after it. Each count is a counter row and its recent changes, or a few bucket rows, whatever the
+   * user has made.
    */
   #admitGroup(user: User, submissions: Submission[]): Promise<(Job | AppError)[]> {
     const { db, queue, limits } = this.services;
     return db.transaction(async (tx) => {
-      let stored = (await storedBytesOf(tx, [user.id])).get(user.id) ?? 0;
+      let stored = await storedBytesToAdd(tx, user.id);
       const outcomes: (Job | AppError | undefined)[] = submissions.map((s) => {
         const refused = storageRefusal(stored, s.storageBytes, limits.storageBytes);
         stored += refused ? 0 : s.storageBytes;

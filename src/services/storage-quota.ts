@@ -9,10 +9,20 @@ import { quotaExceeded, type AppError } from './errors';
  */
 const STORED_BYTES = 'SELECT "userId", "storedBytes" AS bytes FROM user_usage_now WHERE "userId" = ANY($1)';
 
-/** Bytes each user keeps in storage, by user id, in one query. */
+/** Bytes each user keeps in storage, by user id, in one query that only reads. */
 export async function storedBytesOf(db: DataSource | EntityManager, userIds: readonly string[]): Promise<Map<string, number>> {
   const rows: { userId: string; bytes: string }[] = await db.query(STORED_BYTES, [[...userIds]]);
   return new Map(rows.map((row) => [row.userId, Number(row.bytes)]));
+}
+
+/**
+ * Bytes the user keeps in storage, read by a writer about to add some: their counters' committed changes
+ * are folded in first (fold_usage()), under a lock on the user's counters held until `db`'s transaction
+ * commits, so that they stay few.
+ */
+export async function storedBytesToAdd(db: DataSource | EntityManager, userId: string): Promise<number> {
+  const [row]: { storedBytes: string }[] = await db.query('SELECT "storedBytes" FROM fold_usage($1)', [userId]);
+  return Number(row.storedBytes);
 }
 
 /**
@@ -20,7 +30,7 @@ export async function storedBytesOf(db: DataSource | EntityManager, userIds: rea
  * for an upload, an estimate for a job's results. Nothing is written when it refuses.
  */
 export async function admitStorage(db: DataSource | EntityManager, userId: string, limit: number, adding: number): Promise<void> {
-  const refused = storageRefusal((await storedBytesOf(db, [userId])).get(userId) ?? 0, adding, limit);
+  const refused = storageRefusal(await storedBytesToAdd(db, userId), adding, limit);
   if (refused) throw refused;
 }
 

@@ -143,6 +143,8 @@ describe('usage counters', () => {
     // The work left something to count: 2 + 1 images made, one deleted; the photos, images and weights left.
     expect([ofA.active, ofA.coming, ofA.made]).toEqual([0, 0, 2]);
     expect(ofA.stored).toBeGreaterThan(0);
+    // Admission folded every user's changes into their row: none left to sum.
+    expect(await db.query('SELECT count(*)::int AS changes FROM user_usage_changes')).toEqual([{ changes: 0 }]);
 
     // A user deleted with everything they had: the cascade's triggers find their counters gone, and fail nothing.
     await db.query('DELETE FROM "user" WHERE id = $1', [b.userId]);
