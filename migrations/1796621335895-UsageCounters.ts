@@ -22,7 +22,8 @@ import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGro
  * other locks (a finishing fine-tune holds its owner's counter, then waits for the model's row; a new
  * fine-tune of the same model holds the model's row, then waits for the counter: a deadlock).
  * Admission and the storage checks fold the user's committed changes into their row (fold_usage()), and
- * admission prunes the user's buckets out of their window, so both stay few.
+ * admission prunes the user's buckets out of their window, so both stay few. Buckets are updated in place:
+ * jobs start under the admission lock, and images are made by the transaction that finishes their job.
  * No foreign key to the user: a user's deletion cascades to rows whose triggers count against that user,
  * and PostgreSQL checks the key of a row written twice in a transaction, so the second would fail on the
  * user just deleted. A trigger on the user deletes their counters instead, after the cascades.
@@ -256,9 +257,9 @@ export class UsageCounters1796621335895 implements MigrationInterface {
 /**
  * job_admissions() on the counters. fold_usage() locks the user's user_usage row until the commit, which
  * orders the user's admissions as the advisory lock did, and reads their counts; the user's expired
- * buckets are pruned and the rest summed. The windows are whole buckets: a job counts against the per-minute limit
- * from its second and the 60 whole seconds after it (60 to 61 s), an image against the per-day limit from
- * its minute and the 1,440 whole minutes after it (24 h to 24 h 1 min).
+ * buckets are pruned and the rest summed. The windows are whole buckets: a job counts against the
+ * per-minute limit from its second and the 60 whole seconds after it (60 to 61 s), an image against the
+ * per-day limit from its minute and the 1,440 whole minutes after it (24 h to 24 h 1 min).
  */
 const JOB_ADMISSIONS_COUNTED_AHEAD = `
       CREATE OR REPLACE FUNCTION job_admissions(owner uuid, images int[], max_active int, max_per_minute int, max_images_per_day int)
