@@ -11,8 +11,19 @@ export class JobAdmissionsInGroups1796591000000 implements MigrationInterface {
   name = 'JobAdmissionsInGroups1796591000000';
 
   async up(runner: QueryRunner): Promise<void> {
-    await runner.query(`
-      CREATE FUNCTION job_admissions(owner uuid, images int[], max_active int, max_per_minute int, max_images_per_day int)
+    await runner.query(JOB_ADMISSIONS_COUNTING_ROWS);
+    await runner.query('DROP FUNCTION job_admission(uuid, int, int, int, int)');
+  }
+
+  async down(runner: QueryRunner): Promise<void> {
+    await runner.query(JOB_ADMISSION_PREVIEWS_APART);
+    await runner.query('DROP FUNCTION job_admissions(uuid, int[], int, int, int)');
+  }
+}
+
+/** job_admissions() as made here (migration UsageCounters replaces it with one that reads counters). */
+export const JOB_ADMISSIONS_COUNTING_ROWS = `
+      CREATE OR REPLACE FUNCTION job_admissions(owner uuid, images int[], max_active int, max_per_minute int, max_images_per_day int)
       RETURNS TABLE (item int, active int, recent int, coming int, made int, refusal text)
       LANGUAGE plpgsql VOLATILE AS $$
       BEGIN
@@ -46,12 +57,4 @@ export class JobAdmissionsInGroups1796591000000 implements MigrationInterface {
             coming := coming + images[i];
           END IF;
         END LOOP;
-      END $$`);
-    await runner.query('DROP FUNCTION job_admission(uuid, int, int, int, int)');
-  }
-
-  async down(runner: QueryRunner): Promise<void> {
-    await runner.query(JOB_ADMISSION_PREVIEWS_APART);
-    await runner.query('DROP FUNCTION job_admissions(uuid, int[], int, int, int)');
-  }
-}
+      END $$`;

@@ -14,5 +14,6 @@ import { JobsPageIndex1796588122084 } from './1796588122084-JobsPageIndex';
 import { JobAdmission1796589500000 } from './1796589500000-JobAdmission';
 import { IntegratorPreviewsExports1796590000000 } from './1796590000000-IntegratorPreviewsExports';
 import { JobAdmissionsInGroups1796591000000 } from './1796591000000-JobAdmissionsInGroups';
+import { UsageCounters1796621335895 } from './1796621335895-UsageCounters';
 
-export const migrations = [Initial1795627904233, ImmutableModelVersions1795627905233, GenerationProgress1795629882425, FineTuneVersions1795630055126, JobWarnings1795633425702, JobHeartbeat1795633738824, ListIndexes1796568375124, DefaultBaseModel1796576092765, JobRetries1796576335600, IntegratorApi1796578954000, ContributionWithdrawn1796580987053, JobsPageIndex1796588122084, JobAdmission1796589500000, IntegratorPreviewsExports1796590000000, JobAdmissionsInGroups1796591000000];
+export const migrations = [Initial1795627904233, ImmutableModelVersions1795627905233, GenerationProgress1795629882425, FineTuneVersions1795630055126, JobWarnings1795633425702, JobHeartbeat1795633738824, ListIndexes1796568375124, DefaultBaseModel1796576092765, JobRetries1796576335600, IntegratorApi1796578954000, ContributionWithdrawn1796580987053, JobsPageIndex1796588122084, JobAdmission1796589500000, IntegratorPreviewsExports1796590000000, JobAdmissionsInGroups1796591000000, UsageCounters1796621335895];

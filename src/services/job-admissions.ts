@@ -3,15 +3,18 @@ import type { JobLimits } from '../config';
 import { Job, type JobType, type User, type WebhookTarget } from '../entities';
 import type { JobQueue } from './container';
 import { quotaExceeded, rateLimited, type AppError } from './errors';
-import { storageRefusal, storedBytesOf } from './storage-quota';
+import { storageRefusal, storedBytesToAdd } from './storage-quota';
 import { attachJobWebhook, defaultWebhookTarget } from './webhooks';
 
 // A new job is refused when its user already has `limits.active` jobs queued or running (QUOTA_EXCEEDED:
 // wait or cancel some) or submitted `limits.perMinute` in the last minute (RATE_LIMITED: slow down),
 // or when its `images` would take the images made in the last 24 hours and those on the way (queued
 // or running generations) past `limits.imagesPerDay` (QUOTA_EXCEEDED).
-// PostgreSQL's job_admissions() (migration JobAdmissionsInGroups) counts under a per-user lock held
-// until the commit, so concurrent submissions are counted one after another and the limits hold exactly.
+// PostgreSQL's job_admissions() (migrations JobAdmissionsInGroups, UsageCounters) reads the user's
+// counters, kept by triggers, under a per-user lock held until the commit, so concurrent submissions are
+// counted one after another and the limits hold exactly. Its windows are whole buckets: a job counts
+// against the minute for 60 to 61 s (by whole seconds), an image against the day for 24 h to 24 h 1 min
+// (by whole minutes); the refusals say so.
 
 /** What job_admissions() counted before deciding a job, and which limit refuses it (null: none). */
 interface Admission {
@@ -88,14 +91,15 @@ export class JobAdmissions {
   }
 
   /**
-   * One transaction: the storage check, then the admissions and inserts in one statement, the admitted
-   * jobs' deliveries in another. Stored bytes are not ordered by the user's lock (uploads and finished jobs
-   * change them), so they are read before it; each submission's bytes count against the ones after it.
+   * One transaction: the storage check, which takes the user's lock, then the admissions and inserts in
+   * one statement, the admitted jobs' deliveries in another. Each submission's bytes count against the
+   * ones after it. Each count is a counter row and its recent changes, or a few bucket rows, whatever the
+   * user has made.
    */
   #admitGroup(user: User, submissions: Submission[]): Promise<(Job | AppError)[]> {
     const { db, queue, limits } = this.services;
     return db.transaction(async (tx) => {
-      let stored = (await storedBytesOf(tx, [user.id])).get(user.id) ?? 0;
+      let stored = await storedBytesToAdd(tx, user.id);
       const outcomes: (Job | AppError | undefined)[] = submissions.map((s) => {
         const refused = storageRefusal(stored, s.storageBytes, limits.storageBytes);
         stored += refused ? 0 : s.storageBytes;
@@ -134,11 +138,12 @@ function refusalOf({ active, recent, coming, made, refusal }: Admission, limits:
   if (refusal === 'ACTIVE') {
     return quotaExceeded(`You have ${active} jobs queued or running, the most allowed: wait for some to finish or cancel them`);
   }
-  if (refusal === 'PER_MINUTE') return rateLimited(`You started ${recent} jobs in the last minute, the most allowed: try again shortly`);
+  if (refusal === 'PER_MINUTE') return rateLimited(`You started ${recent} jobs in the last minute, the most allowed (a job counts for 60 to 61 seconds, by whole seconds): try again shortly`);
   if (refusal === 'IMAGES_PER_DAY') {
     const counted = made > limits.imagesPerDay ? `more than ${limits.imagesPerDay}` : `${made}`;
     return quotaExceeded(
-      `You made ${counted} images in the last 24 hours and have ${coming} on the way; ${images} more would pass the ${limits.imagesPerDay} a day allowed`,
+      `You made ${counted} images in the last 24 hours and have ${coming} on the way; ${images} more would pass the ${limits.imagesPerDay} a day allowed` +
+        ' (an image counts for 24 hours to 24 hours and a minute, by whole minutes)',
     );
   }
   return null;
