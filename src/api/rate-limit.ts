@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
+import { sendRequestError } from './graphql-post';
 
 /**
  * HTTP requests (GraphQL and downloads) each API key may make in a minute, counted in this process:
@@ -19,10 +20,11 @@ export function perKeyRateLimit(perMinute: number): RequestHandler {
       const authorization = req.headers.authorization;
       return authorization ? createHash('sha256').update(authorization).digest('base64url') : ipKeyGenerator(req.ip ?? '');
     },
-    handler: (_req, res) => {
-      res.status(429).json({
-        errors: [{ message: `More than ${perMinute} requests in a minute with this key: retry after the time in Retry-After`, extensions: { code: 'RATE_LIMITED' } }],
-      });
-    },
+    // node's API, not express's: the JSON POST path hands the limiter node's response (server.ts).
+    handler: (_req, res) =>
+      sendRequestError(res, {
+        status: 429,
+        body: { errors: [{ message: `More than ${perMinute} requests in a minute with this key: retry after the time in Retry-After`, extensions: { code: 'RATE_LIMITED' } }] },
+      }),
   });
 }

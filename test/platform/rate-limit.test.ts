@@ -25,6 +25,9 @@ describe('per-key rate limit', () => {
     });
     expect(response.status).toBe(429);
     expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    // The IETF draft's headers, the policy and what is left of it.
+    expect(response.headers.get('ratelimit-policy')).toMatch(/^"\d+-in-1min"; q=5; w=60/);
+    expect(response.headers.get('ratelimit')).toMatch(/; r=0; t=\d+$/);
     expect(((await response.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code).toBe('RATE_LIMITED');
     // Downloads share the key's budget.
     expect((await fetch(new URL('/images/00000000-0000-4000-8000-000000000000', platform.url), { headers: { authorization: `Bearer ${a}` } })).status).toBe(429);
