@@ -1,6 +1,6 @@
 import type { Services } from '../services/container';
 import type { Viewer } from '../services/viewer';
-import { createLoaders, type Loaders } from './loaders';
+import { Loaders } from './loaders';
 
 /** Per request (HTTP) or per operation (WebSocket). */
 export interface Context {
@@ -10,5 +10,5 @@ export interface Context {
 }
 
 export function createContext(viewer: Viewer, services: Services): Context {
-  return { viewer, services, loaders: createLoaders(services) };
+  return { viewer, services, loaders: new Loaders(services.db) };
 }

@@ -1,9 +1,9 @@
 import DataLoader from 'dataloader';
+import type { DataSource } from 'typeorm';
 import type { BaseModel, Concept, Image, ModelVersion } from '../entities';
 import type { Page } from '../services/pagination';
 import { getBaseModels } from '../services/base-models';
 import { getConcepts, listConceptsOfModels } from '../services/concepts';
-import type { Services } from '../services/container';
 import { listImagesOfJobs } from '../services/images';
 import { firstVersionPages, getVersions } from '../services/versions';
 import { queueEstimates, type QueueEstimate } from '../services/queue-estimates';
@@ -15,42 +15,55 @@ import { usageOf, type Usage } from '../services/admin-insight';
  * in one tick). Nothing is cached between batches: a subscription's later events read afresh.
  * Field resolvers run only on parents the viewer may see, so the loaders check nothing themselves.
  */
-export interface Loaders {
-  baseModel: DataLoader<string, BaseModel>;
-  version: DataLoader<string, ModelVersion>;
-  concept: DataLoader<string, Concept>;
-  /** Each model's first page of versions, by page size. */
-  versionPages(first: number | null): DataLoader<string, Page<ModelVersion>>;
-  conceptsOfModel: DataLoader<string, Concept[]>;
-  imagesOfJob: DataLoader<string, Image[]>;
-  /** By job id: its queue position and estimates. */
-  queueEstimate: DataLoader<string, QueueEstimate>;
-  /** By user id. */
-  usage: DataLoader<string, Usage>;
-}
+export class Loaders {
+  // Each made when a resolver first asks for it: most requests use one or none.
+  #baseModel?: DataLoader<string, BaseModel>;
+  #version?: DataLoader<string, ModelVersion>;
+  #concept?: DataLoader<string, Concept>;
+  #versionPages?: Map<number | null, DataLoader<string, Page<ModelVersion>>>;
+  #conceptsOfModel?: DataLoader<string, Concept[]>;
+  #imagesOfJob?: DataLoader<string, Image[]>;
+  #queueEstimate?: DataLoader<string, QueueEstimate>;
+  #usage?: DataLoader<string, Usage>;
 
-export function createLoaders({ db }: Services): Loaders {
-  const versionPages = new Map<number | null, DataLoader<string, Page<ModelVersion>>>();
-  return {
-    baseModel: byId((ids) => getBaseModels(db, ids)),
-    version: byId((ids) => getVersions(db, ids)),
-    concept: byId((ids) => getConcepts(db, ids)),
-    versionPages: (first) => {
-      let loader = versionPages.get(first);
-      if (!loader) {
-        loader = new DataLoader(async (ids) => {
-          const pages = await firstVersionPages(db, ids, first);
-          return ids.map((id) => pages.get(id)!);
-        }, { cache: false });
-        versionPages.set(first, loader);
-      }
-      return loader;
-    },
-    conceptsOfModel: byParent((ids) => listConceptsOfModels(db, ids), (concept) => concept.modelId),
-    imagesOfJob: byParent((ids) => listImagesOfJobs(db, ids), (image) => image.jobId),
-    queueEstimate: byKey((ids) => queueEstimates(db, ids)),
-    usage: byKey((ids) => usageOf(db, ids)),
-  };
+  constructor(private readonly db: DataSource) {}
+
+  get baseModel() {
+    return (this.#baseModel ??= byId((ids) => getBaseModels(this.db, ids)));
+  }
+  get version() {
+    return (this.#version ??= byId((ids) => getVersions(this.db, ids)));
+  }
+  get concept() {
+    return (this.#concept ??= byId((ids) => getConcepts(this.db, ids)));
+  }
+  /** Each model's first page of versions, by page size. */
+  versionPages(first: number | null) {
+    const loaders = (this.#versionPages ??= new Map());
+    let loader = loaders.get(first);
+    if (!loader) {
+      loader = new DataLoader<string, Page<ModelVersion>>(async (ids) => {
+        const pages = await firstVersionPages(this.db, ids, first);
+        return ids.map((id) => pages.get(id)!);
+      }, { cache: false });
+      loaders.set(first, loader);
+    }
+    return loader;
+  }
+  get conceptsOfModel() {
+    return (this.#conceptsOfModel ??= byParent((ids) => listConceptsOfModels(this.db, ids), (concept) => concept.modelId));
+  }
+  get imagesOfJob() {
+    return (this.#imagesOfJob ??= byParent((ids) => listImagesOfJobs(this.db, ids), (image) => image.jobId));
+  }
+  /** By job id: its queue position and estimates. */
+  get queueEstimate() {
+    return (this.#queueEstimate ??= byKey((ids) => queueEstimates(this.db, ids)));
+  }
+  /** By user id. */
+  get usage() {
+    return (this.#usage ??= byKey((ids) => usageOf(this.db, ids)));
+  }
 }
 
 /** One row per id; a missing row is an error for that key alone. */
