@@ -21,6 +21,27 @@ export class JobAdmissionsInGroups1796591000000 implements MigrationInterface {
   }
 }
 
+/**
+ * Each submission decided with the counts the ones before it left (job_admissions()'s counts `active`, `recent`,
+ * `coming`, `made`; one row per submission). Migration UsageCounters counts differently and decides the same.
+ */
+export const DECIDE_IN_ORDER = `
+        -- The loop's own variable: a FOR loop's counter hides the output column of its name.
+        FOR i IN 1 .. coalesce(array_length(images, 1), 0) LOOP
+          item := i;
+          refusal := CASE
+            WHEN active >= max_active THEN 'ACTIVE'
+            WHEN recent >= max_per_minute THEN 'PER_MINUTE'
+            WHEN images[i] > 0 AND made + coming + images[i] > max_images_per_day THEN 'IMAGES_PER_DAY'
+          END;
+          RETURN NEXT;
+          IF refusal IS NULL THEN
+            active := active + 1;
+            recent := recent + 1;
+            coming := coming + images[i];
+          END IF;
+        END LOOP;`;
+
 /** job_admissions() as made here (migration UsageCounters replaces it with one that reads counters). */
 export const JOB_ADMISSIONS_COUNTING_ROWS = `
       CREATE OR REPLACE FUNCTION job_admissions(owner uuid, images int[], max_active int, max_per_minute int, max_images_per_day int)
@@ -42,19 +63,5 @@ export const JOB_ADMISSIONS_COUNTING_ROWS = `
           SELECT count(*) INTO made FROM (SELECT FROM image JOIN job ON job.id = image."jobId"
             WHERE job."ownerId" = owner AND image."previewStep" IS NULL AND image."createdAt" > now() - interval '1 day' LIMIT max_images_per_day::bigint + 1) counted;
         END IF;
-        -- The loop's own variable: a FOR loop's counter hides the output column of its name.
-        FOR i IN 1 .. coalesce(array_length(images, 1), 0) LOOP
-          item := i;
-          refusal := CASE
-            WHEN active >= max_active THEN 'ACTIVE'
-            WHEN recent >= max_per_minute THEN 'PER_MINUTE'
-            WHEN images[i] > 0 AND made + coming + images[i] > max_images_per_day THEN 'IMAGES_PER_DAY'
-          END;
-          RETURN NEXT;
-          IF refusal IS NULL THEN
-            active := active + 1;
-            recent := recent + 1;
-            coming := coming + images[i];
-          END IF;
-        END LOOP;
+${DECIDE_IN_ORDER}
       END $$`;

@@ -1,5 +1,5 @@
 import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGroups';
+import { DECIDE_IN_ORDER, JOB_ADMISSIONS_COUNTING_ROWS } from './1796591000000-JobAdmissionsInGroups';
 
 /**
  * What a user uses, counted as it changes, so that admitting a job (src/services/job-admissions.ts) and
@@ -275,19 +275,5 @@ const JOB_ADMISSIONS_COUNTED_AHEAD = `
         -- Qualified: images is also the argument's name.
         SELECT coalesce(sum(s.jobs), 0) INTO recent FROM user_job_starts s WHERE s."userId" = owner AND s.bucket >= minute_from;
         SELECT coalesce(sum(m.images), 0) INTO made FROM user_images_made m WHERE m."userId" = owner AND m.bucket >= day_from;
-        -- The loop's own variable: a FOR loop's counter hides the output column of its name.
-        FOR i IN 1 .. coalesce(array_length(images, 1), 0) LOOP
-          item := i;
-          refusal := CASE
-            WHEN active >= max_active THEN 'ACTIVE'
-            WHEN recent >= max_per_minute THEN 'PER_MINUTE'
-            WHEN images[i] > 0 AND made + coming + images[i] > max_images_per_day THEN 'IMAGES_PER_DAY'
-          END;
-          RETURN NEXT;
-          IF refusal IS NULL THEN
-            active := active + 1;
-            recent := recent + 1;
-            coming := coming + images[i];
-          END IF;
-        END LOOP;
+${DECIDE_IN_ORDER}
       END $$`;
