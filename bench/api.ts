@@ -119,9 +119,9 @@ function cpuMs(stat: string, reaped: boolean): number {
 }
 
 /**
- * CPU time of `root` and the node processes below it (API processes), and that of the other processes below
- * it (the embedded PostgreSQL) with the children each reaped: processes that come and go (autovacuum
- * workers) still count, so the sums only grow.
+ * CPU time of `root` and the processes below it that are not PostgreSQL's (API processes), and that of the
+ * embedded PostgreSQL's with the children each reaped: processes that come and go (autovacuum workers) still
+ * count, so the sums only grow.
  */
 async function processTreeCpuMs(root: number): Promise<{ server: number; database: number }> {
   const processes = new Map<number, { parent: number; stat: string }>();
@@ -136,7 +136,7 @@ async function processTreeCpuMs(root: number): Promise<{ server: number; databas
   };
   const sums = { server: 0, database: 0 };
   for (const [pid, { stat }] of processes) {
-    if (pid === root || (below(pid) && stat.includes('(node)'))) sums.server += cpuMs(stat, false);
+    if (pid === root || (below(pid) && !stat.includes('(postgres)'))) sums.server += cpuMs(stat, false);
     else if (below(pid)) sums.database += cpuMs(stat, true);
   }
   return sums;

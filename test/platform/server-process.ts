@@ -35,6 +35,11 @@ export class ServerProcess {
     }
   }
 
+  /** Every log line with this message so far. */
+  loggedSoFar(msg: string): Record<string, any>[] {
+    return this.lines.filter((l) => l.msg === msg);
+  }
+
   get pid(): number {
     return this.child.pid!;
   }
