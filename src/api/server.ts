@@ -18,6 +18,7 @@ import { isJsonGraphqlPost, sendRequestError, serveJsonGraphqlPost, type Request
 import { subscribeSharingEvents } from './shared-events';
 import { isServiceOutage } from '../services/availability';
 import { createErrorFormatter, SERVICE_UNAVAILABLE_MESSAGE } from './errors';
+import { CompiledExecution } from './compiled-execution';
 import { imageDownloads } from './image-downloads';
 import { weightDownloads } from './weight-downloads';
 import { queryCostError } from './query-cost';
@@ -117,7 +118,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
   );
 
   const apollo = new ApolloServer<Context>({
-    schema,
+    gateway: new CompiledExecution(schema),
     ...protection,
     formatError,
     includeStacktraceInErrorResponses: false,
