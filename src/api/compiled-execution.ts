@@ -7,13 +7,16 @@ type Compiled = CompiledQuery<Data, Data> | ExecutionResult<Data>;
 
 /**
  * Runs each operation as JavaScript compiled for it by graphql-jit, in place of graphql-js's
- * interpreter, which walks the document field by field on every request, allocating as it goes: on a
- * list of 50 models that walk was a third of the server's CPU. Apollo takes another executor only
- * through its gateway interface, so this is one, serving our own schema; everything before execution
- * (parsing, validation, plugins) and after it (error formatting, HTTP statuses) stays Apollo's.
+ * interpreter, which walks the document field by field on every request, allocating as it goes: a
+ * list of 50 models costs the server a fifth to a third less CPU compiled (bench/RESULTS.md). Apollo
+ * takes another executor only through its gateway interface, so this is one, serving our own schema;
+ * everything before execution (parsing, validation, plugins) and after it (error formatting, HTTP
+ * statuses) stays Apollo's.
  *
  * Compiled operations are kept beside the documents Apollo's document store caches (a WeakMap on the
  * parsed document), so they live exactly as long as those do and need no cache of their own.
+ * Operations over WebSocket keep graphql-js's executor: each arrives parsed anew, so compiling it would
+ * cost more than it saves, and a job's events are executed once for all their subscribers (shared-events.ts).
  */
 export class CompiledExecution implements GatewayInterface {
   readonly #compiled = new WeakMap<DocumentNode, Map<string | null, Compiled>>();
