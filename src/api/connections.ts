@@ -64,7 +64,8 @@ export function connectionType<T extends object>(Node: ClassType<T>, name: strin
     @Field(() => PageInfo)
     pageInfo: PageInfo;
 
-    @Field(() => Int, { description: 'In the whole list, every page, filters applied; counted only when asked for.' })
+    // Not simple (schema.ts): its value is a promise, which a resolver awaits and an inline read would not.
+    @Field(() => Int, { simple: false, description: 'In the whole list, every page, filters applied; counted only when asked for.' })
     totalCount: number | Promise<number>;
   }
   return NodeConnection;

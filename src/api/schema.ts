@@ -1,5 +1,5 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
-import { buildSchema, type PubSub } from 'type-graphql';
+import { buildSchema, getMetadataStorage, type PubSub } from 'type-graphql';
 import { AccountResolver } from './resolvers/accounts';
 import { AdminResolver } from './resolvers/admin';
 import { BaseModelResolver } from './resolvers/base-models';
@@ -31,6 +31,11 @@ const NO_TOPICS: PubSub = {
 
 /** The executable schema; `schema/schema.graphql` is its printed form. */
 export function buildAppSchema(): Promise<GraphQLSchema> {
+  // type-graphql wraps every plain field (one with no @FieldResolver) in a resolver that runs middlewares and
+  // auth checks, which we have none of; graphql-jit reads a field inline only when it has no resolver, and
+  // otherwise calls it with a resolve-info and callbacks, for every field of every row. Its "simple resolvers"
+  // option leaves plain fields to the default resolver, which reads the property.
+  for (const objectType of getMetadataStorage().objectTypes) objectType.simpleResolvers = true;
   return buildSchema({
     resolvers: [
       HealthResolver,
