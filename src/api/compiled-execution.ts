@@ -37,13 +37,14 @@ export class CompiledExecution implements GatewayInterface {
   async #execute({ document, operationName, context, request }: GatewayGraphQLRequestContext): Promise<GatewayExecutionResult> {
     const compiled = this.#compile(document, operationName);
     const variables = request.variables ?? {};
-    const interpreted = () => execute({ schema: this.schema, document, operationName, contextValue: context, variableValues: variables });
+    if (isCompiledQuery(compiled)) {
+      const result = (await compiled.query(undefined, context, variables)) as GatewayExecutionResult;
+      const refusedBeforeRunning = result.errors?.length && !('data' in result);
+      if (!refusedBeforeRunning) return result.errors ? { ...result, errors: result.errors.map(asGraphqlJsError) } : result;
+    }
     // What graphql-jit refuses before running anything (an operation it cannot compile, variables that
     // do not coerce), graphql-js refuses too, with the errors Apollo knows (BAD_USER_INPUT, status 400).
-    if (!isCompiledQuery(compiled)) return interpreted();
-    const result = (await compiled.query(undefined, context, variables)) as GatewayExecutionResult;
-    if (result.errors?.length && !('data' in result)) return interpreted();
-    return result.errors ? { ...result, errors: result.errors.map(asGraphqlJsError) } : result;
+    return execute({ schema: this.schema, document, operationName, contextValue: context, variableValues: variables });
   }
 
   #compile(document: DocumentNode, operationName: string | null): Compiled {

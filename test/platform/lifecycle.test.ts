@@ -109,7 +109,6 @@ describe('server lifecycle', () => {
   });
 });
 
-
 /** A GraphQL POST on a connection of its own (fetch would reuse one): the answer's status and body. */
 function postOnNewConnection(url: string, query: string, variables: Record<string, unknown> = {}, key?: string): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
