@@ -15,6 +15,7 @@ const EnvSchema = z
     API_PROCESSES: z.coerce.number().int().min(1).max(64).default(1),
     DATA_DIR: z.string().min(1).default('./data'),
     DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+    DATABASE_PREPARED_STATEMENTS: boolean.default(true),
     S3_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
     S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name').default('bigdiffusion'),
     S3_REGION: z.string().min(1).default('us-east-1'),
@@ -68,6 +69,8 @@ export interface Config {
   dataDir: string;
   /** External PostgreSQL; when absent an embedded one starts under `dataDir`. */
   databaseUrl?: string;
+  /** Statements with parameters prepared once per connection (storage/database.ts); off behind a pooler that cannot keep them. */
+  preparedStatements: boolean;
   /** External S3; when absent an embedded s3rver starts under `dataDir`. */
   s3?: S3Config;
   s3Bucket: string;
@@ -140,6 +143,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiProcesses: e.API_PROCESSES,
     dataDir: path.resolve(e.DATA_DIR),
     databaseUrl: e.DATABASE_URL,
+    preparedStatements: e.DATABASE_PREPARED_STATEMENTS,
     s3: e.S3_ENDPOINT
       ? {
           endpoint: e.S3_ENDPOINT,

@@ -60,7 +60,7 @@ export async function startPlatform(config: Config, log: Logger = pino({ level: 
       s3 = embedded.config;
     }
 
-    const db = await openDatabase(databaseUrl, log);
+    const db = await openDatabase(databaseUrl, log, { preparedStatements: config.preparedStatements });
     stack.push(() => db.destroy());
     const store = new ObjectStore(s3);
     stack.push(() => store.close());

@@ -10,6 +10,7 @@ describe('loadConfig', () => {
     expect(config.role).toBe('all');
     expect(config.apiProcesses).toBe(1);
     expect(config.databaseUrl).toBeUndefined();
+    expect(config.preparedStatements).toBe(true);
     expect(config.s3).toBeUndefined();
     expect(config.signupEnabled).toBe(true);
     expect(config.jobHeartbeatTimeoutSeconds).toBe(600);
@@ -29,8 +30,10 @@ describe('loadConfig', () => {
       S3_ACCESS_KEY_ID: 'id',
       S3_SECRET_ACCESS_KEY: 'secret',
       SIGNUP_ENABLED: 'false',
+      DATABASE_PREPARED_STATEMENTS: 'false',
     });
     expect(config.databaseUrl).toBe('postgres://u:p@db.example:5432/app');
+    expect(config.preparedStatements).toBe(false);
     expect(config.s3).toMatchObject({ endpoint: 'https://s3.example', bucket: 'my-bucket', accessKeyId: 'id' });
     expect(config.signupEnabled).toBe(false);
   });
