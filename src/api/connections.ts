@@ -71,16 +71,31 @@ export function connectionType<T extends object>(Node: ClassType<T>, name: strin
   return NodeConnection;
 }
 
-export function toConnection<T>({ nodes, cursors, hasNextPage, countAll }: Page<T>): Connection<T> {
-  return {
-    edges: nodes.map((node, i) => ({ cursor: cursors[i], node })),
-    nodes,
-    pageInfo: { hasNextPage, endCursor: cursors.at(-1) ?? null },
-    // A getter: fields are read off the object only when the query selects them.
-    get totalCount() {
-      return countAll();
-    },
-  };
+export function toConnection<T>(page: Page<T>): Connection<T> {
+  return new PageConnection(page);
+}
+
+/**
+ * A page as its connection. `totalCount` is a getter, so the count runs only when a query selects it; on the
+ * class's prototype, not in an object literal: a getter closure made per object kept every list's rows alive
+ * through V8's young-generation collections (bench/RESULTS.md, Apollo's gateway context).
+ */
+class PageConnection<T> implements Connection<T> {
+  readonly edges: { cursor: string; node: T }[];
+  readonly nodes: T[];
+  readonly pageInfo: PageInfo;
+  readonly #countAll: () => Promise<number>;
+
+  constructor({ nodes, cursors, hasNextPage, countAll }: Page<T>) {
+    this.edges = nodes.map((node, i) => ({ cursor: cursors[i], node }));
+    this.nodes = nodes;
+    this.pageInfo = { hasNextPage, endCursor: cursors.at(-1) ?? null };
+    this.#countAll = countAll;
+  }
+
+  get totalCount(): Promise<number> {
+    return this.#countAll();
+  }
 }
 
 /** Two fields list versions (`modelVersions`, `Model.versions`): one type for both. */

@@ -19,8 +19,8 @@ describe('Apollo’s gateway request context, as patched', () => {
       },
       load: async () => ({
         executor: async (request) => {
-          http = request.response.http;
-          http.status = 203;
+          http = request.response!.http;
+          http!.status = 203;
           return { data: { ok: true } };
         },
       }),
