@@ -23,7 +23,7 @@ try {
   const postgres = config.databaseUrl
     ? undefined
     : await startEmbeddedPostgres(path.join(config.dataDir, 'postgres'), log);
-  const db = await openDatabase(config.databaseUrl ?? postgres!.url, log);
+  const db = await openDatabase(config.databaseUrl ?? postgres!.url, log, { preparedStatements: config.preparedStatements });
   try {
     const { user, secret } = await createAdmin(db, values.email);
     console.log(`Admin ${user.email} ready. API key (shown once):\n${secret}`);
