@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { DataSource } from 'typeorm';
 import { entities } from '../entities';
 import { migrations } from '../../migrations';
+import { parseTimestamptz } from './timestamps';
 
 /** Any number for pg_advisory_lock, constant across processes: "bigdiffusion migrations". */
 const MIGRATION_LOCK = 0x6264_6d67;
@@ -15,7 +16,7 @@ export const MAX_PREPARED_STATEMENTS = 200;
 const STATEMENT_UNUSABLE = new Set(['0A000', '26000']);
 
 /**
- * The pool's connections. Two things differ from node-postgres's own client:
+ * The pool's connections. Three things differ from node-postgres's own client:
  *
  * - Statements with parameters (everything TypeORM and our services send, as `query(text, values)`) are
  *   prepared once per connection and then only bound and executed: PostgreSQL parses and plans each
@@ -28,6 +29,7 @@ const STATEMENT_UNUSABLE = new Set(['0A000', '26000']);
  *   stores the callback that resolves its promise into it, and V8 then keeps each result alive through
  *   young-generation collections, to be promoted and die in the old generation; plain JavaScript does
  *   the same when a closure is stored into an object after the object is made (bench/RESULTS.md).
+ * - Timestamps are read without regular expressions where they can be (timestamps.ts).
  */
 export class CallbackFirstClient extends pg.Client {
   /** Text -> the name it is prepared under on this connection. */
@@ -37,6 +39,7 @@ export class CallbackFirstClient extends pg.Client {
 
   constructor(config?: string | (pg.ClientConfig & DatabaseOptions)) {
     super(config);
+    this.setTypeParser(pg.types.builtins.TIMESTAMPTZ, parseTimestamptz);
     this.#prepares = typeof config !== 'object' || config.preparedStatements !== false;
   }
 

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { CallbackFirstClient, createDataSource, MAX_PREPARED_STATEMENTS } from '../../src/storage/database';
+import { parseTimestamptz } from '../../src/storage/timestamps';
 import { startTestPlatform, type TestPlatform } from './helpers';
 
 /** The database pool's connections (src/storage/database.ts) behave as node-postgres's own, on both of its APIs. */
@@ -84,6 +86,34 @@ describe('the database client', () => {
     } finally {
       await runner.release();
       await db.destroy();
+    }
+  });
+
+  it('reads timestamps as node-postgres does, in any time zone', async () => {
+    const runner = platform.services.db.createQueryRunner();
+    const parseAny = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ);
+    const instants = [
+      '2026-12-07 14:09:01.123456+00', '2026-12-07 14:09:01+00', '2026-02-28 23:59:59.9+00', '1999-12-31 23:59:59.999999+00',
+      '0050-06-01 12:00:00+00', '0099-01-01 00:00:00.5+00', '0100-01-01 00:00:00+00', '12026-01-01 00:00:00+00',
+      '0044-03-15 12:00:00+00 BC', 'infinity', '-infinity',
+    ];
+    try {
+      for (const zone of ['UTC', 'Asia/Kolkata', 'America/St_Johns']) {
+        await runner.query(`SET TimeZone = '${zone}'`);
+        const rows: { at: Date | number; text: string }[] = await runner.query('SELECT at, at::text AS text FROM unnest($1::timestamptz[]) AS at', [instants]);
+        expect(rows).toHaveLength(instants.length);
+        for (const { at, text } of rows) expect({ text, at }).toEqual({ text, at: parseAny(text) });
+      }
+      // Instants from 1970 to 2100, with every length of fraction a UTC session writes.
+      for (let time = 0; time < Date.UTC(2100, 0, 1); time += 987_654_321) {
+        for (const micros of ['', '.1', '.12', '.123', '.1234', '.12345', '.123456']) {
+          const text = new Date(time).toISOString().slice(0, 19).replace('T', ' ') + micros + '+00';
+          expect(parseTimestamptz(text)).toEqual(parseAny(text));
+        }
+      }
+    } finally {
+      await runner.query('RESET TimeZone');
+      await runner.release();
     }
   });
 });
