@@ -10,6 +10,7 @@ import {
 import { BaseModel } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { S3PackSource } from '../storage/s3-pack-source';
+import { queryEntities } from '../storage/entity-rows';
 import { badInput, conflict, notFound } from './errors';
 import { parseId, parseInput } from './validate';
 
@@ -20,11 +21,10 @@ export function listBaseModels(db: DataSource): Promise<BaseModel[]> {
 
 /**
  * Base models by id, in one query (for nested fields: every signed-in user reads them). Plain SQL, as
- * every nested list's loader: TypeORM's query building and hydration were a tenth of a long list's CPU,
- * and these rows need neither (their columns are named as the entity's fields).
+ * every nested list's loader: TypeORM's query building and hydration were a tenth of a long list's CPU.
  */
 export function getBaseModels(db: DataSource, ids: readonly string[]): Promise<BaseModel[]> {
-  return db.query('SELECT * FROM base_model WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
+  return queryEntities(db, BaseModel, 'SELECT * FROM base_model WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
 }
 
 export async function getBaseModel(db: DataSource, id: string): Promise<BaseModel> {

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { ClipTokenizer } from '../engine';
 import { Concept, ConceptKind, ContributionStatus, InstanceImage, Model, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
+import { queryEntities } from '../storage/entity-rows';
 import { notFound } from './errors';
 import { checkIdentifier, pickIdentifier } from './identifiers';
 import { canSeeModel, getModel, getModelBaseModel, getModelToChange } from './models';
@@ -20,7 +21,9 @@ export async function listConcepts(db: DataSource, user: User, modelId: string):
 
 /** The concepts each model offers, oldest first, in one query; the caller has checked that the user sees the models. */
 export function listConceptsOfModels(db: DataSource, modelIds: readonly string[]): Promise<Concept[]> {
-  return db.query(
+  return queryEntities(
+    db,
+    Concept,
     `SELECT * FROM concept WHERE "modelId" = ANY($1::uuid[])
         AND NOT EXISTS (SELECT 1 FROM contribution c WHERE c."conceptId" = concept.id AND c.status = ANY($2::contribution_status[]))
       ORDER BY "createdAt"`,
@@ -30,7 +33,7 @@ export function listConceptsOfModels(db: DataSource, modelIds: readonly string[]
 
 /** Concepts by id, in one query; the caller has checked that the user sees their models. */
 export function getConcepts(db: DataSource, ids: readonly string[]): Promise<Concept[]> {
-  return db.query('SELECT * FROM concept WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
+  return queryEntities(db, Concept, 'SELECT * FROM concept WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
 }
 
 export async function getConcept(db: DataSource, user: User, id: string): Promise<Concept> {

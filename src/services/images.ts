@@ -2,6 +2,7 @@ import type { DataSource } from 'typeorm';
 import { IsNull, Not } from 'typeorm';
 import { Image, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
+import { queryEntities } from '../storage/entity-rows';
 import { notFound } from './errors';
 import { pageOf, whereCreated, type CreatedFilter, type Page, type PageRequest } from './pagination';
 import { parseId } from './validate';
@@ -15,9 +16,8 @@ export function listImages(db: DataSource, user: User, filter: CreatedFilter, pa
 }
 
 /** The images jobs made, each job's in the order it made them, in one query; callers have checked the jobs are visible. */
-export async function listImagesOfJobs(db: DataSource, jobIds: readonly string[]): Promise<Image[]> {
-  const rows: Image[] = await db.query('SELECT * FROM image WHERE "jobId" = ANY($1::uuid[]) AND "previewStep" IS NULL ORDER BY "objectKey"', [jobIds]);
-  return rows.map((row) => ({ ...row, seed: Number(row.seed), bytes: Number(row.bytes) })); // bigints arrive as strings
+export function listImagesOfJobs(db: DataSource, jobIds: readonly string[]): Promise<Image[]> {
+  return queryEntities(db, Image, 'SELECT * FROM image WHERE "jobId" = ANY($1::uuid[]) AND "previewStep" IS NULL ORDER BY "objectKey"', [jobIds]);
 }
 
 /** A fine-tune's previews, by step, each step's in prompt order; the caller has checked the job is visible. */

@@ -5,6 +5,7 @@ import {
 import { BaseModel, FineTuneMethod, Model, ModelVersion, type User } from '../entities';
 import type { ObjectStore } from '../storage/object-store';
 import { S3PackSource } from '../storage/s3-pack-source';
+import { queryEntities } from '../storage/entity-rows';
 import { conflict } from './errors';
 import { getModel } from './models';
 import { firstPagesOf, pageOf, type Page, type PageRequest } from './pagination';
@@ -71,7 +72,7 @@ export function modelVersionPage(db: DataSource, modelId: string, page: PageRequ
 
 /** Versions by id, in one query; the caller has checked that the user sees their models. */
 export function getVersions(db: DataSource, ids: readonly string[]): Promise<ModelVersion[]> {
-  return db.query('SELECT * FROM model_version WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
+  return queryEntities(db, ModelVersion, 'SELECT * FROM model_version WHERE id = ANY($1::uuid[])', [[...new Set(ids)]]);
 }
 
 export interface NewVersion {

@@ -1,6 +1,12 @@
+import { In } from 'typeorm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FineTuneMethod, Image, Job, JobStatus, JobType } from '../../src/entities';
-import { appendVersion } from '../../src/services/versions';
+import { BaseModel, Concept, FineTuneMethod, Image, Job, JobStatus, JobType, Model, ModelVersion, User } from '../../src/entities';
+import { getBaseModels } from '../../src/services/base-models';
+import { listConceptsOfModels } from '../../src/services/concepts';
+import { listImagesOfJobs } from '../../src/services/images';
+import { listJobs } from '../../src/services/jobs';
+import { listModels } from '../../src/services/models';
+import { appendVersion, firstVersionPages, getVersions } from '../../src/services/versions';
 import { errorCode, gql, ok, signUp, sqlDuring, startTestPlatform, type TestPlatform } from './helpers';
 import { defaultBaseModelId, newAdminKey } from './setup';
 
@@ -65,6 +71,30 @@ describe('SQL statements per list query', () => {
     expect(many.models.statements.length).toBeLessThanOrEqual(5); // the list, base models, head versions, versions, concepts
     expect(many.jobs.statements).toHaveLength(few.jobs.statements.length);
     expect(many.jobs.statements.length).toBeLessThanOrEqual(2); // the page, images (no count unless asked for)
+  });
+  it('hands back the rows TypeORM would, with bigints as numbers', async () => {
+    await grow(1);
+    const { db } = platform.services;
+    const user = await db.getRepository(User).findOneByOrFail({ id: userId });
+    const models = (await listModels(db, user, {}, { first: 100 })).nodes;
+    const modelIds = models.map((model) => model.id);
+    const jobs = (await listJobs(db, user, {}, { first: 100 })).nodes;
+    const jobIds = jobs.map((job) => job.id);
+    const versions = [...(await firstVersionPages(db, modelIds, 100)).values()].flatMap((page) => page.nodes);
+    const images = await listImagesOfJobs(db, jobIds);
+    expect(models.length).toBeGreaterThan(0);
+    expect(images.length).toBeGreaterThan(0);
+    expect(images.every((image) => typeof image.seed === 'number' && typeof image.bytes === 'number')).toBe(true);
+    const byId = <T extends { id: string }>(rows: T[]) => [...rows].sort((a, b) => a.id.localeCompare(b.id));
+    const hydrated = async <T extends { id: string }>(entity: new () => T, ids: string[]) => byId(await db.getRepository(entity).findBy({ id: In(ids) } as never));
+    expect(byId(models)).toEqual(await hydrated(Model, modelIds));
+    expect(byId(jobs)).toEqual(await hydrated(Job, jobIds));
+    expect(byId(versions)).toEqual(await hydrated(ModelVersion, versions.map((v) => v.id)));
+    expect(byId(await getVersions(db, versions.map((v) => v.id)))).toEqual(await hydrated(ModelVersion, versions.map((v) => v.id)));
+    expect(byId(images)).toEqual(await hydrated(Image, images.map((i) => i.id)));
+    const concepts = await listConceptsOfModels(db, modelIds);
+    expect(byId(concepts)).toEqual(await hydrated(Concept, concepts.map((c) => c.id)));
+    expect(await getBaseModels(db, [baseModelId])).toEqual(await hydrated(BaseModel, [baseModelId]));
   });
 });
 
