@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { createHash as nodeCreateHash } from 'node:crypto';
 import Module, { createRequire } from 'node:module';
 import { ApolloServer, HeaderMap } from '@apollo/server';
-import type { GatewayInterface } from '@apollo/server-gateway-interface';
+import type { GatewayExecutor, GatewayInterface } from '@apollo/server-gateway-interface';
 import { buildSchema, execute, parse, printSchema } from 'graphql';
 import { Arg, Args, ArgsType, Ctx, Field, Int, Query, Resolver, buildSchema as buildTypeGraphqlSchema } from 'type-graphql';
 import { describe, expect, it } from 'vitest';
@@ -15,36 +15,57 @@ import { describe, expect, it } from 'vitest';
  * young-generation collections (bench/RESULTS.md).
  */
 describe('Apollo’s gateway request context, as patched', () => {
-  it('carries a status that writes through to the HTTP response, from an accessor on its prototype', async () => {
+  /** `{ ok }` answered by a gateway whose executor runs `execute`, as our CompiledExecution is. */
+  const throughGateway = async (execute: GatewayExecutor) => {
     const schema = buildSchema('type Query { ok: Boolean }');
-    let http: { status?: number } | undefined;
     const gateway: GatewayInterface = {
       onSchemaLoadOrUpdate(callback) {
         callback({ apiSchema: schema, coreSupergraphSdl: printSchema(schema) });
         return () => {};
       },
-      load: async () => ({
-        executor: async (request) => {
-          http = request.response!.http;
-          http!.status = 203;
-          return { data: { ok: true } };
-        },
-      }),
+      load: async () => ({ executor: execute }),
       stop: async () => {},
     };
     const apollo = new ApolloServer({ gateway });
     await apollo.start();
     try {
-      const response = await apollo.executeHTTPGraphQLRequest({
+      return await apollo.executeHTTPGraphQLRequest({
         httpGraphQLRequest: { method: 'POST', headers: new HeaderMap([['content-type', 'application/json']]), search: '', body: { query: '{ ok }' } },
         context: async () => ({}),
       });
-      expect(response.status).toBe(203);
-      expect(http?.status).toBe(203);
-      expect(Object.getOwnPropertyDescriptor(http!, 'status')).toBeUndefined();
     } finally {
       await apollo.stop();
     }
+  };
+
+  it('carries a status that writes through to the HTTP response, from an accessor on its prototype', async () => {
+    let http: { status?: number } | undefined;
+    const response = await throughGateway(async (request) => {
+      http = request.response!.http;
+      http!.status = 203;
+      return { data: { ok: true } };
+    });
+    expect(response.status).toBe(203);
+    expect(http?.status).toBe(203);
+    expect(Object.getOwnPropertyDescriptor(http!, 'status')).toBeUndefined();
+  });
+
+  it('negotiates incremental delivery only for an execution that can be incremental, not a gateway’s', async () => {
+    // The Negotiator Apollo imports. A request without an `accept` header needs none: its answer is JSON.
+    const Negotiator = createRequire(createRequire(import.meta.url).resolve('@apollo/server'))('negotiator') as { prototype: { mediaType: (...args: unknown[]) => unknown } };
+    const mediaType = Negotiator.prototype.mediaType;
+    let negotiations = 0;
+    Negotiator.prototype.mediaType = function (this: unknown, ...args: unknown[]) {
+      negotiations++;
+      return mediaType.apply(this, args);
+    };
+    try {
+      const response = await throughGateway(async () => ({ data: { ok: true } }));
+      expect(response.body).toEqual({ kind: 'complete', string: '{"data":{"ok":true}}\n' });
+    } finally {
+      Negotiator.prototype.mediaType = mediaType;
+    }
+    expect(negotiations).toBe(0);
   });
 });
 
