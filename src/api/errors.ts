@@ -33,7 +33,7 @@ export function createErrorFormatter(log: Logger) {
     }
     const code = formatted.extensions?.code;
     if (typeof code === 'string' && REQUEST_ERROR_CODES.has(code) && isAboutRequest(original)) {
-      return { message: formatted.message, locations: formatted.locations, path: formatted.path, extensions: { code } };
+      return { message: withoutSuggestions(formatted.message), locations: formatted.locations, path: formatted.path, extensions: { code } };
     }
     if (code === 'SERVICE_UNAVAILABLE' || isServiceOutage(original)) {
       log.warn({ err: original, path: formatted.path }, 'a store is unreachable');
@@ -42,6 +42,14 @@ export function createErrorFormatter(log: Logger) {
     log.error({ err: original, path: formatted.path }, 'internal error in a GraphQL request');
     return { message: 'Internal server error', path: formatted.path, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
   };
+}
+
+/**
+ * graphql-js's message less its guesses (`Cannot query field "mee" on type "Query". Did you mean "me"?`):
+ * they would let anonymous callers map the schema name by name.
+ */
+function withoutSuggestions(message: string): string {
+  return message.replace(/ Did you mean [^?]*\?/g, '');
 }
 
 /** Raised by the GraphQL machinery itself (parse, validation, coercion), not wrapping a thrown error. */

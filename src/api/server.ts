@@ -25,6 +25,8 @@ import { queryCostError } from './query-cost';
 import { perKeyRateLimit } from './rate-limit';
 
 export const GRAPHQL_PATH = '/graphql';
+/** Tokens a query may have: parsing stops there, before a huge document costs its whole parse. */
+const MAX_QUERY_TOKENS = 2000;
 /** Instance photos are the only uploads; one request carries one. */
 const MAX_UPLOAD_BYTES = 20 * 1024 * 1024;
 
@@ -65,9 +67,11 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     costLimit: { enabled: false },
     maxAliases: { n: 15 },
     maxDirectives: { n: 20 },
-    maxTokens: { n: 2000 },
-    // Suggestions ("Did you mean ...?") would let anonymous callers map the schema field by field.
-    blockFieldSuggestion: { enabled: true },
+    // Armor's token limit and suggestion blocking are Apollo plugins, so they missed WebSocket operations and
+    // cost every HTTP request two hooks: graphql-js's parser counts tokens (MAX_QUERY_TOKENS, on both
+    // transports), and errors.ts drops suggestions from every error a client sees.
+    maxTokens: { enabled: false },
+    blockFieldSuggestion: { enabled: false },
   });
   const protection = armor.protect();
 
@@ -82,7 +86,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
       onSubscribe: (_ctx, _id, payload) => {
         let document;
         try {
-          document = parse(payload.query);
+          document = parse(payload.query, { maxTokens: MAX_QUERY_TOKENS });
         } catch (error) {
           if (error instanceof GraphQLError) return [error];
           throw error;
@@ -121,6 +125,7 @@ export async function startApiServer(services: Services, schema: GraphQLSchema):
     gateway: new CompiledExecution(schema),
     ...protection,
     formatError,
+    parseOptions: { maxTokens: MAX_QUERY_TOKENS },
     includeStacktraceInErrorResponses: false,
     plugins: [
       ...protection.plugins,
