@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
 import { sendRequestError } from './graphql-post';
@@ -15,10 +15,10 @@ export function perKeyRateLimit(perMinute: number): RequestHandler {
     limit: perMinute,
     standardHeaders: 'draft-8',
     legacyHeaders: false,
-    // A digest, so the limiter's memory holds no key.
+    // A digest, so the limiter's memory holds no key (one-shot, as api-keys.ts hashes keys).
     keyGenerator: (req) => {
       const authorization = req.headers.authorization;
-      return authorization ? createHash('sha256').update(authorization).digest('base64url') : ipKeyGenerator(req.ip ?? '');
+      return authorization ? hash('sha256', authorization, 'base64url') : ipKeyGenerator(req.ip ?? '');
     },
     // node's API, not express's: the JSON POST path hands the limiter node's response (server.ts).
     handler: (_req, res) =>

@@ -1,10 +1,13 @@
 import 'reflect-metadata';
-import { createHash as nodeCreateHash } from 'node:crypto';
+import { Hash, createHash as nodeCreateHash } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import Module, { createRequire } from 'node:module';
 import { ApolloServer, HeaderMap } from '@apollo/server';
 import type { GatewayExecutor, GatewayInterface } from '@apollo/server-gateway-interface';
 import { buildSchema, execute, parse, printSchema } from 'graphql';
 import { Arg, Args, ArgsType, Ctx, Field, Int, Query, Resolver, buildSchema as buildTypeGraphqlSchema } from 'type-graphql';
+import express from 'express';
+import { rateLimit } from 'express-rate-limit';
 import { describe, expect, it } from 'vitest';
 
 /** The changes in patches/, applied by patch-package after `npm install`: each test fails on the dependency unpatched. */
@@ -69,9 +72,12 @@ describe('Apollo’s gateway request context, as patched', () => {
   });
 });
 
-/** @apollo+utils.createhash: Apollo hashes every request's query; the hash no longer goes through the module loader each time. */
+/**
+ * @apollo+utils.createhash: Apollo hashes every request's query; the hash no longer goes through the module loader
+ * each time, nor makes a Hash object (a native handle each young-generation collection visits).
+ */
 describe('Apollo’s createHash, as patched', () => {
-  it('hashes as node:crypto does, loading no module per call', () => {
+  it('hashes as node:crypto does, loading no module and making no Hash object per call', () => {
     const { createHash } = createRequire(import.meta.url)('@apollo/utils.createhash') as typeof import('@apollo/utils.createhash');
     const loader = Module as unknown as { _load: (...args: unknown[]) => unknown };
     const load = loader._load;
@@ -80,14 +86,19 @@ describe('Apollo’s createHash, as patched', () => {
       loads++;
       return load.apply(this, args);
     };
-    let digests: string[];
+    const queries = ['{ me { id } }', 'query Q { models { nodes { id } } }'];
+    let hashes: ReturnType<typeof createHash>[];
     try {
-      digests = ['{ me { id } }', 'query Q { models { nodes { id } } }'].map((query) => createHash('sha256').update(query).digest('hex'));
+      hashes = queries.map((query) => createHash('sha256').update(query));
     } finally {
       loader._load = load;
     }
     expect(loads).toBe(0);
-    expect(digests).toEqual(['{ me { id } }', 'query Q { models { nodes { id } } }'].map((query) => nodeCreateHash('sha256').update(query).digest('hex')));
+    expect(hashes.some((hash) => hash instanceof Hash)).toBe(false);
+    expect(hashes.map((hash) => hash.digest('hex'))).toEqual(queries.map((query) => nodeCreateHash('sha256').update(query).digest('hex')));
+    // Several updates, input encodings and a Buffer digest still answer as node's Hash does.
+    expect(createHash('sha512').update('{ me').update(' { id } }').digest('base64')).toBe(nodeCreateHash('sha512').update(queries[0]).digest('base64'));
+    expect(createHash('sha256').update(Buffer.from(queries[0]).toString('hex'), 'hex').digest()).toEqual(nodeCreateHash('sha256').update(queries[0]).digest());
   });
 });
 
@@ -117,5 +128,31 @@ describe('type-graphql’s resolver parameters, as patched', () => {
     // graphql-js answers synchronously when every resolver returned a value, not a promise.
     expect(result).not.toBeInstanceOf(Promise);
     expect(result).toEqual({ data: { a: 'p x 3 true', b: 'p y all true' } });
+  });
+});
+
+/** express-rate-limit: the draft-8 headers' partition key, hashed per request, is hashed one-shot (no Hash object). */
+describe('express-rate-limit’s partition key, as patched', () => {
+  it('names the partition as before, making no Hash object', async () => {
+    const app = express().use(rateLimit({ windowMs: 60_000, limit: 5, standardHeaders: 'draft-8', legacyHeaders: false, keyGenerator: () => 'a key' }));
+    app.get('/', (_req, res) => res.end('ok')); // not res.send: its ETag is a hash
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const digest = Hash.prototype.digest;
+    let digests = 0;
+    Hash.prototype.digest = function (this: Hash, ...args: unknown[]) {
+      digests++;
+      return (digest as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof digest;
+    let policy: string | null;
+    try {
+      policy = (await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)).headers.get('ratelimit-policy');
+    } finally {
+      Hash.prototype.digest = digest;
+      server.close();
+    }
+    expect(digests).toBe(0);
+    const partition = Buffer.from(nodeCreateHash('sha256').update('a key').digest('hex').slice(0, 12)).toString('base64');
+    expect(policy).toBe(`"5-in-1min"; q=5; w=60; pk=:${partition}:`);
   });
 });
