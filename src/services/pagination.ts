@@ -95,7 +95,9 @@ export async function firstPagesOf<T extends ObjectLiteral & { id: string }>(
     .orderBy(`${alias}.createdAt`, 'DESC')
     .addOrderBy(`${alias}.id`, 'DESC');
   const rows = await wholeRows(query);
-  return new Map(parentIds.map((id) => [id, toPage(rows.filter((row) => row[parentColumn] === id), first, () => counting(id))]));
+  const rowsOf = new Map<unknown, T[]>(parentIds.map((id) => [id, []]));
+  for (const row of rows) rowsOf.get(row[parentColumn])?.push(row);
+  return new Map(parentIds.map((id) => [id, toPage(rowsOf.get(id)!, first, () => counting(id))]));
 }
 
 /** The query's rows, whole, as entities (entity-rows.ts): TypeORM's `getMany` hydrates them at several times the cost. */

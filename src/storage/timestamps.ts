@@ -18,8 +18,9 @@ export function parseTimestamptz(text: string): Date | number {
     (length === 22 || (length >= 24 && length <= 29 && text[19] === '.')) &&
     text[4] === '-' && text[7] === '-' && text[10] === ' ' && text[13] === ':' && text[16] === ':' &&
     text.charCodeAt(length - 3) === PLUS && text.charCodeAt(length - 2) === ZERO && text.charCodeAt(length - 1) === ZERO;
-  const year = utc ? digits(text, 0, 4) : 0;
-  if (year < 100) return parseAnyTimestamptz(text);
+  if (!utc) return parseAnyTimestamptz(text);
+  const year = digits(text, 0, 4);
+  if (year < 100) return parseAnyTimestamptz(text); // Date.UTC reads years 0-99 as 1900-1999
   let milliseconds = 0;
   for (let i = 20; i < 23; i++) milliseconds = 10 * milliseconds + (i < length - 3 ? text.charCodeAt(i) - ZERO : 0);
   return new Date(Date.UTC(year, digits(text, 5, 2) - 1, digits(text, 8, 2), digits(text, 11, 2), digits(text, 14, 2), digits(text, 17, 2), milliseconds));
